@@ -1,0 +1,766 @@
+//! Starting a local headless Chromium and stopping it without leaving anything behind.
+//!
+//! Invariant: the browser pid is reaped in one place only, `LaunchedBrowser::reap`,
+//! and only after its process group has been sent SIGKILL. Until then the pid is at worst
+//! a zombie that still holds its pid and process-group id, so signalling either can never
+//! reach an unrelated process. Exit is observed with `waitid(.., WNOWAIT)`, which does not
+//! reap.
+
+use std::env;
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::{Error, ErrorKind, Result, TimeoutKind};
+
+/// Names looked up on `PATH`, in order, when no executable is configured.
+const CANDIDATES: [&str; 4] = [
+    "chromium",
+    "chromium-browser",
+    "google-chrome",
+    "google-chrome-stable",
+];
+
+/// Environment variable naming the browser executable (a path or a name on `PATH`).
+const ENV_CHROME: &str = "CDPMUX_CHROME";
+
+const INSTALL_HINT: &str = "install it with `apt-get install -y chromium` or set \
+     CDPMUX_CHROME=/path/to/chrome; the simulated browser (`--sim`, `cdpmux::sim`) needs none";
+
+/// Flags every launch gets. The DevTools port is chosen by Chromium (`=0`) and bound to
+/// loopback only.
+const BASE_FLAGS: [&str; 11] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--remote-debugging-port=0",
+    "--remote-debugging-address=127.0.0.1",
+];
+
+/// Pooled tabs are hidden; without these their timers are throttled.
+const NO_THROTTLING_FLAGS: [&str; 3] = [
+    "--disable-background-timer-throttling",
+    "--disable-renderer-backgrounding",
+    "--disable-backgrounding-occluded-windows",
+];
+
+/// Extra arguments that would move the DevTools port off loopback or the profile out of
+/// our control.
+const RESERVED_FLAGS: [&str; 4] = [
+    "--remote-debugging-address",
+    "--remote-debugging-port",
+    "--remote-debugging-pipe",
+    "--user-data-dir",
+];
+
+const PORT_FILE: &str = "DevToolsActivePort";
+const STDERR_FILE: &str = "chromium-stderr.log";
+const POLL: Duration = Duration::from_millis(10);
+/// How long Chromium gets to exit on SIGTERM before its group is killed.
+const TERM_GRACE: Duration = Duration::from_secs(2);
+/// How long to wait for the leader to die after SIGKILL before blocking on it.
+const KILL_GRACE: Duration = Duration::from_secs(2);
+const REMOVE_ATTEMPTS: u32 = 5;
+const STDERR_TAIL_LINES: usize = 15;
+
+/// How to find and start a local headless Chromium.
+///
+/// ```no_run
+/// # async fn demo() -> cdpmux::Result<()> {
+/// use std::time::Duration;
+/// use cdpmux::browser::Launch;
+///
+/// let browser = Launch::new()
+///     .arg("--window-size=1280,800")
+///     .startup_timeout(Duration::from_secs(10))
+///     .launch()
+///     .await?;
+/// println!("DevTools at {}", browser.ws_url());
+/// browser.shutdown().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Launch {
+    executable: Option<PathBuf>,
+    args: Vec<OsString>,
+    startup_timeout: Duration,
+    background_throttling: bool,
+}
+
+impl Default for Launch {
+    fn default() -> Self {
+        Launch {
+            executable: None,
+            args: Vec::new(),
+            startup_timeout: Duration::from_secs(30),
+            background_throttling: false,
+        }
+    }
+}
+
+impl Launch {
+    /// The defaults: executable found automatically, no extra arguments, a 30 s startup
+    /// timeout, background throttling off.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Uses this executable instead of looking at `CDPMUX_CHROME` and `PATH`. A bare name
+    /// (no `/`) is looked up on `PATH`.
+    pub fn executable(mut self, path: impl Into<PathBuf>) -> Self {
+        self.executable = Some(path.into());
+        self
+    }
+
+    /// Adds one command-line argument after the built-in flags.
+    ///
+    /// The browser opens one `about:blank` tab unless an argument not starting with `-`
+    /// (a URL) is given.
+    ///
+    /// The DevTools address, port and pipe and `--user-data-dir` are managed by cdpmux;
+    /// passing them makes [`launch`](Self::launch) fail with [`ErrorKind::InvalidInput`].
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Adds several command-line arguments; see [`arg`](Self::arg).
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// How long to wait for the DevTools endpoint to appear (default 30 s).
+    pub fn startup_timeout(mut self, timeout: Duration) -> Self {
+        self.startup_timeout = timeout;
+        self
+    }
+
+    /// Whether Chromium may throttle timers of hidden tabs (default `false`: pooled tabs
+    /// are hidden, and throttling them slows crawls down).
+    pub fn background_throttling(mut self, enabled: bool) -> Self {
+        self.background_throttling = enabled;
+        self
+    }
+
+    /// The executable [`launch`](Self::launch) would start: the configured one, else
+    /// `CDPMUX_CHROME`, else the first of `chromium`, `chromium-browser`, `google-chrome`,
+    /// `google-chrome-stable` on `PATH`.
+    ///
+    /// Fails with [`ErrorKind::BrowserUnavailable`] and a message that says how to install
+    /// one.
+    pub fn find_executable(&self) -> Result<PathBuf> {
+        if let Some(exe) = &self.executable {
+            return resolve_command(exe, "the configured executable");
+        }
+        if let Some(exe) = env::var_os(ENV_CHROME).filter(|v| !v.is_empty()) {
+            return resolve_command(Path::new(&exe), ENV_CHROME);
+        }
+        CANDIDATES
+            .iter()
+            .find_map(|name| search_path(OsStr::new(name)))
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::BrowserUnavailable,
+                    format!(
+                        "no Chromium found (looked at {ENV_CHROME} and {} on PATH); {INSTALL_HINT}",
+                        CANDIDATES.join(", ")
+                    ),
+                )
+            })
+    }
+
+    /// The full argument list for a browser using `profile` as its user data dir.
+    fn command_args(&self, profile: &Path) -> Vec<OsString> {
+        let mut args: Vec<OsString> = BASE_FLAGS.iter().map(OsString::from).collect();
+        let mut dir_flag = OsString::from("--user-data-dir=");
+        dir_flag.push(profile);
+        args.push(dir_flag);
+        if !self.background_throttling {
+            args.extend(NO_THROTTLING_FLAGS.iter().map(OsString::from));
+        }
+        args.extend(self.args.iter().cloned());
+        // Without a URL headless opens the new-tab page, a webui renderer that costs about
+        // a third of a CPU-second at startup; about:blank costs next to nothing.
+        if self
+            .args
+            .iter()
+            .all(|a| a.to_string_lossy().starts_with('-'))
+        {
+            args.push(OsString::from("about:blank"));
+        }
+        args
+    }
+
+    fn check_args(&self) -> Result<()> {
+        for arg in &self.args {
+            let text = arg.to_string_lossy();
+            let name = text.split('=').next().unwrap_or_default();
+            if RESERVED_FLAGS.contains(&name) {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "launch argument `{text}` is managed by cdpmux (DevTools stays on \
+                         127.0.0.1 with a fresh private profile); remove it, or start the \
+                         browser yourself and connect to it with an Endpoint"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a headless Chromium with a fresh private profile and waits until its
+    /// DevTools endpoint is up.
+    ///
+    /// Cancel-safe: if the returned future is dropped before it completes, the browser
+    /// process group is killed and reaped and the profile removed (the drop may block for
+    /// up to about two seconds while Chromium exits).
+    ///
+    /// Errors: [`ErrorKind::BrowserUnavailable`] when no executable is found or the
+    /// browser exits during startup (the message quotes the end of its stderr);
+    /// [`ErrorKind::Timeout`]`(`[`TimeoutKind::Launch`]`)` when the endpoint does not
+    /// appear within the startup timeout; [`ErrorKind::InvalidInput`] for reserved extra
+    /// arguments; [`ErrorKind::Io`] when the profile cannot be created.
+    pub async fn launch(&self) -> Result<LaunchedBrowser> {
+        self.check_args()?;
+        let exe = self.find_executable()?;
+        let profile = new_profile_dir()?;
+        let profile_path = profile.path().to_path_buf();
+        let stderr = File::create(profile_path.join(STDERR_FILE)).map_err(|e| {
+            Error::new(
+                ErrorKind::Io,
+                format!(
+                    "cannot create the browser log in {}",
+                    profile_path.display()
+                ),
+            )
+            .with_source(e)
+        })?;
+
+        let mut command = Command::new(&exe);
+        command
+            .args(self.command_args(&profile_path))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            // Its own process group, so the whole tree (zygote, renderers) can be killed.
+            .process_group(0);
+        let started = Instant::now();
+        let child = command.spawn().map_err(|e| spawn_error(&exe, e))?;
+        let pid = child.id();
+        tracing::debug!(pid, executable = %exe.display(), profile = %profile_path.display(), "Chromium spawned");
+
+        // From here on every way out (error, timeout, a dropped future) drops `browser`,
+        // which stops the process group and removes the profile.
+        let mut browser = LaunchedBrowser {
+            child,
+            pid,
+            ws_url: String::new(),
+            profile_path,
+            profile: Some(profile),
+            reaped: false,
+        };
+
+        let port_file = browser.profile_path.join(PORT_FILE);
+        let deadline = tokio::time::Instant::now() + self.startup_timeout;
+        loop {
+            if let Some((port, path)) = read_port_file(&port_file) {
+                browser.ws_url = format!("ws://127.0.0.1:{port}{path}");
+                break;
+            }
+            if let Some(status) = peek_exit(pid) {
+                let tail = stderr_tail(&browser.profile_path.join(STDERR_FILE));
+                return Err(Error::new(
+                    ErrorKind::BrowserUnavailable,
+                    format!(
+                        "Chromium at {} exited during startup ({status}) before opening its \
+                         DevTools port; last lines of its stderr:\n{tail}",
+                        exe.display()
+                    ),
+                ));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                // No grace period: a browser that never came up is not worth waiting for.
+                browser.kill_group();
+                let tail = stderr_tail(&browser.profile_path.join(STDERR_FILE));
+                return Err(Error::new(
+                    ErrorKind::Timeout(TimeoutKind::Launch),
+                    format!(
+                        "starting Chromium at {}: launch deadline of {:?} passed before it \
+                         wrote {PORT_FILE}; raise startup_timeout if the machine is busy; \
+                         last lines of its stderr:\n{tail}",
+                        exe.display(),
+                        self.startup_timeout
+                    ),
+                ));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        tracing::info!(
+            pid,
+            ws_url = %browser.ws_url,
+            startup_ms = started.elapsed().as_millis() as u64,
+            "Chromium started"
+        );
+        Ok(browser)
+    }
+}
+
+/// A running Chromium started by [`Launch::launch`].
+///
+/// Stop it with [`shutdown`](Self::shutdown). Dropping it does the same, blocking the
+/// current thread for up to about two seconds while Chromium exits. Either way the whole
+/// process group is killed and reaped and the profile directory removed.
+#[derive(Debug)]
+pub struct LaunchedBrowser {
+    child: Child,
+    pid: u32,
+    ws_url: String,
+    profile_path: PathBuf,
+    /// Removes the profile if our own removal never ran (a safety net); `None` once the
+    /// profile is gone.
+    profile: Option<TempDir>,
+    /// The browser has been reaped: its pid may belong to someone else now, never signal it.
+    reaped: bool,
+}
+
+impl LaunchedBrowser {
+    /// The browser-level DevTools WebSocket URL, `ws://127.0.0.1:<port>/devtools/browser/<id>`.
+    pub fn ws_url(&self) -> &str {
+        &self.ws_url
+    }
+
+    /// The process id of the browser, which is also its process-group id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The private temporary profile (user data) directory, removed on shutdown.
+    pub fn profile_dir(&self) -> &Path {
+        &self.profile_path
+    }
+
+    /// True while the browser process has not exited. Does not reap it.
+    pub fn is_running(&mut self) -> bool {
+        !self.reaped && peek_exit(self.pid).is_none()
+    }
+
+    /// Sends SIGKILL to the browser process only, as a crash would; its children and the
+    /// profile stay until [`shutdown`](Self::shutdown) or drop. For fault-injection tests.
+    pub fn kill(&mut self) {
+        self.signal_browser(libc::SIGKILL);
+    }
+
+    /// Stops the browser: SIGTERM, up to about 2 s for a clean exit, then SIGKILL to the
+    /// whole process group; reaps the browser and removes the profile directory.
+    ///
+    /// Fails with [`ErrorKind::Io`] only if the profile directory cannot be removed; the
+    /// processes are gone either way.
+    pub async fn shutdown(mut self) -> Result<()> {
+        let started = Instant::now();
+        self.signal_browser(libc::SIGTERM);
+        if !self.wait_exit(TERM_GRACE).await {
+            tracing::warn!(
+                pid = self.pid,
+                "Chromium ignored SIGTERM; killing its group"
+            );
+        }
+        self.kill_group();
+        self.wait_exit(KILL_GRACE).await;
+        self.reap();
+        let mut result = self.remove_profile();
+        for _ in 1..REMOVE_ATTEMPTS {
+            if result.is_ok() {
+                break;
+            }
+            // A dying group member may still have been writing into the profile.
+            tokio::time::sleep(POLL * 2).await;
+            result = self.remove_profile();
+        }
+        tracing::debug!(
+            pid = self.pid,
+            shutdown_ms = started.elapsed().as_millis() as u64,
+            "Chromium stopped"
+        );
+        result.map_err(|e| {
+            Error::new(
+                ErrorKind::Io,
+                format!(
+                    "Chromium stopped, but its profile {} could not be removed",
+                    self.profile_path.display()
+                ),
+            )
+            .with_source(e)
+        })
+    }
+
+    async fn wait_exit(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if peek_exit(self.pid).is_some() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    fn wait_exit_blocking(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if peek_exit(self.pid).is_some() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Sends `sig` to the browser process, unless it has been reaped.
+    fn signal_browser(&self, sig: libc::c_int) {
+        if !self.reaped {
+            signal(pid_arg(self.pid), sig);
+        }
+    }
+
+    /// SIGKILL to every process in the browser's group, the browser included.
+    fn kill_group(&self) {
+        // The unreaped leader keeps the group id reserved, so this cannot hit a stranger.
+        if !self.reaped {
+            signal(-pid_arg(self.pid), libc::SIGKILL);
+        }
+    }
+
+    /// Collects the browser's exit status. Call only after `kill_group`.
+    fn reap(&mut self) {
+        if self.reaped {
+            return;
+        }
+        // The leader has exited or just got SIGKILL, so this returns at once or nearly.
+        if let Err(e) = self.child.wait() {
+            tracing::warn!(pid = self.pid, error = %e, "could not reap Chromium");
+        }
+        self.reaped = true;
+    }
+
+    fn remove_profile(&mut self) -> io::Result<()> {
+        match fs::remove_dir_all(&self.profile_path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => {
+                // Already gone: disarm the safety net.
+                if let Some(dir) = self.profile.take() {
+                    let _ = dir.keep();
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Drop for LaunchedBrowser {
+    fn drop(&mut self) {
+        if !self.reaped {
+            self.signal_browser(libc::SIGTERM);
+            self.wait_exit_blocking(TERM_GRACE);
+            self.kill_group();
+            self.wait_exit_blocking(KILL_GRACE);
+            self.reap();
+        }
+        if self.profile.is_none() {
+            return;
+        }
+        for attempt in 1..=REMOVE_ATTEMPTS {
+            match self.remove_profile() {
+                Ok(()) => break,
+                Err(e) if attempt == REMOVE_ATTEMPTS => tracing::warn!(
+                    profile = %self.profile_path.display(),
+                    error = %e,
+                    "could not remove Chromium profile"
+                ),
+                Err(_) => std::thread::sleep(POLL * 2),
+            }
+        }
+    }
+}
+
+/// A child pid as `kill(2)` takes it. Linux pids are at most 2^22, so this never wraps.
+fn pid_arg(pid: u32) -> libc::pid_t {
+    libc::pid_t::try_from(pid).unwrap_or(libc::pid_t::MAX)
+}
+
+/// Sends `sig` to a pid (positive) or a process group (negative). Errors (the process is
+/// already gone) are expected and ignored.
+fn signal(target: i32, sig: libc::c_int) {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe {
+        libc::kill(target, sig);
+    }
+}
+
+/// If `pid` (our child) has exited, describes how; `None` while it runs. Never reaps it.
+fn peek_exit(pid: u32) -> Option<String> {
+    // SAFETY: siginfo_t is plain data; all-zero is a valid value.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: `info` is a valid, writable siginfo_t for the duration of the call.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        if rc == 0 {
+            break;
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        // ECHILD: not waitable, e.g. the host set SIGCHLD to SIG_IGN and the kernel reaps
+        // children itself. Fall back to asking whether the pid still exists.
+        // SAFETY: kill(2) with signal 0 only checks for existence.
+        let exists = unsafe { libc::kill(pid_arg(pid), 0) } == 0;
+        return (!exists).then(|| format!("exited (not waitable: {err})"));
+    }
+    // SAFETY: waitid filled `info` (or left it zeroed, meaning no state change).
+    let (who, status) = unsafe { (info.si_pid(), info.si_status()) };
+    if who == 0 {
+        return None;
+    }
+    Some(match info.si_code {
+        libc::CLD_EXITED => format!("exit code {status}"),
+        libc::CLD_KILLED | libc::CLD_DUMPED => format!("killed by signal {status}"),
+        _ => format!("status {status}"),
+    })
+}
+
+/// Resolves a configured command: a path must be an executable file, a bare name is
+/// looked up on `PATH`.
+fn resolve_command(exe: &Path, origin: &str) -> Result<PathBuf> {
+    let found = if exe.components().count() > 1 || exe.is_absolute() {
+        is_executable_file(exe).then(|| exe.to_path_buf())
+    } else {
+        search_path(exe.as_os_str())
+    };
+    found.ok_or_else(|| {
+        Error::new(
+            ErrorKind::BrowserUnavailable,
+            format!(
+                "no Chromium at {} ({origin}): not an executable file{}; {INSTALL_HINT}",
+                exe.display(),
+                if exe.components().count() > 1 {
+                    ""
+                } else {
+                    " on PATH"
+                }
+            ),
+        )
+    })
+}
+
+fn search_path(name: &OsStr) -> Option<PathBuf> {
+    let path = env::var_os("PATH")?;
+    env::split_paths(&path)
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable_file(candidate))
+}
+
+fn is_executable_file(path: &Path) -> bool {
+    fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+fn spawn_error(exe: &Path, e: io::Error) -> Error {
+    let kind = match e.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied => ErrorKind::BrowserUnavailable,
+        _ => ErrorKind::Io,
+    };
+    Error::new(
+        kind,
+        format!(
+            "could not start Chromium at {}; {INSTALL_HINT}",
+            exe.display()
+        ),
+    )
+    .with_source(e)
+}
+
+/// A fresh profile directory only we can read, checked rather than assumed.
+fn new_profile_dir() -> Result<TempDir> {
+    let io_err = |what: &str, e: io::Error| {
+        Error::new(
+            ErrorKind::Io,
+            format!("cannot create a private browser profile: {what}"),
+        )
+        .with_source(e)
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("cdpmux-profile-")
+        .permissions(fs::Permissions::from_mode(0o700))
+        .tempdir()
+        .map_err(|e| io_err("creating the temporary directory", e))?;
+    let meta = fs::symlink_metadata(dir.path()).map_err(|e| io_err("inspecting it", e))?;
+    // SAFETY: geteuid(2) cannot fail and has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    let mode = meta.mode() & 0o7777;
+    if !meta.is_dir() || mode != 0o700 || meta.uid() != euid {
+        return Err(Error::new(
+            ErrorKind::Io,
+            format!(
+                "browser profile {} is not private (mode {mode:o}, owner {}); check the \
+                 temporary directory (TMPDIR)",
+                dir.path().display(),
+                meta.uid()
+            ),
+        ));
+    }
+    Ok(dir)
+}
+
+/// The port and browser path from a complete `DevToolsActivePort` file.
+fn read_port_file(path: &Path) -> Option<(u16, String)> {
+    parse_port_file(&fs::read_to_string(path).ok()?)
+}
+
+fn parse_port_file(text: &str) -> Option<(u16, String)> {
+    let mut lines = text.lines();
+    let port: u16 = lines.next()?.trim().parse().ok()?;
+    let path = lines.next()?.trim();
+    let id = path.strip_prefix("/devtools/browser/")?;
+    let valid_id = !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    (port != 0 && valid_id).then(|| (port, path.to_string()))
+}
+
+/// The last lines of the browser's stderr, for error messages.
+fn stderr_tail(path: &Path) -> String {
+    const MAX_BYTES: u64 = 8 * 1024;
+    let read = || -> io::Result<String> {
+        let mut file = File::open(path)?;
+        let len = file.metadata()?.len();
+        file.seek(SeekFrom::Start(len.saturating_sub(MAX_BYTES)))?;
+        let mut bytes = Vec::new();
+        file.take(MAX_BYTES).read_to_end(&mut bytes)?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    };
+    match read() {
+        Ok(text) => {
+            let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+            let start = lines.len().saturating_sub(STDERR_TAIL_LINES);
+            if lines.is_empty() {
+                "(empty)".to_string()
+            } else {
+                lines[start..].join("\n")
+            }
+        }
+        Err(e) => format!("(unreadable: {e})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_file_needs_both_lines() {
+        assert_eq!(
+            parse_port_file("9222\n/devtools/browser/ab-12\n"),
+            Some((9222, "/devtools/browser/ab-12".to_string()))
+        );
+        assert_eq!(parse_port_file(""), None);
+        assert_eq!(parse_port_file("9222"), None);
+        assert_eq!(parse_port_file("9222\n"), None);
+        assert_eq!(parse_port_file("9222\n/devtools/browser/"), None);
+        assert_eq!(parse_port_file("0\n/devtools/browser/x"), None);
+        assert_eq!(parse_port_file("99999\n/devtools/browser/x"), None);
+        assert_eq!(parse_port_file("92x\n/devtools/browser/x"), None);
+        assert_eq!(parse_port_file("9222\n/devtools/page/x"), None);
+        assert_eq!(parse_port_file("9222\n/devtools/browser/a b"), None);
+    }
+
+    #[test]
+    fn reserved_flags_are_rejected() {
+        for arg in [
+            "--remote-debugging-address=0.0.0.0",
+            "--remote-debugging-port=9222",
+            "--remote-debugging-pipe",
+            "--user-data-dir=/tmp/x",
+        ] {
+            let err = Launch::new().arg(arg).check_args().unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidInput, "{arg}");
+        }
+        assert!(Launch::new()
+            .arg("--window-size=800,600")
+            .check_args()
+            .is_ok());
+    }
+
+    #[test]
+    fn throttling_flags_follow_the_setting() {
+        let off = Launch::new().command_args(Path::new("/p"));
+        assert!(off.iter().any(|a| a == "--disable-renderer-backgrounding"));
+        assert!(off.iter().any(|a| a == "--user-data-dir=/p"));
+        assert!(off
+            .iter()
+            .any(|a| a == "--remote-debugging-address=127.0.0.1"));
+        let on = Launch::new()
+            .background_throttling(true)
+            .arg("--x")
+            .command_args(Path::new("/p"));
+        assert!(!on.iter().any(|a| a == "--disable-renderer-backgrounding"));
+        assert_eq!(
+            on.last().map(|a| a.as_os_str()),
+            Some(OsStr::new("about:blank"))
+        );
+        let url = Launch::new()
+            .arg("https://a.test/")
+            .command_args(Path::new("/p"));
+        assert!(!url.iter().any(|a| a == "about:blank"));
+    }
+
+    #[test]
+    fn explicit_missing_executable_says_how_to_install() {
+        let err = Launch::new()
+            .executable("/nonexistent/chrome")
+            .find_executable()
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BrowserUnavailable);
+        assert!(
+            err.message().contains("apt-get install -y chromium"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn profile_dir_is_private() {
+        let dir = new_profile_dir().unwrap();
+        let mode = fs::metadata(dir.path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+    }
+}

@@ -1,0 +1,19 @@
+//! Finding, launching and addressing browsers.
+//!
+//! This module owns the life of a locally launched Chromium ([`Launch`] starts one,
+//! [`LaunchedBrowser`] stops it) and the parsing and resolution of remote DevTools
+//! addresses ([`Endpoint`]). It speaks no CDP: it only produces a `ws://` URL for the
+//! transport to connect to.
+//!
+//! What it must never do:
+//! - bind or ask Chromium to bind the DevTools port beyond 127.0.0.1;
+//! - leave a browser process, a process of its group or a zombie behind: every launched
+//!   browser runs in its own process group, which is killed and reaped on
+//!   [`LaunchedBrowser::shutdown`], on drop, and on every failed or cancelled launch;
+//! - leave a temporary profile directory behind (it holds cookies and caches).
+
+mod endpoint;
+mod launch;
+
+pub use endpoint::Endpoint;
+pub use launch::{Launch, LaunchedBrowser};

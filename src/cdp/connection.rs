@@ -1,0 +1,753 @@
+//! One WebSocket to a browser: a reader task, a writer task, and the state they share
+//! with the sessions on it.
+//!
+//! Owns: the pending-call table, the outbox, the session registry and event waiters.
+//! Never: shares that state with another thread (it is `Rc`/`RefCell`, pinned to the
+//! `LocalSet` that connected), lets a bad frame close the socket, or leaves a call
+//! pending once its socket, session or deadline is gone.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
+
+use chromiumoxide_types::Command;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
+use tokio::net::TcpStream;
+use tokio::sync::{oneshot, Notify};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use super::protocol::{
+    classify, encode_call, Event, Frame, FrameText, MethodName, PendingCall, PendingTable, Reply,
+    SessionSlot,
+};
+use super::session::{EventWaiter, Page, PageOptions};
+use crate::metrics::ShardMetrics;
+use crate::{Error, ErrorKind, Result, TimeoutKind};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Settings of one connection.
+#[derive(Debug, Clone)]
+pub struct ConnectionConfig {
+    /// Deadline of one command unless the page sets its own. Default 30 s.
+    pub command_timeout: Duration,
+    /// Deadline of the WebSocket handshake. Default 10 s.
+    pub connect_timeout: Duration,
+    /// Most frames the writer sends before one flush. Default 1024.
+    pub max_frames_per_flush: usize,
+    /// Largest incoming message accepted (screenshots and big DOMs are large). Default 256 MiB.
+    pub max_message_size: usize,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        ConnectionConfig {
+            command_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            max_frames_per_flush: 1024,
+            max_message_size: 256 << 20,
+        }
+    }
+}
+
+/// Counters of one connection since it opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectionStats {
+    /// Frames received.
+    pub frames_in: u64,
+    /// Frames sent.
+    pub frames_out: u64,
+    /// Socket flushes; `frames_out / flushes` is the mean number of frames per flush.
+    pub flushes: u64,
+    /// Most frames sent in one flush.
+    pub max_frames_per_flush: u64,
+    /// Frames that were not valid CDP (bad JSON, wrong shape, binary).
+    pub malformed_frames: u64,
+    /// Replies to ids nobody waits for (unknown, or given up on after a deadline).
+    pub unknown_replies: u64,
+    /// Events for sessions this connection does not know.
+    pub unroutable_events: u64,
+    /// Events received in all.
+    pub events: u64,
+    /// Calls waiting for a reply right now.
+    pub pending_calls: u64,
+}
+
+/// A connection to one browser over one WebSocket, carrying any number of flat sessions.
+///
+/// Cheap to clone (a reference count); `!Send`. It must be created inside a tokio
+/// [`LocalSet`](tokio::task::LocalSet), where it spawns its reader and writer tasks; the
+/// pool's shards are such places. The socket closes when the last clone and the last
+/// [`Page`] on it are dropped, or on [`close`](Connection::close).
+#[derive(Clone)]
+pub struct Connection {
+    pub(crate) shared: Rc<Shared>,
+}
+
+pub(crate) struct Shared {
+    state: RefCell<State>,
+    /// The shard's metrics, when this connection belongs to a pool.
+    metrics: RefCell<Option<Rc<RefCell<ShardMetrics>>>>,
+    signals: Rc<Signals>,
+    command_timeout: Duration,
+    max_frames_per_flush: Cell<usize>,
+}
+
+/// Wake-ups between the handles and the IO tasks. Kept apart from `Shared` so the tasks
+/// can hold it without keeping the connection alive.
+#[derive(Default)]
+struct Signals {
+    wake_writer: Notify,
+    stop_reader: Notify,
+    closing: Cell<bool>,
+}
+
+type Waiters = SmallVec<[EventWaiterEntry; 2]>;
+
+struct EventWaiterEntry {
+    id: u64,
+    method: MethodName,
+    tx: oneshot::Sender<Result<Event>>,
+}
+
+struct SessionState {
+    session_id: Rc<str>,
+    target_id: Rc<str>,
+    /// Set once the session is known dead; every later call fails with it at once.
+    dead: Option<Error>,
+    waiters: Waiters,
+}
+
+#[derive(Default)]
+struct State {
+    pending: PendingTable<oneshot::Sender<Result<Reply>>>,
+    outbox: VecDeque<Message>,
+    sessions: HashMap<SessionSlot, SessionState>,
+    by_session_id: HashMap<Rc<str>, SessionSlot>,
+    next_slot: SessionSlot,
+    browser_waiters: Waiters,
+    next_waiter: u64,
+    /// Set once the socket is gone; every later call fails with it at once.
+    closed: Option<Error>,
+    stats: ConnectionStats,
+}
+
+impl Connection {
+    /// Connects to a browser's DevTools WebSocket (`ws://127.0.0.1:PORT/devtools/browser/..`)
+    /// and subscribes to target events, so crashes of its pages are noticed at once.
+    ///
+    /// Must run inside a tokio `LocalSet`.
+    pub async fn connect(ws_url: &str, config: ConnectionConfig) -> Result<Connection> {
+        let url = url::Url::parse(ws_url).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "bad DevTools URL {ws_url:?}: expected ws://host:port/devtools/browser/<id>"
+                ),
+            )
+            .with_source(e)
+        })?;
+        if url.scheme() != "ws" {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("bad DevTools URL {ws_url:?}: only ws:// is supported"),
+            ));
+        }
+        let ws_config = WebSocketConfig::default()
+            .max_message_size(Some(config.max_message_size))
+            .max_frame_size(Some(config.max_message_size));
+        let handshake = tokio_tungstenite::connect_async_with_config(ws_url, Some(ws_config), true);
+        let (ws, _) = tokio::time::timeout(config.connect_timeout, handshake)
+            .await
+            .map_err(|_| {
+                Error::timeout(
+                    TimeoutKind::Launch,
+                    format!("connecting to {ws_url}"),
+                    config.connect_timeout,
+                )
+            })?
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::BrowserUnavailable,
+                    format!("could not connect to the browser at {ws_url}; is it running?"),
+                )
+                .with_source(e)
+            })?;
+
+        let signals = Rc::new(Signals::default());
+        let shared = Rc::new(Shared {
+            state: RefCell::default(),
+            metrics: RefCell::new(None),
+            signals: signals.clone(),
+            command_timeout: config.command_timeout,
+            max_frames_per_flush: Cell::new(config.max_frames_per_flush.max(1)),
+        });
+        let (sink, stream) = ws.split();
+        tokio::task::spawn_local(write_loop(Rc::downgrade(&shared), signals.clone(), sink));
+        tokio::task::spawn_local(read_loop(Rc::downgrade(&shared), signals, stream));
+
+        let conn = Connection { shared };
+        // Without discovery the browser never reports `Target.targetCrashed`.
+        conn.call(
+            "Target.setDiscoverTargets",
+            serde_json::json!({ "discover": true, "filter": [{ "type": "page" }] }),
+        )
+        .await?;
+        Ok(conn)
+    }
+
+    /// Opens a new page target and attaches a flat session to it.
+    pub async fn new_page(&self, options: &PageOptions) -> Result<Page> {
+        Page::open(self, options).await
+    }
+
+    /// Runs a typed browser-level command (no session), e.g. `GetVersionParams`.
+    pub async fn execute<C: Command>(&self, cmd: C) -> Result<C::Response> {
+        let method = cmd.identifier();
+        let reply = self
+            .shared
+            .request(None, method.clone(), &cmd, self.shared.command_timeout)
+            .await?;
+        reply.decode(&method)
+    }
+
+    /// Runs a raw browser-level command and returns its `result` as JSON.
+    pub async fn call(
+        &self,
+        method: impl Into<MethodName>,
+        params: serde_json::Value,
+    ) -> Result<serde_json::Value> {
+        let method = method.into();
+        let reply = self
+            .shared
+            .request(None, method.clone(), &params, self.shared.command_timeout)
+            .await?;
+        reply.decode(&method)
+    }
+
+    /// Starts listening for a browser-level event (no session), e.g.
+    /// `Target.targetCreated`. Registered now, so an event that arrives before the wait
+    /// is awaited is not missed.
+    pub fn wait_for_event(&self, method: impl Into<MethodName>) -> EventWaiter {
+        self.shared.register_waiter(None, method.into())
+    }
+
+    /// Counters since the connection opened.
+    pub fn stats(&self) -> ConnectionStats {
+        let st = self.shared.state.borrow();
+        ConnectionStats {
+            pending_calls: st.pending.len() as u64,
+            ..st.stats
+        }
+    }
+
+    /// True once the socket is closed or broken; every call then fails at once.
+    pub fn is_closed(&self) -> bool {
+        self.shared.state.borrow().closed.is_some()
+    }
+
+    /// Changes the most frames written before one flush (at least 1).
+    pub fn set_max_frames_per_flush(&self, frames: usize) {
+        self.shared.max_frames_per_flush.set(frames.max(1));
+    }
+
+    /// Closes the socket now: pending calls fail with `ConnectionClosed`.
+    pub fn close(&self) {
+        self.shared.fail_all(Error::new(
+            ErrorKind::ConnectionClosed,
+            "the connection was closed by its owner",
+        ));
+        self.shared.signals.closing.set(true);
+        self.shared.signals.wake_writer.notify_one();
+    }
+
+    /// Records command latency and flush sizes into a shard's metrics.
+    pub(crate) fn set_metrics(&self, metrics: Rc<RefCell<ShardMetrics>>) {
+        *self.shared.metrics.borrow_mut() = Some(metrics);
+    }
+
+    pub(crate) fn command_timeout(&self) -> Duration {
+        self.shared.command_timeout
+    }
+}
+
+/// Removes a call from the pending table if its caller stops waiting before the reply.
+struct CancelOnDrop<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        self.shared.state.borrow_mut().pending.cancel(self.id);
+    }
+}
+
+impl Shared {
+    /// Sends one call and waits for its reply, its deadline, or the end of its session.
+    pub(crate) async fn request<P: Serialize + ?Sized>(
+        &self,
+        session: Option<SessionSlot>,
+        method: MethodName,
+        params: &P,
+        timeout: Duration,
+    ) -> Result<Reply> {
+        let (tx, rx) = oneshot::channel();
+        let started = Instant::now();
+        let id = self.enqueue(session, method.clone(), params, Some(tx))?;
+        let guard = CancelOnDrop { shared: self, id };
+        let outcome = tokio::time::timeout(timeout, rx).await;
+        if let Some(m) = &*self.metrics.borrow() {
+            let ok = matches!(outcome, Ok(Ok(Ok(_))));
+            m.borrow_mut()
+                .command(&method, started.elapsed(), ok, false);
+            if outcome.is_err() {
+                m.borrow_mut().counters.timeout(TimeoutKind::Command);
+            }
+        }
+        match outcome {
+            Ok(Ok(result)) => {
+                std::mem::forget(guard); // already out of the table
+                result
+            }
+            Ok(Err(_)) => Err(Error::new(
+                ErrorKind::ConnectionClosed,
+                format!("{method}: the connection dropped the call"),
+            )),
+            Err(_) => Err(Error::timeout(TimeoutKind::Command, &method, timeout)),
+        }
+    }
+
+    /// Queues a call; `waiter` `None` means its reply is dropped (fire and forget).
+    pub(crate) fn enqueue<P: Serialize + ?Sized>(
+        &self,
+        session: Option<SessionSlot>,
+        method: MethodName,
+        params: &P,
+        waiter: Option<oneshot::Sender<Result<Reply>>>,
+    ) -> Result<u64> {
+        let mut st = self.state.borrow_mut();
+        if let Some(err) = &st.closed {
+            return Err(err.clone());
+        }
+        let session_id = match session {
+            None => None,
+            Some(slot) => match st.sessions.get(&slot) {
+                Some(s) => match &s.dead {
+                    Some(err) => return Err(err.clone()),
+                    None => Some(s.session_id.clone()),
+                },
+                None => {
+                    return Err(Error::new(
+                        ErrorKind::SessionCrashed,
+                        format!("{method}: the page is closed"),
+                    ))
+                }
+            },
+        };
+        let id = st.pending.insert(session, method.clone(), waiter);
+        match encode_call(id, session_id.as_deref(), &method, params) {
+            Ok(frame) => st.outbox.push_back(Message::Text(frame.into())),
+            Err(e) => {
+                st.pending.cancel(id);
+                return Err(e);
+            }
+        }
+        drop(st);
+        self.signals.wake_writer.notify_one();
+        Ok(id)
+    }
+
+    /// Registers a flat session attached to `target_id`.
+    pub(crate) fn add_session(&self, session_id: &str, target_id: &str) -> SessionSlot {
+        let mut st = self.state.borrow_mut();
+        let slot = st.next_slot;
+        st.next_slot = st.next_slot.wrapping_add(1);
+        let session_id: Rc<str> = session_id.into();
+        st.by_session_id.insert(session_id.clone(), slot);
+        st.sessions.insert(
+            slot,
+            SessionState {
+                session_id,
+                target_id: target_id.into(),
+                dead: None,
+                waiters: Waiters::new(),
+            },
+        );
+        slot
+    }
+
+    /// Forgets a session: its pending calls and waiters fail with `why`.
+    pub(crate) fn remove_session(&self, slot: SessionSlot, why: &Error) {
+        let mut st = self.state.borrow_mut();
+        Self::kill_session(&mut st, slot, why);
+        if let Some(s) = st.sessions.remove(&slot) {
+            st.by_session_id.remove(&s.session_id);
+        }
+    }
+
+    pub(crate) fn session_error(&self, slot: SessionSlot) -> Option<Error> {
+        let st = self.state.borrow();
+        match st.sessions.get(&slot) {
+            Some(s) => s.dead.clone(),
+            None => Some(Error::new(ErrorKind::SessionCrashed, "the page is closed")),
+        }
+    }
+
+    pub(crate) fn register_waiter(
+        self: &Rc<Self>,
+        session: Option<SessionSlot>,
+        method: MethodName,
+    ) -> EventWaiter {
+        let (tx, rx) = oneshot::channel();
+        let mut st = self.state.borrow_mut();
+        let id = st.next_waiter;
+        st.next_waiter += 1;
+        let refusal = match (&st.closed, session) {
+            (Some(err), _) => Some(err.clone()),
+            (None, None) => None,
+            (None, Some(slot)) => match st.sessions.get(&slot) {
+                Some(s) => s.dead.clone(),
+                None => Some(Error::new(ErrorKind::SessionCrashed, "the page is closed")),
+            },
+        };
+        let entry = EventWaiterEntry {
+            id,
+            method: method.clone(),
+            tx,
+        };
+        match refusal {
+            Some(err) => {
+                let _ = entry.tx.send(Err(err));
+            }
+            None => {
+                let list = match session {
+                    None => &mut st.browser_waiters,
+                    Some(slot) => match st.sessions.get_mut(&slot) {
+                        Some(s) => &mut s.waiters,
+                        None => unreachable!("checked above"),
+                    },
+                };
+                list.push(entry);
+            }
+        }
+        EventWaiter::new(Rc::downgrade(self), session, id, method, rx)
+    }
+
+    pub(crate) fn unregister_waiter(&self, session: Option<SessionSlot>, id: u64) {
+        let mut st = self.state.borrow_mut();
+        let list = match session {
+            None => Some(&mut st.browser_waiters),
+            Some(slot) => st.sessions.get_mut(&slot).map(|s| &mut s.waiters),
+        };
+        if let Some(list) = list {
+            list.retain(|w| w.id != id);
+        }
+    }
+
+    /// Fails everything on a socket that is gone, and refuses all later calls.
+    fn fail_all(&self, why: Error) {
+        let mut st = self.state.borrow_mut();
+        if st.closed.is_some() {
+            return;
+        }
+        for call in st.pending.drain_all() {
+            if let Some(tx) = call.waiter {
+                let _ = tx.send(Err(why.clone()));
+            }
+        }
+        for w in st.browser_waiters.drain(..) {
+            let _ = w.tx.send(Err(why.clone()));
+        }
+        for s in st.sessions.values_mut() {
+            for w in s.waiters.drain(..) {
+                let _ = w.tx.send(Err(why.clone()));
+            }
+            s.dead.get_or_insert_with(|| why.clone());
+        }
+        st.outbox.clear();
+        st.closed = Some(why);
+    }
+
+    /// Marks a session dead and fails its pending calls and waiters with `why`.
+    fn kill_session(st: &mut State, slot: SessionSlot, why: &Error) {
+        let Some(s) = st.sessions.get_mut(&slot) else {
+            return;
+        };
+        if s.dead.is_none() {
+            s.dead = Some(why.clone());
+        }
+        for w in s.waiters.drain(..) {
+            let _ = w.tx.send(Err(why.clone()));
+        }
+        for call in st.pending.drain_session(slot) {
+            if let Some(tx) = call.waiter {
+                let _ = tx.send(Err(Error::new(
+                    why.kind(),
+                    format!("{}: {}", call.method, why.message()),
+                )));
+            }
+        }
+    }
+
+    fn dispatch(&self, text: FrameText) {
+        let mut st = self.state.borrow_mut();
+        st.stats.frames_in += 1;
+        let frame = match classify(&text) {
+            Ok(frame) => frame,
+            Err(e) => {
+                st.stats.malformed_frames += 1;
+                tracing::warn!(error = %e, len = text.len(), "dropped a malformed CDP frame");
+                return;
+            }
+        };
+        match frame {
+            Frame::Reply { id, outcome, .. } => match st.pending.complete(id) {
+                None => {
+                    st.stats.unknown_replies += 1;
+                    tracing::debug!(id, "reply to an unknown or abandoned call");
+                }
+                Some(PendingCall { waiter: None, .. }) => {}
+                Some(PendingCall {
+                    waiter: Some(tx),
+                    method,
+                    ..
+                }) => {
+                    drop(st);
+                    let result = match outcome {
+                        Ok(range) => Ok(Reply::new(text.clone(), range)),
+                        Err(e) => Err(Error::protocol(&method, e.code, &e.message)),
+                    };
+                    let _ = tx.send(result);
+                }
+            },
+            Frame::Event {
+                method,
+                session_id,
+                params,
+            } => {
+                st.stats.events += 1;
+                let params_json = &text[params.clone()];
+                let slot = match session_id.as_deref() {
+                    None => None,
+                    Some(sid) => match st.by_session_id.get(sid) {
+                        Some(slot) => Some(*slot),
+                        None => {
+                            st.stats.unroutable_events += 1;
+                            tracing::debug!(%method, session = sid, "event for an unknown session");
+                            return;
+                        }
+                    },
+                };
+                let event = || Event::new(text.clone(), &method, params.clone());
+                let waiters = match slot {
+                    None => &mut st.browser_waiters,
+                    Some(slot) => match st.sessions.get_mut(&slot) {
+                        Some(s) => &mut s.waiters,
+                        None => return,
+                    },
+                };
+                deliver(waiters, &method, event);
+                match slot {
+                    Some(slot) => on_session_event(&mut st, slot, &method, params_json),
+                    None => on_browser_event(&mut st, &method, params_json),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The last handle is gone: let the writer say goodbye and stop both tasks.
+        self.signals.closing.set(true);
+        self.signals.wake_writer.notify_one();
+    }
+}
+
+/// Hands an event to every waiter registered for its method.
+fn deliver(waiters: &mut Waiters, method: &str, event: impl Fn() -> Event) {
+    let mut i = 0;
+    while i < waiters.len() {
+        if waiters[i].method == method {
+            let w = waiters.swap_remove(i);
+            let _ = w.tx.send(Ok(event()));
+        } else {
+            i += 1;
+        }
+    }
+}
+
+/// Session events that mean the session is gone. Per CHROMIUM-FACTS.md, calls pending
+/// on a crashed page are never answered, so they are failed here instead.
+fn on_session_event(st: &mut State, slot: SessionSlot, method: &str, params: &str) {
+    let why = match method {
+        "Inspector.targetCrashed" => Error::new(
+            ErrorKind::SessionCrashed,
+            "the page's renderer crashed (Inspector.targetCrashed)",
+        ),
+        "Inspector.detached" => {
+            #[derive(Deserialize)]
+            struct Detached {
+                #[serde(default)]
+                reason: String,
+            }
+            let reason = parse::<Detached>(params)
+                .map(|d| d.reason)
+                .unwrap_or_default();
+            Error::new(
+                ErrorKind::SessionCrashed,
+                format!("the page was detached (Inspector.detached: {reason})"),
+            )
+        }
+        _ => return,
+    };
+    Shared::kill_session(st, slot, &why);
+}
+
+/// Browser-level events about targets and sessions that end a session.
+fn on_browser_event(st: &mut State, method: &str, params: &str) {
+    #[derive(Deserialize)]
+    struct TargetEvent {
+        #[serde(rename = "targetId")]
+        target_id: Option<String>,
+        #[serde(rename = "sessionId")]
+        session_id: Option<String>,
+    }
+    let (kind_of_end, by_target) = match method {
+        "Target.targetCrashed" => ("crashed (Target.targetCrashed)", true),
+        "Target.targetDestroyed" => ("was closed (Target.targetDestroyed)", true),
+        "Target.detachedFromTarget" => ("was detached (Target.detachedFromTarget)", false),
+        _ => return,
+    };
+    let Some(ev) = parse::<TargetEvent>(params) else {
+        st.stats.malformed_frames += 1;
+        return;
+    };
+    let slots: SmallVec<[SessionSlot; 2]> = if by_target {
+        let Some(target) = ev.target_id else { return };
+        st.sessions
+            .iter()
+            .filter(|(_, s)| *s.target_id == *target)
+            .map(|(slot, _)| *slot)
+            .collect()
+    } else {
+        let Some(sid) = ev.session_id else { return };
+        st.by_session_id
+            .get(sid.as_str())
+            .copied()
+            .into_iter()
+            .collect()
+    };
+    let why = Error::new(ErrorKind::SessionCrashed, format!("the page {kind_of_end}"));
+    for slot in slots {
+        Shared::kill_session(st, slot, &why);
+    }
+}
+
+fn parse<T: DeserializeOwned>(json: &str) -> Option<T> {
+    serde_json::from_str(if json.is_empty() { "{}" } else { json }).ok()
+}
+
+async fn write_loop(weak: Weak<Shared>, signals: Rc<Signals>, mut sink: SplitSink<Ws, Message>) {
+    let mut batch: Vec<Message> = Vec::new();
+    'wake: loop {
+        signals.wake_writer.notified().await;
+        loop {
+            let Some(shared) = weak.upgrade() else {
+                break 'wake;
+            };
+            if signals.closing.get() && shared.state.borrow().outbox.is_empty() {
+                break 'wake;
+            }
+            {
+                let mut st = shared.state.borrow_mut();
+                let n = st.outbox.len().min(shared.max_frames_per_flush.get());
+                batch.extend(st.outbox.drain(..n));
+            }
+            if batch.is_empty() {
+                continue 'wake;
+            }
+            let n = batch.len() as u64;
+            let mut written = Ok(());
+            for frame in batch.drain(..) {
+                written = sink.feed(frame).await;
+                if written.is_err() {
+                    break;
+                }
+            }
+            if written.is_ok() {
+                written = sink.flush().await;
+            }
+            if let Err(e) = written {
+                batch.clear();
+                shared.fail_all(
+                    Error::new(ErrorKind::ConnectionClosed, "the browser connection broke")
+                        .with_source(e),
+                );
+                break 'wake;
+            }
+            if let Some(m) = &*shared.metrics.borrow() {
+                m.borrow_mut().flush(n);
+            }
+            let mut st = shared.state.borrow_mut();
+            st.stats.frames_out += n;
+            st.stats.flushes += 1;
+            st.stats.max_frames_per_flush = st.stats.max_frames_per_flush.max(n);
+        }
+    }
+    let _ = sink.close().await;
+    signals.stop_reader.notify_one();
+}
+
+async fn read_loop(weak: Weak<Shared>, signals: Rc<Signals>, mut stream: SplitStream<Ws>) {
+    let stop = signals.stop_reader.notified();
+    tokio::pin!(stop);
+    let why = loop {
+        let msg = tokio::select! {
+            biased;
+            msg = stream.next() => msg,
+            _ = &mut stop => break Error::new(ErrorKind::ConnectionClosed, "the connection was closed"),
+        };
+        let Some(shared) = weak.upgrade() else {
+            break Error::new(ErrorKind::ConnectionClosed, "the connection was dropped");
+        };
+        match msg {
+            Some(Ok(Message::Text(text))) => shared.dispatch(text),
+            Some(Ok(Message::Binary(_))) => {
+                shared.state.borrow_mut().stats.malformed_frames += 1;
+                tracing::warn!("dropped a binary frame: CDP frames are text");
+            }
+            Some(Ok(Message::Close(frame))) => {
+                break Error::new(
+                    ErrorKind::ConnectionClosed,
+                    format!("the browser closed the connection ({frame:?})"),
+                )
+            }
+            Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
+            Some(Err(e)) => {
+                break Error::new(ErrorKind::ConnectionClosed, "the browser connection broke")
+                    .with_source(e)
+            }
+            None => {
+                break Error::new(
+                    ErrorKind::ConnectionClosed,
+                    "the browser closed the connection",
+                )
+            }
+        }
+    };
+    if let Some(shared) = weak.upgrade() {
+        shared.fail_all(why);
+    }
+    signals.closing.set(true);
+    signals.wake_writer.notify_one();
+}

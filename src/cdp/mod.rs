@@ -1,0 +1,15 @@
+//! The CDP transport: one WebSocket per browser, flat page sessions multiplexed over it.
+//!
+//! [`protocol`] is pure (ids, the pending-call table, frame classification) and does no
+//! I/O; [`Connection`] is the thin async shell around one socket; [`Page`] is one flat
+//! session on it. All three are `!Send`: they live on the thread (and in the tokio
+//! `LocalSet`) that created them, which is what lets them share state without locks.
+
+pub mod protocol;
+
+mod connection;
+mod session;
+
+pub use connection::{Connection, ConnectionConfig, ConnectionStats};
+pub use protocol::Event;
+pub use session::{EventWaiter, Page, PageOptions};

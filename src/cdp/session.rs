@@ -1,0 +1,386 @@
+//! A flat page session: one page target, attached with `flatten: true`, every command
+//! carrying its `sessionId` over the shared connection.
+
+use std::cell::Cell;
+use std::fmt;
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+use chromiumoxide_types::Command;
+use serde::Deserialize;
+use tokio::sync::oneshot;
+
+use super::connection::{Connection, Shared};
+use super::protocol::{Event, MethodName, SessionSlot};
+use crate::{Error, ErrorKind, Result, TimeoutKind};
+
+/// How a page is opened.
+#[derive(Debug, Clone)]
+pub struct PageOptions {
+    /// Open it as a background (hidden) tab. Hidden tabs navigate faster; launch the
+    /// browser without background throttling so their timers still run on time.
+    /// Default `true`.
+    pub background: bool,
+    /// The browser context to open it in; `None` is the default context.
+    pub browser_context_id: Option<String>,
+    /// Domains to enable besides `Inspector` (always on, for crash events), e.g. `Page`
+    /// (needed for load events) or `Runtime`, `Network`. Default: `["Page"]`.
+    pub enable: Vec<&'static str>,
+}
+
+impl Default for PageOptions {
+    fn default() -> Self {
+        PageOptions {
+            background: true,
+            browser_context_id: None,
+            enable: vec!["Page"],
+        }
+    }
+}
+
+/// One page session. `!Send`: it lives on the thread of its [`Connection`].
+///
+/// Commands on it are multiplexed with every other session of the connection; each has
+/// its own deadline ([`set_command_timeout`](Page::set_command_timeout)). When the page
+/// crashes or its target goes away, every pending and later call fails at once with
+/// [`ErrorKind::SessionCrashed`]. Dropping a `Page` closes its target.
+pub struct Page {
+    conn: Connection,
+    slot: SessionSlot,
+    session_id: Rc<str>,
+    target_id: Rc<str>,
+    command_timeout: Cell<Duration>,
+    closed: Cell<bool>,
+}
+
+#[derive(Deserialize)]
+struct CreatedTarget {
+    #[serde(rename = "targetId")]
+    target_id: String,
+}
+
+#[derive(Deserialize)]
+struct Attached {
+    #[serde(rename = "sessionId")]
+    session_id: String,
+}
+
+/// Closes a target whose session never came to be (the opening failed or was dropped).
+struct CloseTargetOnDrop<'a> {
+    conn: &'a Connection,
+    target_id: Option<String>,
+}
+
+impl Drop for CloseTargetOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(target_id) = self.target_id.take() {
+            let _ = self.conn.shared.enqueue(
+                None,
+                "Target.closeTarget".into(),
+                &serde_json::json!({ "targetId": target_id }),
+                None,
+            );
+        }
+    }
+}
+
+impl Page {
+    pub(crate) async fn open(conn: &Connection, options: &PageOptions) -> Result<Page> {
+        let mut create =
+            serde_json::json!({ "url": "about:blank", "background": options.background });
+        if let Some(ctx) = &options.browser_context_id {
+            create["browserContextId"] = ctx.as_str().into();
+        }
+        let target: CreatedTarget =
+            serde_json::from_value(conn.call("Target.createTarget", create).await?).map_err(
+                |e| Error::new(ErrorKind::Protocol, "bad Target.createTarget reply").with_source(e),
+            )?;
+        let mut guard = CloseTargetOnDrop {
+            conn,
+            target_id: Some(target.target_id),
+        };
+        let target_id = guard.target_id.clone().unwrap_or_default();
+        let attached: Attached = serde_json::from_value(
+            conn.call(
+                "Target.attachToTarget",
+                serde_json::json!({ "targetId": target_id, "flatten": true }),
+            )
+            .await?,
+        )
+        .map_err(|e| {
+            Error::new(ErrorKind::Protocol, "bad Target.attachToTarget reply").with_source(e)
+        })?;
+        let slot = conn.shared.add_session(&attached.session_id, &target_id);
+        guard.target_id = None;
+        let page = Page {
+            conn: conn.clone(),
+            slot,
+            session_id: attached.session_id.into(),
+            target_id: target_id.into(),
+            command_timeout: Cell::new(conn.command_timeout()),
+            closed: Cell::new(false),
+        };
+        // Pipelined: all enables go out before the first reply comes back. Dropping `page`
+        // on failure (or cancellation) closes the target.
+        let enables = std::iter::once("Inspector")
+            .chain(options.enable.iter().copied().filter(|d| *d != "Inspector"))
+            .map(|domain| page.call(format!("{domain}.enable"), serde_json::json!({})));
+        futures_util::future::try_join_all(enables).await?;
+        Ok(page)
+    }
+
+    /// Runs a typed command from `spider_chromiumoxide_cdp` on this page, e.g.
+    /// `EvaluateParams::new("1+1")`, and decodes its typed response.
+    pub async fn execute<C: Command>(&self, cmd: C) -> Result<C::Response> {
+        let method = cmd.identifier();
+        let reply = self
+            .conn
+            .shared
+            .request(
+                Some(self.slot),
+                method.clone(),
+                &cmd,
+                self.command_timeout.get(),
+            )
+            .await?;
+        reply.decode(&method)
+    }
+
+    /// Runs a raw command on this page and returns its `result` as JSON.
+    pub async fn call(
+        &self,
+        method: impl Into<MethodName>,
+        params: serde_json::Value,
+    ) -> Result<serde_json::Value> {
+        let method = method.into();
+        let reply = self
+            .conn
+            .shared
+            .request(
+                Some(self.slot),
+                method.clone(),
+                &params,
+                self.command_timeout.get(),
+            )
+            .await?;
+        reply.decode(&method)
+    }
+
+    /// Starts listening for an event of this page, e.g. `Page.loadEventFired`. It is
+    /// registered now: call this before the command that causes the event.
+    pub fn wait_for_event(&self, method: impl Into<MethodName>) -> EventWaiter {
+        self.conn
+            .shared
+            .register_waiter(Some(self.slot), method.into())
+    }
+
+    /// Navigates to `url` and waits for its load event, both within the command deadline.
+    ///
+    /// A URL the page cannot load (refused connection, DNS failure) is an
+    /// [`ErrorKind::Navigation`] error; a malformed one is [`ErrorKind::InvalidInput`].
+    pub async fn goto(&self, url: &str) -> Result<()> {
+        #[derive(Deserialize)]
+        struct Navigated {
+            #[serde(rename = "errorText")]
+            error_text: Option<String>,
+        }
+        url::Url::parse(url).map_err(|e| {
+            Error::new(ErrorKind::InvalidInput, format!("bad URL {url:?}")).with_source(e)
+        })?;
+        let loaded = self.wait_for_event("Page.loadEventFired");
+        let nav: Navigated = serde_json::from_value(
+            self.call("Page.navigate", serde_json::json!({ "url": url }))
+                .await?,
+        )
+        .map_err(|e| Error::new(ErrorKind::Protocol, "bad Page.navigate reply").with_source(e))?;
+        if let Some(err) = nav.error_text.filter(|t| !t.is_empty()) {
+            return Err(Error::new(
+                ErrorKind::Navigation,
+                format!("could not load {url}: {err}"),
+            ));
+        }
+        loaded.wait(self.command_timeout.get()).await?;
+        Ok(())
+    }
+
+    /// Evaluates a JavaScript expression (promises are awaited) and returns its value as
+    /// JSON. A thrown exception is an [`ErrorKind::Script`] error.
+    pub async fn evaluate_value(&self, expression: &str) -> Result<serde_json::Value> {
+        let reply = self
+            .call(
+                "Runtime.evaluate",
+                serde_json::json!({
+                    "expression": expression,
+                    "returnByValue": true,
+                    "awaitPromise": true,
+                }),
+            )
+            .await?;
+        if let Some(exception) = reply.get("exceptionDetails") {
+            let text = exception
+                .pointer("/exception/description")
+                .or_else(|| exception.get("text"))
+                .and_then(|t| t.as_str())
+                .unwrap_or("exception");
+            return Err(Error::new(
+                ErrorKind::Script,
+                format!("{expression:?} threw: {text}"),
+            ));
+        }
+        Ok(reply
+            .pointer("/result/value")
+            .cloned()
+            .unwrap_or(serde_json::Value::Null))
+    }
+
+    /// The page's `document.title`.
+    pub async fn title(&self) -> Result<String> {
+        match self.evaluate_value("document.title").await? {
+            serde_json::Value::String(s) => Ok(s),
+            other => Ok(other.to_string()),
+        }
+    }
+
+    /// Closes the target (`Target.closeTarget`). Calls still pending on it fail.
+    pub async fn close(self) -> Result<()> {
+        self.closed.set(true);
+        let closing = self.conn.call(
+            "Target.closeTarget",
+            serde_json::json!({ "targetId": &*self.target_id }),
+        );
+        let result = closing.await.map(|_| ());
+        self.conn.shared.remove_session(
+            self.slot,
+            &Error::new(ErrorKind::SessionCrashed, "the page was closed"),
+        );
+        result
+    }
+
+    /// Records that the target was closed by other means, so drop sends nothing.
+    pub(crate) fn mark_closed(&self) {
+        self.closed.set(true);
+    }
+
+    /// Sets the deadline of each later command on this page.
+    pub fn set_command_timeout(&self, timeout: Duration) {
+        self.command_timeout.set(timeout);
+    }
+
+    /// The deadline of each command on this page.
+    pub fn command_timeout(&self) -> Duration {
+        self.command_timeout.get()
+    }
+
+    /// Why the page is unusable, if it is known dead (crashed, detached, closed).
+    pub fn dead_reason(&self) -> Option<Error> {
+        self.conn.shared.session_error(self.slot)
+    }
+
+    /// False once the page is known dead.
+    pub fn is_alive(&self) -> bool {
+        self.dead_reason().is_none()
+    }
+
+    /// The CDP target id.
+    pub fn target_id(&self) -> &str {
+        &self.target_id
+    }
+
+    /// The CDP session id carried by every command.
+    pub fn session_id(&self) -> &str {
+        &self.session_id
+    }
+
+    /// The connection this page's commands travel on.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl Drop for Page {
+    fn drop(&mut self) {
+        if self.closed.get() {
+            return;
+        }
+        // Fire and forget: a dropped page must not leave its target open in the browser.
+        let _ = self.conn.shared.enqueue(
+            None,
+            "Target.closeTarget".into(),
+            &serde_json::json!({ "targetId": &*self.target_id }),
+            None,
+        );
+        self.conn.shared.remove_session(
+            self.slot,
+            &Error::new(ErrorKind::SessionCrashed, "the page was dropped"),
+        );
+    }
+}
+
+impl fmt::Debug for Page {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Page")
+            .field("target_id", &self.target_id)
+            .field("session_id", &self.session_id)
+            .finish()
+    }
+}
+
+/// A registered wait for one event; see [`Page::wait_for_event`]. Dropping it
+/// unregisters it.
+pub struct EventWaiter {
+    shared: Weak<Shared>,
+    session: Option<SessionSlot>,
+    id: u64,
+    method: MethodName,
+    rx: oneshot::Receiver<Result<Event>>,
+}
+
+impl EventWaiter {
+    pub(crate) fn new(
+        shared: Weak<Shared>,
+        session: Option<SessionSlot>,
+        id: u64,
+        method: MethodName,
+        rx: oneshot::Receiver<Result<Event>>,
+    ) -> Self {
+        EventWaiter {
+            shared,
+            session,
+            id,
+            method,
+            rx,
+        }
+    }
+
+    /// Waits for the event up to `timeout`. Fails at once if the page dies first.
+    pub async fn wait(mut self, timeout: Duration) -> Result<Event> {
+        match tokio::time::timeout(timeout, &mut self.rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Error::new(
+                ErrorKind::ConnectionClosed,
+                format!("waiting for {}: the connection is gone", self.method),
+            )),
+            Err(_) => Err(Error::timeout(
+                TimeoutKind::Event,
+                format!("waiting for {}", self.method),
+                timeout,
+            )),
+        }
+    }
+}
+
+impl Drop for EventWaiter {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.unregister_waiter(self.session, self.id);
+        }
+    }
+}
+
+impl fmt::Debug for EventWaiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventWaiter")
+            .field("method", &self.method)
+            .finish()
+    }
+}

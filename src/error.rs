@@ -1,0 +1,207 @@
+//! The one error type of cdpmux.
+//!
+//! An [`Error`] carries a matchable [`ErrorKind`] and a message that says what went wrong
+//! and, where there is something to do about it, what to do. Kinds are `#[non_exhaustive]`
+//! so new ones are not breaking changes.
+
+use std::fmt;
+
+/// Which deadline passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TimeoutKind {
+    /// Waiting in the queue for a free session.
+    Wait,
+    /// Creating (opening and attaching) a new session.
+    Create,
+    /// One CDP command.
+    Command,
+    /// The whole job.
+    Job,
+    /// Waiting for a CDP event.
+    Event,
+    /// Starting or connecting to a browser.
+    Launch,
+}
+
+impl TimeoutKind {
+    /// A short lowercase name (`wait`, `create`, ...), used in metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimeoutKind::Wait => "wait",
+            TimeoutKind::Create => "create",
+            TimeoutKind::Command => "command",
+            TimeoutKind::Job => "job",
+            TimeoutKind::Event => "event",
+            TimeoutKind::Launch => "launch",
+        }
+    }
+}
+
+/// What kind of failure an [`Error`] is. Match on it to decide what to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A deadline passed.
+    Timeout(TimeoutKind),
+    /// The wait queue is full: back off and retry later (like HTTP 429).
+    QueueFull,
+    /// The page's renderer crashed, or its target went away, while the call was pending.
+    SessionCrashed,
+    /// The WebSocket to the browser is closed or broken.
+    ConnectionClosed,
+    /// No healthy browser can take the request (not found, not running, or marked down).
+    BrowserUnavailable,
+    /// The browser answered the command with a CDP error (see [`Error::cdp_code`]).
+    Protocol,
+    /// The page could not load the URL (DNS failure, refused connection, bad certificate...).
+    Navigation,
+    /// The page's JavaScript threw while evaluating an expression.
+    Script,
+    /// A configuration value, URL or other input was rejected before anything was sent.
+    InvalidInput,
+    /// The pool is shutting down and takes no new requests.
+    Shutdown,
+    /// An I/O error outside the WebSocket (spawning a process, reading a file).
+    Io,
+}
+
+/// The error type of cdpmux: a kind to match on and a message for people.
+pub struct Error {
+    inner: Box<Inner>,
+}
+
+struct Inner {
+    kind: ErrorKind,
+    message: String,
+    cdp_code: Option<i64>,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+/// The result type of cdpmux.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A new error of `kind` with a message for people.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            inner: Box::new(Inner {
+                kind,
+                message: message.into(),
+                cdp_code: None,
+                source: None,
+            }),
+        }
+    }
+
+    /// A CDP error reply: the code and message the browser sent for `method`.
+    pub fn protocol(method: &str, code: i64, message: &str) -> Self {
+        let mut e = Error::new(
+            ErrorKind::Protocol,
+            format!("{method} failed: CDP error {code}: {message}"),
+        );
+        e.inner.cdp_code = Some(code);
+        e
+    }
+
+    /// A deadline of `kind` passed after `after`.
+    pub fn timeout(kind: TimeoutKind, what: impl fmt::Display, after: std::time::Duration) -> Self {
+        Error::new(
+            ErrorKind::Timeout(kind),
+            format!("{what}: {} deadline of {after:?} passed", kind.as_str()),
+        )
+    }
+
+    /// Attaches the underlying cause.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.inner.source = Some(Box::new(source));
+        self
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.inner.kind
+    }
+
+    /// The message, without the cause.
+    pub fn message(&self) -> &str {
+        &self.inner.message
+    }
+
+    /// The CDP error code, for [`ErrorKind::Protocol`] errors.
+    pub fn cdp_code(&self) -> Option<i64> {
+        self.inner.cdp_code
+    }
+
+    /// True for any [`ErrorKind::Timeout`].
+    pub fn is_timeout(&self) -> bool {
+        matches!(self.inner.kind, ErrorKind::Timeout(_))
+    }
+
+    /// True when the session or its connection is gone: the job may be retried on a fresh
+    /// session.
+    pub fn is_session_lost(&self) -> bool {
+        matches!(
+            self.inner.kind,
+            ErrorKind::SessionCrashed | ErrorKind::ConnectionClosed
+        )
+    }
+}
+
+impl Clone for Error {
+    /// Clones kind, message and CDP code; the source is kept as text in the message.
+    fn clone(&self) -> Self {
+        let mut message = self.inner.message.clone();
+        if let Some(src) = &self.inner.source {
+            message = format!("{message}: {src}");
+        }
+        Error {
+            inner: Box::new(Inner {
+                kind: self.inner.kind,
+                message,
+                cdp_code: self.inner.cdp_code,
+                source: None,
+            }),
+        }
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &self.inner.kind)
+            .field("message", &self.inner.message);
+        if let Some(code) = self.inner.cdp_code {
+            d.field("cdp_code", &code);
+        }
+        if let Some(src) = &self.inner.source {
+            d.field("source", src);
+        }
+        d.finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.inner.message)?;
+        if let Some(src) = &self.inner.source {
+            write!(f, ": {src}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner
+            .source
+            .as_deref()
+            .map(|s| s as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::new(ErrorKind::Io, "I/O error").with_source(e)
+    }
+}

@@ -1,0 +1,239 @@
+//! What a caller asks for: a [`Job`] with a [`Priority`], an optional [`Affinity`] and
+//! its own deadlines.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::{Error, ErrorKind, Result};
+
+/// Priority class of a request. Strict between classes, FIFO within one; waiting
+/// raises a request's class over time (aging) so `Low` is never starved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Priority {
+    /// Background work.
+    Low = 0,
+    /// The default.
+    #[default]
+    Normal = 1,
+    /// Ahead of normal work.
+    High = 2,
+    /// First in line, and the only class that may use the `critical_reserve` sessions.
+    Critical = 3,
+}
+
+impl Priority {
+    /// All classes, lowest first.
+    pub const ALL: [Priority; 4] = [
+        Priority::Low,
+        Priority::Normal,
+        Priority::High,
+        Priority::Critical,
+    ];
+
+    /// The class as an index, `Low` = 0.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// A lowercase name, used in metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Low => "low",
+            Priority::Normal => "normal",
+            Priority::High => "high",
+            Priority::Critical => "critical",
+        }
+    }
+}
+
+impl std::str::FromStr for Priority {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "low" => Ok(Priority::Low),
+            "normal" => Ok(Priority::Normal),
+            "high" => Ok(Priority::High),
+            "critical" => Ok(Priority::Critical),
+            _ => Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("unknown priority {s:?}: use low, normal, high or critical"),
+            )),
+        }
+    }
+}
+
+/// How strongly a request is bound to its key's session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AffinityMode {
+    /// Prefer the session last used for the key; take another after a short wait.
+    /// Such requests may be moved to another shard when theirs is saturated.
+    Soft,
+    /// Always the same session (logged-in flows). Never moved to another shard.
+    Sticky,
+}
+
+/// A key that keeps related requests together: same shard, and preferably the same
+/// warm session.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Affinity {
+    key: Arc<str>,
+    mode: AffinityMode,
+}
+
+impl Affinity {
+    /// Soft affinity for `key`.
+    pub fn soft(key: impl AsRef<str>) -> Self {
+        Affinity {
+            key: key.as_ref().into(),
+            mode: AffinityMode::Soft,
+        }
+    }
+
+    /// Sticky affinity for `key`.
+    pub fn sticky(key: impl AsRef<str>) -> Self {
+        Affinity {
+            key: key.as_ref().into(),
+            mode: AffinityMode::Sticky,
+        }
+    }
+
+    /// Soft affinity keyed by the URL's host (`https://a.example/x` → `a.example`).
+    pub fn from_url(url: &str) -> Result<Self> {
+        let parsed = url::Url::parse(url).map_err(|e| {
+            Error::new(ErrorKind::InvalidInput, format!("bad URL {url:?}")).with_source(e)
+        })?;
+        match parsed.host_str() {
+            Some(host) if !host.is_empty() => Ok(Affinity::soft(host.to_ascii_lowercase())),
+            _ => Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("URL {url:?} has no host to derive an affinity key from"),
+            )),
+        }
+    }
+
+    /// The key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Soft or sticky.
+    pub fn mode(&self) -> AffinityMode {
+        self.mode
+    }
+}
+
+impl fmt::Debug for Affinity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}({:?})", self.mode, &*self.key)
+    }
+}
+
+/// One request for a session: priority, affinity, deadlines, retries.
+///
+/// Deadlines left unset take the pool's configured defaults.
+#[derive(Debug, Clone, Default)]
+pub struct Job {
+    pub(crate) affinity: Option<Affinity>,
+    pub(crate) priority: Priority,
+    pub(crate) wait_timeout: Option<Duration>,
+    pub(crate) create_timeout: Option<Duration>,
+    pub(crate) command_timeout: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) retries: u32,
+}
+
+impl Job {
+    /// A job with normal priority, no affinity and the pool's default deadlines.
+    pub fn new() -> Self {
+        Job::default()
+    }
+
+    /// Keeps this job with others of the same key.
+    pub fn affinity(mut self, affinity: Affinity) -> Self {
+        self.affinity = Some(affinity);
+        self
+    }
+
+    /// Its priority class.
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Longest wait in the queue for a session (`Timeout(Wait)`).
+    pub fn wait_timeout(mut self, timeout: Duration) -> Self {
+        self.wait_timeout = Some(timeout);
+        self
+    }
+
+    /// Longest time to open a new session for it (`Timeout(Create)`).
+    pub fn create_timeout(mut self, timeout: Duration) -> Self {
+        self.create_timeout = Some(timeout);
+        self
+    }
+
+    /// Deadline of each CDP command it sends (`Timeout(Command)`).
+    pub fn command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = Some(timeout);
+        self
+    }
+
+    /// Deadline of the whole job, from submission to result (`Timeout(Job)`).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Re-runs the job on a fresh session up to `n` times when its session crashes or
+    /// its connection is lost. Only for idempotent jobs.
+    pub fn retries(mut self, n: u32) -> Self {
+        self.retries = n;
+        self
+    }
+
+    /// The affinity, if any.
+    pub fn affinity_key(&self) -> Option<&Affinity> {
+        self.affinity.as_ref()
+    }
+
+    /// May this job run on another shard than its key's? Not when sticky.
+    pub(crate) fn is_movable(&self) -> bool {
+        !matches!(&self.affinity, Some(a) if a.mode == AffinityMode::Sticky)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn affinity_from_url_uses_the_host() {
+        let a = Affinity::from_url("https://Shop.Example.com:8443/a?b=c").unwrap();
+        assert_eq!(a.key(), "shop.example.com");
+        assert_eq!(a.mode(), AffinityMode::Soft);
+        assert_eq!(
+            Affinity::from_url("not a url").unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+        assert_eq!(
+            Affinity::from_url("data:text/html,x").unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+    }
+
+    #[test]
+    fn sticky_jobs_do_not_move() {
+        assert!(Job::new().is_movable());
+        assert!(Job::new().affinity(Affinity::soft("k")).is_movable());
+        assert!(!Job::new().affinity(Affinity::sticky("k")).is_movable());
+    }
+
+    #[test]
+    fn priorities_parse_and_order() {
+        assert_eq!("HIGH".parse::<Priority>().unwrap(), Priority::High);
+        assert!("urgent".parse::<Priority>().is_err());
+        assert!(Priority::Critical > Priority::High && Priority::Normal > Priority::Low);
+    }
+}

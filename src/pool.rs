@@ -1,0 +1,559 @@
+//! The public handle: [`Pool`], its builder, and [`Lease`].
+//!
+//! A `Pool` is `Clone + Send + Sync`; it routes each request to a shard and waits for
+//! the answer. It owns the shard threads and the browsers it launched, and stops both on
+//! [`Pool::shutdown`] or when the last handle is dropped.
+
+use std::fmt;
+use std::sync::Arc as StdArc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use chromiumoxide_types::Command;
+use serde::de::DeserializeOwned;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::time::Instant;
+
+use crate::browser::{Endpoint, Launch, LaunchedBrowser};
+use crate::cdp::{Page, PageOptions};
+use crate::config::Config;
+use crate::job::Job;
+use crate::metrics::Snapshot;
+use crate::router::{shard_for, LoadGauges};
+use crate::shard::{self, Attempt, JobTask, LeaseOp, LocalFuture, Msg, Request, Work};
+use crate::steal::{Overflow, MAX_SHARDS};
+use crate::sync::{Arc, LiveCell};
+use crate::{Error, ErrorKind, Result};
+
+/// Builds a [`Pool`]: which browsers, how many shards, and the [`Config`].
+#[derive(Debug, Default)]
+pub struct PoolBuilder {
+    config: Config,
+    shards: usize,
+    pin_cores: bool,
+    launches: Vec<Launch>,
+    endpoints: Vec<String>,
+    page_options: PageOptions,
+}
+
+impl PoolBuilder {
+    /// Launches a local Chromium for the pool (may be called more than once).
+    pub fn launch(mut self, launch: Launch) -> Self {
+        self.launches.push(launch);
+        self
+    }
+
+    /// Connects to a running browser: `ws://host:port/devtools/browser/<id>` or
+    /// `http://host:port` (may be called more than once).
+    pub fn endpoint(mut self, url: impl Into<String>) -> Self {
+        self.endpoints.push(url.into());
+        self
+    }
+
+    /// Number of shards (threads); 0 means one per available core. Default 0.
+    pub fn shards(mut self, shards: usize) -> Self {
+        self.shards = shards;
+        self
+    }
+
+    /// Pins shard `i` to core `i` (modulo the core count). Default off.
+    pub fn pin_cores(mut self, pin: bool) -> Self {
+        self.pin_cores = pin;
+        self
+    }
+
+    /// Most sessions per shard.
+    pub fn sessions_per_shard(mut self, sessions: usize) -> Self {
+        self.config.sessions_per_shard = sessions;
+        self
+    }
+
+    /// Replaces the whole configuration.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Changes the configuration in place.
+    pub fn configure(mut self, change: impl FnOnce(&mut Config)) -> Self {
+        change(&mut self.config);
+        self
+    }
+
+    /// How pages are opened (background tabs, domains to enable).
+    pub fn page_options(mut self, options: PageOptions) -> Self {
+        self.page_options = options;
+        self
+    }
+
+    /// Validates the configuration, starts the browsers and the shards, and connects
+    /// every shard to every browser.
+    pub async fn build(self) -> Result<Pool> {
+        self.config.validate()?;
+        if self.launches.is_empty() && self.endpoints.is_empty() {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "no browser: call .launch(Launch::default()) or .endpoint(\"ws://...\") on the builder",
+            ));
+        }
+        let shards = match self.shards {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        if shards > MAX_SHARDS {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("at most {MAX_SHARDS} shards are supported (asked for {shards})"),
+            ));
+        }
+        let mut endpoints = Vec::new();
+        for e in &self.endpoints {
+            endpoints.push(Endpoint::parse(e)?);
+        }
+        let mut launched = Vec::new();
+        let mut urls = Vec::new();
+        for l in &self.launches {
+            let browser = l.launch().await?;
+            urls.push(browser.ws_url().to_owned());
+            launched.push(browser);
+        }
+        for e in &endpoints {
+            urls.push(e.resolve(Duration::from_secs(10)).await?);
+        }
+
+        let (senders, receivers): (Vec<_>, Vec<_>) =
+            (0..shards).map(|_| mpsc::unbounded_channel()).unzip();
+        let inboxes: Arc<[mpsc::UnboundedSender<Msg>]> = senders.into();
+        let wakers: Arc<[Notify]> = (0..shards).map(|_| Notify::new()).collect();
+        let config = Arc::new(LiveCell::new(self.config));
+        let overflow = Arc::new(Overflow::default());
+        let browsers: Arc<[String]> = urls.into();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let mut threads = Vec::new();
+        for (id, inbox) in receivers.into_iter().enumerate() {
+            let shared = shard::Shared {
+                config: config.clone(),
+                overflow: overflow.clone(),
+                wakers: wakers.clone(),
+                inboxes: inboxes.clone(),
+                browsers: browsers.clone(),
+                page_options: self.page_options.clone(),
+            };
+            let pin = self.pin_cores.then_some(id % cores);
+            threads.push(shard::spawn(id, shared, inbox, pin, ready_tx.clone())?);
+        }
+        drop(ready_tx);
+        let inner = Inner {
+            inboxes,
+            config,
+            gauges: LoadGauges::new(shards),
+            threads: std::sync::Mutex::new(threads),
+            launched: std::sync::Mutex::new(launched),
+            closed: std::sync::atomic::AtomicBool::new(false),
+        };
+        // Wait for every shard to connect; the first failure fails the build (and
+        // dropping `inner` stops the shards that did start).
+        let ready = tokio::task::spawn_blocking(move || {
+            (0..shards).try_for_each(|_| {
+                ready_rx.recv().unwrap_or_else(|_| {
+                    Err(Error::new(
+                        ErrorKind::BrowserUnavailable,
+                        "a shard stopped while starting",
+                    ))
+                })
+            })
+        });
+        match ready.await {
+            Ok(Ok(())) => Ok(Pool {
+                inner: StdArc::new(inner),
+            }),
+            Ok(Err(e)) => Err(e),
+            Err(e) => {
+                Err(Error::new(ErrorKind::Io, "waiting for the shards to start").with_source(e))
+            }
+        }
+    }
+}
+
+struct Inner {
+    inboxes: Arc<[mpsc::UnboundedSender<Msg>]>,
+    config: Arc<LiveCell<Config>>,
+    gauges: LoadGauges,
+    // Touched only by shutdown and drop, never on a request's path.
+    threads: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    launched: std::sync::Mutex<Vec<LaunchedBrowser>>,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+/// A pool of CDP page sessions spread over shards (one thread each).
+///
+/// Cheap to clone; `Send + Sync`. Use [`run`](Pool::run) to run a job on a pooled page
+/// (the fast path: the job runs on the shard that owns the page), or
+/// [`acquire`](Pool::acquire) for a [`Lease`] usable from any thread.
+#[derive(Clone)]
+pub struct Pool {
+    inner: StdArc<Inner>,
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("shards", &self.inner.inboxes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pool {
+    /// Starts building a pool.
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder::default()
+    }
+
+    /// Number of shards.
+    pub fn shards(&self) -> usize {
+        self.inner.inboxes.len()
+    }
+
+    /// The shard a job goes to: its key's, or the less loaded of two.
+    fn route(&self, job: &Job) -> usize {
+        let n = self.shards();
+        match job.affinity_key() {
+            Some(a) => shard_for(a.key(), n),
+            None => self
+                .inner
+                .gauges
+                .less_loaded_of_two(|n| fastrand::usize(..n)),
+        }
+    }
+
+    fn submit(&self, shard: usize, request: Request) -> Result<()> {
+        if self.inner.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(shard::shutdown_error());
+        }
+        self.inner.inboxes[shard]
+            .send(Msg::Submit(request))
+            .map_err(|_| shard::shutdown_error())
+    }
+
+    /// Runs `job` on a pooled page: the closure runs on the shard that owns the page, so
+    /// its commands never cross threads.
+    ///
+    /// The closure is called again on a fresh page if the session is lost and
+    /// [`Job::retries`] allows it. Its future need not be `Send`.
+    ///
+    /// Cancel safety: dropping the returned future at any point cancels the job (its
+    /// future is dropped on the shard, the page is stopped and reused) or removes it
+    /// from the queue; no session is leaked.
+    pub async fn run<F, T>(&self, job: Job, f: F) -> Result<T>
+    where
+        F: AsyncFn(&Page) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let shard = self.route(&job);
+        let _load = self.inner.gauges.enter(shard);
+        let (tx, rx) = oneshot::channel();
+        let task = Box::new(RunTask {
+            f,
+            tx: Some(tx),
+            result: None,
+        });
+        self.submit(
+            shard,
+            Request {
+                job,
+                work: Work::Run(task),
+                submitted: Instant::now(),
+                attempts: 0,
+            },
+        )?;
+        rx.await.unwrap_or_else(|_| {
+            Err(Error::new(
+                ErrorKind::Shutdown,
+                "the job was dropped before it finished (the pool shut down or the job panicked)",
+            ))
+        })
+    }
+
+    /// Takes a session for the caller's own use: a [`Lease`], usable from any thread and
+    /// runtime, that returns the session when dropped.
+    ///
+    /// Cancel safety: dropping the future at any point leaks nothing; a session granted
+    /// at that moment goes back to the pool.
+    pub async fn acquire(&self, job: Job) -> Result<Lease> {
+        let shard = self.route(&job);
+        let _load = self.inner.gauges.enter(shard);
+        let (tx, rx) = oneshot::channel();
+        self.submit(
+            shard,
+            Request {
+                job,
+                work: Work::Acquire(tx),
+                submitted: Instant::now(),
+                attempts: 0,
+            },
+        )?;
+        rx.await.unwrap_or_else(|_| Err(shard::shutdown_error()))
+    }
+
+    /// Merged metrics of every shard.
+    pub async fn metrics(&self) -> Snapshot {
+        let mut replies = Vec::new();
+        for inbox in self.inner.inboxes.iter() {
+            let (tx, rx) = oneshot::channel();
+            if inbox.send(Msg::Metrics(tx)).is_ok() {
+                replies.push(rx);
+            }
+        }
+        let mut reports = Vec::new();
+        for rx in replies {
+            if let Ok(r) = rx.await {
+                reports.push(r);
+            }
+        }
+        Snapshot::merge(&reports)
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Config {
+        (*self.inner.config.load()).clone()
+    }
+
+    /// Changes the live configuration. The new value is validated first; if it is
+    /// invalid the old one stays and the error says why.
+    pub fn reconfigure(&self, change: impl FnOnce(&mut Config)) -> Result<()> {
+        let mut next = self.config();
+        change(&mut next);
+        next.validate()?;
+        self.inner.config.store(next);
+        // Let every shard act on the new limits now.
+        for inbox in self.inner.inboxes.iter() {
+            let _ = inbox.send(Msg::Reconfigured);
+        }
+        Ok(())
+    }
+
+    /// Stops the pool: new requests fail with `Shutdown`, waiting ones fail, running jobs
+    /// get `grace` to finish, then targets and sockets close, launched browsers stop and
+    /// the shard threads are joined.
+    pub async fn shutdown(&self, grace: Duration) -> Result<()> {
+        self.inner
+            .closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        let mut done = Vec::new();
+        for inbox in self.inner.inboxes.iter() {
+            let (tx, rx) = oneshot::channel();
+            if inbox.send(Msg::Shutdown { grace, done: tx }).is_ok() {
+                done.push(rx);
+            }
+        }
+        for rx in done {
+            let _ = rx.await;
+        }
+        let threads: Vec<_> = std::mem::take(&mut *lock(&self.inner.threads));
+        let browsers: Vec<_> = std::mem::take(&mut *lock(&self.inner.launched));
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+        for b in browsers {
+            b.shutdown().await?;
+        }
+        Ok(())
+    }
+
+    /// Requests routed to each shard and not yet answered.
+    pub fn load(&self) -> Vec<usize> {
+        (0..self.inner.gauges.len())
+            .map(|i| self.inner.gauges.load(i))
+            .collect()
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The last handle is gone without `shutdown`: stop the shards now, then the
+        // browsers (their drop kills and reaps them).
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        for inbox in self.inboxes.iter() {
+            let (tx, _rx) = oneshot::channel();
+            let _ = inbox.send(Msg::Shutdown {
+                grace: Duration::ZERO,
+                done: tx,
+            });
+        }
+        for t in std::mem::take(&mut *lock(&self.threads)) {
+            let _ = t.join();
+        }
+        lock(&self.launched).clear();
+    }
+}
+
+/// The typed side of a `run` request.
+struct RunTask<F, T> {
+    f: F,
+    tx: Option<oneshot::Sender<Result<T>>>,
+    result: Option<Result<T>>,
+}
+
+impl<F, T> JobTask for RunTask<F, T>
+where
+    F: AsyncFn(&Page) -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    fn run<'a>(&'a mut self, page: &'a Page) -> LocalFuture<'a, Attempt> {
+        Box::pin(async move {
+            let RunTask { f, tx, result } = self;
+            let Some(tx) = tx.as_mut() else {
+                return Attempt::Abandoned;
+            };
+            let outcome = tokio::select! {
+                r = f(page) => r,
+                _ = tx.closed() => return Attempt::Abandoned,
+            };
+            let attempt = match &outcome {
+                Ok(_) => Attempt::Ok,
+                Err(e) => Attempt::Failed(e.kind()),
+            };
+            *result = Some(outcome);
+            attempt
+        })
+    }
+
+    fn finish(mut self: Box<Self>) {
+        if let (Some(tx), Some(result)) = (self.tx.take(), self.result.take()) {
+            let _ = tx.send(result);
+        }
+    }
+
+    fn fail(mut self: Box<Self>, err: Error) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Err(err));
+        }
+    }
+
+    fn is_abandoned(&self) -> bool {
+        self.tx.as_ref().is_none_or(|tx| tx.is_closed())
+    }
+}
+
+/// A session held by the caller, usable from any thread or runtime. Its commands run on
+/// the shard that owns the page. Dropping it returns the session (also during a panic).
+pub struct Lease {
+    shard: usize,
+    id: u64,
+    inbox: mpsc::UnboundedSender<Msg>,
+    command_timeout: Option<Duration>,
+}
+
+impl Lease {
+    pub(crate) fn new(shard: usize, id: u64, inbox: mpsc::UnboundedSender<Msg>) -> Self {
+        Lease {
+            shard,
+            id,
+            inbox,
+            command_timeout: None,
+        }
+    }
+
+    /// The shard that owns the session.
+    pub fn shard(&self) -> usize {
+        self.shard
+    }
+
+    /// Sets the deadline of each later command sent through this lease.
+    pub fn set_command_timeout(&mut self, timeout: Duration) {
+        self.command_timeout = Some(timeout);
+    }
+
+    async fn op(&self, op: LeaseOp) -> Result<serde_json::Value> {
+        let (reply, rx) = oneshot::channel();
+        self.inbox
+            .send(Msg::LeaseOp {
+                lease: self.id,
+                op,
+                timeout: self.command_timeout,
+                reply,
+            })
+            .map_err(|_| shard::shutdown_error())?;
+        rx.await.unwrap_or_else(|_| Err(shard::shutdown_error()))
+    }
+
+    /// Runs a typed command on the leased page.
+    pub async fn execute<C: Command>(&self, cmd: C) -> Result<C::Response> {
+        let method = cmd.identifier().into_owned();
+        let params = serde_json::to_value(&cmd).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                format!("could not encode {method}"),
+            )
+            .with_source(e)
+        })?;
+        let value = self
+            .op(LeaseOp::Call {
+                method: method.clone(),
+                params,
+            })
+            .await?;
+        decode(&method, value)
+    }
+
+    /// Runs a raw command on the leased page.
+    pub async fn call(
+        &self,
+        method: impl Into<String>,
+        params: serde_json::Value,
+    ) -> Result<serde_json::Value> {
+        self.op(LeaseOp::Call {
+            method: method.into(),
+            params,
+        })
+        .await
+    }
+
+    /// Navigates and waits for the load event; see [`Page::goto`].
+    pub async fn goto(&self, url: &str) -> Result<()> {
+        self.op(LeaseOp::Goto(url.to_owned())).await.map(|_| ())
+    }
+
+    /// Evaluates an expression and returns its value; see [`Page::evaluate_value`].
+    pub async fn evaluate_value(&self, expression: &str) -> Result<serde_json::Value> {
+        self.op(LeaseOp::Evaluate(expression.to_owned())).await
+    }
+
+    /// Returns the session now (the same as dropping the lease).
+    pub fn release(self) {}
+}
+
+fn decode<T: DeserializeOwned>(method: &str, value: serde_json::Value) -> Result<T> {
+    serde_json::from_value(value).map_err(|e| {
+        Error::new(
+            ErrorKind::Protocol,
+            format!("could not decode the reply to {method}"),
+        )
+        .with_source(e)
+    })
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let _ = self.inbox.send(Msg::Release { lease: self.id });
+    }
+}
+
+impl fmt::Debug for Lease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lease")
+            .field("shard", &self.shard)
+            .field("id", &self.id)
+            .finish()
+    }
+}

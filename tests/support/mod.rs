@@ -1,0 +1,78 @@
+//! Helpers shared by the integration tests; each test file uses a subset.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use cdpmux::browser::Launch;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// True when a Chromium is available for real-browser tests.
+///
+/// Without one, panics when `CDPMUX_REQUIRE_BROWSER=1` (CI), else prints a loud SKIPPED
+/// line and returns false, so a missing browser is never silent.
+pub fn require_browser() -> bool {
+    match Launch::default().find_executable() {
+        Ok(_) => true,
+        Err(e) if std::env::var("CDPMUX_REQUIRE_BROWSER").as_deref() == Ok("1") => {
+            panic!("CDPMUX_REQUIRE_BROWSER=1 but no browser is available: {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED: no chromium ({e})");
+            false
+        }
+    }
+}
+
+/// Serves `pages` (path, HTML body) over plain HTTP on 127.0.0.1; any other path is a 404.
+///
+/// Returns the base URL (`http://127.0.0.1:<port>`, no trailing slash) and the server
+/// task; abort the task to stop it. One request per connection (`Connection: close`).
+pub async fn serve_html(pages: Vec<(&'static str, String)>) -> (String, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a test HTTP server on 127.0.0.1");
+    let base = format!("http://{}", listener.local_addr().expect("local addr"));
+    let pages: std::sync::Arc<Vec<(&'static str, String)>> = std::sync::Arc::new(pages);
+    let server = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let pages = pages.clone();
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(10), answer(stream, &pages)).await;
+            });
+        }
+    });
+    (base, server)
+}
+
+async fn answer(mut stream: TcpStream, pages: &[(&'static str, String)]) -> std::io::Result<()> {
+    let mut request = Vec::new();
+    let mut buf = [0u8; 2048];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 16 * 1024 {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        request.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&request);
+    let mut parts = head.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = target.split(['?', '#']).next().unwrap_or("");
+    let page = pages
+        .iter()
+        .find(|(p, _)| *p == path)
+        .filter(|_| method == "GET");
+    let (status, body) = match page {
+        Some((_, body)) => ("200 OK", body.as_str()),
+        None => ("404 Not Found", "not found"),
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}
