@@ -723,7 +723,11 @@ async fn read_loop(weak: Weak<Shared>, signals: Rc<Signals>, mut stream: SplitSt
         match msg {
             Some(Ok(Message::Text(text))) => shared.dispatch(text),
             Some(Ok(Message::Binary(_))) => {
-                shared.state.borrow_mut().stats.malformed_frames += 1;
+                let mut st = shared.state.borrow_mut();
+                // Counted in both, like a malformed text frame, so malformed <= frames_in.
+                st.stats.frames_in += 1;
+                st.stats.malformed_frames += 1;
+                drop(st);
                 tracing::warn!("dropped a binary frame: CDP frames are text");
             }
             Some(Ok(Message::Close(frame))) => {

@@ -25,6 +25,9 @@
 mod core;
 mod eval;
 mod server;
+mod site;
+
+pub use site::{DemoSite, SiteConfig};
 
 use std::fmt;
 use std::sync::mpsc as std_mpsc;

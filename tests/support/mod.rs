@@ -76,3 +76,46 @@ async fn answer(mut stream: TcpStream, pages: &[(&'static str, String)]) -> std:
     stream.write_all(response.as_bytes()).await?;
     stream.shutdown().await
 }
+
+/// A simulated browser and a pool on it, for tests that need many sessions fast.
+pub async fn sim_pool(
+    sim: cdpmux::sim::SimConfig,
+    shards: usize,
+    configure: impl FnOnce(&mut cdpmux::Config),
+) -> (cdpmux::sim::SimBrowser, cdpmux::Pool) {
+    let browser = cdpmux::sim::SimBrowser::start(sim).expect("start the simulated browser");
+    let pool = cdpmux::Pool::builder()
+        .endpoint(browser.ws_url())
+        .shards(shards)
+        .configure(configure)
+        .build()
+        .await
+        .expect("build a pool on the simulated browser");
+    (browser, pool)
+}
+
+/// Polls the pool's metrics until `done` holds, for at most `limit`. Returns the last
+/// snapshot; the caller asserts on it (so a timeout shows as a failed assertion).
+pub async fn metrics_until(
+    pool: &cdpmux::Pool,
+    limit: Duration,
+    done: impl Fn(&cdpmux::Snapshot) -> bool,
+) -> cdpmux::Snapshot {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let snap = pool.metrics().await;
+        if done(&snap) || tokio::time::Instant::now() >= deadline {
+            return snap;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The shard a job runs on, read from its thread's name (`cdpmux-shard-N`).
+pub fn current_shard() -> usize {
+    std::thread::current()
+        .name()
+        .and_then(|n| n.strip_prefix("cdpmux-shard-"))
+        .and_then(|n| n.parse().ok())
+        .expect("jobs run on shard threads")
+}
