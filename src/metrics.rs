@@ -439,6 +439,334 @@ impl Snapshot {
     }
 }
 
+/// How a [`Snapshot`] compares with a baseline: the seed's before/after report.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Comparison {
+    /// Whole-job latency, before and after.
+    pub job: LatencyChange,
+    /// Acquire wait, before and after.
+    pub acquire_wait: LatencyChange,
+    /// Reuse rate of the baseline.
+    pub reuse_rate_before: f64,
+    /// Reuse rate now.
+    pub reuse_rate_after: f64,
+    /// The cut in job latency aimed for (0.30 = 30%), at p50 and p99.
+    pub target_cut: f64,
+    /// True when the job latency cut reaches `target_cut` at both p50 and p99.
+    pub target_met: bool,
+}
+
+impl Comparison {
+    /// The same comparison judged against another target cut (0.55 = 55%).
+    pub fn with_target(mut self, cut: f64) -> Self {
+        self.target_cut = cut;
+        self.target_met = self.job.p50_cut >= cut && self.job.p99_cut >= cut;
+        self
+    }
+}
+
+/// One latency before and after; a cut of 0.4 means 40% lower.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct LatencyChange {
+    /// Baseline p50, ms.
+    pub p50_before_ms: f64,
+    /// Current p50, ms.
+    pub p50_after_ms: f64,
+    /// Baseline p95, ms.
+    pub p95_before_ms: f64,
+    /// Current p95, ms.
+    pub p95_after_ms: f64,
+    /// Baseline p99, ms.
+    pub p99_before_ms: f64,
+    /// Current p99, ms.
+    pub p99_after_ms: f64,
+    /// 1 - after/before at p50.
+    pub p50_cut: f64,
+    /// 1 - after/before at p95.
+    pub p95_cut: f64,
+    /// 1 - after/before at p99.
+    pub p99_cut: f64,
+}
+
+impl LatencyChange {
+    fn between(before: &Latency, after: &Latency) -> LatencyChange {
+        let cut = |b: f64, a: f64| if b > 0.0 { 1.0 - a / b } else { 0.0 };
+        LatencyChange {
+            p50_before_ms: before.p50_ms,
+            p50_after_ms: after.p50_ms,
+            p95_before_ms: before.p95_ms,
+            p95_after_ms: after.p95_ms,
+            p99_before_ms: before.p99_ms,
+            p99_after_ms: after.p99_ms,
+            p50_cut: cut(before.p50_ms, after.p50_ms),
+            p95_cut: cut(before.p95_ms, after.p95_ms),
+            p99_cut: cut(before.p99_ms, after.p99_ms),
+        }
+    }
+}
+
+impl Snapshot {
+    /// Compares this snapshot (after) with `baseline` (before), judged against the
+    /// seed's 30% target; see [`Comparison::with_target`] for another.
+    pub fn compare(&self, baseline: &Snapshot) -> Comparison {
+        Comparison {
+            job: LatencyChange::between(&baseline.job, &self.job),
+            acquire_wait: LatencyChange::between(&baseline.acquire_wait, &self.acquire_wait),
+            reuse_rate_before: baseline.reuse_rate(),
+            reuse_rate_after: self.reuse_rate(),
+            target_cut: 0.0,
+            target_met: false,
+        }
+        .with_target(0.30)
+    }
+
+    /// The snapshot in the Prometheus text exposition format (version 0.0.4).
+    pub fn to_prometheus(&self) -> String {
+        let mut out = String::new();
+        let c = &self.counters;
+        let mut counter = |name: &str, help: &str, samples: &[(&str, u64)]| {
+            out.push_str(&format!(
+                "# HELP cdpmux_{name} {help}\n# TYPE cdpmux_{name} counter\n"
+            ));
+            for (labels, v) in samples {
+                out.push_str(&format!("cdpmux_{name}{labels} {v}\n"));
+            }
+        };
+        counter(
+            "jobs_total",
+            "Jobs finished, by outcome.",
+            &[
+                ("{outcome=\"ok\"}", c.jobs_ok),
+                ("{outcome=\"error\"}", c.jobs_failed),
+            ],
+        );
+        counter(
+            "commands_total",
+            "CDP commands answered or failed.",
+            &[("", c.commands)],
+        );
+        counter(
+            "batched_commands_total",
+            "CDP commands sent in pipelined batches.",
+            &[("", c.batched_commands)],
+        );
+        counter(
+            "command_failures_total",
+            "CDP commands that failed.",
+            &[("", c.command_failures)],
+        );
+        counter(
+            "sessions_created_total",
+            "Sessions opened.",
+            &[("", c.sessions_created)],
+        );
+        counter(
+            "session_create_failures_total",
+            "Session openings that failed.",
+            &[("", c.session_create_failures)],
+        );
+        counter(
+            "sessions_reused_total",
+            "Acquisitions served by an open session.",
+            &[("", c.sessions_reused)],
+        );
+        counter(
+            "sessions_retired_total",
+            "Sessions closed on purpose.",
+            &[("", c.sessions_retired)],
+        );
+        counter(
+            "sessions_crashed_total",
+            "Sessions lost to crashes or lost connections.",
+            &[("", c.sessions_crashed)],
+        );
+        counter(
+            "timeouts_total",
+            "Deadlines that passed, by kind.",
+            &[
+                ("{kind=\"wait\"}", c.timeouts_wait),
+                ("{kind=\"create\"}", c.timeouts_create),
+                ("{kind=\"command\"}", c.timeouts_command),
+                ("{kind=\"job\"}", c.timeouts_job),
+            ],
+        );
+        counter(
+            "queue_full_total",
+            "Requests refused because the queue was full.",
+            &[("", c.queue_full)],
+        );
+        counter(
+            "steals_total",
+            "Requests taken from another shard's overflow.",
+            &[("", c.steals)],
+        );
+        counter(
+            "overflowed_total",
+            "Requests a saturated shard offered to others.",
+            &[("", c.overflowed)],
+        );
+        counter(
+            "affinity_total",
+            "Keyed requests, by whether they got their preferred session.",
+            &[
+                ("{result=\"hit\"}", c.affinity_hits),
+                ("{result=\"miss\"}", c.affinity_misses),
+            ],
+        );
+        counter(
+            "retries_total",
+            "Jobs re-run after a lost session.",
+            &[("", c.retries)],
+        );
+
+        let g = &self.gauges;
+        out.push_str("# HELP cdpmux_sessions Open or opening sessions, by state.\n# TYPE cdpmux_sessions gauge\n");
+        for (state, v) in [("idle", g.idle), ("busy", g.busy), ("creating", g.creating)] {
+            out.push_str(&format!("cdpmux_sessions{{state=\"{state}\"}} {v}\n"));
+        }
+        out.push_str("# HELP cdpmux_waiting Requests waiting for a session, by priority.\n# TYPE cdpmux_waiting gauge\n");
+        for p in Priority::ALL {
+            out.push_str(&format!(
+                "cdpmux_waiting{{priority=\"{}\"}} {}\n",
+                p.as_str(),
+                g.waiting_by_class[p.index()]
+            ));
+        }
+        out.push_str(&format!(
+            "# HELP cdpmux_reuse_ratio Reused / (reused + created) acquisitions.\n# TYPE cdpmux_reuse_ratio gauge\ncdpmux_reuse_ratio {}\n",
+            self.reuse_rate()
+        ));
+
+        let mut summary = |name: &str, help: &str, samples: &[(String, &Latency)]| {
+            out.push_str(&format!(
+                "# HELP cdpmux_{name}_seconds {help}\n# TYPE cdpmux_{name}_seconds summary\n"
+            ));
+            for (labels, l) in samples {
+                let sep = if labels.is_empty() { "" } else { "," };
+                for (q, v) in [("0.5", l.p50_ms), ("0.95", l.p95_ms), ("0.99", l.p99_ms)] {
+                    out.push_str(&format!(
+                        "cdpmux_{name}_seconds{{{labels}{sep}quantile=\"{q}\"}} {}\n",
+                        v / 1000.0
+                    ));
+                }
+                let braces = if labels.is_empty() {
+                    String::new()
+                } else {
+                    format!("{{{labels}}}")
+                };
+                out.push_str(&format!(
+                    "cdpmux_{name}_seconds_sum{braces} {}\ncdpmux_{name}_seconds_count{braces} {}\n",
+                    l.mean_ms * l.count as f64 / 1000.0,
+                    l.count
+                ));
+            }
+        };
+        summary(
+            "acquire_wait",
+            "Time from request to session in hand.",
+            &[(String::new(), &self.acquire_wait)],
+        );
+        summary(
+            "session_create",
+            "Time to open a session.",
+            &[(String::new(), &self.session_create)],
+        );
+        summary(
+            "job",
+            "Time from request to job result.",
+            &[(String::new(), &self.job)],
+        );
+        let cmd = &self.command;
+        summary(
+            "command",
+            "CDP command round trip, by domain group.",
+            &[
+                ("group=\"navigation\"".to_owned(), &cmd.navigation),
+                ("group=\"dom\"".to_owned(), &cmd.dom),
+                ("group=\"network\"".to_owned(), &cmd.network),
+                ("group=\"runtime\"".to_owned(), &cmd.runtime),
+                ("group=\"other\"".to_owned(), &cmd.other),
+            ],
+        );
+        let f = &self.frames_per_flush;
+        out.push_str(&format!(
+            "# HELP cdpmux_frames_per_flush Frames written per socket flush.\n# TYPE cdpmux_frames_per_flush summary\n\
+             cdpmux_frames_per_flush{{quantile=\"0.5\"}} {}\ncdpmux_frames_per_flush{{quantile=\"0.99\"}} {}\n\
+             cdpmux_frames_per_flush_sum {}\ncdpmux_frames_per_flush_count {}\n",
+            f.p50_ms, f.p99_ms, f.mean_ms * f.count as f64, f.count
+        ));
+        out
+    }
+}
+
+impl fmt::Display for Snapshot {
+    /// A table for people.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.counters;
+        let g = &self.gauges;
+        writeln!(f, "cdpmux: {} shards", self.shards)?;
+        writeln!(
+            f,
+            "  jobs       ok {:>8}  failed {:>6}   sessions  idle {} busy {} creating {}  waiting {}",
+            c.jobs_ok, c.jobs_failed, g.idle, g.busy, g.creating, g.waiting
+        )?;
+        writeln!(
+            f,
+            "  sessions   created {:>5}  reused {:>8}  retired {}  crashed {}   reuse rate {:.1}%",
+            c.sessions_created,
+            c.sessions_reused,
+            c.sessions_retired,
+            c.sessions_crashed,
+            100.0 * self.reuse_rate()
+        )?;
+        writeln!(
+            f,
+            "  errors     timeouts wait {} create {} command {} job {}  queue full {}  retries {}",
+            c.timeouts_wait,
+            c.timeouts_create,
+            c.timeouts_command,
+            c.timeouts_job,
+            c.queue_full,
+            c.retries
+        )?;
+        writeln!(
+            f,
+            "  commands   {} ({} batched, {} failed)  steals {}  affinity hits {} misses {}",
+            c.commands,
+            c.batched_commands,
+            c.command_failures,
+            c.steals,
+            c.affinity_hits,
+            c.affinity_misses
+        )?;
+        writeln!(
+            f,
+            "  {:<18} {:>8} {:>9} {:>9} {:>9} {:>9}",
+            "latency (ms)", "count", "p50", "p95", "p99", "max"
+        )?;
+        let rows = [
+            ("job", &self.job),
+            ("acquire wait", &self.acquire_wait),
+            ("session open", &self.session_create),
+            ("cmd navigation", &self.command.navigation),
+            ("cmd dom", &self.command.dom),
+            ("cmd network", &self.command.network),
+            ("cmd runtime", &self.command.runtime),
+            ("cmd other", &self.command.other),
+        ];
+        for (name, l) in rows {
+            if l.count > 0 {
+                writeln!(
+                    f,
+                    "  {name:<18} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+                    l.count, l.p50_ms, l.p95_ms, l.p99_ms, l.max_ms
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Debug for Snapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Snapshot")

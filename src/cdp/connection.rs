@@ -279,15 +279,45 @@ impl Connection {
     }
 }
 
-/// Removes a call from the pending table if its caller stops waiting before the reply.
-struct CancelOnDrop<'a> {
+/// A call on the wire. Dropping it before the reply removes it from the pending table.
+pub(crate) struct InFlight<'a> {
     shared: &'a Shared,
     id: u64,
+    method: MethodName,
+    started: Instant,
+    rx: oneshot::Receiver<Result<Reply>>,
+    answered: bool,
 }
 
-impl Drop for CancelOnDrop<'_> {
+impl InFlight<'_> {
+    /// Waits for the reply up to `timeout`, and records the command in the metrics.
+    pub(crate) async fn finish(mut self, timeout: Duration, batched: bool) -> Result<Reply> {
+        let outcome = tokio::time::timeout(timeout, &mut self.rx).await;
+        self.answered = matches!(outcome, Ok(Ok(_)));
+        if let Some(m) = &*self.shared.metrics.borrow() {
+            let ok = matches!(outcome, Ok(Ok(Ok(_))));
+            let mut m = m.borrow_mut();
+            m.command(&self.method, self.started.elapsed(), ok, batched);
+            if outcome.is_err() {
+                m.counters.timeout(TimeoutKind::Command);
+            }
+        }
+        match outcome {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Error::new(
+                ErrorKind::ConnectionClosed,
+                format!("{}: the connection dropped the call", self.method),
+            )),
+            Err(_) => Err(Error::timeout(TimeoutKind::Command, &self.method, timeout)),
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.shared.state.borrow_mut().pending.cancel(self.id);
+        if !self.answered {
+            self.shared.state.borrow_mut().pending.cancel(self.id);
+        }
     }
 }
 
@@ -300,30 +330,29 @@ impl Shared {
         params: &P,
         timeout: Duration,
     ) -> Result<Reply> {
+        self.start_call(session, method, params)?
+            .finish(timeout, false)
+            .await
+    }
+
+    /// Queues a call without waiting: calls started back to back leave in one flush.
+    pub(crate) fn start_call<P: Serialize + ?Sized>(
+        &self,
+        session: Option<SessionSlot>,
+        method: MethodName,
+        params: &P,
+    ) -> Result<InFlight<'_>> {
         let (tx, rx) = oneshot::channel();
         let started = Instant::now();
         let id = self.enqueue(session, method.clone(), params, Some(tx))?;
-        let guard = CancelOnDrop { shared: self, id };
-        let outcome = tokio::time::timeout(timeout, rx).await;
-        if let Some(m) = &*self.metrics.borrow() {
-            let ok = matches!(outcome, Ok(Ok(Ok(_))));
-            m.borrow_mut()
-                .command(&method, started.elapsed(), ok, false);
-            if outcome.is_err() {
-                m.borrow_mut().counters.timeout(TimeoutKind::Command);
-            }
-        }
-        match outcome {
-            Ok(Ok(result)) => {
-                std::mem::forget(guard); // already out of the table
-                result
-            }
-            Ok(Err(_)) => Err(Error::new(
-                ErrorKind::ConnectionClosed,
-                format!("{method}: the connection dropped the call"),
-            )),
-            Err(_) => Err(Error::timeout(TimeoutKind::Command, &method, timeout)),
-        }
+        Ok(InFlight {
+            shared: self,
+            id,
+            method,
+            started,
+            rx,
+            answered: false,
+        })
     }
 
     /// Queues a call; `waiter` `None` means its reply is dropped (fire and forget).

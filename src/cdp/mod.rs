@@ -7,9 +7,11 @@
 
 pub mod protocol;
 
+mod batch;
 mod connection;
 mod session;
 
+pub use batch::{Batch, BatchResults, Slot};
 pub use connection::{Connection, ConnectionConfig, ConnectionStats};
 pub use protocol::Event;
 pub use session::{EventWaiter, Page, PageOptions};

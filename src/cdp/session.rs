@@ -10,7 +10,8 @@ use chromiumoxide_types::Command;
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
-use super::connection::{Connection, Shared};
+use super::batch::Batch;
+use super::connection::{Connection, InFlight, Shared};
 use super::protocol::{Event, MethodName, SessionSlot};
 use crate::{Error, ErrorKind, Result, TimeoutKind};
 
@@ -164,6 +165,31 @@ impl Page {
             )
             .await?;
         reply.decode(&method)
+    }
+
+    /// Starts a pipelined batch of commands on this page.
+    ///
+    /// ```no_run
+    /// # async fn demo(page: &cdpmux::Page) -> cdpmux::Result<()> {
+    /// use cdpmux::js_protocol::runtime::EvaluateParams;
+    /// let mut batch = page.batch();
+    /// let a = batch.push(EvaluateParams::new("1+1"));
+    /// let b = batch.push_raw("Runtime.evaluate", serde_json::json!({"expression": "2+2"}));
+    /// let results = batch.run().await;
+    /// assert_eq!(results.get(a)?.result.value, Some(serde_json::json!(2)));
+    /// assert_eq!(results.get(b)?["result"]["value"], 4);
+    /// # Ok(()) }
+    /// ```
+    pub fn batch(&self) -> Batch<'_> {
+        Batch::new(self)
+    }
+
+    pub(crate) fn start_call<P: serde::Serialize + ?Sized>(
+        &self,
+        method: MethodName,
+        params: &P,
+    ) -> Result<InFlight<'_>> {
+        self.conn.shared.start_call(Some(self.slot), method, params)
     }
 
     /// Starts listening for an event of this page, e.g. `Page.loadEventFired`. It is

@@ -1,0 +1,184 @@
+//! Pipelined batches: several commands on one page sent back to back, in one flush,
+//! with no round trip between them; results come back in order, one per command.
+
+use std::marker::PhantomData;
+
+use chromiumoxide_types::Command;
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+
+use super::protocol::{MethodName, Reply};
+use super::session::Page;
+use crate::{Error, ErrorKind, Result};
+
+/// A batch being built; see [`Page::batch`].
+#[must_use = "a batch does nothing until `run` is awaited"]
+pub struct Batch<'p> {
+    page: &'p Page,
+    calls: Vec<(MethodName, Result<Box<RawValue>>)>,
+}
+
+/// Where one command's result will be in [`BatchResults`]; typed by its response.
+#[derive(Debug)]
+pub struct Slot<T> {
+    index: usize,
+    _response: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Slot<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Slot<T> {}
+
+impl<T> Slot<T> {
+    /// Position of the command in the batch.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+}
+
+impl<'p> Batch<'p> {
+    pub(crate) fn new(page: &'p Page) -> Self {
+        Batch {
+            page,
+            calls: Vec::new(),
+        }
+    }
+
+    /// Adds a typed command; its typed response is read back with the returned slot.
+    pub fn push<C: Command>(&mut self, cmd: C) -> Slot<C::Response> {
+        let method = cmd.identifier();
+        let params = serde_json::value::to_raw_value(&cmd).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                format!("could not encode {method}"),
+            )
+            .with_source(e)
+        });
+        self.add(method, params)
+    }
+
+    /// Adds a raw command; its `result` is read back as JSON.
+    pub fn push_raw(
+        &mut self,
+        method: impl Into<MethodName>,
+        params: serde_json::Value,
+    ) -> Slot<serde_json::Value> {
+        let method = method.into();
+        let params = serde_json::value::to_raw_value(&params).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                format!("could not encode {method}"),
+            )
+            .with_source(e)
+        });
+        self.add(method, params)
+    }
+
+    fn add<T>(&mut self, method: MethodName, params: Result<Box<RawValue>>) -> Slot<T> {
+        self.calls.push((method, params));
+        Slot {
+            index: self.calls.len() - 1,
+            _response: PhantomData,
+        }
+    }
+
+    /// Commands in the batch.
+    pub fn len(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// True when nothing was added.
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    /// Sends every command back to back, then waits for all replies, each within the
+    /// page's command deadline. One failing command does not lose the others' results.
+    pub async fn run(self) -> BatchResults {
+        let timeout = self.page.command_timeout();
+        let mut methods = Vec::with_capacity(self.calls.len());
+        // Queue all before awaiting any: the writer then sends them in one flush.
+        let in_flight: Vec<_> = self
+            .calls
+            .into_iter()
+            .map(|(method, params)| {
+                methods.push(method.clone());
+                params.and_then(|p| self.page.start_call(method, &*p))
+            })
+            .collect();
+        let waits = in_flight.into_iter().map(|call| async move {
+            match call {
+                Ok(call) => call.finish(timeout, true).await,
+                Err(e) => Err(e),
+            }
+        });
+        BatchResults {
+            replies: futures_util::future::join_all(waits).await,
+            methods,
+        }
+    }
+}
+
+/// The results of a batch, in the order the commands were added.
+pub struct BatchResults {
+    replies: Vec<Result<Reply>>,
+    methods: Vec<MethodName>,
+}
+
+impl BatchResults {
+    /// The typed result of the command at `slot`.
+    pub fn get<T: DeserializeOwned>(&self, slot: Slot<T>) -> Result<T> {
+        match self.replies.get(slot.index) {
+            Some(Ok(reply)) => reply.decode(&self.methods[slot.index]),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err(Error::new(
+                ErrorKind::InvalidInput,
+                "this slot belongs to another batch",
+            )),
+        }
+    }
+
+    /// The raw JSON `result` of command `index`, or its error.
+    pub fn raw(&self, index: usize) -> Result<&str> {
+        match self.replies.get(index) {
+            Some(Ok(reply)) => Ok(reply.json()),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "the batch has {} commands, not {}",
+                    self.replies.len(),
+                    index + 1
+                ),
+            )),
+        }
+    }
+
+    /// Number of results (= commands).
+    pub fn len(&self) -> usize {
+        self.replies.len()
+    }
+
+    /// True for an empty batch.
+    pub fn is_empty(&self) -> bool {
+        self.replies.is_empty()
+    }
+
+    /// How many commands failed.
+    pub fn failures(&self) -> usize {
+        self.replies.iter().filter(|r| r.is_err()).count()
+    }
+}
+
+impl std::fmt::Debug for BatchResults {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchResults")
+            .field("len", &self.replies.len())
+            .field("failures", &self.failures())
+            .finish()
+    }
+}
