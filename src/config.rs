@@ -42,6 +42,61 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Most frames a socket writer sends per flush. Default 1024.
     pub max_frames_per_flush: usize,
+    /// How jobs are kept apart in the browser (cookies, storage). Applies to sessions
+    /// opened after a change. Default [`Isolation::Shared`].
+    pub isolation: Isolation,
+    /// Most browser contexts per shard under [`Isolation::ContextPerKey`]; the least
+    /// recently used idle one is disposed past it. Default 64.
+    pub max_contexts: usize,
+    /// What is done to a session after each job, before it counts as idle (never on the
+    /// next caller's path). Default [`Reset::None`].
+    pub reset: Reset,
+    /// How long a soft-affinity request waits for its busy preferred session before it
+    /// takes another. Default 250 ms.
+    pub affinity_wait: Duration,
+    /// How long a key stays bound to its session after its last use. Default 10 min.
+    pub affinity_ttl: Duration,
+    /// Most keys remembered per shard (least recently used forgotten first).
+    /// Default 10,000.
+    pub affinity_capacity: usize,
+    /// How often idle sessions are probed and idle/age limits enforced (0: never).
+    /// Default 5 s.
+    pub health_interval: Duration,
+    /// Deadline of one health probe. Default 1 s.
+    pub probe_timeout: Duration,
+    /// First reconnect delay after a lost socket; doubles per failure (with jitter) up
+    /// to `reconnect_max`. Default 100 ms.
+    pub reconnect_base: Duration,
+    /// Longest reconnect delay. Default 5 s.
+    pub reconnect_max: Duration,
+    /// Consecutive failures (connect or session open) after which a browser is marked
+    /// down and requests go elsewhere or fail fast. Default 3.
+    pub breaker_threshold: u32,
+}
+
+/// How jobs are isolated from each other inside the browser.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Isolation {
+    /// Every page in the browser's default context: fastest; cookies are shared.
+    #[default]
+    Shared,
+    /// One browser context per affinity key: cookies and storage are separate per
+    /// tenant or site; pages are reused within a key.
+    ContextPerKey,
+    /// A fresh context for every job (its page is replaced after each job, off the
+    /// caller's path).
+    ContextPerJob,
+}
+
+/// What happens to a page between jobs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Reset {
+    /// Nothing: the next job finds the page as the last one left it. Fastest.
+    #[default]
+    None,
+    /// Navigate to `about:blank` (≈ 50 ms here), after release and before the page is
+    /// handed out again.
+    AboutBlank,
 }
 
 impl Default for Config {
@@ -61,6 +116,17 @@ impl Default for Config {
             max_lifetime: Duration::ZERO,
             idle_timeout: Duration::ZERO,
             max_frames_per_flush: 1024,
+            isolation: Isolation::Shared,
+            max_contexts: 64,
+            reset: Reset::None,
+            affinity_wait: Duration::from_millis(250),
+            affinity_ttl: Duration::from_secs(600),
+            affinity_capacity: 10_000,
+            health_interval: Duration::from_secs(5),
+            probe_timeout: Duration::from_secs(1),
+            reconnect_base: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(5),
+            breaker_threshold: 3,
         }
     }
 }
@@ -90,11 +156,25 @@ impl Config {
         if self.max_frames_per_flush == 0 {
             return bad("max_frames_per_flush must be at least 1".into());
         }
+        if self.max_contexts == 0 || self.affinity_capacity == 0 {
+            return bad("max_contexts and affinity_capacity must be at least 1".into());
+        }
+        if self.breaker_threshold == 0 {
+            return bad("breaker_threshold must be at least 1".into());
+        }
+        if self.reconnect_base > self.reconnect_max {
+            return bad(format!(
+                "reconnect_base ({:?}) must not exceed reconnect_max ({:?})",
+                self.reconnect_base, self.reconnect_max
+            ));
+        }
         for (name, d) in [
             ("wait_timeout", self.wait_timeout),
             ("create_timeout", self.create_timeout),
             ("command_timeout", self.command_timeout),
             ("job_timeout", self.job_timeout),
+            ("probe_timeout", self.probe_timeout),
+            ("reconnect_base", self.reconnect_base),
         ] {
             if d.is_zero() {
                 return bad(format!("{name} must be above zero"));

@@ -118,6 +118,10 @@ impl Affinity {
         &self.key
     }
 
+    pub(crate) fn key_arc(&self) -> &Arc<str> {
+        &self.key
+    }
+
     /// Soft or sticky.
     pub fn mode(&self) -> AffinityMode {
         self.mode

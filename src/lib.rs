@@ -1,9 +1,72 @@
-//! cdpmux: pools and multiplexes Chrome DevTools Protocol sessions for crawlers.
+//! cdpmux pools and multiplexes Chrome DevTools Protocol (CDP) sessions for
+//! high-throughput crawlers: pages are opened once and reused, many sessions share a few
+//! WebSockets, and requests queue fairly when every page is busy.
+//!
+//! A [`Pool`] runs one shard per core: an OS thread with a single-threaded tokio
+//! runtime that owns its browser sockets and pages, with no locks shared between shards.
+//! Requests go to a shard by affinity key (or to the less loaded one); a saturated shard
+//! lends its movable requests to idle ones.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use cdpmux::browser::Launch;
+//! use cdpmux::{Affinity, Job, Pool, Priority};
+//!
+//! # async fn demo() -> cdpmux::Result<()> {
+//! let pool = Pool::builder()
+//!     .launch(Launch::new())      // or .endpoint("ws://127.0.0.1:9222/devtools/browser/...")
+//!     .sessions_per_shard(8)
+//!     .build()
+//!     .await?;
+//!
+//! let url = "https://example.com/".to_owned();
+//! let job = Job::new()
+//!     .affinity(Affinity::from_url(&url)?)
+//!     .priority(Priority::High)
+//!     .timeout(Duration::from_secs(30));
+//! // The closure runs on the shard that owns the page: no thread hop per command.
+//! let title = pool
+//!     .run(job, async move |page| {
+//!         page.goto(&url).await?;
+//!         page.title().await
+//!     })
+//!     .await?;
+//!
+//! // A lease is usable from any thread or runtime; the page returns on drop.
+//! let lease = pool.acquire(Job::new()).await?;
+//! let two = lease.evaluate_value("1+1").await?;
+//! drop(lease);
+//!
+//! println!("{title} {two}\n{}", pool.metrics().await);
+//! pool.shutdown(Duration::from_secs(5)).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Guarantees
+//!
+//! - **Fairness**: strict priority between classes, FIFO within a class on a shard,
+//!   and aging, so a `Low` request is never starved.
+//! - **Cancel safety**: [`Pool::run`] and [`Pool::acquire`] may be dropped at any
+//!   point. A queued request leaves the queue; a running job's future is dropped on its
+//!   shard and its page stopped and reused (or retired); a lease granted at that moment
+//!   goes back. No session is leaked or given to two callers.
+//! - **Nothing hangs**: every wait has a deadline (wait, create, command, job, event),
+//!   enforced by a timer; a crashed page fails its pending calls at once with
+//!   [`ErrorKind::SessionCrashed`]; a lost socket fails its calls with
+//!   [`ErrorKind::ConnectionClosed`]; a full queue answers [`ErrorKind::QueueFull`] at once.
+//! - **Recovery**: crashed sessions are replaced in the background, lost sockets
+//!   reconnect with backoff, launched browsers that die are relaunched, and a browser
+//!   that keeps failing is skipped (circuit breaker).
 
+// Under loom, crate-private protocol types become reachable through `loom_api`.
+#![cfg_attr(cdpmux_loom, allow(private_interfaces, private_bounds, missing_docs))]
+
+mod affinity;
 pub mod browser;
 pub mod cdp;
 mod config;
 mod error;
+mod fleet;
 mod job;
 pub mod metrics;
 mod pool;
@@ -17,7 +80,7 @@ mod steal;
 pub(crate) mod sync;
 
 pub use cdp::Page;
-pub use config::Config;
+pub use config::{Config, Isolation, Reset};
 pub use error::{Error, ErrorKind, Result, TimeoutKind};
 pub use job::{Affinity, AffinityMode, Job, Priority};
 pub use metrics::Snapshot;
@@ -29,3 +92,20 @@ pub use router::shard_for;
 pub use chromiumoxide_cdp::cdp::{browser_protocol, js_protocol};
 /// The trait every typed CDP command implements.
 pub use chromiumoxide_types::Command;
+
+/// The README's Rust examples, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
+/// What the loom models in `loom-tests/` drive: the real protocol steps and the facade's
+/// stand-ins. Re-exports only; exists under `--cfg cdpmux_loom` alone.
+#[cfg(cdpmux_loom)]
+#[doc(hidden)]
+pub mod loom_api {
+    pub use crate::pool::{announce_shutdown, publish_config, send_request};
+    pub use crate::router::{LoadGauges, LoadGuard};
+    pub use crate::shard::{close_inbox, grant_lease, Msg, Request, Work};
+    pub use crate::steal::Overflow;
+    pub use crate::sync::{mpsc, oneshot, LiveCell, Notify};
+}

@@ -117,6 +117,8 @@ pub struct Counters {
     pub affinity_misses: u64,
     /// Jobs re-run on a fresh session after their session was lost.
     pub retries: u64,
+    /// Sockets re-opened after one was lost.
+    pub reconnects: u64,
 }
 
 impl Counters {
@@ -142,6 +144,7 @@ impl Counters {
             affinity_hits,
             affinity_misses,
             retries,
+            reconnects,
         } = o;
         self.jobs_ok += jobs_ok;
         self.jobs_failed += jobs_failed;
@@ -163,6 +166,7 @@ impl Counters {
         self.affinity_hits += affinity_hits;
         self.affinity_misses += affinity_misses;
         self.retries += retries;
+        self.reconnects += reconnects;
     }
 
     pub(crate) fn timeout(&mut self, kind: TimeoutKind) {
@@ -190,6 +194,8 @@ pub struct Gauges {
     pub waiting: u64,
     /// Waiting requests per class, `Low` first.
     pub waiting_by_class: [u64; 4],
+    /// Affinity keys remembered (bounded by `affinity_capacity` per shard).
+    pub affinity_keys: u64,
 }
 
 impl Gauges {
@@ -201,6 +207,7 @@ impl Gauges {
         for (a, b) in self.waiting_by_class.iter_mut().zip(o.waiting_by_class) {
             *a += b;
         }
+        self.affinity_keys += o.affinity_keys;
     }
 
     /// Open sessions: idle + busy.
@@ -617,6 +624,11 @@ impl Snapshot {
             "retries_total",
             "Jobs re-run after a lost session.",
             &[("", c.retries)],
+        );
+        counter(
+            "reconnects_total",
+            "Sockets re-opened after one was lost.",
+            &[("", c.reconnects)],
         );
 
         let g = &self.gauges;

@@ -11,18 +11,19 @@ use std::time::Duration;
 
 use chromiumoxide_types::Command;
 use serde::de::DeserializeOwned;
-use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 
-use crate::browser::{Endpoint, Launch, LaunchedBrowser};
+use crate::browser::{Endpoint, Launch};
 use crate::cdp::{Page, PageOptions};
 use crate::config::Config;
+use crate::fleet::Fleet;
 use crate::job::Job;
 use crate::metrics::Snapshot;
 use crate::router::{shard_for, LoadGauges};
 use crate::shard::{self, Attempt, JobTask, LeaseOp, LocalFuture, Msg, Request, Work};
 use crate::steal::{Overflow, MAX_SHARDS};
-use crate::sync::{Arc, LiveCell};
+use crate::sync::atomic::{AtomicBool, Ordering};
+use crate::sync::{mpsc, oneshot, Arc, LiveCell, Notify};
 use crate::{Error, ErrorKind, Result};
 
 /// Builds a [`Pool`]: which browsers, how many shards, and the [`Config`].
@@ -111,23 +112,22 @@ impl PoolBuilder {
             endpoints.push(Endpoint::parse(e)?);
         }
         let mut launched = Vec::new();
-        let mut urls = Vec::new();
         for l in &self.launches {
             let browser = l.launch().await?;
-            urls.push(browser.ws_url().to_owned());
-            launched.push(browser);
+            launched.push((l.clone(), browser));
         }
+        let mut urls = Vec::new();
         for e in &endpoints {
             urls.push(e.resolve(Duration::from_secs(10)).await?);
         }
+        let fleet = StdArc::new(Fleet::start(launched, urls)?);
 
         let (senders, receivers): (Vec<_>, Vec<_>) =
             (0..shards).map(|_| mpsc::unbounded_channel()).unzip();
-        let inboxes: Arc<[mpsc::UnboundedSender<Msg>]> = senders.into();
-        let wakers: Arc<[Notify]> = (0..shards).map(|_| Notify::new()).collect();
+        let inboxes: StdArc<[mpsc::UnboundedSender<Msg>]> = senders.into();
+        let wakers: StdArc<[Notify]> = (0..shards).map(|_| Notify::new()).collect();
         let config = Arc::new(LiveCell::new(self.config));
         let overflow = Arc::new(Overflow::default());
-        let browsers: Arc<[String]> = urls.into();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
 
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -138,7 +138,7 @@ impl PoolBuilder {
                 overflow: overflow.clone(),
                 wakers: wakers.clone(),
                 inboxes: inboxes.clone(),
-                browsers: browsers.clone(),
+                fleet: fleet.clone(),
                 page_options: self.page_options.clone(),
             };
             let pin = self.pin_cores.then_some(id % cores);
@@ -150,8 +150,8 @@ impl PoolBuilder {
             config,
             gauges: LoadGauges::new(shards),
             threads: std::sync::Mutex::new(threads),
-            launched: std::sync::Mutex::new(launched),
-            closed: std::sync::atomic::AtomicBool::new(false),
+            fleet,
+            closed: AtomicBool::new(false),
         };
         // Wait for every shard to connect; the first failure fails the build (and
         // dropping `inner` stops the shards that did start).
@@ -178,13 +178,13 @@ impl PoolBuilder {
 }
 
 struct Inner {
-    inboxes: Arc<[mpsc::UnboundedSender<Msg>]>,
+    inboxes: StdArc<[mpsc::UnboundedSender<Msg>]>,
     config: Arc<LiveCell<Config>>,
     gauges: LoadGauges,
     // Touched only by shutdown and drop, never on a request's path.
     threads: std::sync::Mutex<Vec<JoinHandle<()>>>,
-    launched: std::sync::Mutex<Vec<LaunchedBrowser>>,
-    closed: std::sync::atomic::AtomicBool,
+    fleet: StdArc<Fleet>,
+    closed: AtomicBool,
 }
 
 /// A pool of CDP page sessions spread over shards (one thread each).
@@ -229,12 +229,7 @@ impl Pool {
     }
 
     fn submit(&self, shard: usize, request: Request) -> Result<()> {
-        if self.inner.closed.load(std::sync::atomic::Ordering::Acquire) {
-            return Err(shard::shutdown_error());
-        }
-        self.inner.inboxes[shard]
-            .send(Msg::Submit(request))
-            .map_err(|_| shard::shutdown_error())
+        send_request(&self.inner.closed, &self.inner.inboxes[shard], request)
     }
 
     /// Runs `job` on a pooled page: the closure runs on the shard that owns the page, so
@@ -326,11 +321,7 @@ impl Pool {
         let mut next = self.config();
         change(&mut next);
         next.validate()?;
-        self.inner.config.store(next);
-        // Let every shard act on the new limits now.
-        for inbox in self.inner.inboxes.iter() {
-            let _ = inbox.send(Msg::Reconfigured);
-        }
+        publish_config(&self.inner.config, &self.inner.inboxes, next);
         Ok(())
     }
 
@@ -338,31 +329,24 @@ impl Pool {
     /// get `grace` to finish, then targets and sockets close, launched browsers stop and
     /// the shard threads are joined.
     pub async fn shutdown(&self, grace: Duration) -> Result<()> {
-        self.inner
-            .closed
-            .store(true, std::sync::atomic::Ordering::Release);
-        let mut done = Vec::new();
-        for inbox in self.inner.inboxes.iter() {
-            let (tx, rx) = oneshot::channel();
-            if inbox.send(Msg::Shutdown { grace, done: tx }).is_ok() {
-                done.push(rx);
-            }
-        }
+        let done = announce_shutdown(&self.inner.closed, &self.inner.inboxes, grace);
         for rx in done {
             let _ = rx.await;
         }
         let threads: Vec<_> = std::mem::take(&mut *lock(&self.inner.threads));
-        let browsers: Vec<_> = std::mem::take(&mut *lock(&self.inner.launched));
         let _ = tokio::task::spawn_blocking(move || {
             for t in threads {
                 let _ = t.join();
             }
         })
         .await;
-        for b in browsers {
-            b.shutdown().await?;
-        }
-        Ok(())
+        self.inner.fleet.shutdown().await
+    }
+
+    /// Process ids of the browsers this pool launched (after any relaunch): for
+    /// monitoring, and for tests that kill one.
+    pub fn browser_pids(&self) -> Vec<u32> {
+        self.inner.fleet.pids()
     }
 
     /// Requests routed to each shard and not yet answered.
@@ -377,23 +361,74 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Sends `request` to a shard unless the pool is closed. Once this returns `Ok` the shard
+/// answers the request, even if shutdown races it: either the request lands before the
+/// shard closes its inbox and is served or refused (`shard::close_inbox`), or the send
+/// fails. The `closed` flag is only a fast path; the inbox carries the guarantee.
+/// Checked by `loom-tests` (`shutdown`).
+pub fn send_request(
+    closed: &AtomicBool,
+    inbox: &mpsc::UnboundedSender<Msg>,
+    request: Request,
+) -> Result<()> {
+    if closed.load(Ordering::Acquire) {
+        return Err(shard::shutdown_error());
+    }
+    inbox
+        .send(Msg::Submit(request))
+        .map_err(|_| shard::shutdown_error())
+}
+
+/// Closes the pool to new requests and tells every shard to shut down after `grace`.
+/// Returns one receiver per shard reached, answered when that shard is done.
+pub fn announce_shutdown(
+    closed: &AtomicBool,
+    inboxes: &[mpsc::UnboundedSender<Msg>],
+    grace: Duration,
+) -> Vec<oneshot::Receiver<()>> {
+    closed.store(true, Ordering::Release);
+    let mut done = Vec::new();
+    for inbox in inboxes {
+        let (tx, rx) = oneshot::channel();
+        if inbox.send(Msg::Shutdown { grace, done: tx }).is_ok() {
+            done.push(rx);
+        }
+    }
+    done
+}
+
+/// Installs a new live configuration, then tells every shard: a shard handling
+/// `Reconfigured` sees `next` (or a later one), never the old value. Checked by
+/// `loom-tests` (`live_config`).
+pub fn publish_config(
+    cell: &LiveCell<Config>,
+    inboxes: &[mpsc::UnboundedSender<Msg>],
+    next: Config,
+) {
+    #[cfg(not(cdpmux_loom_mutant))]
+    cell.store(next);
+    for inbox in inboxes {
+        let _ = inbox.send(Msg::Reconfigured);
+    }
+    // Seeded bug for the loom model: telling the shards before storing lets a shard
+    // act on `Reconfigured` with the old configuration.
+    #[cfg(cdpmux_loom_mutant)]
+    cell.store(next);
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         // The last handle is gone without `shutdown`: stop the shards now, then the
         // browsers (their drop kills and reaps them).
-        self.closed
-            .store(true, std::sync::atomic::Ordering::Release);
-        for inbox in self.inboxes.iter() {
-            let (tx, _rx) = oneshot::channel();
-            let _ = inbox.send(Msg::Shutdown {
-                grace: Duration::ZERO,
-                done: tx,
-            });
-        }
+        drop(announce_shutdown(
+            &self.closed,
+            &self.inboxes,
+            Duration::ZERO,
+        ));
         for t in std::mem::take(&mut *lock(&self.threads)) {
             let _ = t.join();
         }
-        lock(&self.launched).clear();
+        // Dropping the fleet then stops (kills and reaps) the launched browsers.
     }
 }
 

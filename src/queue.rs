@@ -77,6 +77,17 @@ impl<T> WaitQueue<T> {
         aging: Duration,
         admit: Admit,
     ) -> Option<Waiting<T>> {
+        let class = self.next_class(now, aging, admit)?;
+        self.classes[class].pop_front()
+    }
+
+    /// The waiter `pop` would take, left in place.
+    pub(crate) fn peek(&self, now: Instant, aging: Duration, admit: Admit) -> Option<&Waiting<T>> {
+        let class = self.next_class(now, aging, admit)?;
+        self.classes[class].front()
+    }
+
+    fn next_class(&self, now: Instant, aging: Duration, admit: Admit) -> Option<usize> {
         let mut best: Option<(usize, Priority, Instant)> = None;
         for (class, q) in self.classes.iter().enumerate() {
             let Some(head) = q.front() else { continue };
@@ -92,7 +103,7 @@ impl<T> WaitQueue<T> {
                 best = Some((class, effective, head.since));
             }
         }
-        best.and_then(|(class, _, _)| self.classes[class].pop_front())
+        best.map(|(class, _, _)| class)
     }
 
     /// Removes a waiter (its deadline passed or its caller left). O(log n) to find.

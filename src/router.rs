@@ -41,12 +41,13 @@ fn jump_consistent_hash(mut key: u64, buckets: usize) -> usize {
 ///
 /// Invariant: a gauge is decremented exactly once per increment, so it never underflows
 /// and returns to zero when the pool is quiet.
-pub(crate) struct LoadGauges {
+pub struct LoadGauges {
     loads: Box<[CachePadded<AtomicUsize>]>,
 }
 
 impl LoadGauges {
-    pub(crate) fn new(shards: usize) -> Self {
+    /// Gauges for `shards` shards (at least one), all zero.
+    pub fn new(shards: usize) -> Self {
         LoadGauges {
             loads: (0..shards.max(1))
                 .map(|_| CachePadded::new(AtomicUsize::new(0)))
@@ -55,7 +56,7 @@ impl LoadGauges {
     }
 
     /// Counts a request in on `shard`; the returned guard counts it out when dropped.
-    pub(crate) fn enter(&self, shard: usize) -> LoadGuard<'_> {
+    pub fn enter(&self, shard: usize) -> LoadGuard<'_> {
         self.loads[shard].fetch_add(1, Ordering::Relaxed);
         LoadGuard {
             gauges: self,
@@ -63,16 +64,18 @@ impl LoadGauges {
         }
     }
 
-    pub(crate) fn load(&self, shard: usize) -> usize {
+    /// Requests counted in on `shard` now.
+    pub fn load(&self, shard: usize) -> usize {
         self.loads[shard].load(Ordering::Relaxed)
     }
 
-    pub(crate) fn len(&self) -> usize {
+    /// Number of shards.
+    pub fn len(&self) -> usize {
         self.loads.len()
     }
 
     /// The less loaded of two shards picked with `pick(n)` (uniform in `0..n`).
-    pub(crate) fn less_loaded_of_two(&self, mut pick: impl FnMut(usize) -> usize) -> usize {
+    pub fn less_loaded_of_two(&self, mut pick: impl FnMut(usize) -> usize) -> usize {
         let n = self.loads.len();
         if n == 1 {
             return 0;
@@ -88,7 +91,7 @@ impl LoadGauges {
 }
 
 /// One request counted in a shard's load gauge; counts it out on drop.
-pub(crate) struct LoadGuard<'a> {
+pub struct LoadGuard<'a> {
     gauges: &'a LoadGauges,
     shard: usize,
 }

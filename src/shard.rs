@@ -6,23 +6,26 @@
 //! borrowed only between `.await`s.
 
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::affinity::AffinityMap;
 use crate::cdp::{Connection, ConnectionConfig, Page, PageOptions};
-use crate::config::Config;
-use crate::job::Job;
+use crate::config::{Config, Isolation, Reset};
+use crate::fleet::Fleet;
+use crate::job::{AffinityMode, Job};
 use crate::metrics::{Gauges, ShardMetrics, ShardReport};
 use crate::pool::Lease;
 use crate::queue::{Admit, WaitQueue};
 use crate::steal::Overflow;
-use crate::sync::{Arc, LiveCell};
+use crate::sync::{mpsc, oneshot, LiveCell};
 use crate::{Error, ErrorKind, Result, TimeoutKind};
 
 /// A boxed future that stays on the shard's thread.
@@ -49,7 +52,7 @@ pub(crate) trait JobTask: Send {
 }
 
 /// What a request wants once it has a session.
-pub(crate) enum Work {
+pub enum Work {
     Run(Box<dyn JobTask>),
     Acquire(oneshot::Sender<Result<Lease>>),
 }
@@ -73,12 +76,12 @@ impl Work {
 }
 
 /// A request for a session. `Send`: it may move to another shard while it waits.
-pub(crate) struct Request {
-    pub(crate) job: Job,
-    pub(crate) work: Work,
-    pub(crate) submitted: Instant,
+pub struct Request {
+    pub job: Job,
+    pub work: Work,
+    pub submitted: Instant,
     /// Runs so far (retries after a lost session).
-    pub(crate) attempts: u32,
+    pub attempts: u32,
 }
 
 impl Request {
@@ -105,7 +108,7 @@ pub(crate) enum LeaseOp {
 }
 
 /// Messages into a shard.
-pub(crate) enum Msg {
+pub enum Msg {
     Submit(Request),
     LeaseOp {
         lease: u64,
@@ -127,16 +130,34 @@ pub(crate) enum Msg {
 
 /// What a shard shares with the pool and the other shards. All `Send + Sync`.
 pub(crate) struct Shared {
-    pub(crate) config: Arc<LiveCell<Config>>,
-    pub(crate) overflow: Arc<Overflow<Request>>,
+    pub(crate) config: crate::sync::Arc<LiveCell<Config>>,
+    pub(crate) overflow: crate::sync::Arc<Overflow<Request>>,
     /// One wake-up per shard, fired when overflow work arrives for a parked shard.
-    pub(crate) wakers: Arc<[Notify]>,
-    pub(crate) inboxes: Arc<[mpsc::UnboundedSender<Msg>]>,
-    pub(crate) browsers: Arc<[String]>,
+    pub(crate) wakers: std::sync::Arc<[crate::sync::Notify]>,
+    pub(crate) inboxes: std::sync::Arc<[mpsc::UnboundedSender<Msg>]>,
+    pub(crate) fleet: std::sync::Arc<Fleet>,
     pub(crate) page_options: PageOptions,
 }
 
+/// This shard's socket to one browser, and that browser's health as seen from here.
+#[derive(Default)]
+struct Link {
+    conn: Option<Connection>,
+    /// The browser generation `conn` talks to (bumped when it is relaunched).
+    generation: u64,
+    /// Consecutive failures to connect or to open a session.
+    failures: u32,
+    /// No new attempt before this (backoff); past the breaker threshold the browser
+    /// counts as down until then.
+    retry_at: Option<Instant>,
+    /// A connect attempt is running; others wait for it.
+    connecting: bool,
+}
+
 type SessionKey = u64;
+
+/// Most inbox messages handled per wake-up before the loop looks at its timers again.
+const INBOX_BATCH: usize = 64;
 
 /// How a session comes back from a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,6 +168,8 @@ enum Return {
     Interrupted,
     /// Known dead: retire and replace.
     Dead,
+    /// Back from its between-jobs reset: idle now.
+    Reset,
 }
 
 struct Session {
@@ -156,6 +179,24 @@ struct Session {
     last_used: Instant,
     uses: u32,
     lease: Option<u64>,
+    /// The affinity key whose browser context it lives in (`ContextPerKey`).
+    owner: Option<Arc<str>>,
+    /// Its own browser context, disposed with it (`ContextPerJob`).
+    own_context: Option<String>,
+}
+
+/// A browser context of one affinity key on one browser (`ContextPerKey`).
+struct KeyContext {
+    id: String,
+    last_used: Instant,
+}
+
+/// The key whose context a job's session must live in, if isolation asks for one.
+fn owner_of(job: &Job, isolation: Isolation) -> Option<Arc<str>> {
+    match isolation {
+        Isolation::ContextPerKey => job.affinity.as_ref().map(|a| a.key_arc().clone()),
+        Isolation::Shared | Isolation::ContextPerJob => None,
+    }
 }
 
 struct Waiter {
@@ -173,13 +214,95 @@ struct State {
     creating: usize,
     next_key: SessionKey,
     queue: WaitQueue<Waiter>,
-    deadlines: BTreeSet<(Instant, u64)>,
+    deadlines: BTreeSet<(Instant, Deadline)>,
     leases: HashMap<u64, SessionKey>,
     next_lease: u64,
-    conns: Vec<Option<Connection>>,
+    links: Vec<Link>,
     /// Sessions (open or opening) per browser, to spread new ones.
     per_browser: Vec<usize>,
+    /// Sessions lost to crashes or lost sockets and not yet replaced.
+    lost: usize,
+    /// Idle sessions out for a health probe (counted as busy).
+    probing: usize,
+    /// Which session each affinity key last used.
+    affinity: AffinityMap<SessionKey>,
+    /// Keys whose session is being opened (`ContextPerKey`: one at a time per key).
+    opening: Vec<Option<Arc<str>>>,
+    /// Browser contexts per (browser, key) under `ContextPerKey`.
+    contexts: HashMap<(usize, Arc<str>), KeyContext>,
+    /// Keyed requests waiting for their busy session, by session.
+    preferred: HashMap<SessionKey, VecDeque<PreferredWaiter>>,
+    preferred_count: usize,
+    next_preferred: u64,
+    /// Keyed requests that stopped waiting for their session; queued on the next pump.
+    orphans: Vec<Waiter>,
     shutting_down: bool,
+}
+
+/// A wait deadline: of a queued request, or of a request waiting for its session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Deadline {
+    Queue(u64),
+    Preferred(SessionKey, u64),
+}
+
+/// Where a keyed request's session is.
+enum Preferred {
+    None,
+    /// Idle, at this index of the idle list.
+    Idle(usize),
+    Busy(SessionKey),
+}
+
+/// A keyed request waiting for its busy session until `until`.
+struct PreferredWaiter {
+    id: u64,
+    until: Instant,
+    waiter: Waiter,
+}
+
+/// Takes the request `id` waiting for `session` (its deadline entry is the caller's).
+fn take_preferred(st: &mut State, session: SessionKey, id: u64) -> Option<Waiter> {
+    let list = st.preferred.get_mut(&session)?;
+    let i = list.iter().position(|p| p.id == id)?;
+    let p = list.remove(i)?;
+    if list.is_empty() {
+        st.preferred.remove(&session);
+    }
+    st.preferred_count -= 1;
+    Some(p.waiter)
+}
+
+/// Takes the first request still waiting for `session`, dropping abandoned ones.
+fn next_preferred(st: &mut State, session: SessionKey) -> Option<Waiter> {
+    loop {
+        let list = st.preferred.get_mut(&session)?;
+        let Some(p) = list.pop_front() else {
+            st.preferred.remove(&session);
+            return None;
+        };
+        st.preferred_count -= 1;
+        st.deadlines
+            .remove(&(p.until, Deadline::Preferred(session, p.id)));
+        if !p.waiter.request.work.is_abandoned() {
+            return Some(p.waiter);
+        }
+    }
+}
+
+/// Everything waiting for `session` (which is going away), deadlines removed.
+fn drain_preferred(st: &mut State, session: SessionKey) -> Vec<Waiter> {
+    let Some(list) = st.preferred.remove(&session) else {
+        return Vec::new();
+    };
+    st.preferred_count -= list.len();
+    list.into_iter()
+        .map(|p| {
+            st.deadlines
+                .remove(&(p.until, Deadline::Preferred(session, p.id)));
+            p.waiter
+        })
+        .collect()
 }
 
 /// The shard's state and its handles to the outside.
@@ -190,6 +313,10 @@ pub(crate) struct Core {
     metrics: Rc<RefCell<ShardMetrics>>,
     /// Fired whenever busy sessions return (shutdown waits on it).
     returned: Notify,
+    /// Fired by a connection when a session dies or its socket closes.
+    loss: Rc<Notify>,
+    /// Fired when a connect attempt ends.
+    link_settled: Notify,
 }
 
 /// Starts shard `id` on its own thread. Reports on `ready` once its connections are up.
@@ -238,49 +365,36 @@ async fn run(
     mut inbox: mpsc::UnboundedReceiver<Msg>,
     ready: std::sync::mpsc::Sender<Result<()>>,
 ) {
-    let metrics = Rc::new(RefCell::new(ShardMetrics::default()));
-    let cfg = shared.config.load();
-    let mut conns = Vec::new();
-    for url in shared.browsers.iter() {
-        match connect(url, &cfg, &metrics).await {
-            Ok(c) => conns.push(Some(c)),
-            Err(e) => {
-                let _ = ready.send(Err(e));
-                return;
-            }
-        }
-    }
+    let browsers = shared.fleet.len();
     let core = Rc::new(Core {
         id,
         state: RefCell::new(State {
-            per_browser: vec![0; conns.len()],
-            conns,
+            per_browser: vec![0; browsers],
+            links: (0..browsers).map(|_| Link::default()).collect(),
             ..State::default()
         }),
         shared,
-        metrics,
+        metrics: Rc::new(RefCell::new(ShardMetrics::default())),
         returned: Notify::new(),
+        loss: Rc::new(Notify::new()),
+        link_settled: Notify::new(),
     });
+    for browser in 0..browsers {
+        if let Err(e) = core.connection(browser).await {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    }
     let _ = ready.send(Ok(()));
     core.main_loop(&mut inbox).await;
 }
 
-async fn connect(
-    url: &str,
-    cfg: &Config,
-    metrics: &Rc<RefCell<ShardMetrics>>,
-) -> Result<Connection> {
-    let conn = Connection::connect(
-        url,
-        ConnectionConfig {
-            command_timeout: cfg.command_timeout,
-            max_frames_per_flush: cfg.max_frames_per_flush,
-            ..ConnectionConfig::default()
-        },
-    )
-    .await?;
-    conn.set_metrics(metrics.clone());
-    Ok(conn)
+/// `base · 2^(failures-1)`, capped at `max`, times a jitter in [0.5, 1.5).
+fn backoff(cfg: &Config, failures: u32) -> Duration {
+    let exp = cfg
+        .reconnect_base
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(20));
+    exp.min(cfg.reconnect_max).mul_f64(0.5 + fastrand::f64())
 }
 
 impl Core {
@@ -288,7 +402,24 @@ impl Core {
         let far = || Instant::now() + Duration::from_secs(3600);
         let sleep = tokio::time::sleep_until(far());
         tokio::pin!(sleep);
+        let health_every = |cfg: &Config| {
+            if cfg.health_interval.is_zero() {
+                Duration::from_secs(3600)
+            } else {
+                cfg.health_interval
+            }
+        };
+        let health = tokio::time::sleep(health_every(&self.shared.config.load()));
+        tokio::pin!(health);
+        let mut stashed_shutdown: Option<(Duration, oneshot::Sender<()>)> = None;
         loop {
+            if let Some((grace, done)) = stashed_shutdown.take() {
+                self.shared.overflow.unpark(self.id);
+                close_inbox(inbox).await;
+                self.shutdown(grace).await;
+                let _ = done.send(());
+                return;
+            }
             if self.state.borrow().shutting_down {
                 return;
             }
@@ -312,11 +443,25 @@ impl Core {
                 msg = inbox.recv() => match msg {
                     Some(Msg::Shutdown { grace, done }) => {
                         self.shared.overflow.unpark(self.id);
+                        close_inbox(inbox).await;
                         self.shutdown(grace).await;
                         let _ = done.send(());
                         return;
                     }
-                    Some(msg) => self.handle(msg),
+                    Some(msg) => {
+                        self.handle(msg);
+                        // Take what else has arrived without another trip through select!.
+                        for _ in 0..INBOX_BATCH {
+                            match inbox.try_recv() {
+                                Ok(Msg::Shutdown { grace, done }) => {
+                                    stashed_shutdown = Some((grace, done));
+                                    break;
+                                }
+                                Ok(msg) => self.handle(msg),
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     None => {
                         self.shared.overflow.unpark(self.id);
                         self.shutdown(Duration::ZERO).await;
@@ -325,6 +470,12 @@ impl Core {
                 },
                 _ = self.shared.wakers[self.id].notified() => {}
                 _ = &mut sleep, if next_deadline.is_some() => self.expire(Instant::now()),
+                _ = self.loss.notified() => self.sweep(),
+                _ = &mut health => {
+                    self.health_check();
+                    let next = Instant::now() + health_every(&self.shared.config.load());
+                    health.as_mut().reset(next);
+                }
             }
             if spare {
                 self.shared.overflow.unpark(self.id);
@@ -363,7 +514,7 @@ impl Core {
         let cfg = self.shared.config.load();
         {
             let mut st = self.state.borrow_mut();
-            for conn in st.conns.iter().flatten() {
+            for conn in st.links.iter().filter_map(|l| l.conn.as_ref()) {
                 conn.set_max_frames_per_flush(cfg.max_frames_per_flush);
             }
             while st.sessions.len() > cfg.sessions_per_shard {
@@ -377,15 +528,20 @@ impl Core {
 
     fn report(&self) -> ShardReport {
         let st = self.state.borrow();
-        let by_class = st.queue.len_by_class();
+        let mut by_class = st.queue.len_by_class();
+        let parked = st.preferred.values().flatten().map(|p| &p.waiter);
+        for w in parked.chain(&st.orphans) {
+            by_class[w.request.job.priority.index()] += 1;
+        }
         ShardReport {
             metrics: self.metrics.borrow().clone(),
             gauges: Gauges {
                 idle: st.idle.len() as u64,
                 busy: st.busy as u64,
                 creating: st.creating as u64,
-                waiting: st.queue.len() as u64,
+                waiting: by_class.iter().sum::<usize>() as u64,
                 waiting_by_class: by_class.map(|n| n as u64),
+                affinity_keys: st.affinity.len() as u64,
             },
         }
     }
@@ -426,21 +582,46 @@ impl Core {
             deadline,
             kind,
         };
+        let Some(waiter) = self.route_by_affinity(waiter, &cfg, now) else {
+            return;
+        };
+        // Fast path: nobody waiting and a page free: no queue, no deadline entry.
+        {
+            let mut st = self.state.borrow_mut();
+            let room = if priority == crate::Priority::Critical {
+                cfg.sessions_per_shard
+            } else {
+                cfg.sessions_per_shard - cfg.critical_reserve
+            };
+            if st.queue.is_empty() && st.busy < room {
+                let owner = owner_of(&waiter.request.job, cfg.isolation);
+                if let Some(key) = self.take_idle(&mut st, &cfg, owner.as_ref()) {
+                    drop(st);
+                    self.start(key, waiter.request);
+                    return;
+                }
+            }
+        }
         let pushed = {
             let mut st = self.state.borrow_mut();
             let since = waiter.request.submitted.into_std();
-            match st.queue.push(priority, since, waiter, cfg.max_queue) {
+            // Requests parked for their preferred session count against the bound too.
+            let bound = cfg.max_queue.saturating_sub(st.preferred_count);
+            match st.queue.push(priority, since, waiter, bound) {
                 Ok(id) => Ok(id),
                 Err(waiter) => {
                     // Full: first drop waiters whose callers have left, then try once more.
                     st.queue.retain(|w| !w.request.work.is_abandoned());
-                    st.queue.push(priority, since, waiter, cfg.max_queue)
+                    st.queue.push(priority, since, waiter, bound)
                 }
             }
         };
         match pushed {
             Ok(id) => {
-                self.state.borrow_mut().deadlines.insert((deadline, id));
+                self.state
+                    .borrow_mut()
+                    .deadlines
+                    .insert((deadline, Deadline::Queue(id)));
                 self.pump();
             }
             Err(waiter) => {
@@ -462,6 +643,21 @@ impl Core {
     fn pump(self: &Rc<Self>) {
         let cfg = self.shared.config.load();
         let now = Instant::now();
+        {
+            // Requests that gave up on their preferred session: already admitted, so
+            // they join the queue whatever its bound.
+            let mut st = self.state.borrow_mut();
+            for w in std::mem::take(&mut st.orphans) {
+                let (priority, since, deadline) = (
+                    w.request.job.priority,
+                    w.request.submitted.into_std(),
+                    w.deadline,
+                );
+                if let Ok(id) = st.queue.push(priority, since, w, usize::MAX) {
+                    st.deadlines.insert((deadline, Deadline::Queue(id)));
+                }
+            }
+        }
         loop {
             let mut st = self.state.borrow_mut();
             if st.queue.is_empty() || st.shutting_down {
@@ -474,14 +670,37 @@ impl Core {
             } else {
                 break;
             };
-            let Some(key) = self.take_idle(&mut st, &cfg) else {
+            let owner = match st.queue.peek(now.into_std(), cfg.aging, admit) {
+                Some(head) => owner_of(&head.value.request.job, cfg.isolation),
+                None => break,
+            };
+            let Some(key) = self.take_idle(&mut st, &cfg, owner.as_ref()) else {
                 let live = st.sessions.len() + st.creating;
+                if cfg.isolation == Isolation::ContextPerKey {
+                    // One session at a time per key; at the limit, the least recently
+                    // used idle session (another key's) makes room.
+                    if st.opening.contains(&owner) {
+                        break;
+                    }
+                    if live >= cfg.sessions_per_shard {
+                        if st.idle.is_empty() {
+                            break;
+                        }
+                        let victim = st.idle.remove(0);
+                        self.metrics.borrow_mut().counters.sessions_retired += 1;
+                        Self::forget(&mut st, victim);
+                    }
+                    st.opening.push(owner.clone());
+                    drop(st);
+                    self.open_session(&cfg, owner);
+                    break;
+                }
                 let wanted = st.queue.len().saturating_sub(st.creating);
                 let room = cfg.sessions_per_shard.saturating_sub(live);
                 let to_open = wanted.min(room);
                 drop(st);
                 for _ in 0..to_open {
-                    self.open_session(&cfg);
+                    self.open_session(&cfg, None);
                 }
                 break;
             };
@@ -489,7 +708,8 @@ impl Core {
                 st.idle.push(key);
                 break;
             };
-            st.deadlines.remove(&(w.value.deadline, w.id));
+            st.deadlines
+                .remove(&(w.value.deadline, Deadline::Queue(w.id)));
             if w.value.request.work.is_abandoned() {
                 st.idle.push(key);
                 continue;
@@ -500,31 +720,63 @@ impl Core {
         self.overflow_if_saturated(&cfg);
     }
 
-    /// Pops an idle session that is still alive, retiring dead or expired ones on the way.
-    fn take_idle(&self, st: &mut State, cfg: &Config) -> Option<SessionKey> {
-        while let Some(key) = st.idle.pop() {
+    /// Takes the most recently used idle session of `owner` that is still alive,
+    /// retiring dead or expired ones on the way.
+    fn take_idle(
+        &self,
+        st: &mut State,
+        cfg: &Config,
+        owner: Option<&Arc<str>>,
+    ) -> Option<SessionKey> {
+        let now = Instant::now();
+        let mut i = st.idle.len();
+        while i > 0 {
+            i -= 1;
+            let key = st.idle[i];
             let session = &st.sessions[&key];
             if let Some(why) = session.page.dead_reason() {
                 tracing::debug!(shard = self.id, error = %why, "dropping a dead idle session");
                 self.metrics.borrow_mut().counters.sessions_crashed += 1;
+                st.idle.remove(i);
+                st.lost += 1;
                 Self::forget(st, key);
                 continue;
             }
-            if expired(session, cfg, Instant::now()) {
+            if expired(session, cfg, now) {
                 self.metrics.borrow_mut().counters.sessions_retired += 1;
+                st.idle.remove(i);
                 Self::forget(st, key);
                 continue;
             }
-            return Some(key);
+            if session.owner.as_ref() == owner {
+                st.idle.remove(i);
+                return Some(key);
+            }
         }
         None
     }
 
-    /// Removes a session; dropping its page closes the target.
+    /// Removes a session; dropping its page closes the target (and a context of its
+    /// own is disposed). Requests waiting for it will take another.
     fn forget(st: &mut State, key: SessionKey) {
         if let Some(s) = st.sessions.remove(&key) {
             st.per_browser[s.browser] -= 1;
+            let Session {
+                page,
+                browser,
+                own_context,
+                ..
+            } = s;
+            drop(page);
+            if let (Some(ctx), Some(conn)) = (own_context, st.links[browser].conn.as_ref()) {
+                conn.send_and_forget(
+                    "Target.disposeBrowserContext",
+                    serde_json::json!({ "browserContextId": ctx }),
+                );
+            }
         }
+        let waiting = drain_preferred(st, key);
+        st.orphans.extend(waiting);
     }
 
     fn overflow_if_saturated(&self, cfg: &Config) {
@@ -543,7 +795,8 @@ impl Core {
             let Some(w) = st.queue.pop_newest_where(|w| w.request.job.is_movable()) else {
                 break;
             };
-            st.deadlines.remove(&(w.value.deadline, w.id));
+            st.deadlines
+                .remove(&(w.value.deadline, Deadline::Queue(w.id)));
             self.metrics.borrow_mut().counters.overflowed += 1;
             let class = w.priority.index();
             if let Some(shard) = self.shared.overflow.push(class, w.value.request) {
@@ -552,31 +805,58 @@ impl Core {
         }
     }
 
-    fn open_session(self: &Rc<Self>, cfg: &Config) {
+    /// Opens one session in the background on the healthiest, least used browser. With
+    /// every browser down (breaker open), fails a waiter at once instead.
+    fn open_session(self: &Rc<Self>, cfg: &Config, owner: Option<Arc<str>>) {
+        let now = Instant::now();
         let browser = {
             let mut st = self.state.borrow_mut();
-            let browser = (0..st.per_browser.len())
-                .min_by_key(|b| {
-                    (
-                        st.conns[*b].as_ref().is_none_or(|c| c.is_closed()),
-                        st.per_browser[*b],
-                    )
-                })
-                .unwrap_or(0);
-            st.creating += 1;
-            st.per_browser[browser] += 1;
+            let usable = |l: &Link| l.retry_at.is_none_or(|t| t <= now);
+            let browser = (0..st.links.len())
+                .filter(|b| usable(&st.links[*b]))
+                .min_by_key(|b| (st.links[*b].failures, st.per_browser[*b]));
+            if let Some(b) = browser {
+                st.creating += 1;
+                st.per_browser[b] += 1;
+            }
             browser
         };
+        let Some(browser) = browser else {
+            self.state.borrow_mut().opening.retain(|o| *o != owner);
+            self.creation_failed(Error::new(
+                ErrorKind::BrowserUnavailable,
+                "every browser is down (repeated connect or open failures); retrying with backoff",
+            ));
+            return;
+        };
         let timeout = cfg.create_timeout;
+        let isolation = cfg.isolation;
         let core = self.clone();
         tokio::task::spawn_local(async move {
             let started = Instant::now();
-            let opened = tokio::time::timeout(timeout, core.new_page(browser)).await;
+            let opening = core.new_page(browser, isolation, owner.as_ref());
+            let opened = tokio::time::timeout(timeout, opening).await;
+            let opened = opened.unwrap_or_else(|_| {
+                core.metrics
+                    .borrow_mut()
+                    .counters
+                    .timeout(TimeoutKind::Create);
+                Err(Error::timeout(
+                    TimeoutKind::Create,
+                    "opening a session",
+                    timeout,
+                ))
+            });
             let mut st = core.state.borrow_mut();
             st.creating -= 1;
+            if let Some(i) = st.opening.iter().position(|o| *o == owner) {
+                st.opening.swap_remove(i);
+            }
             match opened {
-                Ok(Ok(page)) => {
+                Ok((page, own_context)) => {
                     core.metrics.borrow_mut().session_created(started.elapsed());
+                    st.links[browser].failures = 0;
+                    st.lost = st.lost.saturating_sub(1);
                     let key = st.next_key;
                     st.next_key += 1;
                     let now = Instant::now();
@@ -589,47 +869,296 @@ impl Core {
                             last_used: now,
                             uses: 0,
                             lease: None,
+                            owner,
+                            own_context,
                         },
                     );
                     st.idle.push(key);
                     drop(st);
                 }
-                Ok(Err(e)) => {
+                Err(e) => {
                     st.per_browser[browser] -= 1;
+                    if e.kind() != ErrorKind::BrowserUnavailable {
+                        // Connect failures are counted by `connection` itself.
+                        let cfg = core.shared.config.load();
+                        note_failure(&mut st.links[browser], &cfg);
+                    }
                     drop(st);
                     core.creation_failed(e);
-                }
-                Err(_) => {
-                    st.per_browser[browser] -= 1;
-                    drop(st);
-                    core.metrics
-                        .borrow_mut()
-                        .counters
-                        .timeout(TimeoutKind::Create);
-                    core.creation_failed(Error::timeout(
-                        TimeoutKind::Create,
-                        "opening a session",
-                        timeout,
-                    ));
                 }
             }
             core.pump();
         });
     }
 
-    async fn new_page(&self, browser: usize) -> Result<Page> {
-        let conn = self.state.borrow().conns[browser].clone();
-        let conn = match conn {
-            Some(c) if !c.is_closed() => c,
-            _ => {
-                // The socket is gone: reconnect once, on this creation's deadline.
-                let cfg = self.shared.config.load();
-                let c = connect(&self.shared.browsers[browser], &cfg, &self.metrics).await?;
-                self.state.borrow_mut().conns[browser] = Some(c.clone());
-                c
+    /// Opens a page on `browser` in the context isolation asks for. Returns it with the
+    /// context it owns alone, if any (disposed when the session goes).
+    async fn new_page(
+        &self,
+        browser: usize,
+        isolation: Isolation,
+        owner: Option<&Arc<str>>,
+    ) -> Result<(Page, Option<String>)> {
+        let conn = self.connection(browser).await?;
+        let mut options = self.shared.page_options.clone();
+        let own = match (isolation, owner) {
+            (Isolation::ContextPerKey, Some(owner)) => {
+                options.browser_context_id = Some(self.key_context(browser, &conn, owner).await?);
+                false
+            }
+            (Isolation::ContextPerJob, _) => {
+                options.browser_context_id = Some(create_context(&conn).await?);
+                true
+            }
+            _ => false,
+        };
+        match conn.new_page(&options).await {
+            Ok(page) => Ok((page, options.browser_context_id.filter(|_| own))),
+            Err(e) => {
+                match (own, &options.browser_context_id, owner) {
+                    (true, Some(ctx), _) => conn.send_and_forget(
+                        "Target.disposeBrowserContext",
+                        serde_json::json!({ "browserContextId": ctx }),
+                    ),
+                    // The context may be gone (browser relaunched): make a new one next time.
+                    (false, Some(_), Some(owner)) => {
+                        self.state
+                            .borrow_mut()
+                            .contexts
+                            .remove(&(browser, owner.clone()));
+                    }
+                    _ => {}
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The browser context of `owner` on `browser`, created on first use. Past
+    /// `max_contexts`, the least recently used context with no session is disposed.
+    async fn key_context(
+        &self,
+        browser: usize,
+        conn: &Connection,
+        owner: &Arc<str>,
+    ) -> Result<String> {
+        let now = Instant::now();
+        {
+            let mut st = self.state.borrow_mut();
+            if let Some(c) = st.contexts.get_mut(&(browser, owner.clone())) {
+                c.last_used = now;
+                return Ok(c.id.clone());
+            }
+        }
+        let id = create_context(conn).await?;
+        let cfg = self.shared.config.load();
+        let mut st = self.state.borrow_mut();
+        while st.contexts.len() >= cfg.max_contexts {
+            let in_use = |st: &State, b: usize, o: &Arc<str>| {
+                st.sessions
+                    .values()
+                    .any(|s| s.browser == b && s.owner.as_ref() == Some(o))
+                    || st.opening.iter().any(|x| x.as_ref() == Some(o))
+            };
+            let victim = st
+                .contexts
+                .iter()
+                .filter(|((b, o), _)| !in_use(&st, *b, o))
+                .min_by_key(|(_, c)| c.last_used)
+                .map(|(k, _)| k.clone());
+            let Some(victim) = victim else { break };
+            if let Some(c) = st.contexts.remove(&victim) {
+                if let Some(conn) = st.links[victim.0].conn.as_ref() {
+                    conn.send_and_forget(
+                        "Target.disposeBrowserContext",
+                        serde_json::json!({ "browserContextId": c.id }),
+                    );
+                }
+            }
+        }
+        st.contexts.insert(
+            (browser, owner.clone()),
+            KeyContext {
+                id: id.clone(),
+                last_used: now,
+            },
+        );
+        Ok(id)
+    }
+
+    /// This shard's live socket to `browser`: the open one, or a new one. Reconnects
+    /// with exponential backoff and jitter; asks the supervisor to relaunch a launched
+    /// browser that is unreachable.
+    async fn connection(&self, browser: usize) -> Result<Connection> {
+        loop {
+            {
+                let mut st = self.state.borrow_mut();
+                let link = &mut st.links[browser];
+                if let Some(c) = link.conn.as_ref().filter(|c| !c.is_closed()) {
+                    return Ok(c.clone());
+                }
+                if let Some(at) = link.retry_at.filter(|at| *at > Instant::now()) {
+                    return Err(Error::new(
+                        ErrorKind::BrowserUnavailable,
+                        format!(
+                            "browser {browser} is unreachable ({} failures in a row); next try in {:?}",
+                            link.failures,
+                            at - Instant::now()
+                        ),
+                    ));
+                }
+                if !link.connecting {
+                    link.connecting = true;
+                    break;
+                }
+            }
+            // Someone else is connecting: wait for their outcome, then look again.
+            self.link_settled.notified().await;
+        }
+        let cfg = self.shared.config.load();
+        let (url, generation) = self.shared.fleet.url(browser);
+        let config = ConnectionConfig {
+            command_timeout: cfg.command_timeout,
+            max_frames_per_flush: cfg.max_frames_per_flush,
+            connect_timeout: cfg.create_timeout,
+            ..ConnectionConfig::default()
+        };
+        let had_one = self.state.borrow().links[browser].conn.is_some();
+        let connected = Connection::connect(&url, config).await;
+        let mut st = self.state.borrow_mut();
+        let link = &mut st.links[browser];
+        link.connecting = false;
+        let result = match connected {
+            Ok(conn) => {
+                conn.set_metrics(self.metrics.clone());
+                let loss = self.loss.clone();
+                conn.set_on_loss(Rc::new(move || loss.notify_one()));
+                link.conn = Some(conn.clone());
+                link.generation = generation;
+                link.failures = 0;
+                link.retry_at = None;
+                if had_one {
+                    self.metrics.borrow_mut().counters.reconnects += 1;
+                }
+                Ok(conn)
+            }
+            Err(e) => {
+                note_failure(link, &cfg);
+                self.shared.fleet.request_relaunch(browser, generation);
+                Err(Error::new(
+                    ErrorKind::BrowserUnavailable,
+                    format!("could not reach browser {browser} at {url}"),
+                )
+                .with_source(e))
             }
         };
-        conn.new_page(&self.shared.page_options).await
+        drop(st);
+        self.link_settled.notify_waiters();
+        result
+    }
+
+    /// Drops idle sessions known dead, then restores the pool's size in the background.
+    fn sweep(self: &Rc<Self>) {
+        {
+            let mut st = self.state.borrow_mut();
+            let dead: Vec<SessionKey> = st
+                .idle
+                .iter()
+                .copied()
+                .filter(|k| !st.sessions[k].page.is_alive())
+                .collect();
+            if !dead.is_empty() {
+                st.idle.retain(|k| !dead.contains(k));
+                for key in dead {
+                    self.metrics.borrow_mut().counters.sessions_crashed += 1;
+                    st.lost += 1;
+                    Self::forget(&mut st, key);
+                }
+            }
+        }
+        self.replenish();
+        self.pump();
+    }
+
+    /// Opens sessions to replace lost ones and to keep `min_idle` warm, within the limit.
+    fn replenish(self: &Rc<Self>) {
+        let cfg = self.shared.config.load();
+        let to_open = {
+            let st = self.state.borrow();
+            if st.shutting_down {
+                return;
+            }
+            let live = st.sessions.len() + st.creating;
+            let warm = st.idle.len() + st.probing + st.creating;
+            let warm_gap = cfg.min_idle.saturating_sub(warm);
+            let replace = st.lost.saturating_sub(st.creating);
+            warm_gap
+                .max(replace)
+                .min(cfg.sessions_per_shard.saturating_sub(live))
+        };
+        for _ in 0..to_open {
+            self.open_session(&cfg, None);
+        }
+    }
+
+    /// The periodic round: retire idle sessions past their age or idleness (keeping
+    /// `min_idle`), probe the ones idle for a whole interval, refill.
+    fn health_check(self: &Rc<Self>) {
+        let cfg = self.shared.config.load();
+        let now = Instant::now();
+        let to_probe: Vec<(SessionKey, Rc<Page>)> = {
+            let mut st = self.state.borrow_mut();
+            let mut keep = Vec::with_capacity(st.idle.len());
+            let mut probe = Vec::new();
+            let idle = std::mem::take(&mut st.idle);
+            let mut remaining = idle.len();
+            for key in idle {
+                let s = &st.sessions[&key];
+                let too_old = !cfg.max_lifetime.is_zero() && now - s.created >= cfg.max_lifetime;
+                let too_idle = !cfg.idle_timeout.is_zero()
+                    && now - s.last_used >= cfg.idle_timeout
+                    && remaining > cfg.min_idle;
+                if too_old || too_idle || !s.page.is_alive() {
+                    if s.page.is_alive() {
+                        self.metrics.borrow_mut().counters.sessions_retired += 1;
+                    } else {
+                        self.metrics.borrow_mut().counters.sessions_crashed += 1;
+                        st.lost += 1;
+                    }
+                    Self::forget(&mut st, key);
+                    remaining -= 1;
+                } else if !cfg.health_interval.is_zero() && now - s.last_used >= cfg.health_interval
+                {
+                    probe.push((key, s.page.clone()));
+                } else {
+                    keep.push(key);
+                }
+            }
+            st.idle = keep;
+            st.probing += probe.len();
+            st.busy += probe.len();
+            st.affinity.expire(now.into_std(), cfg.affinity_ttl);
+            probe
+        };
+        for (key, page) in to_probe {
+            let core = self.clone();
+            let limit = cfg.probe_timeout;
+            tokio::task::spawn_local(async move {
+                let probe = page.call("Runtime.evaluate", serde_json::json!({ "expression": "0" }));
+                let healthy = matches!(tokio::time::timeout(limit, probe).await, Ok(Ok(_)));
+                drop(page);
+                core.state.borrow_mut().probing -= 1;
+                if !healthy {
+                    tracing::warn!(
+                        shard = core.id,
+                        "idle session failed its health probe; retiring it"
+                    );
+                }
+                core.give_back_probed(key, healthy);
+            });
+        }
+        self.replenish();
+        self.pump();
     }
 
     /// A session could not be opened: the oldest waiter of the highest class learns why,
@@ -643,7 +1172,8 @@ impl Core {
                 .queue
                 .pop(Instant::now().into_std(), Duration::ZERO, Admit::All);
             if let Some(w) = &w {
-                st.deadlines.remove(&(w.value.deadline, w.id));
+                st.deadlines
+                    .remove(&(w.value.deadline, Deadline::Queue(w.id)));
             }
             w
         };
@@ -664,7 +1194,26 @@ impl Core {
             let reused = s.uses > 0;
             s.uses += 1;
             s.last_used = now;
-            (s.page.clone(), reused)
+            let page = s.page.clone();
+            if let Some(affinity) = &request.job.affinity {
+                let hit = st
+                    .affinity
+                    .get(affinity.key(), now.into_std(), cfg.affinity_ttl)
+                    == Some(key);
+                let mut m = self.metrics.borrow_mut();
+                if hit {
+                    m.counters.affinity_hits += 1;
+                } else {
+                    m.counters.affinity_misses += 1;
+                }
+                st.affinity.bind(
+                    affinity.key_arc(),
+                    key,
+                    now.into_std(),
+                    cfg.affinity_capacity,
+                );
+            }
+            (page, reused)
         };
         {
             let mut m = self.metrics.borrow_mut();
@@ -684,10 +1233,7 @@ impl Core {
                     st.sessions.get_mut(&key).expect("live").lease = Some(id);
                     id
                 };
-                let lease = Lease::new(self.id, lease_id, self.shared.inboxes[self.id].clone());
-                // If the caller left, the lease comes back in the error and its drop
-                // sends the release message: the session is never lost.
-                let _ = tx.send(Ok(lease));
+                grant_lease(tx, self.id, lease_id, &self.shared.inboxes[self.id]);
             }
             Work::Run(task) => {
                 let core = self.clone();
@@ -794,13 +1340,20 @@ impl Core {
         if dead {
             self.metrics.borrow_mut().counters.sessions_crashed += 1;
             st.busy -= 1;
+            st.lost += 1;
             Self::forget(&mut st, key);
+            drop(st);
+            self.replenish();
+            st = self.state.borrow_mut();
         } else if how == Return::Interrupted {
-            // Still busy until stopped: nobody gets a page that is mid-load.
+            // Still busy until stopped: nobody gets a page that is mid-load or stuck in
+            // a script. A page that does not stop in time is retired.
             let page = session.page.clone();
             drop(st);
             let core = self.clone();
             tokio::task::spawn_local(async move {
+                let _ =
+                    page.start_call("Runtime.terminateExecution".into(), &serde_json::json!({}));
                 let stopped = tokio::time::timeout(
                     Duration::from_secs(2),
                     page.call("Page.stopLoading", serde_json::json!({})),
@@ -815,12 +1368,48 @@ impl Core {
                 core.give_back(key, how);
             });
             return;
+        } else if how == Return::Clean
+            && cfg.reset == Reset::AboutBlank
+            && session.own_context.is_none()
+        {
+            // Reset after release, before the page counts as idle: never on the next
+            // caller's path. A page that cannot reset is retired.
+            let page = session.page.clone();
+            drop(st);
+            let core = self.clone();
+            tokio::task::spawn_local(async move {
+                let reset =
+                    tokio::time::timeout(Duration::from_secs(5), page.goto("about:blank")).await;
+                drop(page);
+                let how = if matches!(reset, Ok(Ok(()))) {
+                    Return::Reset
+                } else {
+                    Return::Dead
+                };
+                core.give_back(key, how);
+            });
+            return;
         } else {
             st.busy -= 1;
             let shrink = st.sessions.len() > cfg.sessions_per_shard;
-            if shrink || expired(&st.sessions[&key], &cfg, now) {
+            let single_use = st.sessions[&key].own_context.is_some();
+            if shrink || single_use || expired(&st.sessions[&key], &cfg, now) {
                 self.metrics.borrow_mut().counters.sessions_retired += 1;
                 Self::forget(&mut st, key);
+                if single_use {
+                    // ContextPerJob: a fresh context replaces it, off the caller's path.
+                    st.lost += 1;
+                    drop(st);
+                    self.replenish();
+                    st = self.state.borrow_mut();
+                }
+            } else if let Some(w) = next_preferred(&mut st, key) {
+                // Someone is waiting for this very session: an affinity hit.
+                drop(st);
+                self.returned.notify_waiters();
+                self.start(key, w.request);
+                self.pump();
+                return;
             } else {
                 st.idle.push(key);
             }
@@ -831,6 +1420,28 @@ impl Core {
         if !self.shared.overflow.is_empty() {
             self.shared.wakers[self.id].notify_one();
         }
+    }
+
+    /// A health probe is done with an idle session.
+    fn give_back_probed(self: &Rc<Self>, key: SessionKey, healthy: bool) {
+        {
+            let mut st = self.state.borrow_mut();
+            st.busy -= 1;
+            let alive = st.sessions.get(&key).map(|s| s.page.is_alive());
+            match alive {
+                None => {}
+                Some(_) if st.shutting_down => Self::forget(&mut st, key),
+                Some(true) if healthy => st.idle.push(key),
+                Some(_) => {
+                    self.metrics.borrow_mut().counters.sessions_crashed += 1;
+                    st.lost += 1;
+                    Self::forget(&mut st, key);
+                }
+            }
+        }
+        self.returned.notify_waiters();
+        self.replenish();
+        self.pump();
     }
 
     fn lease_op(
@@ -867,28 +1478,110 @@ impl Core {
         });
     }
 
-    /// Fails the waiters whose deadline has passed.
-    fn expire(&self, now: Instant) {
+    /// Fails the waiters whose deadline has passed; soft-affinity waiters whose short
+    /// wait for their session ran out join the general queue instead.
+    fn expire(self: &Rc<Self>, now: Instant) {
         let cfg = self.shared.config.load();
+        let mut moved = false;
         loop {
             let w = {
                 let mut st = self.state.borrow_mut();
                 match st.deadlines.first().copied() {
-                    Some((at, id)) if at <= now => {
+                    Some((at, tag)) if at <= now => {
                         st.deadlines.pop_first();
-                        st.queue.remove(id)
+                        match tag {
+                            Deadline::Queue(id) => st.queue.remove(id).map(|w| w.value),
+                            Deadline::Preferred(session, id) => {
+                                let w = take_preferred(&mut st, session, id);
+                                // A sticky waiter's deadline is its own; a soft one's is
+                                // the shorter affinity wait.
+                                match w {
+                                    Some(w) if w.deadline > now => {
+                                        // Soft: stop waiting for that session, take any.
+                                        st.orphans.push(w);
+                                        moved = true;
+                                        None
+                                    }
+                                    w => w,
+                                }
+                            }
+                        }
                     }
                     _ => break,
                 }
             };
             if let Some(w) = w {
-                let kind = w.value.kind;
-                if !w.value.request.work.is_abandoned() {
+                let kind = w.kind;
+                if !w.request.work.is_abandoned() {
                     self.metrics.borrow_mut().counters.timeout(kind);
-                    let err = wait_timeout_error(kind, &w.value.request, &cfg);
-                    w.value.request.work.fail(err);
+                    let err = wait_timeout_error(kind, &w.request, &cfg);
+                    w.request.work.fail(err);
                 }
             }
+        }
+        if moved {
+            self.pump();
+        }
+    }
+
+    /// Where a keyed request should go: its bound session if idle (take it), or busy
+    /// (wait for it), or nowhere yet.
+    fn preferred(&self, st: &mut State, key: &str, cfg: &Config, now: Instant) -> Preferred {
+        let Some(session) = st.affinity.get(key, now.into_std(), cfg.affinity_ttl) else {
+            return Preferred::None;
+        };
+        match st.sessions.get(&session) {
+            Some(s) if s.page.is_alive() => {
+                if let Some(i) = st.idle.iter().position(|k| *k == session) {
+                    Preferred::Idle(i)
+                } else {
+                    Preferred::Busy(session)
+                }
+            }
+            _ => Preferred::None,
+        }
+    }
+
+    /// Serves or parks a keyed request by its binding. Returns it when neither applies.
+    fn route_by_affinity(
+        self: &Rc<Self>,
+        waiter: Waiter,
+        cfg: &Config,
+        now: Instant,
+    ) -> Option<Waiter> {
+        let Some(affinity) = waiter.request.job.affinity.clone() else {
+            return Some(waiter);
+        };
+        let mut st = self.state.borrow_mut();
+        let critical_ok = waiter.request.job.priority == crate::Priority::Critical
+            || st.busy < cfg.sessions_per_shard - cfg.critical_reserve;
+        match self.preferred(&mut st, affinity.key(), cfg, now) {
+            Preferred::Idle(i) if critical_ok && st.queue.is_empty() => {
+                let session = st.idle.remove(i);
+                drop(st);
+                self.start(session, waiter.request);
+                None
+            }
+            Preferred::Busy(session) => {
+                let until = match affinity.mode() {
+                    AffinityMode::Sticky => waiter.deadline,
+                    AffinityMode::Soft => waiter.deadline.min(now + cfg.affinity_wait),
+                };
+                if st.queue.len() + st.preferred_count >= cfg.max_queue {
+                    return Some(waiter); // the queue push refuses it: QueueFull
+                }
+                st.next_preferred += 1;
+                let id = st.next_preferred;
+                st.deadlines
+                    .insert((until, Deadline::Preferred(session, id)));
+                st.preferred_count += 1;
+                st.preferred
+                    .entry(session)
+                    .or_default()
+                    .push_back(PreferredWaiter { id, until, waiter });
+                None
+            }
+            _ => Some(waiter),
         }
     }
 
@@ -897,10 +1590,15 @@ impl Core {
             let mut st = self.state.borrow_mut();
             st.shutting_down = true;
             st.deadlines.clear();
-            st.queue.drain().collect()
+            let mut all: Vec<Waiter> = st.queue.drain().map(|w| w.value).collect();
+            all.append(&mut st.orphans);
+            let preferred = std::mem::take(&mut st.preferred);
+            st.preferred_count = 0;
+            all.extend(preferred.into_values().flatten().map(|p| p.waiter));
+            all
         };
         for w in waiters {
-            w.value.request.work.fail(shutdown_error());
+            w.request.work.fail(shutdown_error());
         }
         while let Some(request) = self.shared.overflow.take() {
             request.work.fail(shutdown_error());
@@ -936,7 +1634,13 @@ impl Core {
             page.mark_closed();
         }
         drop(pages);
-        let conns: Vec<_> = self.state.borrow_mut().conns.drain(..).flatten().collect();
+        let conns: Vec<_> = self
+            .state
+            .borrow_mut()
+            .links
+            .iter_mut()
+            .filter_map(|l| l.conn.take())
+            .collect();
         for c in conns {
             c.close();
         }
@@ -969,6 +1673,67 @@ pub(crate) fn shutdown_error() -> Error {
     )
 }
 
+/// Hands lease `lease` on this shard's session to the caller waiting in `acquire`, who
+/// may be leaving on another thread right now. If it has left, `send` gives the lease
+/// back and dropping it sends `Release` to `inbox`: the session is never lost, and never
+/// with two callers. Checked by `loom-tests` (`lease_grant`).
+pub fn grant_lease(
+    tx: oneshot::Sender<Result<Lease>>,
+    shard: usize,
+    lease: u64,
+    inbox: &mpsc::UnboundedSender<Msg>,
+) {
+    let lease = Lease::new(shard, lease, inbox.clone());
+    #[cfg(not(cdpmux_loom_mutant))]
+    let _ = tx.send(Ok(lease));
+    // Seeded bug for the loom model: trusting an earlier `is_closed` and defusing the
+    // lease `send` hands back (the caller left in between: the session is lost).
+    #[cfg(cdpmux_loom_mutant)]
+    if !tx.is_closed() {
+        if let Err(Ok(lease)) = tx.send(Ok(lease)) {
+            std::mem::forget(lease);
+        }
+    }
+}
+
+/// Closes a shutting-down shard's inbox and answers every message already in it, so no
+/// request that made it into the inbox goes unanswered: a later send fails, and its
+/// sender answers `Shutdown` itself. Checked by `loom-tests` (`shutdown`).
+pub async fn close_inbox(inbox: &mut mpsc::UnboundedReceiver<Msg>) {
+    #[cfg(not(cdpmux_loom_mutant))]
+    {
+        inbox.close();
+        while let Some(msg) = inbox.recv().await {
+            refuse(msg);
+        }
+    }
+    // Seeded bug for the loom model: draining before closing misses a message sent in
+    // between (dropped with the inbox: its caller gets no answer).
+    #[cfg(cdpmux_loom_mutant)]
+    {
+        while let Ok(msg) = inbox.try_recv() {
+            refuse(msg);
+        }
+        inbox.close();
+    }
+}
+
+/// Answers a message that arrived after shutdown began.
+fn refuse(msg: Msg) {
+    match msg {
+        Msg::Submit(request) => request.work.fail(shutdown_error()),
+        Msg::LeaseOp { reply, .. } => {
+            let _ = reply.send(Err(shutdown_error()));
+        }
+        Msg::Shutdown { done, .. } => {
+            let _ = done.send(());
+        }
+        // `metrics` skips a shard that does not answer; shutdown closes every session,
+        // leased or not.
+        Msg::Metrics(_) | Msg::Release { .. } | Msg::Reconfigured => {}
+    }
+}
+
 fn wait_timeout_error(kind: TimeoutKind, request: &Request, cfg: &Config) -> Error {
     let (what, limit) = match kind {
         TimeoutKind::Job => ("job", request.job.timeout.unwrap_or(cfg.job_timeout)),
@@ -988,4 +1753,28 @@ fn wait_timeout_error(kind: TimeoutKind, request: &Request, cfg: &Config) -> Err
         );
     }
     e
+}
+
+/// One more failure of a browser: back off, exponentially and with jitter.
+fn note_failure(link: &mut Link, cfg: &Config) {
+    link.failures += 1;
+    if link.failures >= cfg.breaker_threshold || link.conn.as_ref().is_none_or(|c| c.is_closed()) {
+        link.retry_at = Some(Instant::now() + backoff(cfg, link.failures));
+    }
+}
+
+/// A new, empty browser context (its own cookies and storage).
+async fn create_context(conn: &Connection) -> Result<String> {
+    let reply = conn
+        .call("Target.createBrowserContext", serde_json::json!({}))
+        .await?;
+    reply["browserContextId"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::Protocol,
+                "Target.createBrowserContext returned no id",
+            )
+        })
 }

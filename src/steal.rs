@@ -8,11 +8,13 @@
 //!
 //! The check-then-park race: a shard announces it is parking (sets its bit), then looks
 //! at `queued` once more; a pusher counts its request in, pushes it, then looks at the
-//! parked bits. Both sides use `SeqCst`, so at least one sees the other: either the shard
-//! sees the request and does not park, or the pusher sees the bit and wakes the shard.
-//! `loom-tests/` checks this.
+//! parked bits. A `SeqCst` fence sits between each side's write and its read, so at least
+//! one sees the other: either the shard sees the request and does not park, or the pusher
+//! sees the bit and wakes the shard. (`SeqCst` accesses alone would do in C11, but loom
+//! models them as `AcqRel` and reports a lost wake-up; the fences are the form loom
+//! checks, and cost little on these rare paths.) `loom-tests/` checks this.
 
-use crate::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
+use crate::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use crate::sync::SegQueue;
 
 /// Most shards a pool may have (one bit each in the parked mask).
@@ -49,6 +51,7 @@ impl<T> Overflow<T> {
     pub fn push(&self, class: usize, request: T) -> Option<usize> {
         self.queued.fetch_add(1, SeqCst);
         self.classes[class].push(request);
+        fence(SeqCst); // pairs with the fence in `prepare_park`
         self.claim_parked()
     }
 
@@ -71,6 +74,7 @@ impl<T> Overflow<T> {
     pub fn prepare_park(&self, shard: usize) -> bool {
         let bit = 1u64 << shard;
         self.parked.fetch_or(bit, SeqCst);
+        fence(SeqCst); // pairs with the fence in `push`
         #[cfg(not(cdpmux_loom_mutant))]
         let waiting = self.queued.load(SeqCst) > 0;
         // Seeded bug for the loom model: parking without the re-check loses wake-ups.

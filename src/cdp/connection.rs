@@ -96,6 +96,8 @@ pub(crate) struct Shared {
     state: RefCell<State>,
     /// The shard's metrics, when this connection belongs to a pool.
     metrics: RefCell<Option<Rc<RefCell<ShardMetrics>>>>,
+    /// Called when a session dies or the socket closes, so the owner can react at once.
+    on_loss: RefCell<Option<Rc<dyn Fn()>>>,
     signals: Rc<Signals>,
     command_timeout: Duration,
     max_frames_per_flush: Cell<usize>,
@@ -186,6 +188,7 @@ impl Connection {
         let shared = Rc::new(Shared {
             state: RefCell::default(),
             metrics: RefCell::new(None),
+            on_loss: RefCell::new(None),
             signals: signals.clone(),
             command_timeout: config.command_timeout,
             max_frames_per_flush: Cell::new(config.max_frames_per_flush.max(1)),
@@ -274,6 +277,18 @@ impl Connection {
         *self.shared.metrics.borrow_mut() = Some(metrics);
     }
 
+    /// Sends a browser-level command whose reply nobody waits for (cleanup on the way
+    /// out: closing targets, disposing contexts).
+    pub(crate) fn send_and_forget(&self, method: &'static str, params: serde_json::Value) {
+        let _ = self.shared.enqueue(None, method.into(), &params, None);
+    }
+
+    /// Sets what to call when a session dies or the socket closes. It must not call
+    /// back into this connection.
+    pub(crate) fn set_on_loss(&self, on_loss: Rc<dyn Fn()>) {
+        *self.shared.on_loss.borrow_mut() = Some(on_loss);
+    }
+
     pub(crate) fn command_timeout(&self) -> Duration {
         self.shared.command_timeout
     }
@@ -282,6 +297,7 @@ impl Connection {
 /// A call on the wire. Dropping it before the reply removes it from the pending table.
 pub(crate) struct InFlight<'a> {
     shared: &'a Shared,
+    session: Option<SessionSlot>,
     id: u64,
     method: MethodName,
     started: Instant,
@@ -308,7 +324,18 @@ impl InFlight<'_> {
                 ErrorKind::ConnectionClosed,
                 format!("{}: the connection dropped the call", self.method),
             )),
-            Err(_) => Err(Error::timeout(TimeoutKind::Command, &self.method, timeout)),
+            Err(_) => {
+                // A hung renderer sends nothing; this frees it for the next command.
+                if self.session.is_some() {
+                    let _ = self.shared.enqueue(
+                        self.session,
+                        "Runtime.terminateExecution".into(),
+                        &serde_json::json!({}),
+                        None,
+                    );
+                }
+                Err(Error::timeout(TimeoutKind::Command, &self.method, timeout))
+            }
         }
     }
 }
@@ -347,6 +374,7 @@ impl Shared {
         let id = self.enqueue(session, method.clone(), params, Some(tx))?;
         Ok(InFlight {
             shared: self,
+            session,
             id,
             method,
             started,
@@ -504,14 +532,25 @@ impl Shared {
         }
         st.outbox.clear();
         st.closed = Some(why);
+        drop(st);
+        self.report_loss();
+    }
+
+    fn report_loss(&self) {
+        let on_loss = self.on_loss.borrow().clone();
+        if let Some(f) = on_loss {
+            f();
+        }
     }
 
     /// Marks a session dead and fails its pending calls and waiters with `why`.
-    fn kill_session(st: &mut State, slot: SessionSlot, why: &Error) {
+    /// Returns true when the session was alive until now.
+    fn kill_session(st: &mut State, slot: SessionSlot, why: &Error) -> bool {
         let Some(s) = st.sessions.get_mut(&slot) else {
-            return;
+            return false;
         };
-        if s.dead.is_none() {
+        let newly = s.dead.is_none();
+        if newly {
             s.dead = Some(why.clone());
         }
         for w in s.waiters.drain(..) {
@@ -525,6 +564,7 @@ impl Shared {
                 )));
             }
         }
+        newly
     }
 
     fn dispatch(&self, text: FrameText) {
@@ -585,9 +625,13 @@ impl Shared {
                     },
                 };
                 deliver(waiters, &method, event);
-                match slot {
+                let lost = match slot {
                     Some(slot) => on_session_event(&mut st, slot, &method, params_json),
                     None => on_browser_event(&mut st, &method, params_json),
+                };
+                drop(st);
+                if lost {
+                    self.report_loss();
                 }
             }
         }
@@ -617,7 +661,7 @@ fn deliver(waiters: &mut Waiters, method: &str, event: impl Fn() -> Event) {
 
 /// Session events that mean the session is gone. Per CHROMIUM-FACTS.md, calls pending
 /// on a crashed page are never answered, so they are failed here instead.
-fn on_session_event(st: &mut State, slot: SessionSlot, method: &str, params: &str) {
+fn on_session_event(st: &mut State, slot: SessionSlot, method: &str, params: &str) -> bool {
     let why = match method {
         "Inspector.targetCrashed" => Error::new(
             ErrorKind::SessionCrashed,
@@ -637,13 +681,13 @@ fn on_session_event(st: &mut State, slot: SessionSlot, method: &str, params: &st
                 format!("the page was detached (Inspector.detached: {reason})"),
             )
         }
-        _ => return,
+        _ => return false,
     };
-    Shared::kill_session(st, slot, &why);
+    Shared::kill_session(st, slot, &why)
 }
 
 /// Browser-level events about targets and sessions that end a session.
-fn on_browser_event(st: &mut State, method: &str, params: &str) {
+fn on_browser_event(st: &mut State, method: &str, params: &str) -> bool {
     #[derive(Deserialize)]
     struct TargetEvent {
         #[serde(rename = "targetId")]
@@ -655,21 +699,25 @@ fn on_browser_event(st: &mut State, method: &str, params: &str) {
         "Target.targetCrashed" => ("crashed (Target.targetCrashed)", true),
         "Target.targetDestroyed" => ("was closed (Target.targetDestroyed)", true),
         "Target.detachedFromTarget" => ("was detached (Target.detachedFromTarget)", false),
-        _ => return,
+        _ => return false,
     };
     let Some(ev) = parse::<TargetEvent>(params) else {
         st.stats.malformed_frames += 1;
-        return;
+        return false;
     };
     let slots: SmallVec<[SessionSlot; 2]> = if by_target {
-        let Some(target) = ev.target_id else { return };
+        let Some(target) = ev.target_id else {
+            return false;
+        };
         st.sessions
             .iter()
             .filter(|(_, s)| *s.target_id == *target)
             .map(|(slot, _)| *slot)
             .collect()
     } else {
-        let Some(sid) = ev.session_id else { return };
+        let Some(sid) = ev.session_id else {
+            return false;
+        };
         st.by_session_id
             .get(sid.as_str())
             .copied()
@@ -677,9 +725,11 @@ fn on_browser_event(st: &mut State, method: &str, params: &str) {
             .collect()
     };
     let why = Error::new(ErrorKind::SessionCrashed, format!("the page {kind_of_end}"));
+    let mut lost = false;
     for slot in slots {
-        Shared::kill_session(st, slot, &why);
+        lost |= Shared::kill_session(st, slot, &why);
     }
+    lost
 }
 
 fn parse<T: DeserializeOwned>(json: &str) -> Option<T> {

@@ -200,7 +200,8 @@ fn page(site: &SiteConfig, path: &str) -> Option<(Duration, String)> {
             Duration::ZERO,
             format!(
                 "<!doctype html><title>timer</title><div id=out>waiting</div>\
-                 <script>setTimeout(() => {{ document.getElementById('out').textContent = 'ready after {ms} ms'; }}, {ms});</script>"
+                 <script>setTimeout(() => {{ window.readyAt = performance.now(); \
+                 document.getElementById('out').textContent = 'ready after {ms} ms'; }}, {ms});</script>"
             ),
         ));
     }

@@ -119,3 +119,102 @@ pub fn current_shard() -> usize {
         .and_then(|n| n.parse().ok())
         .expect("jobs run on shard threads")
 }
+
+/// A TCP forwarder on 127.0.0.1 that can be switched off (existing connections cut,
+/// new ones refused by an immediate close) and on again, to simulate an unreachable
+/// browser at a stable address.
+pub struct Flaky {
+    port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    links: std::sync::Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
+    accept: JoinHandle<()>,
+}
+
+impl Flaky {
+    /// Forwards to `target` (`host:port`).
+    pub async fn start(target: String) -> Flaky {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().unwrap().port();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let links = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (up2, links2) = (up.clone(), links.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !up2.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: the client sees the connection closed
+                }
+                let target = target.clone();
+                links2.lock().unwrap().push(tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                }));
+            }
+        });
+        Flaky {
+            port,
+            up,
+            links,
+            accept,
+        }
+    }
+
+    /// `ws://127.0.0.1:<port><path>` for a target `ws_url`'s path.
+    pub fn ws_url(&self, target_ws_url: &str) -> String {
+        let path = target_ws_url
+            .splitn(4, '/')
+            .nth(3)
+            .expect("a ws:// URL with a path");
+        format!("ws://127.0.0.1:{}/{path}", self.port)
+    }
+
+    /// Cuts every connection and refuses new ones.
+    pub fn down(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for l in self.links.lock().unwrap().drain(..) {
+            l.abort();
+        }
+    }
+
+    /// Accepts connections again.
+    pub fn up(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Flaky {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.down();
+    }
+}
+
+/// Pids of live (not zombie) processes in process group `pgid` whose command line
+/// contains `needle` (e.g. `--type=renderer`); all of the group's when `needle` is "".
+pub fn group_processes(pgid: u32, needle: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in dir.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the parenthesised name: state ppid pgrp ...
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.len() < 3 || fields[0] == "Z" || fields[2].parse() != Ok(pgid) {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(needle) {
+            found.push(pid);
+        }
+    }
+    found
+}

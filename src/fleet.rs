@@ -1,0 +1,188 @@
+//! The browsers a pool uses: where each one listens now, and a supervisor thread that
+//! relaunches the pool's own browsers when they die.
+//!
+//! Owns the launched browser processes (and so their reaping). Never blocks a shard:
+//! shards read a browser's current URL and ask for a relaunch by message.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::browser::{Launch, LaunchedBrowser};
+use crate::sync::LiveCell;
+use crate::Result;
+
+/// One browser as the shards see it.
+struct BrowserEntry {
+    url: LiveCell<String>,
+    /// Bumped on every relaunch, so a stale relaunch request is ignored.
+    generation: AtomicU64,
+    /// Pid of the launched process; 0 for remote endpoints.
+    pid: AtomicU32,
+}
+
+enum SupervisorMsg {
+    Relaunch { browser: usize, generation: u64 },
+    Shutdown(oneshot::Sender<Result<()>>),
+}
+
+/// Every browser of a pool, plus the supervisor of the launched ones.
+pub(crate) struct Fleet {
+    entries: Arc<[BrowserEntry]>,
+    supervisor: mpsc::UnboundedSender<SupervisorMsg>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Fleet {
+    /// `launched` come first (index = position), then the remote `endpoints` (resolved
+    /// `ws://` URLs).
+    pub(crate) fn start(
+        launched: Vec<(Launch, LaunchedBrowser)>,
+        endpoints: Vec<String>,
+    ) -> std::io::Result<Fleet> {
+        let entries: Arc<[BrowserEntry]> = launched
+            .iter()
+            .map(|(_, b)| (b.ws_url().to_owned(), b.pid()))
+            .chain(endpoints.into_iter().map(|url| (url, 0)))
+            .map(|(url, pid)| BrowserEntry {
+                url: LiveCell::new(url),
+                generation: AtomicU64::new(0),
+                pid: AtomicU32::new(pid),
+            })
+            .collect();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let view = entries.clone();
+        let thread = std::thread::Builder::new()
+            .name("cdpmux-supervisor".into())
+            .spawn(move || supervise(view, launched, rx))?;
+        Ok(Fleet {
+            entries,
+            supervisor: tx,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Where browser `i` listens now, and its generation.
+    pub(crate) fn url(&self, i: usize) -> (String, u64) {
+        let e = &self.entries[i];
+        let generation = e.generation.load(Ordering::Acquire);
+        ((*e.url.load()).clone(), generation)
+    }
+
+    /// Asks for browser `i` to be relaunched if the pool launched it and it is no
+    /// longer running. `generation` is the one the caller failed to reach.
+    pub(crate) fn request_relaunch(&self, i: usize, generation: u64) {
+        let _ = self.supervisor.send(SupervisorMsg::Relaunch {
+            browser: i,
+            generation,
+        });
+    }
+
+    /// Pids of the launched browsers (as of their latest launch).
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        self.entries
+            .iter()
+            .map(|e| e.pid.load(Ordering::Acquire))
+            .filter(|p| *p != 0)
+            .collect()
+    }
+
+    /// Stops the launched browsers (kill, reap, remove profiles) and the supervisor.
+    pub(crate) async fn shutdown(&self) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        if self.supervisor.send(SupervisorMsg::Shutdown(tx)).is_err() {
+            return Ok(());
+        }
+        let result = rx.await.unwrap_or(Ok(()));
+        let thread = lock(&self.thread).take();
+        if let Some(t) = thread {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        result
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        // Without shutdown: the supervisor's exit drops (kills and reaps) the browsers.
+        let (tx, _rx) = oneshot::channel();
+        let _ = self.supervisor.send(SupervisorMsg::Shutdown(tx));
+        if let Some(t) = lock(&self.thread).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The supervisor thread: relaunches dead launched browsers on request; stops them all
+/// on shutdown (or when the fleet is dropped).
+fn supervise(
+    entries: Arc<[BrowserEntry]>,
+    mut launched: Vec<(Launch, LaunchedBrowser)>,
+    mut rx: mpsc::UnboundedReceiver<SupervisorMsg>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "supervisor runtime failed; launched browsers are only reaped at exit");
+            return;
+        }
+    };
+    rt.block_on(async {
+        while let Some(msg) = rx.recv().await {
+            match msg {
+                SupervisorMsg::Relaunch {
+                    browser,
+                    generation,
+                } => {
+                    let Some((launch, running)) = launched.get_mut(browser) else {
+                        continue; // a remote endpoint: nothing to relaunch
+                    };
+                    let entry = &entries[browser];
+                    if entry.generation.load(Ordering::Acquire) != generation
+                        || running.is_running()
+                    {
+                        continue; // already relaunched, or alive (a socket hiccup)
+                    }
+                    tracing::warn!(browser, pid = running.pid(), "launched browser exited; relaunching");
+                    match launch.launch().await {
+                        Ok(fresh) => {
+                            let dead = std::mem::replace(running, fresh);
+                            drop(dead); // reaps it and removes its profile
+                            entry.url.store(running.ws_url().to_owned());
+                            entry.pid.store(running.pid(), Ordering::Release);
+                            entry.generation.fetch_add(1, Ordering::AcqRel);
+                        }
+                        Err(e) => {
+                            tracing::error!(browser, error = %e, "relaunch failed; will retry on the next request")
+                        }
+                    }
+                }
+                SupervisorMsg::Shutdown(done) => {
+                    let mut result = Ok(());
+                    for (_, b) in launched.drain(..) {
+                        if let Err(e) = b.shutdown().await {
+                            result = Err(e);
+                        }
+                    }
+                    let _ = done.send(result);
+                    return;
+                }
+            }
+        }
+    });
+    // Dropped without a shutdown message: drop kills and reaps.
+    launched.clear();
+}
