@@ -1,0 +1,360 @@
+//! The command line: what each subcommand takes. Parsing only; no I/O here.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cdpmux::{Isolation, Priority, Reset};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Crawl with pooled headless Chromium sessions, or measure what the pool saves.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cdpmux",
+    version,
+    about,
+    long_about = None,
+    after_help = "Exit codes: 0 done (failed pages are reported in the output), 1 failed, \
+                  2 bad usage, 3 no browser (install Chromium or use --sim), 130 interrupted."
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Crawl URLs (from a file, stdin or the embedded demo site) and write one JSON line per page.
+    Crawl(CrawlArgs),
+    /// Compare a fresh page per job (the baseline) with the pool, on the same browser.
+    Bench(BenchArgs),
+}
+
+/// Which browser to drive, shared by every subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct BrowserArgs {
+    /// Use the simulated browser instead of Chromium (no install needed; pages have
+    /// synthetic titles and no links or HTTP status).
+    #[arg(long, conflicts_with_all = ["browser", "endpoint"])]
+    pub sim: bool,
+
+    /// Chromium executable to launch (default: $CDPMUX_CHROME, else chromium,
+    /// chromium-browser, google-chrome on PATH).
+    #[arg(long, value_name = "PATH")]
+    pub browser: Option<PathBuf>,
+
+    /// Connect to a running browser instead of launching one: ws://host:port/devtools/browser/<id>
+    /// or http://host:port (repeat for several).
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Vec<String>,
+
+    /// Local browsers to launch (when no --endpoint is given, or with --browser).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub browsers: u32,
+
+    /// Shards (threads) of the pool; 0 = one per core.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub shards: usize,
+}
+
+/// `cdpmux crawl`.
+#[derive(Debug, Args)]
+pub struct CrawlArgs {
+    /// File with one URL per line (`-` for stdin; blank lines and `#` comments skipped).
+    /// Without it, URLs are read from stdin unless --demo is given.
+    #[arg(value_name = "FILE", conflicts_with = "demo")]
+    pub input: Option<PathBuf>,
+
+    /// Crawl the embedded demo site, served by this process on 127.0.0.1.
+    #[arg(long)]
+    pub demo: bool,
+
+    /// Pages of the demo site.
+    #[arg(long, value_name = "N", default_value_t = 300, requires = "demo",
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub demo_pages: u32,
+
+    /// Write the JSON lines here instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Pages in flight at once.
+    #[arg(short, long, value_name = "N", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub concurrency: u32,
+
+    /// Most sessions (pages) per shard.
+    #[arg(long, value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub sessions: u32,
+
+    /// Priority class of every job: low, normal, high or critical.
+    #[arg(long, value_name = "CLASS", default_value = "normal", value_parser = parse_priority)]
+    pub priority: Priority,
+
+    /// Keep pages of one host on the same shard and warm session.
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = AffinityArg::None)]
+    pub affinity: AffinityArg,
+
+    /// How pages are kept apart inside the browser (cookies, storage).
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = IsolationArg::Shared)]
+    pub isolation: IsolationArg,
+
+    /// What is done to a page between jobs.
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = ResetArg::None)]
+    pub reset: ResetArg,
+
+    /// Deadline of one page, from submission to result (e.g. 30s, 1500ms, 2m).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Longest wait for a free session.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub wait_timeout: Option<Duration>,
+
+    /// Deadline of one CDP command (a navigation waits for its load event within it).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub command_timeout: Option<Duration>,
+
+    /// Re-runs of a page on a fresh session when its session crashes or is lost.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub retries: u32,
+
+    /// Follow links on the same host up to this many hops from the input URLs.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub depth: u32,
+
+    /// Stop after this many pages (input and followed links together).
+    #[arg(long, value_name = "N")]
+    pub max_pages: Option<u64>,
+
+    /// Print the pool's final metrics snapshot in this format.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub metrics: Option<MetricsFormat>,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics while crawling (loopback only;
+    /// port 0 picks a free one).
+    #[arg(long, value_name = "ADDR", value_parser = parse_loopback_addr)]
+    pub metrics_addr: Option<SocketAddr>,
+
+    /// No progress bar or progress lines.
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// Which browser.
+    #[command(flatten)]
+    pub browser: BrowserArgs,
+}
+
+/// `cdpmux bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// What one job does.
+    #[arg(long, value_enum, value_name = "JOB", default_value_t = BenchJob::Navigate)]
+    pub job: BenchJob,
+
+    /// Jobs in flight at once, in each arm.
+    #[arg(short, long, value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub concurrency: u32,
+
+    /// Measured jobs per arm.
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 200,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub count: u32,
+
+    /// Unmeasured jobs per arm first (default: twice the concurrency).
+    #[arg(long, value_name = "N")]
+    pub warmup: Option<u32>,
+
+    /// Sessions per shard of the pool (default: enough for the concurrency).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub sessions: Option<u32>,
+
+    /// Print the result as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Which browser.
+    #[command(flatten)]
+    pub browser: BrowserArgs,
+}
+
+/// Affinity of crawl jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AffinityArg {
+    /// No key: jobs go to the least loaded shard.
+    None,
+    /// Soft affinity keyed by the URL's host.
+    Host,
+    /// Sticky affinity keyed by the URL's host (always the same session).
+    StickyHost,
+}
+
+/// `--isolation` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IsolationArg {
+    /// One default browser context for every page (fastest).
+    Shared,
+    /// One browser context per affinity key (use with --affinity host).
+    PerKey,
+    /// A fresh browser context for every job.
+    PerJob,
+}
+
+impl From<IsolationArg> for Isolation {
+    fn from(a: IsolationArg) -> Self {
+        match a {
+            IsolationArg::Shared => Isolation::Shared,
+            IsolationArg::PerKey => Isolation::ContextPerKey,
+            IsolationArg::PerJob => Isolation::ContextPerJob,
+        }
+    }
+}
+
+/// `--reset` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ResetArg {
+    /// Leave the page as the last job left it.
+    None,
+    /// Navigate to about:blank between jobs.
+    AboutBlank,
+}
+
+impl From<ResetArg> for Reset {
+    fn from(a: ResetArg) -> Self {
+        match a {
+            ResetArg::None => Reset::None,
+            ResetArg::AboutBlank => Reset::AboutBlank,
+        }
+    }
+}
+
+/// `--metrics` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MetricsFormat {
+    /// Prometheus text exposition format.
+    Prometheus,
+    /// The snapshot as JSON.
+    Json,
+}
+
+/// What one bench job does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchJob {
+    /// Navigate to a demo page, wait for its load event, read the title.
+    Navigate,
+    /// One `Runtime.evaluate("1+1")`.
+    Evaluate,
+    /// Ten pipelined `Runtime.evaluate` in one batch.
+    Batch,
+}
+
+impl BenchJob {
+    /// The name shown in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BenchJob::Navigate => "navigate",
+            BenchJob::Evaluate => "evaluate",
+            BenchJob::Batch => "batch",
+        }
+    }
+}
+
+fn parse_priority(s: &str) -> Result<Priority, String> {
+    s.parse::<Priority>().map_err(|e| e.to_string())
+}
+
+/// Parses `250ms`, `30s`, `2m` or a bare number of seconds (`1.5`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("bad duration {s:?}: use e.g. 500ms, 30s or 2m"))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" | "min" => value * 60.0,
+        other => {
+            return Err(format!(
+                "bad duration unit {other:?} in {s:?}: use ms, s or m"
+            ))
+        }
+    };
+    let d = Duration::try_from_secs_f64(seconds)
+        .map_err(|_| format!("duration {s:?} is out of range"))?;
+    if d.is_zero() {
+        return Err(format!("duration {s:?} must be above zero"));
+    }
+    Ok(d)
+}
+
+/// Parses `--metrics-addr`: a loopback socket address (`127.0.0.1:9100`, `[::1]:9100`,
+/// `localhost:9100`). Anything else is refused: the endpoint has no authentication.
+pub fn parse_loopback_addr(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    let addr: SocketAddr = match s.strip_prefix("localhost:") {
+        Some(port) => {
+            let port: u16 = port
+                .parse()
+                .map_err(|_| format!("bad port in {s:?}: expected localhost:PORT"))?;
+            SocketAddr::from(([127, 0, 0, 1], port))
+        }
+        None => s
+            .parse()
+            .map_err(|_| format!("bad address {s:?}: expected 127.0.0.1:PORT"))?,
+    };
+    if !addr.ip().is_loopback() {
+        return Err(format!(
+            "refusing to serve metrics on {addr}: only loopback addresses (127.0.0.1:PORT, \
+             [::1]:PORT) are allowed, because /metrics has no authentication"
+        ));
+    }
+    Ok(addr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_units_and_reject_nonsense() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        for bad in ["", "s", "0", "0ms", "10h", "-1s", "1e999", "abc", "1.2.3s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn metrics_addr_must_be_loopback() {
+        assert_eq!(
+            parse_loopback_addr("127.0.0.1:9100").unwrap(),
+            "127.0.0.1:9100".parse().unwrap()
+        );
+        assert!(parse_loopback_addr("[::1]:0").is_ok());
+        assert_eq!(
+            parse_loopback_addr("localhost:9").unwrap(),
+            "127.0.0.1:9".parse().unwrap()
+        );
+        let err = parse_loopback_addr("0.0.0.0:9100").unwrap_err();
+        assert!(err.contains("only loopback"), "{err}");
+        assert!(parse_loopback_addr("10.1.2.3:80").is_err());
+        assert!(parse_loopback_addr("127.0.0.1").is_err());
+        assert!(parse_loopback_addr("localhost:x").is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

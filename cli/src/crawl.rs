@@ -1,0 +1,577 @@
+//! `cdpmux crawl`: feeds URLs to a pool, writes one JSON line per page, follows links,
+//! shows progress, and ends with a summary.
+//!
+//! One coordinator task owns the frontier, the output and the statistics; page jobs run
+//! on the pool's shards and only send their results back. The number of jobs in flight
+//! is bounded by `--concurrency`, and input is read only as fast as the crawl needs it,
+//! so memory stays flat on long URL lists.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cdpmux::sim::{DemoSite, SiteConfig};
+use cdpmux::{Affinity, Job, Pool};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::args::{AffinityArg, CrawlArgs, IsolationArg, MetricsFormat};
+use crate::browser::{BrowserSetup, Fatal, EXIT_INTERRUPTED};
+use crate::frontier::{Frontier, Offer};
+use crate::metrics_http;
+use crate::probe::{current_shard, note_use, PageData, Probe};
+use crate::record::{kind_name, PageRecord};
+use crate::stats::CrawlStats;
+
+/// How long running jobs get to finish when the crawl ends.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How often progress lines are printed when stderr is not a terminal.
+const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(2);
+/// Input lines buffered between the reader thread and the crawl.
+const INPUT_BUFFER: usize = 1024;
+
+/// Where the URLs come from.
+enum Input {
+    Demo,
+    File(File),
+    Stdin,
+}
+
+/// Runs `cdpmux crawl`.
+pub async fn run(args: CrawlArgs) -> Result<(), Fatal> {
+    // Cheap checks first: bad input or output paths and a missing browser fail before
+    // anything starts.
+    if args.isolation == IsolationArg::PerKey && args.affinity == AffinityArg::None {
+        return Err(Fatal::usage(
+            "--isolation per-key gives each affinity key its own browser context: add \
+             --affinity host (or sticky-host)",
+        ));
+    }
+    let input = open_input(&args)?;
+    let output_to_file = args.output.is_some();
+    let mut out = open_output(args.output.as_ref())?;
+    let setup = BrowserSetup::prepare(&args.browser)?;
+    let reports = Reports {
+        to_stdout: output_to_file,
+    };
+
+    let site = match input {
+        Input::Demo => Some(
+            DemoSite::start(SiteConfig {
+                pages: args.demo_pages as usize,
+                ..SiteConfig::default()
+            })
+            .map_err(|e| Fatal::failed(format!("could not start the demo site: {e}")))?,
+        ),
+        _ => None,
+    };
+
+    let concurrency = args.concurrency as usize;
+    let (isolation, reset) = (args.isolation.into(), args.reset.into());
+    let pool = setup
+        .apply(Pool::builder())
+        .shards(args.browser.shards)
+        .sessions_per_shard(args.sessions as usize)
+        .configure(|c| {
+            c.isolation = isolation;
+            c.reset = reset;
+            // The crawl bounds what is in flight; the queue must hold all of it.
+            c.max_queue = c.max_queue.max(concurrency);
+        })
+        .build()
+        .await?;
+
+    let metrics_server = match args.metrics_addr {
+        Some(addr) => {
+            let listener = metrics_http::bind(addr)
+                .await
+                .map_err(|e| Fatal::failed(format!("could not serve metrics on {addr}: {e}")))?;
+            let bound = listener.local_addr().unwrap_or(addr);
+            eprintln!("cdpmux: metrics at http://{bound}/metrics");
+            let pool = pool.clone();
+            Some(tokio::spawn(metrics_http::serve(listener, move || {
+                let pool = pool.clone();
+                async move { pool.metrics().await.to_prometheus() }
+            })))
+        }
+        None => None,
+    };
+
+    if !args.quiet {
+        let source = match &site {
+            Some(site) => format!(
+                "the demo site at {} ({} pages)",
+                site.base_url(),
+                site.config().pages
+            ),
+            None => match &args.input {
+                Some(path) if path.as_os_str() != "-" => path.display().to_string(),
+                _ => "stdin".to_owned(),
+            },
+        };
+        eprintln!(
+            "cdpmux: crawling {source} with {}: {} shards x {} sessions, concurrency {concurrency}",
+            setup.description,
+            pool.shards(),
+            args.sessions
+        );
+    }
+
+    let (tx, rx) = mpsc::channel(INPUT_BUFFER);
+    let mut frontier = Frontier::new(args.depth, args.max_pages);
+    let mut crawl = Crawl {
+        pool: pool.clone(),
+        probe: setup.probe,
+        args: &args,
+        stats: CrawlStats::default(),
+        out_error: None,
+    };
+    match input {
+        Input::Demo => {
+            drop(tx);
+            for url in site.as_ref().map(|s| s.page_urls()).unwrap_or_default() {
+                crawl.offer_seed(&mut frontier, &url, &mut out);
+            }
+        }
+        Input::File(file) => spawn_reader(Box::new(BufReader::new(file)), tx)?,
+        Input::Stdin => spawn_reader(Box::new(BufReader::new(io::stdin())), tx)?,
+    }
+
+    let started = Instant::now();
+    let progress = Progress::new(args.quiet);
+    let interrupted = crawl
+        .drive(&mut frontier, rx, &mut out, &progress, started)
+        .await;
+    progress.finish();
+    let elapsed = started.elapsed();
+    let flushed = out.flush();
+
+    let snapshot = pool.metrics().await;
+    let mut summary = crawl.stats.summary(elapsed, &snapshot, interrupted);
+    if let Some(path) = &args.output {
+        summary.push_str(&format!("  {:<16}{}\n", "output", path.display()));
+    }
+    reports.print(&summary);
+    match args.metrics {
+        Some(MetricsFormat::Prometheus) => reports.print(&snapshot.to_prometheus()),
+        Some(MetricsFormat::Json) => match serde_json::to_string_pretty(&snapshot) {
+            Ok(json) => reports.print(&format!("{json}\n")),
+            Err(e) => eprintln!("cdpmux: could not encode the metrics snapshot: {e}"),
+        },
+        None => {}
+    }
+    if let Some(server) = metrics_server {
+        server.abort();
+    }
+    pool.shutdown(SHUTDOWN_GRACE).await?;
+    drop(site);
+
+    match (crawl.out_error, flushed) {
+        (Some(e), _) | (None, Err(e)) if e.kind() != io::ErrorKind::BrokenPipe => {
+            Err(Fatal::failed(format!("could not write the output: {e}")))
+        }
+        _ if interrupted => Err(Fatal {
+            code: EXIT_INTERRUPTED,
+            message: "interrupted".to_owned(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The state the coordinator owns.
+struct Crawl<'a> {
+    pool: Pool,
+    probe: Probe,
+    args: &'a CrawlArgs,
+    stats: CrawlStats,
+    /// The first write error; the crawl stops on it.
+    out_error: Option<io::Error>,
+}
+
+/// What a page job sends back.
+struct Finished {
+    url: String,
+    depth: u32,
+    result: cdpmux::Result<PageData>,
+    elapsed: Duration,
+    shard: Option<usize>,
+    reused: Option<bool>,
+}
+
+/// Where a job got to, written on the shard, read after the job (also when it failed).
+#[derive(Default)]
+struct Trace {
+    /// Shard + 1; 0 when the job never reached a shard.
+    shard: AtomicUsize,
+    /// 0 unknown, 1 fresh session, 2 reused.
+    reused: AtomicU8,
+}
+
+impl Crawl<'_> {
+    /// The coordinator loop. Returns true when it was interrupted.
+    async fn drive(
+        &mut self,
+        frontier: &mut Frontier,
+        mut input: mpsc::Receiver<Result<String, String>>,
+        out: &mut Box<dyn Write + Send>,
+        progress: &Progress,
+        started: Instant,
+    ) -> bool {
+        let concurrency = self.args.concurrency as usize;
+        let mut jobs: JoinSet<Finished> = JoinSet::new();
+        let mut input_open = true;
+        let mut stopping = false;
+        let mut interrupts = 0u32;
+        let mut signals_ok = true;
+        let ctrl_c = tokio::signal::ctrl_c();
+        tokio::pin!(ctrl_c);
+        let mut tick = tokio::time::interval_at(
+            tokio::time::Instant::now() + PLAIN_PROGRESS_EVERY,
+            PLAIN_PROGRESS_EVERY,
+        );
+        loop {
+            while !stopping && jobs.len() < concurrency {
+                let Some((url, depth)) = frontier.pop() else {
+                    break;
+                };
+                jobs.spawn(self.visit(url, depth, frontier.follows_from(depth)));
+            }
+            let input_done = !input_open || stopping || frontier.spent();
+            if jobs.is_empty() && frontier.is_empty() && input_done {
+                break;
+            }
+            progress.update(&self.stats, jobs.len(), frontier.len());
+            let want_input = !input_done && frontier.len() < concurrency * 2;
+            tokio::select! {
+                Some(joined) = jobs.join_next(), if !jobs.is_empty() => match joined {
+                    Ok(done) => {
+                        if let Some(links) = self.finish(done, frontier, out) {
+                            let (url, depth, links) = links;
+                            frontier.offer_links(&url, depth, &links);
+                        }
+                        if self.out_error.is_some() {
+                            stopping = true;
+                        }
+                    }
+                    Err(e) if e.is_cancelled() => {}
+                    Err(e) => progress.println(&format!("cdpmux: a page job failed: {e}")),
+                },
+                line = input.recv(), if want_input => match line {
+                    Some(Ok(line)) => self.offer_seed(frontier, &line, out),
+                    Some(Err(e)) => {
+                        progress.println(&format!("cdpmux: stopped reading the input: {e}"));
+                        input_open = false;
+                    }
+                    None => input_open = false,
+                },
+                _ = tick.tick(), if progress.plain => {
+                    progress.plain_line(&self.stats, jobs.len(), frontier.len(), started);
+                }
+                signal = &mut ctrl_c, if signals_ok => {
+                    if signal.is_err() {
+                        signals_ok = false;
+                        continue;
+                    }
+                    ctrl_c.set(tokio::signal::ctrl_c());
+                    interrupts += 1;
+                    stopping = true;
+                    frontier.clear();
+                    if interrupts == 1 {
+                        progress.println(&format!(
+                            "cdpmux: interrupted; finishing the {} pages in flight (Ctrl-C again to abandon them)",
+                            jobs.len()
+                        ));
+                    } else {
+                        jobs.abort_all();
+                    }
+                }
+            }
+        }
+        interrupts > 0
+    }
+
+    /// Offers an input line; an invalid URL gets its error line at once.
+    fn offer_seed(&mut self, frontier: &mut Frontier, line: &str, out: &mut Box<dyn Write + Send>) {
+        if let Offer::Invalid(message) = frontier.offer_seed(line) {
+            let record = PageRecord::invalid(line, message);
+            self.count(&record);
+            self.write(out, &record);
+        }
+    }
+
+    /// A page job: navigate and read the page on a pooled session.
+    fn visit(
+        &self,
+        url: String,
+        depth: u32,
+        with_links: bool,
+    ) -> impl std::future::Future<Output = Finished> + Send + 'static {
+        let pool = self.pool.clone();
+        let probe = self.probe;
+        let job = self.job_for(&url);
+        async move {
+            let trace = Arc::new(Trace::default());
+            let seen = trace.clone();
+            let target = url.clone();
+            let started = Instant::now();
+            let result = pool
+                .run(job, async move |page| {
+                    seen.shard
+                        .store(current_shard().map_or(0, |s| s + 1), Ordering::Relaxed);
+                    seen.reused
+                        .store(if note_use(page) { 2 } else { 1 }, Ordering::Relaxed);
+                    probe.visit(page, &target, with_links).await
+                })
+                .await;
+            Finished {
+                url,
+                depth,
+                result,
+                elapsed: started.elapsed(),
+                shard: trace.shard.load(Ordering::Relaxed).checked_sub(1),
+                reused: match trace.reused.load(Ordering::Relaxed) {
+                    0 => None,
+                    n => Some(n == 2),
+                },
+            }
+        }
+    }
+
+    fn job_for(&self, url: &str) -> Job {
+        let a = self.args;
+        let mut job = Job::new()
+            .priority(a.priority)
+            .timeout(a.timeout)
+            .retries(a.retries);
+        if let Some(t) = a.wait_timeout {
+            job = job.wait_timeout(t);
+        }
+        if let Some(t) = a.command_timeout {
+            job = job.command_timeout(t);
+        }
+        let key = match a.affinity {
+            AffinityArg::None => None,
+            // file:// URLs have no host, hence no key: they spread like unkeyed jobs.
+            AffinityArg::Host => Affinity::from_url(url).ok(),
+            AffinityArg::StickyHost => Affinity::from_url(url)
+                .ok()
+                .map(|k| Affinity::sticky(k.key())),
+        };
+        match key {
+            Some(key) => job.affinity(key),
+            None => job,
+        }
+    }
+
+    /// Records a finished page; returns its links when they are to be followed.
+    fn finish(
+        &mut self,
+        done: Finished,
+        frontier: &Frontier,
+        out: &mut Box<dyn Write + Send>,
+    ) -> Option<(String, u32, Vec<String>)> {
+        let ms = (done.elapsed.as_secs_f64() * 1e6).round() / 1e3;
+        self.stats.latencies_ms.push(ms);
+        let mut record = PageRecord {
+            url: done.url,
+            depth: done.depth,
+            ms,
+            shard: done.shard,
+            reused: done.reused,
+            ..PageRecord::default()
+        };
+        let mut follow = None;
+        match done.result {
+            Ok(page) => {
+                record.final_url = Some(page.final_url);
+                record.status = page.status.filter(|s| *s != 0);
+                record.title = Some(page.title);
+                record.html_bytes = Some(page.html_bytes);
+                record.links = Some(page.link_count);
+                if frontier.follows_from(done.depth) && !page.links.is_empty() {
+                    follow = Some((record.url.clone(), done.depth, page.links));
+                }
+            }
+            Err(e) => {
+                record.error = Some(kind_name(e.kind()));
+                record.message = Some(e.to_string());
+            }
+        }
+        self.count(&record);
+        self.write(out, &record);
+        follow
+    }
+
+    fn count(&mut self, record: &PageRecord) {
+        match &record.error {
+            None => {
+                self.stats.ok += 1;
+                if record.reused == Some(true) {
+                    self.stats.reused += 1;
+                }
+            }
+            Some(kind) => {
+                self.stats.failed += 1;
+                *self.stats.errors.entry(kind.clone()).or_default() += 1;
+            }
+        }
+    }
+
+    fn write(&mut self, out: &mut Box<dyn Write + Send>, record: &PageRecord) {
+        if self.out_error.is_some() {
+            return;
+        }
+        let line = record.to_json_line();
+        if let Err(e) = writeln!(out, "{line}").and_then(|_| out.flush()) {
+            self.out_error = Some(e);
+        }
+    }
+}
+
+fn open_input(args: &CrawlArgs) -> Result<Input, Fatal> {
+    if args.demo {
+        return Ok(Input::Demo);
+    }
+    match &args.input {
+        Some(path) if path.as_os_str() == "-" => Ok(Input::Stdin),
+        Some(path) => File::open(path)
+            .map(Input::File)
+            .map_err(|e| Fatal::usage(format!("cannot read the URL list {}: {e}", path.display()))),
+        None if io::stdin().is_terminal() => Err(Fatal::usage(
+            "no URLs: give a file with one URL per line, `-` to read them from stdin, or \
+             --demo to crawl the embedded demo site",
+        )),
+        None => Ok(Input::Stdin),
+    }
+}
+
+fn open_output(path: Option<&PathBuf>) -> Result<Box<dyn Write + Send>, Fatal> {
+    match path {
+        Some(path) => {
+            let file = File::create(path)
+                .map_err(|e| Fatal::usage(format!("cannot create {}: {e}", path.display())))?;
+            Ok(Box::new(BufWriter::new(file)))
+        }
+        None => Ok(Box::new(io::stdout())),
+    }
+}
+
+/// Reads input lines on a thread of its own (stdin reads block), trimmed, without blank
+/// lines and `#` comments. Non-UTF-8 bytes are replaced, never fatal.
+fn spawn_reader(
+    mut source: Box<dyn BufRead + Send>,
+    tx: mpsc::Sender<Result<String, String>>,
+) -> Result<(), Fatal> {
+    std::thread::Builder::new()
+        .name("cdpmux-input".into())
+        .spawn(move || {
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match source.read_until(b'\n', &mut buf) {
+                    Ok(0) => return,
+                    Ok(_) => {
+                        let line = String::from_utf8_lossy(&buf);
+                        let line = line.trim();
+                        if line.is_empty() || line.starts_with('#') {
+                            continue;
+                        }
+                        if tx.blocking_send(Ok(line.to_owned())).is_err() {
+                            return; // the crawl is over
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e.to_string()));
+                        return;
+                    }
+                }
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| Fatal::failed(format!("could not start the input reader: {e}")))
+}
+
+/// Where the summary and metrics go: stdout when the JSON lines go to a file, else
+/// stderr, so stdout stays pure JSON lines.
+struct Reports {
+    to_stdout: bool,
+}
+
+impl Reports {
+    fn print(&self, text: &str) {
+        if self.to_stdout {
+            let mut stdout = io::stdout().lock();
+            let _ = stdout
+                .write_all(text.as_bytes())
+                .and_then(|_| stdout.flush());
+        } else {
+            let _ = io::stderr().lock().write_all(text.as_bytes());
+        }
+    }
+}
+
+/// A progress bar on a terminal, progress lines otherwise, or nothing with `--quiet`.
+struct Progress {
+    bar: ProgressBar,
+    plain: bool,
+}
+
+impl Progress {
+    fn new(quiet: bool) -> Self {
+        if quiet {
+            return Progress {
+                bar: ProgressBar::hidden(),
+                plain: false,
+            };
+        }
+        if !io::stderr().is_terminal() {
+            return Progress {
+                bar: ProgressBar::hidden(),
+                plain: true,
+            };
+        }
+        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+        if let Ok(style) = ProgressStyle::with_template(
+            "{spinner} {elapsed_precise} [{bar:30}] {pos}/{len} pages  {per_sec}  {msg}",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Progress { bar, plain: false }
+    }
+
+    fn update(&self, stats: &CrawlStats, in_flight: usize, queued: usize) {
+        let done = stats.done();
+        self.bar.set_length(done + (in_flight + queued) as u64);
+        self.bar.set_position(done);
+        self.bar
+            .set_message(format!("{} errors, {in_flight} in flight", stats.failed));
+    }
+
+    fn plain_line(&self, stats: &CrawlStats, in_flight: usize, queued: usize, started: Instant) {
+        let secs = started.elapsed().as_secs_f64().max(1e-9);
+        eprintln!(
+            "cdpmux: {} pages ({} errors), {:.1} pages/s, {in_flight} in flight, {queued} queued",
+            stats.done(),
+            stats.failed,
+            stats.done() as f64 / secs
+        );
+    }
+
+    fn println(&self, line: &str) {
+        if self.bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            self.bar.println(line);
+        }
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
