@@ -139,13 +139,9 @@ async fn wait_until(pool: &Pool, ready: impl Fn(u64, u64) -> bool) {
     }
 }
 
-/// Jobs run on shard threads named `cdpmux-shard-N`.
+/// The shard this job runs on.
 fn shard_of_this_thread() -> String {
-    std::thread::current()
-        .name()
-        .and_then(|n| n.strip_prefix("cdpmux-shard-"))
-        .unwrap_or("?")
-        .to_owned()
+    cdpmux::current_shard().map_or("?".to_owned(), |s| s.to_string())
 }
 
 fn short(target_id: &str) -> String {

@@ -7,7 +7,13 @@ cd "$(dirname "$0")/.."
 scripts/ensure-chromium.sh
 cargo test --all-features
 if [ -f loom-tests/tests/models.rs ]; then
-  # A separate target dir keeps the loom build from invalidating the normal one.
-  RUSTFLAGS="--cfg cdpmux_loom" LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-2}" \
-    CARGO_TARGET_DIR=target/loom cargo test -p cdpmux-loom-tests --release
+  # The loom models (loom-tests/README.md), in their own target dir so the loom
+  # RUSTFLAGS do not invalidate the normal build. Deeper: LOOM_MAX_PREEMPTIONS=3 or 4.
+  export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-2}"
+  export RUSTFLAGS="--cfg cdpmux_loom" CARGO_TARGET_DIR=target/loom
+  cargo test -p cdpmux-loom-tests --release
+  # The same models against the seeded bugs (build.rs turns the variable into
+  # --cfg cdpmux_loom_mutant for cdpmux and the models only): each must fail, so each
+  # is `should_panic` there.
+  CDPMUX_LOOM_MUTANT=1 cargo test -p cdpmux-loom-tests --release
 fi

@@ -86,6 +86,7 @@ pub use job::{Affinity, AffinityMode, Job, Priority};
 pub use metrics::Snapshot;
 pub use pool::{Lease, Pool, PoolBuilder};
 pub use router::shard_for;
+pub use shard::current_shard;
 
 /// Typed CDP commands and events (from `spider_chromiumoxide_cdp`), for
 /// [`Page::execute`](cdp::Page::execute).

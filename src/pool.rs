@@ -351,7 +351,7 @@ impl Pool {
 
     /// Requests routed to each shard and not yet answered.
     pub fn load(&self) -> Vec<usize> {
-        (0..self.inner.gauges.len())
+        (0..self.inner.gauges.shards())
             .map(|i| self.inner.gauges.load(i))
             .collect()
     }

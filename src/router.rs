@@ -70,7 +70,7 @@ impl LoadGauges {
     }
 
     /// Number of shards.
-    pub fn len(&self) -> usize {
+    pub fn shards(&self) -> usize {
         self.loads.len()
     }
 

@@ -319,6 +319,16 @@ pub(crate) struct Core {
     link_settled: Notify,
 }
 
+thread_local! {
+    static CURRENT_SHARD: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// The shard whose thread calls this: `Some(i)` inside a job run by
+/// [`Pool::run`](crate::Pool::run), `None` elsewhere.
+pub fn current_shard() -> Option<usize> {
+    CURRENT_SHARD.get()
+}
+
 /// Starts shard `id` on its own thread. Reports on `ready` once its connections are up.
 pub(crate) fn spawn(
     id: usize,
@@ -330,6 +340,7 @@ pub(crate) fn spawn(
     std::thread::Builder::new()
         .name(format!("cdpmux-shard-{id}"))
         .spawn(move || {
+            CURRENT_SHARD.set(Some(id));
             if let Some(core) = pin_core {
                 pin_to_core(core);
             }
@@ -1195,6 +1206,7 @@ impl Core {
             s.uses += 1;
             s.last_used = now;
             let page = s.page.clone();
+            page.set_uses(s.uses);
             if let Some(affinity) = &request.job.affinity {
                 let hit = st
                     .affinity

@@ -22,11 +22,15 @@ async fn ten_thousand_concurrent_runs_all_complete() {
     })
     .await;
 
+    let first_uses = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let jobs: Vec<_> = (0..JOBS)
         .map(|i| {
-            let pool = pool.clone();
+            let (pool, first_uses) = (pool.clone(), first_uses.clone());
             tokio::spawn(async move {
                 pool.run(Job::new(), async move |page| {
+                    if page.uses() == 1 {
+                        first_uses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     page.evaluate_value(&format!("{i}+1")).await
                 })
                 .await
@@ -54,6 +58,11 @@ async fn ten_thousand_concurrent_runs_all_complete() {
         "one wait sample per acquisition"
     );
     assert!(snap.counters.sessions_created <= 64, "{:?}", snap.counters);
+    assert_eq!(
+        first_uses.load(std::sync::atomic::Ordering::Relaxed),
+        snap.counters.sessions_created,
+        "a job sees uses() == 1 exactly on a fresh page"
+    );
     assert_eq!(
         snap.counters.sessions_reused + snap.counters.sessions_created,
         JOBS,

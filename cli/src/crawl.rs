@@ -23,7 +23,7 @@ use crate::args::{AffinityArg, CrawlArgs, IsolationArg, MetricsFormat};
 use crate::browser::{BrowserSetup, Fatal, EXIT_INTERRUPTED};
 use crate::frontier::{Frontier, Offer};
 use crate::metrics_http;
-use crate::probe::{current_shard, note_use, PageData, Probe};
+use crate::probe::{PageData, Probe};
 use crate::record::{kind_name, PageRecord};
 use crate::stats::CrawlStats;
 
@@ -320,10 +320,12 @@ impl Crawl<'_> {
             let started = Instant::now();
             let result = pool
                 .run(job, async move |page| {
-                    seen.shard
-                        .store(current_shard().map_or(0, |s| s + 1), Ordering::Relaxed);
+                    seen.shard.store(
+                        cdpmux::current_shard().map_or(0, |s| s + 1),
+                        Ordering::Relaxed,
+                    );
                     seen.reused
-                        .store(if note_use(page) { 2 } else { 1 }, Ordering::Relaxed);
+                        .store(if page.uses() > 1 { 2 } else { 1 }, Ordering::Relaxed);
                     probe.visit(page, &target, with_links).await
                 })
                 .await;

@@ -1,9 +1,6 @@
 //! What a crawl job does on its page, on the shard thread: navigate, then read the page
 //! in one `Runtime.evaluate`.
 
-use std::cell::RefCell;
-use std::collections::HashSet;
-
 use cdpmux::{Error, ErrorKind, Page, Result};
 use serde::Deserialize;
 
@@ -90,25 +87,6 @@ impl Probe {
     }
 }
 
-/// The shard the current job runs on, from its thread's name (`cdpmux-shard-N`).
-pub fn current_shard() -> Option<usize> {
-    std::thread::current()
-        .name()
-        .and_then(|n| n.strip_prefix("cdpmux-shard-"))
-        .and_then(|n| n.parse().ok())
-}
-
-thread_local! {
-    /// Target ids of the pages this shard thread has handed to a crawl job. A page never
-    /// leaves its shard, so a per-thread set sees every use of it without a lock.
-    static SEEN_TARGETS: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
-}
-
-/// Records that `page` serves a job; true when it had served one before (a reused session).
-pub fn note_use(page: &Page) -> bool {
-    SEEN_TARGETS.with(|seen| !seen.borrow_mut().insert(page.target_id().to_owned()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,15 +101,5 @@ mod tests {
         assert_eq!(data.status, None);
         assert_eq!(data.links.len(), 2);
         assert!(full_script(true).contains("true ? Array.from"));
-    }
-
-    #[test]
-    fn shard_names_parse() {
-        assert_eq!(current_shard(), None);
-        let t = std::thread::Builder::new()
-            .name("cdpmux-shard-3".into())
-            .spawn(current_shard)
-            .unwrap();
-        assert_eq!(t.join().unwrap(), Some(3));
     }
 }

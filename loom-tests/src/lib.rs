@@ -1,1 +1,1 @@
-//! Loom models of cdpmux cross-thread protocols (run with RUSTFLAGS="--cfg cdpmux_loom").
+//! Loom models of cdpmux's cross-thread protocols: see `tests/models.rs` and `README.md`.

@@ -52,6 +52,7 @@ pub struct Page {
     target_id: Rc<str>,
     command_timeout: Cell<Duration>,
     closed: Cell<bool>,
+    uses: Cell<u32>,
 }
 
 #[derive(Deserialize)]
@@ -120,6 +121,7 @@ impl Page {
             target_id: target_id.into(),
             command_timeout: Cell::new(conn.command_timeout()),
             closed: Cell::new(false),
+            uses: Cell::new(0),
         };
         // Pipelined: all enables go out before the first reply comes back. Dropping `page`
         // on failure (or cancellation) closes the target.
@@ -285,6 +287,16 @@ impl Page {
     /// Records that the target was closed by other means, so drop sends nothing.
     pub(crate) fn mark_closed(&self) {
         self.closed.set(true);
+    }
+
+    /// How many pool jobs (runs and leases) this page has served, the current one
+    /// included: 1 means a fresh page, more means a reused one. 0 outside a pool.
+    pub fn uses(&self) -> u32 {
+        self.uses.get()
+    }
+
+    pub(crate) fn set_uses(&self, uses: u32) {
+        self.uses.set(uses);
     }
 
     /// Sets the deadline of each later command on this page.

@@ -111,13 +111,9 @@ pub async fn metrics_until(
     }
 }
 
-/// The shard a job runs on, read from its thread's name (`cdpmux-shard-N`).
+/// The shard a job runs on.
 pub fn current_shard() -> usize {
-    std::thread::current()
-        .name()
-        .and_then(|n| n.strip_prefix("cdpmux-shard-"))
-        .and_then(|n| n.parse().ok())
-        .expect("jobs run on shard threads")
+    cdpmux::current_shard().expect("jobs run on shard threads")
 }
 
 /// A TCP forwarder on 127.0.0.1 that can be switched off (existing connections cut,
