@@ -90,6 +90,7 @@ pub use shard::current_shard;
 
 /// Typed CDP commands and events (from `spider_chromiumoxide_cdp`), for
 /// [`Page::execute`](cdp::Page::execute).
+#[cfg(not(cdpmux_loom))]
 pub use chromiumoxide_cdp::cdp::{browser_protocol, js_protocol};
 /// The trait every typed CDP command implements.
 pub use chromiumoxide_types::Command;

@@ -1418,7 +1418,6 @@ impl Core {
             } else if let Some(w) = next_preferred(&mut st, key) {
                 // Someone is waiting for this very session: an affinity hit.
                 drop(st);
-                self.returned.notify_waiters();
                 self.start(key, w.request);
                 self.pump();
                 return;
@@ -1426,8 +1425,8 @@ impl Core {
                 st.idle.push(key);
             }
         }
+        // (Not shutting down here, so nobody waits on `returned`.)
         drop(st);
-        self.returned.notify_waiters();
         self.pump();
         if !self.shared.overflow.is_empty() {
             self.shared.wakers[self.id].notify_one();
