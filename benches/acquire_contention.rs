@@ -21,6 +21,10 @@
 //! Both arms run on the same 2-worker multi-thread runtime, in blocks interleaved five
 //! times (5 s per arm in all, 1 s with quick), after a warm-up that opens every session.
 //!
+//! A third arm per layout runs the same command through `Pool::run` (the fast path: the
+//! closure runs on the shard that owns the page, so a cycle is one message each way);
+//! its wait is measured from calling `run` to the closure starting.
+//!
 //! Run with `cargo bench --bench acquire_contention`; `CDPMUX_BENCH_QUICK=1` shortens
 //! each block.
 
@@ -158,7 +162,10 @@ impl managed::Manager for SessionManager {
 // ---- the contest ------------------------------------------------------------------------
 
 enum Contender {
+    /// `pool.acquire` → `Lease` → command → drop: the convenience path.
     Cdpmux(Pool),
+    /// `pool.run`: the fast path (the command runs on the shard that owns the page).
+    CdpmuxRun(Pool),
     Deadpool(managed::Pool<SessionManager>),
 }
 
@@ -172,6 +179,13 @@ impl Contender {
                 let waited = asked.elapsed();
                 (waited, lease.evaluate_value("1+1").await)
             }
+            Contender::CdpmuxRun(pool) => pool
+                .run(Job::new(), async move |page| {
+                    let waited = asked.elapsed();
+                    Ok((waited, page.evaluate_value("1+1").await))
+                })
+                .await
+                .expect("cdpmux run"),
             Contender::Deadpool(pool) => {
                 let session = pool.get().await.expect("deadpool get");
                 let waited = asked.elapsed();
@@ -275,7 +289,11 @@ async fn run() {
             .expect("build a cdpmux pool on the simulated browser");
         arms.push(Arm::new(
             format!("cdpmux   {shards} shard(s) x {per_shard}"),
-            Contender::Cdpmux(pool),
+            Contender::Cdpmux(pool.clone()),
+        ));
+        arms.push(Arm::new(
+            format!("cdpmux run {shards} shard(s) x {per_shard}"),
+            Contender::CdpmuxRun(pool),
         ));
         let (senders, threads): (Vec<_>, Vec<_>) =
             (0..shards).map(|_| spawn_host(sim.ws_url())).unzip();
@@ -326,20 +344,24 @@ async fn run() {
             arm.waits.max() as f64 / 1000.0,
         );
     }
-    for pair in arms.chunks(2) {
-        let [ours, theirs] = pair else { continue };
-        println!(
-            "  {}: p99 ratio cdpmux/deadpool {:.2} (target <= 1.0), p50 ratio {:.2}, \
-             throughput ratio {:.2}",
-            ours.name.trim_start_matches("cdpmux").trim(),
-            ours.wait_ms(0.99) / theirs.wait_ms(0.99),
-            ours.wait_ms(0.50) / theirs.wait_ms(0.50),
-            ours.throughput() / theirs.throughput(),
-        );
+    for triple in arms.chunks(3) {
+        let [lease, run, theirs] = triple else {
+            continue;
+        };
+        for ours in [lease, run] {
+            println!(
+                "  {} vs deadpool: p99 ratio {:.2} (target <= 1.0), p50 ratio {:.2}, \
+                 throughput ratio {:.2}",
+                ours.name,
+                ours.wait_ms(0.99) / theirs.wait_ms(0.99),
+                ours.wait_ms(0.50) / theirs.wait_ms(0.50),
+                ours.throughput() / theirs.throughput(),
+            );
+        }
     }
 
     for arm in arms {
-        if let Ok(Contender::Cdpmux(pool)) = Arc::try_unwrap(arm.contender) {
+        if let Ok(Contender::CdpmuxRun(pool)) = Arc::try_unwrap(arm.contender) {
             pool.shutdown(Duration::from_secs(5))
                 .await
                 .expect("shut a pool down");

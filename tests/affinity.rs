@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use cdpmux::sim::SimConfig;
@@ -26,27 +25,8 @@ async fn hold(
     pool: &Pool,
     affinity: Affinity,
 ) -> (oneshot::Sender<()>, String, tokio::task::JoinHandle<()>) {
-    let (release, held) = oneshot::channel::<()>();
-    let (started, running) = oneshot::channel::<String>();
-    let (held, started) = (Mutex::new(Some(held)), Mutex::new(Some(started)));
-    let pool = pool.clone();
-    let task = tokio::spawn(async move {
-        pool.run(Job::new().affinity(affinity), async move |page| {
-            let s = started.lock().unwrap().take();
-            if let Some(s) = s {
-                let _ = s.send(page.target_id().to_owned());
-            }
-            let h = held.lock().unwrap().take();
-            if let Some(h) = h {
-                let _ = h.await;
-            }
-            Ok(())
-        })
-        .await
-        .unwrap()
-    });
-    let target = tokio::time::timeout(LIMIT, running).await.unwrap().unwrap();
-    (release, target, task)
+    let held = support::hold_session(pool, Job::new().affinity(affinity)).await;
+    (held.release, held.target, held.task)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,12 +2,11 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cdpmux::sim::{SimBrowser, SimConfig};
 use cdpmux::{ErrorKind, Job, Pool, TimeoutKind};
-use tokio::sync::oneshot;
 
 const N_OK: u64 = 20;
 const N_CRASH: u64 = 3;
@@ -56,25 +55,7 @@ async fn counters_match_a_scripted_workload() {
     sim.black_hole(None);
 
     // Queue-full rejections: hold the one session, fill the one queue slot.
-    let (release, held) = oneshot::channel::<()>();
-    let (started, running) = oneshot::channel::<()>();
-    let held = Mutex::new(Some(held));
-    let started = Mutex::new(Some(started));
-    let holder = {
-        let pool = pool.clone();
-        tokio::spawn(async move {
-            pool.run(Job::new(), async move |_page| {
-                let _ = started.lock().unwrap().take().map(|s| s.send(()));
-                let held = held.lock().unwrap().take();
-                if let Some(h) = held {
-                    let _ = h.await;
-                }
-                Ok(())
-            })
-            .await
-        })
-    };
-    running.await.unwrap();
+    let held = support::hold_session(&pool, Job::new()).await;
     let queued = {
         let pool = pool.clone();
         tokio::spawn(async move { evaluate_job(&pool, Job::new()).await })
@@ -84,8 +65,8 @@ async fn counters_match_a_scripted_workload() {
         let err = evaluate_job(&pool, Job::new()).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::QueueFull);
     }
-    release.send(()).unwrap();
-    holder.await.unwrap().unwrap();
+    held.release.send(()).unwrap();
+    held.task.await.unwrap();
     assert_eq!(queued.await.unwrap().unwrap(), 2);
 
     let s = support::metrics_until(&pool, Duration::from_secs(10), |s| s.gauges.busy == 0).await;

@@ -17,31 +17,8 @@ async fn block_one_session(
     pool: &Pool,
     job: Job,
 ) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
-    let (release_tx, release_rx) = oneshot::channel::<()>();
-    let (started_tx, started_rx) = oneshot::channel::<()>();
-    let pool = pool.clone();
-    let task = tokio::spawn(async move {
-        let release_rx = Mutex::new(Some(release_rx));
-        let started_tx = Mutex::new(Some(started_tx));
-        pool.run(job, async move |_page| {
-            let started = started_tx.lock().unwrap().take();
-            let release = release_rx.lock().unwrap().take();
-            if let Some(s) = started {
-                let _ = s.send(());
-            }
-            if let Some(r) = release {
-                let _ = r.await;
-            }
-            Ok(())
-        })
-        .await
-        .expect("the blocking job succeeds");
-    });
-    tokio::time::timeout(LIMIT, started_rx)
-        .await
-        .expect("the blocking job starts")
-        .expect("the blocking job signals");
-    (release_tx, task)
+    let held = support::hold_session(pool, job).await;
+    (held.release, held.task)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

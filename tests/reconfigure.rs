@@ -3,35 +3,16 @@
 
 mod support;
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use cdpmux::sim::{Delay, SimConfig};
 use cdpmux::{ErrorKind, Job};
-use tokio::sync::oneshot;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raising_the_limit_serves_waiters_at_once() {
     let (_sim, pool) =
         support::sim_pool(SimConfig::default(), 1, |c| c.sessions_per_shard = 1).await;
-    let (release, held) = oneshot::channel::<()>();
-    let (started, running) = oneshot::channel::<()>();
-    let (held, started) = (Mutex::new(Some(held)), Mutex::new(Some(started)));
-    let holder = {
-        let pool = pool.clone();
-        tokio::spawn(async move {
-            pool.run(Job::new(), async move |_page| {
-                let _ = started.lock().unwrap().take().map(|s| s.send(()));
-                let held = held.lock().unwrap().take();
-                if let Some(h) = held {
-                    let _ = h.await;
-                }
-                Ok(())
-            })
-            .await
-        })
-    };
-    running.await.unwrap();
+    let held = support::hold_session(&pool, Job::new()).await;
     let waiter = {
         let pool = pool.clone();
         tokio::spawn(async move {
@@ -49,8 +30,8 @@ async fn raising_the_limit_serves_waiters_at_once() {
         .unwrap()
         .unwrap();
     assert_eq!(v, 5);
-    release.send(()).unwrap();
-    holder.await.unwrap().unwrap();
+    held.release.send(()).unwrap();
+    held.task.await.unwrap();
 
     // Lowering retires the excess as sessions come back.
     pool.reconfigure(|c| c.sessions_per_shard = 1).unwrap();

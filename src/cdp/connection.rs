@@ -214,12 +214,10 @@ impl Connection {
 
     /// Runs a typed browser-level command (no session), e.g. `GetVersionParams`.
     pub async fn execute<C: Command>(&self, cmd: C) -> Result<C::Response> {
-        let method = cmd.identifier();
-        let reply = self
-            .shared
-            .request(None, method.clone(), &cmd, self.shared.command_timeout)
-            .await?;
-        reply.decode(&method)
+        let timeout = self.shared.command_timeout;
+        self.shared
+            .call_decoded(None, cmd.identifier(), &cmd, timeout)
+            .await
     }
 
     /// Runs a raw browser-level command and returns its `result` as JSON.
@@ -228,12 +226,10 @@ impl Connection {
         method: impl Into<MethodName>,
         params: serde_json::Value,
     ) -> Result<serde_json::Value> {
-        let method = method.into();
-        let reply = self
-            .shared
-            .request(None, method.clone(), &params, self.shared.command_timeout)
-            .await?;
-        reply.decode(&method)
+        let timeout = self.shared.command_timeout;
+        self.shared
+            .call_decoded(None, method.into(), &params, timeout)
+            .await
     }
 
     /// Starts listening for a browser-level event (no session), e.g.
@@ -360,6 +356,20 @@ impl Shared {
         self.start_call(session, method, params)?
             .finish(timeout, false)
             .await
+    }
+
+    /// Sends one call and decodes its `result` into `T`.
+    pub(crate) async fn call_decoded<P: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        session: Option<SessionSlot>,
+        method: MethodName,
+        params: &P,
+        timeout: Duration,
+    ) -> Result<T> {
+        let reply = self
+            .request(session, method.clone(), params, timeout)
+            .await?;
+        reply.decode(&method)
     }
 
     /// Queues a call without waiting: calls started back to back leave in one flush.

@@ -135,18 +135,11 @@ impl Page {
     /// Runs a typed command from `spider_chromiumoxide_cdp` on this page, e.g.
     /// `EvaluateParams::new("1+1")`, and decodes its typed response.
     pub async fn execute<C: Command>(&self, cmd: C) -> Result<C::Response> {
-        let method = cmd.identifier();
-        let reply = self
-            .conn
+        let timeout = self.command_timeout.get();
+        self.conn
             .shared
-            .request(
-                Some(self.slot),
-                method.clone(),
-                &cmd,
-                self.command_timeout.get(),
-            )
-            .await?;
-        reply.decode(&method)
+            .call_decoded(Some(self.slot), cmd.identifier(), &cmd, timeout)
+            .await
     }
 
     /// Runs a raw command on this page and returns its `result` as JSON.
@@ -155,18 +148,11 @@ impl Page {
         method: impl Into<MethodName>,
         params: serde_json::Value,
     ) -> Result<serde_json::Value> {
-        let method = method.into();
-        let reply = self
-            .conn
+        let timeout = self.command_timeout.get();
+        self.conn
             .shared
-            .request(
-                Some(self.slot),
-                method.clone(),
-                &params,
-                self.command_timeout.get(),
-            )
-            .await?;
-        reply.decode(&method)
+            .call_decoded(Some(self.slot), method.into(), &params, timeout)
+            .await
     }
 
     /// Starts a pipelined batch of commands on this page.
@@ -222,6 +208,12 @@ impl Page {
         )
         .map_err(|e| Error::new(ErrorKind::Protocol, "bad Page.navigate reply").with_source(e))?;
         if let Some(err) = nav.error_text.filter(|t| !t.is_empty()) {
+            // A renderer killed mid-navigation answers ERR_ABORTED before its crash event:
+            // a round trip turns that into SessionCrashed (retryable) on a dead page.
+            if err == "net::ERR_ABORTED" {
+                self.call("Runtime.evaluate", serde_json::json!({ "expression": "0" }))
+                    .await?;
+            }
             return Err(Error::new(
                 ErrorKind::Navigation,
                 format!("could not load {url}: {err}"),

@@ -214,3 +214,47 @@ pub fn group_processes(pgid: u32, needle: &str) -> Vec<u32> {
     }
     found
 }
+
+/// A job holding one session until released; see [`hold_session`].
+pub struct Held {
+    /// Fire (or drop) to let the job finish.
+    pub release: tokio::sync::oneshot::Sender<()>,
+    /// The target id of the held page.
+    pub target: String,
+    /// The job; it ends soon after `release`.
+    pub task: JoinHandle<()>,
+}
+
+/// Runs `job` and keeps its session busy until `Held::release` fires. Returns once the
+/// job holds its page.
+pub async fn hold_session(pool: &cdpmux::Pool, job: cdpmux::Job) -> Held {
+    let (release, held) = tokio::sync::oneshot::channel::<()>();
+    let (started, running) = tokio::sync::oneshot::channel::<String>();
+    let held = std::sync::Mutex::new(Some(held));
+    let started = std::sync::Mutex::new(Some(started));
+    let pool = pool.clone();
+    let task = tokio::spawn(async move {
+        pool.run(job, async move |page| {
+            let s = started.lock().unwrap().take();
+            if let Some(s) = s {
+                let _ = s.send(page.target_id().to_owned());
+            }
+            let h = held.lock().unwrap().take();
+            if let Some(h) = h {
+                let _ = h.await;
+            }
+            Ok(())
+        })
+        .await
+        .expect("the holding job succeeds");
+    });
+    let target = tokio::time::timeout(Duration::from_secs(20), running)
+        .await
+        .expect("the holding job starts in time")
+        .expect("the holding job signals");
+    Held {
+        release,
+        target,
+        task,
+    }
+}
