@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Coverage-guided fuzzing of the pure CDP layer (src/cdp/protocol.rs) with cargo-fuzz.
+#
+#   scripts/fuzz.sh                 # every target, FUZZ_RUNS (default 1,000,000) runs each
+#   FUZZ_RUNS=50000 scripts/fuzz.sh classify
+#
+# cargo-fuzz needs nightly-only flags (-Z sanitizer); on a stable toolchain
+# RUSTC_BOOTSTRAP=1 unlocks them. Install the tool once with `cargo install cargo-fuzz`.
+# The corpus lives in fuzz/corpus/<target> and is minimised (cmin) after each run so it
+# stays small enough to keep in the repository; crashes land in fuzz/artifacts/<target>.
+set -euo pipefail
+cd "$(dirname "$0")/../fuzz"
+
+runs="${FUZZ_RUNS:-1000000}"
+targets=("$@")
+if [ ${#targets[@]} -eq 0 ]; then
+    targets=(classify round_trip)
+fi
+export RUSTC_BOOTSTRAP=1
+mkdir -p target
+
+for target in "${targets[@]}"; do
+    # Frames past a few hundred bytes only repeat structure; short inputs keep the corpus
+    # small enough for the repository.
+    case "$target" in
+        classify) max_len=1024 ;;
+        *) max_len=256 ;;
+    esac
+    mkdir -p "corpus/$target"
+    echo "== $target: $runs runs (corpus: $(ls "corpus/$target" | wc -l) files)"
+    start=$(date +%s)
+    set +e
+    cargo fuzz run "$target" "corpus/$target" -- \
+        -runs="$runs" -max_len="$max_len" -timeout=10 -print_final_stats=1 >"target/fuzz-$target.log" 2>&1
+    status=$?
+    set -e
+    grep -E '^(#[0-9]+ +DONE|stat::(number_of_executed_units|average_exec_per_sec|new_units_added|peak_rss_mb)|Done [0-9]+ runs|==[0-9]+== ERROR|thread .* panicked)' \
+        "target/fuzz-$target.log" || true
+    echo "== $target: exit $status after $(( $(date +%s) - start )) s"
+    [ "$status" -eq 0 ] || exit "$status"
+    # Keep one input per covered edge (hit counts ignored): a few hundred files.
+    bin="target/$(rustc -vV | sed -n 's/^host: //p')/release/$target"
+    kept=$(mktemp -d)
+    "$bin" -merge=1 -use_counters=0 -max_len="$max_len" "$kept" "corpus/$target" >/dev/null 2>&1
+    rm -rf "corpus/$target"
+    mv "$kept" "corpus/$target"
+    chmod 755 "corpus/$target"
+    echo "== $target: corpus minimised to $(ls "corpus/$target" | wc -l) files"
+done
