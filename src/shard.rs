@@ -152,6 +152,9 @@ struct Link {
     retry_at: Option<Instant>,
     /// A connect attempt is running; others wait for it.
     connecting: bool,
+    /// Targets of sessions lost with the socket: closed once a new socket reaches the
+    /// same browser (a dropped client's pages stay open in Chromium).
+    lost_targets: Vec<String>,
 }
 
 type SessionKey = u64;
@@ -715,6 +718,35 @@ impl Core {
                 }
                 break;
             };
+            // Requests offered by a saturated shard wait longest: while this shard
+            // serves, it takes them in (first, unless the local head outranks them), so
+            // none is stranded when no shard ever has spare capacity again.
+            if admit == Admit::All
+                && cfg.isolation != Isolation::ContextPerKey
+                && !self.shared.overflow.is_empty()
+            {
+                if let Some(request) = self.shared.overflow.take() {
+                    self.metrics.borrow_mut().counters.steals += 1;
+                    let head = st.queue.peek(now.into_std(), cfg.aging, admit);
+                    let outranked = head.is_some_and(|h| h.priority > request.job.priority);
+                    if request.work.is_abandoned() {
+                        st.idle.push(key);
+                    } else if outranked {
+                        // Queued here behind the local head (next pump), never lost.
+                        let (deadline, kind) = request.wait_deadline(&cfg);
+                        st.orphans.push(Waiter {
+                            request,
+                            deadline,
+                            kind,
+                        });
+                        st.idle.push(key);
+                    } else {
+                        drop(st);
+                        self.start(key, request);
+                    }
+                    continue;
+                }
+            }
             let Some(w) = st.queue.pop(now.into_std(), cfg.aging, admit) else {
                 st.idle.push(key);
                 break;
@@ -778,6 +810,10 @@ impl Core {
                 own_context,
                 ..
             } = s;
+            let link = &mut st.links[browser];
+            if link.conn.as_ref().is_none_or(|c| c.is_closed()) {
+                link.lost_targets.push(page.target_id().to_owned());
+            }
             drop(page);
             if let (Some(ctx), Some(conn)) = (own_context, st.links[browser].conn.as_ref()) {
                 conn.send_and_forget(
@@ -847,17 +883,28 @@ impl Core {
             let started = Instant::now();
             let opening = core.new_page(browser, isolation, owner.as_ref());
             let opened = tokio::time::timeout(timeout, opening).await;
-            let opened = opened.unwrap_or_else(|_| {
+            // A command deadline inside the opening is the opening's deadline to the
+            // caller: report it as such.
+            let opened = match opened {
+                Ok(Err(e)) if e.kind() != ErrorKind::Timeout(TimeoutKind::Command) => Err(e),
+                Ok(result) => result.map_err(|e| {
+                    Error::new(
+                        ErrorKind::Timeout(TimeoutKind::Create),
+                        format!("opening a session: {}", e.message()),
+                    )
+                }),
+                Err(_) => Err(Error::timeout(
+                    TimeoutKind::Create,
+                    "opening a session",
+                    timeout,
+                )),
+            };
+            if matches!(&opened, Err(e) if e.kind() == ErrorKind::Timeout(TimeoutKind::Create)) {
                 core.metrics
                     .borrow_mut()
                     .counters
                     .timeout(TimeoutKind::Create);
-                Err(Error::timeout(
-                    TimeoutKind::Create,
-                    "opening a session",
-                    timeout,
-                ))
-            });
+            }
             let mut st = core.state.borrow_mut();
             st.creating -= 1;
             if let Some(i) = st.opening.iter().position(|o| *o == owner) {
@@ -1044,6 +1091,16 @@ impl Core {
                 conn.set_metrics(self.metrics.clone());
                 let loss = self.loss.clone();
                 conn.set_on_loss(Rc::new(move || loss.notify_one()));
+                let lost = std::mem::take(&mut link.lost_targets);
+                if generation == link.generation {
+                    // The same browser process: close what the old socket left open.
+                    for target in lost {
+                        conn.send_and_forget(
+                            "Target.closeTarget",
+                            serde_json::json!({ "targetId": target }),
+                        );
+                    }
+                }
                 link.conn = Some(conn.clone());
                 link.generation = generation;
                 link.failures = 0;
@@ -1174,7 +1231,7 @@ impl Core {
 
     /// A session could not be opened: the oldest waiter of the highest class learns why,
     /// so errors surface instead of waiting out the deadline.
-    fn creation_failed(&self, err: Error) {
+    fn creation_failed(self: &Rc<Self>, err: Error) {
         self.metrics.borrow_mut().counters.session_create_failures += 1;
         tracing::warn!(shard = self.id, error = %err, "could not open a session");
         let w = {
@@ -1188,10 +1245,23 @@ impl Core {
             }
             w
         };
-        if let Some(w) = w {
-            self.metrics.borrow_mut().counters.jobs_failed += 1;
-            w.value.request.work.fail(err);
+        let Some(w) = w else { return };
+        let request = w.value.request;
+        // A page that crashed while opening is a lost session like any other: a job
+        // with retries left goes round again.
+        if err.is_session_lost()
+            && request.attempts < request.job.retries
+            && matches!(request.work, Work::Run(_))
+        {
+            self.metrics.borrow_mut().counters.retries += 1;
+            self.admit(Request {
+                attempts: request.attempts + 1,
+                ..request
+            });
+            return;
         }
+        self.metrics.borrow_mut().counters.jobs_failed += 1;
+        request.work.fail(err);
     }
 
     /// Hands session `key` to `request`.
