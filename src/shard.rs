@@ -859,9 +859,15 @@ impl Core {
         let browser = {
             let mut st = self.state.borrow_mut();
             let usable = |l: &Link| l.retry_at.is_none_or(|t| t <= now);
+            // Prefer browsers with a live socket; a lost one is retried by the health
+            // round (and here when no other is left).
             let browser = (0..st.links.len())
                 .filter(|b| usable(&st.links[*b]))
-                .min_by_key(|b| (st.links[*b].failures, st.per_browser[*b]));
+                .min_by_key(|b| {
+                    let link = &st.links[*b];
+                    let lost = link.conn.as_ref().is_none_or(|c| c.is_closed());
+                    (lost, link.failures, st.per_browser[*b])
+                });
             if let Some(b) = browser {
                 st.creating += 1;
                 st.per_browser[b] += 1;
@@ -1208,6 +1214,28 @@ impl Core {
             st.affinity.expire(now.into_std(), cfg.affinity_ttl);
             probe
         };
+        // Lost sockets reconnect in the background (when their backoff allows).
+        let now = Instant::now();
+        let retry: Vec<usize> = {
+            let st = self.state.borrow();
+            (0..st.links.len())
+                .filter(|b| {
+                    let l = &st.links[*b];
+                    l.conn.as_ref().is_some_and(|c| c.is_closed())
+                        && !l.connecting
+                        && l.retry_at.is_none_or(|t| t <= now)
+                })
+                .collect()
+        };
+        for browser in retry {
+            let core = self.clone();
+            tokio::task::spawn_local(async move {
+                if core.connection(browser).await.is_ok() {
+                    core.replenish();
+                    core.pump();
+                }
+            });
+        }
         for (key, page) in to_probe {
             let core = self.clone();
             let limit = cfg.probe_timeout;

@@ -286,3 +286,58 @@ async fn min_idle_keeps_sessions_warm_and_probes_them() {
     assert!(s.counters.sessions_created >= 6);
     pool.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_spread_over_browsers_and_avoid_a_dead_one() {
+    let a = SimBrowser::start(SimConfig::default().with_seed(1)).unwrap();
+    let b = SimBrowser::start(SimConfig::default().with_seed(2)).unwrap();
+    let pool = Pool::builder()
+        .endpoint(a.ws_url())
+        .endpoint(b.http_url()) // resolved through /json/version
+        .shards(1)
+        .configure(|c| {
+            c.sessions_per_shard = 4;
+            c.health_interval = Duration::ZERO;
+            c.breaker_threshold = 1;
+            c.reconnect_base = Duration::from_secs(30);
+            c.reconnect_max = Duration::from_secs(30);
+        })
+        .build()
+        .await
+        .unwrap();
+    // Four concurrent jobs open four sessions: two on each browser.
+    let held: Vec<_> =
+        futures_util::future::join_all((0..4).map(|_| support::hold_session(&pool, Job::new())))
+            .await;
+    assert_eq!((a.stats().targets, b.stats().targets), (2, 2));
+    for h in held {
+        h.release.send(()).unwrap();
+        h.task.await.unwrap();
+    }
+    // Browser b goes away: its sessions die, and new ones open on a only.
+    drop(b);
+    // Replacements open in the background: one tries b, fails and marks it down.
+    let s = support::metrics_until(&pool, LIMIT, |s| {
+        s.counters.sessions_crashed == 2 && s.gauges.creating == 0 && s.gauges.idle == 4
+    })
+    .await;
+    assert_eq!(s.counters.sessions_crashed, 2, "{:?}", s.counters);
+    assert_eq!(
+        s.gauges.idle, 4,
+        "replaced on the live browser: {:?}",
+        s.gauges
+    );
+    let held: Vec<_> =
+        futures_util::future::join_all((0..4).map(|_| support::hold_session(&pool, Job::new())))
+            .await;
+    assert_eq!(
+        a.stats().targets,
+        4,
+        "every new session on the live browser"
+    );
+    for h in held {
+        h.release.send(()).unwrap();
+        h.task.await.unwrap();
+    }
+    pool.shutdown(Duration::from_secs(5)).await.unwrap();
+}
