@@ -50,15 +50,7 @@ impl<'p> Batch<'p> {
 
     /// Adds a typed command; its typed response is read back with the returned slot.
     pub fn push<C: Command>(&mut self, cmd: C) -> Slot<C::Response> {
-        let method = cmd.identifier();
-        let params = serde_json::value::to_raw_value(&cmd).map_err(|e| {
-            Error::new(
-                ErrorKind::InvalidInput,
-                format!("could not encode {method}"),
-            )
-            .with_source(e)
-        });
-        self.add(method, params)
+        self.add(cmd.identifier(), &cmd)
     }
 
     /// Adds a raw command; its `result` is read back as JSON.
@@ -67,18 +59,18 @@ impl<'p> Batch<'p> {
         method: impl Into<MethodName>,
         params: serde_json::Value,
     ) -> Slot<serde_json::Value> {
-        let method = method.into();
-        let params = serde_json::value::to_raw_value(&params).map_err(|e| {
+        self.add(method.into(), &params)
+    }
+
+    /// Encodes the parameters now; an encoding failure becomes this command's result.
+    fn add<T, P: serde::Serialize>(&mut self, method: MethodName, params: &P) -> Slot<T> {
+        let params = serde_json::value::to_raw_value(params).map_err(|e| {
             Error::new(
                 ErrorKind::InvalidInput,
                 format!("could not encode {method}"),
             )
             .with_source(e)
         });
-        self.add(method, params)
-    }
-
-    fn add<T>(&mut self, method: MethodName, params: Result<Box<RawValue>>) -> Slot<T> {
         self.calls.push((method, params));
         Slot {
             index: self.calls.len() - 1,
