@@ -1259,9 +1259,18 @@ impl Core {
 
     /// A session could not be opened: the oldest waiter of the highest class learns why,
     /// so errors surface instead of waiting out the deadline.
+    ///
+    /// A page lost while it was being opened (its renderer crashed, or its socket
+    /// dropped) is nobody's failure: the page was not any waiter's yet, so no waiter is
+    /// failed and the caller's pump opens another. Repeated losses count against the
+    /// browser's breaker like any failed opening, so a browser that loses every page it
+    /// opens ends, after `breaker_threshold` tries, in `BrowserUnavailable` for a waiter.
     fn creation_failed(self: &Rc<Self>, err: Error) {
         self.metrics.borrow_mut().counters.session_create_failures += 1;
         tracing::warn!(shard = self.id, error = %err, "could not open a session");
+        if err.is_session_lost() {
+            return;
+        }
         let w = {
             let mut st = self.state.borrow_mut();
             let w = st
@@ -1275,20 +1284,8 @@ impl Core {
         };
         let Some(w) = w else { return };
         let request = w.value.request;
-        // A page that crashed while opening is a lost session like any other: a job
-        // with retries left goes round again.
-        if err.is_session_lost()
-            && request.attempts < request.job.retries
-            && matches!(request.work, Work::Run(_))
-        {
-            self.metrics.borrow_mut().counters.retries += 1;
-            self.admit(Request {
-                attempts: request.attempts + 1,
-                ..request
-            });
-            return;
-        }
         self.metrics.borrow_mut().counters.jobs_failed += 1;
+
         request.work.fail(err);
     }
 

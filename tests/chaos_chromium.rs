@@ -64,11 +64,11 @@ struct Record {
     /// the call to the error).
     crashed_calls: AtomicU64,
     slowest_crashed_call_us: AtomicU64,
-    /// When the latest renderer kill was sent (µs since `epoch`), and the longest time
-    /// from a kill to a `SessionCrashed` error that followed it.
+    /// When the latest renderer kill was sent (µs since `epoch`), and the time from the
+    /// latest kill to each `SessionCrashed` error that followed it.
     epoch: OnceLock<Instant>,
     last_kill_us: AtomicU64,
-    slowest_after_kill_us: AtomicU64,
+    after_kill_us: std::sync::Mutex<Vec<u64>>,
     /// Errors of any other kind inside a job.
     other_errors: std::sync::Mutex<Vec<String>>,
 }
@@ -82,8 +82,7 @@ impl Record {
             if let Some(epoch) = self.epoch.get() {
                 let now = epoch.elapsed().as_micros() as u64;
                 let after = now.saturating_sub(self.last_kill_us.load(Ordering::SeqCst));
-                self.slowest_after_kill_us
-                    .fetch_max(after, Ordering::SeqCst);
+                self.after_kill_us.lock().unwrap().push(after);
             }
         } else {
             self.other_errors
@@ -174,7 +173,13 @@ async fn renderers_killed_mid_crawl_cost_no_job_and_the_pool_refills() {
         .expect("launch Chromium");
     let browser = pool.browser_pids()[0];
     let rec = Arc::new(Record::default());
-    let mut answers = start_crawl(&pool, &site, JOBS, 1, &rec);
+    // retries(1) as the issue asks; `CDPMUX_CHAOS_RETRIES` sets another count for a
+    // one-off measurement (RELIABILITY.md gives both).
+    let retries: u32 = std::env::var("CDPMUX_CHAOS_RETRIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let mut answers = start_crawl(&pool, &site, JOBS, retries, &rec);
 
     // One renderer killed after every 10th completed job: about 100 kills, one at a
     // time, at moments set by the crawl's own progress.
@@ -217,18 +222,15 @@ async fn renderers_killed_mid_crawl_cost_no_job_and_the_pool_refills() {
         other.is_empty(),
         "calls failed otherwise than SessionCrashed: {other:?}"
     );
-    // retries(1): a job may fail only with SessionCrashed, either because both its
-    // attempts ran on killed pages (bad luck), or, today, because the renderer of the
-    // page being opened for it was killed: such a creation failure goes to the waiter
-    // without using its retry (RELIABILITY.md, bug 3). Both are counted and reported.
-    let (mut twice, mut while_opening) = (0, 0);
+    // A job may fail only because every one of its attempts ran on a page that was
+    // killed, with `SessionCrashed`. A page killed while it was being opened fails no
+    // job (RELIABILITY.md, bug 3).
     for &(i, attempts, kind) in &failed {
-        assert_eq!(kind, ErrorKind::SessionCrashed, "job {i}");
-        if attempts == 2 {
-            twice += 1;
-        } else {
-            while_opening += 1;
-        }
+        assert_eq!(
+            (kind, attempts),
+            (ErrorKind::SessionCrashed, retries + 1),
+            "job {i} failed"
+        );
     }
     let crashed_calls = rec.crashed_calls.load(Ordering::SeqCst);
     assert!(crashed_calls > 0, "no kill hit a call in flight");
@@ -243,17 +245,27 @@ async fn renderers_killed_mid_crawl_cost_no_job_and_the_pool_refills() {
         (0, SESSIONS),
         "{snap:?}"
     );
+    let mut after_kill = rec.after_kill_us.lock().unwrap().clone();
+    after_kill.sort_unstable();
+    let ms = |q: f64| after_kill[((after_kill.len() - 1) as f64 * q).round() as usize] as f64 / 1e3;
     eprintln!(
         "renderer kills: {kills} renderers SIGKILLed over {JOBS} jobs ({crawl_time:?}); {crashed_calls} calls failed \
-         with SessionCrashed, slowest {:.1} ms after the call started and {:.1} ms after the latest kill; {} sessions crashed, {} retries; \
-         {} jobs failed ({twice} with both attempts killed, {while_opening} with the page being opened for them killed), \
-         0 handed a dead page; pool back to {SESSIONS} idle",
+         with SessionCrashed, slowest {:.1} ms after the call started; from the latest kill to the error \
+         p50/p95/p99/max {:.1}/{:.1}/{:.1}/{:.1} ms; {} sessions crashed, {} retries, {} failed openings; \
+         {} jobs failed with all {} attempts killed, 0 handed a dead page; pool back to {SESSIONS} idle",
         rec.slowest_crashed_call_us.load(Ordering::SeqCst) as f64 / 1000.0,
-        rec.slowest_after_kill_us.load(Ordering::SeqCst) as f64 / 1000.0,
+        ms(0.5),
+        ms(0.95),
+        ms(0.99),
+        ms(1.0),
         snap.counters.sessions_crashed,
         snap.counters.retries,
+        snap.counters.session_create_failures,
         failed.len(),
+        retries + 1,
     );
+
+
     pool.shutdown(Duration::from_secs(5)).await.unwrap();
     assert_group_gone(browser).await;
 }

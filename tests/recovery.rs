@@ -225,8 +225,43 @@ async fn a_crashed_idle_session_is_replaced_and_never_handed_out() {
     pool.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
+/// A page whose renderer dies while the pool is still opening it was nobody's page yet:
+/// the waiter it was opened for gets the next one, even with no retries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_lost_while_opening_fails_no_waiter() {
+    let (sim, pool) =
+        support::sim_pool(SimConfig::default(), 1, |c| c.sessions_per_shard = 1).await;
+    // The opening stops at `Inspector.enable`, after the target exists.
+    sim.black_hole(Some("Inspector.enable"));
+    let job = {
+        let pool = pool.clone();
+        tokio::spawn(async move { eval(&pool, Job::new().retries(0)).await })
+    };
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while sim.stats().black_holed == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the opening never started");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let opening = sim.target_ids();
+    assert_eq!(opening.len(), 1, "{opening:?}");
+    sim.black_hole(None);
+    sim.crash_target(&opening[0]);
+
+    let answer = tokio::time::timeout(LIMIT, job).await.unwrap().unwrap();
+    assert_eq!(answer.unwrap(), 2);
+    let s = pool.metrics().await;
+    assert_eq!(s.counters.session_create_failures, 1, "{:?}", s.counters);
+    assert_eq!((s.counters.jobs_failed, s.counters.retries), (0, 0));
+    // The half-opened target is closed, not left behind in the browser.
+    assert_eq!(sim.target_ids().len(), 1);
+    assert!(!sim.target_ids().contains(&opening[0]));
+
+    pool.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_retire_by_uses_age_and_idleness() {
+
     // By uses.
     let (_sim, pool) = support::sim_pool(SimConfig::default(), 1, |c| {
         c.sessions_per_shard = 1;
