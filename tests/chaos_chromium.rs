@@ -265,7 +265,6 @@ async fn renderers_killed_mid_crawl_cost_no_job_and_the_pool_refills() {
         retries + 1,
     );
 
-
     pool.shutdown(Duration::from_secs(5)).await.unwrap();
     assert_group_gone(browser).await;
 }

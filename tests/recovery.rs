@@ -239,7 +239,10 @@ async fn a_page_lost_while_opening_fails_no_waiter() {
     };
     let deadline = tokio::time::Instant::now() + LIMIT;
     while sim.stats().black_holed == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "the opening never started");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the opening never started"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let opening = sim.target_ids();
@@ -261,7 +264,6 @@ async fn a_page_lost_while_opening_fails_no_waiter() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_retire_by_uses_age_and_idleness() {
-
     // By uses.
     let (_sim, pool) = support::sim_pool(SimConfig::default(), 1, |c| {
         c.sessions_per_shard = 1;
