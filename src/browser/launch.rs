@@ -386,6 +386,12 @@ impl LaunchedBrowser {
         self.kill_group();
         self.wait_exit(KILL_GRACE).await;
         self.reap();
+        // SIGKILLed members (zygote, renderers) take a moment to be torn down: return
+        // only when the group is empty, so a caller never sees a leftover process.
+        let deadline = Instant::now() + KILL_GRACE;
+        while group_exists(self.pid) && Instant::now() < deadline {
+            tokio::time::sleep(POLL).await;
+        }
         let mut result = self.remove_profile();
         for _ in 1..REMOVE_ATTEMPTS {
             if result.is_ok() {
@@ -487,6 +493,10 @@ impl Drop for LaunchedBrowser {
             self.kill_group();
             self.wait_exit_blocking(KILL_GRACE);
             self.reap();
+            let deadline = Instant::now() + KILL_GRACE;
+            while group_exists(self.pid) && Instant::now() < deadline {
+                std::thread::sleep(POLL);
+            }
         }
         if self.profile.is_none() {
             return;
@@ -519,7 +529,44 @@ fn signal(target: i32, sig: libc::c_int) {
     }
 }
 
+/// True while a process of group `pgid` is still running or being torn down. Zombies
+/// are not counted: orphaned members are reaped by init, which may take seconds.
+#[cfg(target_os = "linux")]
+fn group_exists(pgid: u32) -> bool {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.flatten().any(|entry| {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            return false;
+        };
+        // `/proc/<pid>/stat`: "pid (comm) state ppid pgrp ..."; comm may hold spaces.
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        let mut fields = stat
+            .rsplit_once(')')
+            .map_or("", |(_, r)| r)
+            .split_whitespace();
+        let state = fields.next();
+        let pgrp = fields.nth(1).and_then(|g| g.parse::<u32>().ok());
+        state != Some("Z") && pgrp == Some(pgid)
+    })
+}
+
+/// True while any process (a zombie included) is left in process group `pgid`.
+#[cfg(not(target_os = "linux"))]
+fn group_exists(pgid: u32) -> bool {
+    // SAFETY: kill(2) with signal 0 only checks for existence.
+    unsafe { libc::kill(-pid_arg(pgid), 0) == 0 }
+}
+
 /// If `pid` (our child) has exited, describes how; `None` while it runs. Never reaps it.
+
 fn peek_exit(pid: u32) -> Option<String> {
     // SAFETY: siginfo_t is plain data; all-zero is a valid value.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
