@@ -566,7 +566,6 @@ fn group_exists(pgid: u32) -> bool {
 }
 
 /// If `pid` (our child) has exited, describes how; `None` while it runs. Never reaps it.
-
 fn peek_exit(pid: u32) -> Option<String> {
     // SAFETY: siginfo_t is plain data; all-zero is a valid value.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
