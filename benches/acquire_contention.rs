@@ -26,7 +26,8 @@
 //! its wait is measured from calling `run` to the closure starting.
 //!
 //! Run with `cargo bench --bench acquire_contention`; `CDPMUX_BENCH_QUICK=1` shortens
-//! each block.
+//! each block; `CDPMUX_BENCH_ONLY=<text>` runs only the arms whose name contains it (to
+//! profile one arm alone).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -312,6 +313,10 @@ async fn run() {
         ));
     }
 
+    let only = std::env::var("CDPMUX_BENCH_ONLY").ok();
+    if let Some(only) = &only {
+        arms.retain(|arm| arm.name.contains(only));
+    }
     println!(
         "acquire_contention: {TASKS} tasks, {SESSIONS} sessions, simulated browser (no reply \
          delay), {ROUNDS} interleaved blocks of {length:?} per arm{}",
@@ -344,7 +349,9 @@ async fn run() {
             arm.waits.max() as f64 / 1000.0,
         );
     }
-    for triple in arms.chunks(3) {
+    // Ratios only for whole layouts (lease, run, deadpool in that order).
+    let layouts = if only.is_some() { &[][..] } else { &arms[..] };
+    for triple in layouts.chunks_exact(3) {
         let [lease, run, theirs] = triple else {
             continue;
         };
