@@ -326,8 +326,9 @@ impl Pool {
     }
 
     /// Stops the pool: new requests fail with `Shutdown`, waiting ones fail, running jobs
-    /// get `grace` to finish, then targets and sockets close, launched browsers stop and
-    /// the shard threads are joined.
+    /// and held leases get `grace` to finish (a lease keeps working meanwhile, and the
+    /// shutdown goes on as soon as every job and lease is back), then targets and sockets
+    /// close, launched browsers stop and the shard threads are joined.
     pub async fn shutdown(&self, grace: Duration) -> Result<()> {
         let done = announce_shutdown(&self.inner.closed, &self.inner.inboxes, grace);
         for rx in done {

@@ -429,8 +429,7 @@ impl Core {
         loop {
             if let Some((grace, done)) = stashed_shutdown.take() {
                 self.shared.overflow.unpark(self.id);
-                close_inbox(inbox).await;
-                self.shutdown(grace).await;
+                self.shutdown(grace, inbox).await;
                 let _ = done.send(());
                 return;
             }
@@ -457,8 +456,7 @@ impl Core {
                 msg = inbox.recv() => match msg {
                     Some(Msg::Shutdown { grace, done }) => {
                         self.shared.overflow.unpark(self.id);
-                        close_inbox(inbox).await;
-                        self.shutdown(grace).await;
+                        self.shutdown(grace, inbox).await;
                         let _ = done.send(());
                         return;
                     }
@@ -478,7 +476,7 @@ impl Core {
                     }
                     None => {
                         self.shared.overflow.unpark(self.id);
-                        self.shutdown(Duration::ZERO).await;
+                        self.shutdown(Duration::ZERO, inbox).await;
                         return;
                     }
                 },
@@ -1691,7 +1689,9 @@ impl Core {
         }
     }
 
-    async fn shutdown(self: &Rc<Self>, grace: Duration) {
+    /// Fails every waiter, gives running jobs and held leases `grace` to finish, then
+    /// closes the inbox (answering what is left in it), every target and every socket.
+    async fn shutdown(self: &Rc<Self>, grace: Duration, inbox: &mut mpsc::UnboundedReceiver<Msg>) {
         let waiters: Vec<_> = {
             let mut st = self.state.borrow_mut();
             st.shutting_down = true;
@@ -1709,17 +1709,28 @@ impl Core {
         while let Some(request) = self.shared.overflow.take() {
             request.work.fail(shutdown_error());
         }
-        // Running jobs get the grace period to finish.
+        // Running jobs and held leases get the grace period to finish: a lease can still
+        // run commands and come back; new requests are refused.
         let deadline = Instant::now() + grace;
+        let mut inbox_open = true;
         loop {
             let returned = self.returned.notified();
             if self.state.borrow().busy == 0 {
                 break;
             }
-            if tokio::time::timeout_at(deadline, returned).await.is_err() {
-                break;
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = returned => {}
+                msg = inbox.recv(), if inbox_open => match msg {
+                    Some(msg @ (Msg::LeaseOp { .. } | Msg::Release { .. } | Msg::Metrics(_))) => {
+                        self.handle(msg)
+                    }
+                    Some(msg) => refuse(msg),
+                    None => inbox_open = false,
+                },
             }
         }
+        close_inbox(inbox).await;
         // Close every target, waiting a little for the browser to confirm.
         let pages: Vec<Rc<Page>> = {
             let mut st = self.state.borrow_mut();

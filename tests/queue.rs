@@ -229,3 +229,35 @@ async fn shutdown_answers_everyone() {
         .unwrap()
         .unwrap();
 }
+
+/// A lease held when shutdown starts keeps working through the grace period, and giving
+/// it back ends the shutdown at once instead of at the end of the grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_held_at_shutdown_works_through_the_grace_and_ends_it() {
+    let (_sim, pool) =
+        support::sim_pool(SimConfig::default(), 1, |c| c.sessions_per_shard = 1).await;
+    let lease = pool.acquire(Job::new()).await.unwrap();
+    let shutdown = {
+        let pool = pool.clone();
+        // Far longer than LIMIT: only the lease's return can end it in time.
+        tokio::spawn(async move { pool.shutdown(Duration::from_secs(600)).await })
+    };
+    // Once new requests are refused, shutdown has begun.
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        match pool.run(Job::new(), async |_p| Ok(())).await {
+            Err(e) if e.kind() == ErrorKind::Shutdown => break,
+            _ => assert!(tokio::time::Instant::now() < deadline, "never refused"),
+        }
+        tokio::task::yield_now().await;
+    }
+    for _ in 0..10 {
+        assert_eq!(lease.evaluate_value("6*7").await.unwrap(), 42);
+    }
+    drop(lease);
+    tokio::time::timeout(LIMIT, shutdown)
+        .await
+        .expect("shutdown waited out its grace although the lease came back")
+        .unwrap()
+        .unwrap();
+}
