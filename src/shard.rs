@@ -155,9 +155,17 @@ struct Link {
     /// Targets of sessions lost with the socket: closed once a new socket reaches the
     /// same browser (a dropped client's pages stay open in Chromium).
     lost_targets: Vec<String>,
+    /// Initial URLs of pages whose opening failed or was cancelled, maybe before the
+    /// browser told us their target id, and when: the targets with these URLs are looked
+    /// up and closed after a reconnect to the same browser and by every health round for
+    /// `LOST_OPENING_WATCH` (a late `Target.createTarget` may still create one).
+    lost_openings: Vec<(String, Instant)>,
 }
 
 type SessionKey = u64;
+
+/// How long a failed opening's URL is looked for among the browser's targets.
+const LOST_OPENING_WATCH: Duration = Duration::from_secs(10);
 
 /// Most inbox messages handled per wake-up before the loop looks at its timers again.
 const INBOX_BATCH: usize = 64;
@@ -216,6 +224,8 @@ struct State {
     busy: usize,
     creating: usize,
     next_key: SessionKey,
+    /// Pages opened so far (numbers each page's initial URL).
+    openings: u64,
     queue: WaitQueue<Waiter>,
     deadlines: BTreeSet<(Instant, Deadline)>,
     leases: HashMap<u64, SessionKey>,
@@ -320,6 +330,9 @@ pub(crate) struct Core {
     loss: Rc<Notify>,
     /// Fired when a connect attempt ends.
     link_settled: Notify,
+    /// Random, so the initial URLs of this shard's pages are its own even with other
+    /// pools on the same browser.
+    tag: u64,
 }
 
 thread_local! {
@@ -392,6 +405,7 @@ async fn run(
         returned: Notify::new(),
         loss: Rc::new(Notify::new()),
         link_settled: Notify::new(),
+        tag: fastrand::u64(..),
     });
     for browser in 0..browsers {
         if let Err(e) = core.connection(browser).await {
@@ -963,13 +977,47 @@ impl Core {
     ) -> Result<(Page, Option<String>)> {
         let conn = self.connection(browser).await?;
         let mut options = self.shared.page_options.clone();
+        options.initial_url = {
+            let mut st = self.state.borrow_mut();
+            st.openings += 1;
+            format!(
+                "about:blank#cdpmux-{}-{}-{}",
+                self.tag, self.id, st.openings
+            )
+        };
+        // Failed or cancelled (the creation deadline drops this future), the opening may
+        // still have left a target whose id we never learned: it is looked up by its URL
+        // later (`close_lost_openings`).
+        let mut lost = LostOpening {
+            core: self,
+            browser,
+            url: Some(options.initial_url.clone()),
+        };
+        let opened = self
+            .new_page_on(&conn, browser, isolation, owner, &options)
+            .await;
+        if opened.is_ok() {
+            lost.url = None;
+        }
+        opened
+    }
+
+    async fn new_page_on(
+        &self,
+        conn: &Connection,
+        browser: usize,
+        isolation: Isolation,
+        owner: Option<&Arc<str>>,
+        options: &PageOptions,
+    ) -> Result<(Page, Option<String>)> {
+        let mut options = options.clone();
         let own = match (isolation, owner) {
             (Isolation::ContextPerKey, Some(owner)) => {
-                options.browser_context_id = Some(self.key_context(browser, &conn, owner).await?);
+                options.browser_context_id = Some(self.key_context(browser, conn, owner).await?);
                 false
             }
             (Isolation::ContextPerJob, _) => {
-                options.browser_context_id = Some(create_context(&conn).await?);
+                options.browser_context_id = Some(create_context(conn).await?);
                 true
             }
             _ => false,
@@ -1096,6 +1144,11 @@ impl Core {
                 let loss = self.loss.clone();
                 conn.set_on_loss(Rc::new(move || loss.notify_one()));
                 let lost = std::mem::take(&mut link.lost_targets);
+                if generation != link.generation {
+                    link.lost_openings.clear();
+                }
+                let openings: Vec<String> =
+                    link.lost_openings.iter().map(|(u, _)| u.clone()).collect();
                 if generation == link.generation {
                     // The same browser process: close what the old socket left open.
                     for target in lost {
@@ -1103,6 +1156,9 @@ impl Core {
                             "Target.closeTarget",
                             serde_json::json!({ "targetId": target }),
                         );
+                    }
+                    if !openings.is_empty() {
+                        tokio::task::spawn_local(close_lost_openings(conn.clone(), openings));
                     }
                 }
                 link.conn = Some(conn.clone());
@@ -1178,6 +1234,15 @@ impl Core {
     fn health_check(self: &Rc<Self>) {
         let cfg = self.shared.config.load();
         let now = Instant::now();
+        for link in self.state.borrow_mut().links.iter_mut() {
+            link.lost_openings
+                .retain(|(_, at)| now.saturating_duration_since(*at) < LOST_OPENING_WATCH);
+            let live = link.conn.as_ref().filter(|c| !c.is_closed());
+            if let (Some(conn), false) = (live, link.lost_openings.is_empty()) {
+                let urls = link.lost_openings.iter().map(|(u, _)| u.clone()).collect();
+                tokio::task::spawn_local(close_lost_openings(conn.clone(), urls));
+            }
+        }
         let to_probe: Vec<(SessionKey, Rc<Page>)> = {
             let mut st = self.state.borrow_mut();
             let mut keep = Vec::with_capacity(st.idle.len());
@@ -1877,6 +1942,49 @@ fn note_failure(link: &mut Link, cfg: &Config) {
     link.failures += 1;
     if link.failures >= cfg.breaker_threshold || link.conn.as_ref().is_none_or(|c| c.is_closed()) {
         link.retry_at = Some(Instant::now() + backoff(cfg, link.failures));
+    }
+}
+
+/// Remembers the initial URL of a page whose opening failed or was cancelled, unless
+/// disarmed (`url` taken) when the page opened.
+struct LostOpening<'a> {
+    core: &'a Core,
+    browser: usize,
+    url: Option<String>,
+}
+
+impl Drop for LostOpening<'_> {
+    fn drop(&mut self) {
+        if let Some(url) = self.url.take() {
+            let mut st = self.core.state.borrow_mut();
+            st.links[self.browser]
+                .lost_openings
+                .push((url, Instant::now()));
+        }
+    }
+}
+
+/// Closes the targets created with one of `urls`: pages whose opening failed or was
+/// cancelled before the browser told us their id (a socket lost, a creation deadline
+/// passed). None of them was ever handed out, so none has navigated away from its URL.
+async fn close_lost_openings(conn: Connection, urls: Vec<String>) {
+    let targets = match conn.call("Target.getTargets", serde_json::json!({})).await {
+        Ok(reply) => reply,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not list targets to close lost openings");
+            return;
+        }
+    };
+    let infos = targets["targetInfos"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice);
+    for info in infos {
+        let (Some(url), Some(id)) = (info["url"].as_str(), info["targetId"].as_str()) else {
+            continue;
+        };
+        if urls.iter().any(|u| u == url) {
+            conn.send_and_forget("Target.closeTarget", serde_json::json!({ "targetId": id }));
+        }
     }
 }
 

@@ -275,3 +275,86 @@ async fn hidden_pooled_tabs_still_run_their_timers() {
         pool.shutdown(Duration::from_secs(5)).await.unwrap();
     }
 }
+
+/// The URLs of the page targets in the browser at `ws`.
+async fn page_targets(ws: &str) -> Vec<String> {
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async {
+            let conn = cdpmux::cdp::Connection::connect(ws, Default::default())
+                .await
+                .expect("an observer connects");
+            let reply = conn
+                .call("Target.getTargets", serde_json::json!({}))
+                .await
+                .expect("Target.getTargets");
+            conn.close();
+            reply["targetInfos"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|t| t["type"] == "page")
+                .filter_map(|t| t["url"].as_str())
+                .map(str::to_owned)
+                .collect()
+        })
+        .await
+}
+
+/// Openings cut off by their deadline in the middle of `Target.createTarget` leave no
+/// page behind: the targets Chromium creates after the pool gave up are found by their
+/// URL in a health round and closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openings_cut_off_by_their_deadline_leave_no_target() {
+    if !support::require_browser() {
+        return;
+    }
+    let browser = Launch::new().launch().await.expect("launch Chromium");
+    let ws = browser.ws_url().to_owned();
+    let pool = Pool::builder()
+        .endpoint(ws.clone())
+        .shards(1)
+        .sessions_per_shard(4)
+        .configure(|c| c.health_interval = Duration::from_millis(100))
+        .build()
+        .await
+        .expect("a pool on the launched browser");
+    // The browser's own first tab; the pool has opened nothing yet.
+    let before = page_targets(&ws).await;
+    // Far below what opening a page takes (≈ 35 ms here).
+    pool.reconfigure(|c| c.create_timeout = Duration::from_micros(500))
+        .unwrap();
+    for _ in 0..8 {
+        let err = pool
+            .run(Job::new(), async |page| page.evaluate_value("1").await)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err.kind(),
+                ErrorKind::Timeout(_) | ErrorKind::BrowserUnavailable
+            ),
+            "{err:?}"
+        );
+    }
+    let s = pool.metrics().await;
+    assert!(s.counters.session_create_failures >= 1, "{:?}", s.counters);
+    assert_eq!(s.gauges.live(), 0);
+
+    let deadline = Instant::now() + LIMIT;
+    let mut now = page_targets(&ws).await;
+    let most = now.len();
+    while now != before && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        now = page_targets(&ws).await;
+    }
+    assert_eq!(now, before, "pages left in the browser");
+    eprintln!(
+        "cut-off openings: {} failed; {} pages in the browser after them, {} in the end",
+        s.counters.session_create_failures,
+        most,
+        now.len()
+    );
+    pool.shutdown(Duration::from_secs(5)).await.unwrap();
+    browser.shutdown().await.unwrap();
+}

@@ -27,6 +27,10 @@ pub struct PageOptions {
     /// Domains to enable besides `Inspector` (always on, for crash events), e.g. `Page`
     /// (needed for load events) or `Runtime`, `Network`. Default: `["Page"]`.
     pub enable: Vec<&'static str>,
+    /// The URL the target is created with. Default `about:blank`. The pool gives each
+    /// page it opens its own `about:blank#…` URL, so that a target whose creation reply
+    /// was lost with its socket can still be found (by `Target.getTargets`) and closed.
+    pub initial_url: String,
 }
 
 impl Default for PageOptions {
@@ -35,6 +39,7 @@ impl Default for PageOptions {
             background: true,
             browser_context_id: None,
             enable: vec!["Page"],
+            initial_url: "about:blank".to_owned(),
         }
     }
 }
@@ -88,8 +93,10 @@ impl Drop for CloseTargetOnDrop<'_> {
 
 impl Page {
     pub(crate) async fn open(conn: &Connection, options: &PageOptions) -> Result<Page> {
-        let mut create =
-            serde_json::json!({ "url": "about:blank", "background": options.background });
+        let mut create = serde_json::json!({
+            "url": options.initial_url,
+            "background": options.background,
+        });
         if let Some(ctx) = &options.browser_context_id {
             create["browserContextId"] = ctx.as_str().into();
         }
