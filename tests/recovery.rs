@@ -288,6 +288,11 @@ async fn sessions_retire_by_uses_age_and_idleness() {
     let s = support::metrics_until(&pool, LIMIT, |s| s.counters.sessions_retired == 1).await;
     assert_eq!(s.counters.sessions_retired, 1);
     assert_eq!(s.gauges.live(), 0);
+    // The close is sent as the session is retired; the browser handles it a moment later.
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while sim.stats().targets != 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     assert_eq!(sim.stats().targets, 0, "the retired target was closed");
     pool.reconfigure(|c| {
         c.idle_timeout = Duration::ZERO;
