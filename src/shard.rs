@@ -162,6 +162,18 @@ struct Link {
     lost_openings: Vec<(String, Instant)>,
 }
 
+impl Link {
+    /// Looks for the targets of failed openings on `conn` and closes them (in the
+    /// background; nothing to do without any).
+    fn sweep_lost_openings(&self, conn: &Connection) {
+        if self.lost_openings.is_empty() {
+            return;
+        }
+        let urls = self.lost_openings.iter().map(|(u, _)| u.clone()).collect();
+        tokio::task::spawn_local(close_lost_openings(conn.clone(), urls));
+    }
+}
+
 type SessionKey = u64;
 
 /// How long a failed opening's URL is looked for among the browser's targets.
@@ -994,7 +1006,7 @@ impl Core {
             url: Some(options.initial_url.clone()),
         };
         let opened = self
-            .new_page_on(&conn, browser, isolation, owner, &options)
+            .new_page_on(&conn, browser, isolation, owner, options)
             .await;
         if opened.is_ok() {
             lost.url = None;
@@ -1008,9 +1020,8 @@ impl Core {
         browser: usize,
         isolation: Isolation,
         owner: Option<&Arc<str>>,
-        options: &PageOptions,
+        mut options: PageOptions,
     ) -> Result<(Page, Option<String>)> {
-        let mut options = options.clone();
         let own = match (isolation, owner) {
             (Isolation::ContextPerKey, Some(owner)) => {
                 options.browser_context_id = Some(self.key_context(browser, conn, owner).await?);
@@ -1147,8 +1158,7 @@ impl Core {
                 if generation != link.generation {
                     link.lost_openings.clear();
                 }
-                let openings: Vec<String> =
-                    link.lost_openings.iter().map(|(u, _)| u.clone()).collect();
+                link.sweep_lost_openings(&conn);
                 if generation == link.generation {
                     // The same browser process: close what the old socket left open.
                     for target in lost {
@@ -1156,9 +1166,6 @@ impl Core {
                             "Target.closeTarget",
                             serde_json::json!({ "targetId": target }),
                         );
-                    }
-                    if !openings.is_empty() {
-                        tokio::task::spawn_local(close_lost_openings(conn.clone(), openings));
                     }
                 }
                 link.conn = Some(conn.clone());
@@ -1237,10 +1244,8 @@ impl Core {
         for link in self.state.borrow_mut().links.iter_mut() {
             link.lost_openings
                 .retain(|(_, at)| now.saturating_duration_since(*at) < LOST_OPENING_WATCH);
-            let live = link.conn.as_ref().filter(|c| !c.is_closed());
-            if let (Some(conn), false) = (live, link.lost_openings.is_empty()) {
-                let urls = link.lost_openings.iter().map(|(u, _)| u.clone()).collect();
-                tokio::task::spawn_local(close_lost_openings(conn.clone(), urls));
+            if let Some(conn) = link.conn.clone().filter(|c| !c.is_closed()) {
+                link.sweep_lost_openings(&conn);
             }
         }
         let to_probe: Vec<(SessionKey, Rc<Page>)> = {
@@ -1348,7 +1353,6 @@ impl Core {
         let Some(w) = w else { return };
         let request = w.value.request;
         self.metrics.borrow_mut().counters.jobs_failed += 1;
-
         request.work.fail(err);
     }
 
