@@ -264,6 +264,17 @@ async fn block(contender: &Arc<Contender>, length: Duration) -> (Histogram<u64>,
     (histogram, cycles, elapsed)
 }
 
+/// Leases handed on so far by the pools of the lease arms.
+async fn handoffs(arms: &[Arm]) -> u64 {
+    let mut n = 0;
+    for arm in arms {
+        if let Contender::Cdpmux(pool) = &*arm.contender {
+            n += pool.metrics().await.counters.handoffs;
+        }
+    }
+    n
+}
+
 async fn run() {
     let quick = std::env::var("CDPMUX_BENCH_QUICK").as_deref() == Ok("1");
     let length = if quick {
@@ -326,6 +337,7 @@ async fn run() {
     for arm in &arms {
         block(&arm.contender, length / 5).await;
     }
+    let handoffs_before = handoffs(&arms).await;
     for _ in 0..ROUNDS {
         for arm in &mut arms {
             let (waits, cycles, elapsed) = block(&arm.contender, length).await;
@@ -347,6 +359,20 @@ async fn run() {
             arm.wait_ms(0.50),
             arm.wait_ms(0.99),
             arm.waits.max() as f64 / 1000.0,
+        );
+    }
+    // How many lease cycles skipped the shard's loop on the way to the next caller.
+    let handed_on = handoffs(&arms).await - handoffs_before;
+    let lease_cycles: u64 = arms
+        .iter()
+        .filter(|a| matches!(*a.contender, Contender::Cdpmux(_)))
+        .map(|a| a.cycles)
+        .sum();
+    if lease_cycles > 0 {
+        println!(
+            "  leases handed straight to the next caller: {handed_on} of {lease_cycles} \
+             cycles ({:.1}%)",
+            100.0 * handed_on as f64 / lease_cycles as f64
         );
     }
     // Ratios only for whole layouts (lease, run, deadpool in that order).

@@ -93,6 +93,9 @@ pub struct Counters {
     pub session_create_failures: u64,
     /// Acquisitions served by an already open session.
     pub sessions_reused: u64,
+    /// Of the reuses, leased sessions handed straight from one `acquire` caller to the
+    /// next without a trip through their shard (see [`Config::lease_handoff`](crate::Config)).
+    pub handoffs: u64,
     /// Sessions closed on purpose (uses, age, idleness, shrink, failed reset).
     pub sessions_retired: u64,
     /// Sessions lost to a crash, a detach or a lost connection.
@@ -132,6 +135,7 @@ impl Counters {
             sessions_created,
             session_create_failures,
             sessions_reused,
+            handoffs,
             sessions_retired,
             sessions_crashed,
             timeouts_wait,
@@ -154,6 +158,7 @@ impl Counters {
         self.sessions_created += sessions_created;
         self.session_create_failures += session_create_failures;
         self.sessions_reused += sessions_reused;
+        self.handoffs += handoffs;
         self.sessions_retired += sessions_retired;
         self.sessions_crashed += sessions_crashed;
         self.timeouts_wait += timeouts_wait;
@@ -578,6 +583,11 @@ impl Snapshot {
             &[("", c.sessions_reused)],
         );
         counter(
+            "handoffs_total",
+            "Leased sessions handed straight to the next caller.",
+            &[("", c.handoffs)],
+        );
+        counter(
             "sessions_retired_total",
             "Sessions closed on purpose.",
             &[("", c.sessions_retired)],
@@ -724,9 +734,10 @@ impl fmt::Display for Snapshot {
         )?;
         writeln!(
             f,
-            "  sessions   created {:>5}  reused {:>8}  retired {}  crashed {}   reuse rate {:.1}%",
+            "  sessions   created {:>5}  reused {:>8} (handed on {})  retired {}  crashed {}   reuse rate {:.1}%",
             c.sessions_created,
             c.sessions_reused,
+            c.handoffs,
             c.sessions_retired,
             c.sessions_crashed,
             100.0 * self.reuse_rate()

@@ -17,6 +17,7 @@ use crate::browser::{Endpoint, Launch};
 use crate::cdp::{Page, PageOptions};
 use crate::config::Config;
 use crate::fleet::Fleet;
+use crate::handoff::{self, Handoff};
 use crate::job::Job;
 use crate::metrics::Snapshot;
 use crate::router::{shard_for, LoadGauges};
@@ -488,16 +489,33 @@ pub struct Lease {
     id: u64,
     inbox: mpsc::UnboundedSender<Msg>,
     command_timeout: Option<Duration>,
+    /// How to pass the session straight to the next caller, when its shard allows it.
+    handoff: Option<Handoff>,
+    /// Set once the session went elsewhere without this handle: its drop does nothing.
+    defused: bool,
 }
 
 impl Lease {
-    pub(crate) fn new(shard: usize, id: u64, inbox: mpsc::UnboundedSender<Msg>) -> Self {
+    pub(crate) fn new(
+        shard: usize,
+        id: u64,
+        inbox: mpsc::UnboundedSender<Msg>,
+        handoff: Option<Handoff>,
+    ) -> Self {
         Lease {
             shard,
             id,
             inbox,
             command_timeout: None,
+            handoff,
+            defused: false,
         }
+    }
+
+    /// Drops a lease whose session has already gone elsewhere (or nowhere: the shard is
+    /// gone) without returning it.
+    pub(crate) fn defuse(mut self) {
+        self.defused = true;
     }
 
     /// The shard that owns the session.
@@ -581,7 +599,9 @@ fn decode<T: DeserializeOwned>(method: &str, value: serde_json::Value) -> Result
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let _ = self.inbox.send(Msg::Release { lease: self.id });
+        if !self.defused {
+            handoff::return_session(self.shard, self.id, &self.inbox, self.handoff.as_ref());
+        }
     }
 }
 

@@ -70,6 +70,13 @@ impl<T> WaitQueue<T> {
         Ok(id)
     }
 
+    /// An id for a waiter that skips the queue (it sorts after every waiter so far).
+    pub(crate) fn reserve_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
     /// Takes the waiter to serve next, if any may be served under `admit`.
     pub(crate) fn pop(
         &mut self,
@@ -104,6 +111,14 @@ impl<T> WaitQueue<T> {
             }
         }
         best.map(|(class, _, _)| class)
+    }
+
+    /// Puts a waiter taken out earlier back in its old place (by its id), as if it had
+    /// never left.
+    pub(crate) fn put_back(&mut self, waiting: Waiting<T>) {
+        let q = &mut self.classes[waiting.priority.index()];
+        let i = q.partition_point(|w| w.id < waiting.id);
+        q.insert(i, waiting);
     }
 
     /// Removes a waiter (its deadline passed or its caller left). O(log n) to find.

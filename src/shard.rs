@@ -20,11 +20,13 @@ use crate::affinity::AffinityMap;
 use crate::cdp::{Connection, ConnectionConfig, Page, PageOptions};
 use crate::config::{Config, Isolation, Reset};
 use crate::fleet::Fleet;
+use crate::handoff::{Handoff, Line, Outcome, Successor};
 use crate::job::{AffinityMode, Job};
 use crate::metrics::{Gauges, ShardMetrics, ShardReport};
 use crate::pool::Lease;
-use crate::queue::{Admit, WaitQueue};
+use crate::queue::{Admit, WaitQueue, Waiting};
 use crate::steal::Overflow;
+use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::sync::{mpsc, oneshot, LiveCell};
 use crate::{Error, ErrorKind, Result, TimeoutKind};
 
@@ -202,6 +204,8 @@ struct Session {
     last_used: Instant,
     uses: u32,
     lease: Option<u64>,
+    /// Whether its lease may pass it straight to the next caller (see `handoff`).
+    passable: crate::sync::Arc<AtomicBool>,
     /// The affinity key whose browser context it lives in (`ContextPerKey`).
     owner: Option<Arc<str>>,
     /// Its own browser context, disposed with it (`ContextPerJob`).
@@ -228,6 +232,18 @@ struct Waiter {
     kind: TimeoutKind,
 }
 
+/// A request moved from the queue into the line: all of it but its reply channel, which
+/// is in the line. Keyed by its queue id, which it keeps.
+struct LineEntry {
+    since: std::time::Instant,
+    priority: crate::Priority,
+    job: Job,
+    submitted: Instant,
+    attempts: u32,
+    deadline: Instant,
+    kind: TimeoutKind,
+}
+
 #[derive(Default)]
 struct State {
     sessions: HashMap<SessionKey, Session>,
@@ -239,6 +255,9 @@ struct State {
     /// Pages opened so far (numbers each page's initial URL).
     openings: u64,
     queue: WaitQueue<Waiter>,
+    /// Requests in the line (see `handoff`), by queue id; out of the line but not yet
+    /// reported `Passed` counts too.
+    line: HashMap<u64, LineEntry>,
     deadlines: BTreeSet<(Instant, Deadline)>,
     leases: HashMap<u64, SessionKey>,
     next_lease: u64,
@@ -269,6 +288,7 @@ struct State {
 enum Deadline {
     Queue(u64),
     Preferred(SessionKey, u64),
+    Line(u64),
 }
 
 /// Where a keyed request's session is.
@@ -345,6 +365,8 @@ pub(crate) struct Core {
     /// Random, so the initial URLs of this shard's pages are its own even with other
     /// pools on the same browser.
     tag: u64,
+    /// Callers that releasing leases serve directly (see `handoff`).
+    line: crate::sync::Arc<Line>,
 }
 
 thread_local! {
@@ -418,6 +440,7 @@ async fn run(
         loss: Rc::new(Notify::new()),
         link_settled: Notify::new(),
         tag: fastrand::u64(..),
+        line: crate::sync::Arc::new(Line::default()),
     });
     for browser in 0..browsers {
         if let Err(e) = core.connection(browser).await {
@@ -522,6 +545,9 @@ impl Core {
     }
 
     fn handle(self: &Rc<Self>, msg: Msg) {
+        // Hand-offs first: a lease's new holder sends nothing before its hand-off is
+        // recorded.
+        self.take_outcomes();
         match msg {
             Msg::Submit(request) => self.admit(request),
             Msg::LeaseOp {
@@ -560,13 +586,198 @@ impl Core {
                 self.metrics.borrow_mut().counters.sessions_retired += 1;
                 Self::forget(&mut st, key);
             }
+            // Back to the queue, in order; the pump lines up again what the new
+            // configuration allows.
+            self.take_back_line(&mut st);
+            let now = Instant::now();
+            let leased: Vec<_> = st.leases.values().copied().collect();
+            for key in leased {
+                update_passable(&st, key, &cfg, now);
+            }
         }
         self.pump();
+    }
+
+    /// Records what releasing leases did with the callers they took from the line (see
+    /// `handoff`) and tops the line up.
+    fn take_outcomes(&self) {
+        let mut outcomes = self.line.outcomes().peekable();
+        if outcomes.peek().is_none() {
+            return;
+        }
+        let cfg = self.shared.config.load();
+        let mut st = self.state.borrow_mut();
+        for outcome in outcomes {
+            match outcome {
+                Outcome::Passed {
+                    lease,
+                    successor,
+                    at,
+                } => self.passed(&mut st, &cfg, lease, successor, at),
+                Outcome::Left { successor } => {
+                    if let Some(e) = st.line.remove(&successor) {
+                        st.deadlines
+                            .remove(&(e.deadline, Deadline::Line(successor)));
+                    }
+                }
+            }
+        }
+        // No capacity changed hands, so no pump: only the line needs topping up.
+        self.fill_line(&mut st, &cfg, Instant::now());
+    }
+
+    /// A lease passed its session to `successor`: the session's new use is counted and
+    /// its command deadline is the new job's.
+    fn passed(&self, st: &mut State, cfg: &Config, lease: u64, successor: u64, at: Instant) {
+        let entry = st.line.remove(&successor);
+        if let Some(e) = &entry {
+            st.deadlines
+                .remove(&(e.deadline, Deadline::Line(successor)));
+        }
+        if let Some(key) = st.leases.get(&lease).copied() {
+            if let Some(s) = st.sessions.get_mut(&key) {
+                s.uses += 1;
+                s.last_used = at;
+                s.page.set_uses(s.uses);
+                let mut m = self.metrics.borrow_mut();
+                m.counters.sessions_reused += 1;
+                m.counters.handoffs += 1;
+                if let Some(e) = &entry {
+                    s.page
+                        .set_command_timeout(e.job.command_timeout.unwrap_or(cfg.command_timeout));
+                    m.acquire_wait(at.saturating_duration_since(e.submitted));
+                }
+            }
+            update_passable(st, key, cfg, at);
+        }
+    }
+
+    /// Moves queue heads into the line while every session is out: plain `acquire`
+    /// requests only, in queue order, at most one per held lease.
+    fn fill_line(&self, st: &mut State, cfg: &Config, now: Instant) {
+        if !handoff_allowed(cfg)
+            || st.shutting_down
+            || !st.idle.is_empty()
+            || st.sessions.len() + st.creating < cfg.sessions_per_shard
+        {
+            return;
+        }
+        // Whom the normal path would serve with a session just given back.
+        let admit = if st.busy.saturating_sub(1) < cfg.sessions_per_shard - cfg.critical_reserve {
+            Admit::All
+        } else {
+            Admit::CriticalOnly
+        };
+        let plain = |r: &Request| matches!(r.work, Work::Acquire(_)) && r.job.affinity.is_none();
+        while st.line.len() < st.leases.len() {
+            // Requests offered by saturated shards first, as in `pump`: the sessions
+            // here go round without the pump, and these must not be stranded.
+            if admit == Admit::All && !self.shared.overflow.is_empty() {
+                if let Some(request) = self.shared.overflow.take() {
+                    self.metrics.borrow_mut().counters.steals += 1;
+                    let head = st.queue.peek(now.into_std(), cfg.aging, admit);
+                    let outranked = head.is_some_and(|h| h.priority > request.job.priority);
+                    let (deadline, kind) = request.wait_deadline(cfg);
+                    let since = request.submitted.into_std();
+                    let priority = request.job.priority;
+                    let waiter = Waiter {
+                        request,
+                        deadline,
+                        kind,
+                    };
+                    if outranked || !plain(&waiter.request) {
+                        st.orphans.push(waiter); // queued on the next pump
+                    } else {
+                        let id = st.queue.reserve_id();
+                        self.line_up(st, id, since, priority, waiter);
+                    }
+                    continue;
+                }
+            }
+            let next_is_plain = st
+                .queue
+                .peek(now.into_std(), cfg.aging, admit)
+                .is_some_and(|h| plain(&h.value.request));
+            if !next_is_plain {
+                break;
+            }
+            let Some(w) = st.queue.pop(now.into_std(), cfg.aging, admit) else {
+                break;
+            };
+            st.deadlines
+                .remove(&(w.value.deadline, Deadline::Queue(w.id)));
+            self.line_up(st, w.id, w.since, w.priority, w.value);
+        }
+    }
+
+    /// Puts a plain `acquire` request into the line under queue id `id`.
+    fn line_up(
+        &self,
+        st: &mut State,
+        id: u64,
+        since: std::time::Instant,
+        priority: crate::Priority,
+        waiter: Waiter,
+    ) {
+        let Waiter {
+            request,
+            deadline,
+            kind,
+        } = waiter;
+        let Work::Acquire(tx) = request.work else {
+            unreachable!("only acquire requests are lined up")
+        };
+        if tx.is_closed() {
+            return; // its caller left
+        }
+        st.deadlines.insert((deadline, Deadline::Line(id)));
+        st.line.insert(
+            id,
+            LineEntry {
+                since,
+                priority,
+                job: request.job,
+                submitted: request.submitted,
+                attempts: request.attempts,
+                deadline,
+                kind,
+            },
+        );
+        self.line.push(Successor { id, tx });
+    }
+
+    /// Takes everyone still in the line back into the queue, each in its old place.
+    fn take_back_line(&self, st: &mut State) {
+        for Successor { id, tx } in self.line.drain() {
+            let Some(e) = st.line.remove(&id) else {
+                continue;
+            };
+            st.deadlines.remove(&(e.deadline, Deadline::Line(id)));
+            st.deadlines.insert((e.deadline, Deadline::Queue(id)));
+            st.queue.put_back(Waiting {
+                id,
+                since: e.since,
+                priority: e.priority,
+                value: Waiter {
+                    request: Request {
+                        job: e.job,
+                        work: Work::Acquire(tx),
+                        submitted: e.submitted,
+                        attempts: e.attempts,
+                    },
+                    deadline: e.deadline,
+                    kind: e.kind,
+                },
+            });
+        }
     }
 
     fn report(&self) -> ShardReport {
         let st = self.state.borrow();
         let mut by_class = st.queue.len_by_class();
+        for e in st.line.values() {
+            by_class[e.priority.index()] += 1;
+        }
         let parked = st.preferred.values().flatten().map(|p| &p.waiter);
         for w in parked.chain(&st.orphans) {
             by_class[w.request.job.priority.index()] += 1;
@@ -588,7 +799,7 @@ impl Core {
     fn has_spare_capacity(&self) -> bool {
         let cfg = self.shared.config.load();
         let st = self.state.borrow();
-        if !st.queue.is_empty() {
+        if !st.queue.is_empty() || !st.line.is_empty() {
             return false;
         }
         let live = st.sessions.len() + st.creating;
@@ -631,7 +842,7 @@ impl Core {
             } else {
                 cfg.sessions_per_shard - cfg.critical_reserve
             };
-            if st.queue.is_empty() && st.busy < room {
+            if st.queue.is_empty() && st.line.is_empty() && st.busy < room {
                 let owner = owner_of(&waiter.request.job, cfg.isolation);
                 if let Some(key) = self.take_idle(&mut st, &cfg, owner.as_ref()) {
                     drop(st);
@@ -643,8 +854,11 @@ impl Core {
         let pushed = {
             let mut st = self.state.borrow_mut();
             let since = waiter.request.submitted.into_std();
-            // Requests parked for their preferred session count against the bound too.
-            let bound = cfg.max_queue.saturating_sub(st.preferred_count);
+            // Requests parked for their preferred session or in the line count against
+            // the bound too.
+            let bound = cfg
+                .max_queue
+                .saturating_sub(st.preferred_count + st.line.len());
             match st.queue.push(priority, since, waiter, bound) {
                 Ok(id) => Ok(id),
                 Err(waiter) => {
@@ -656,10 +870,14 @@ impl Core {
         };
         match pushed {
             Ok(id) => {
-                self.state
-                    .borrow_mut()
-                    .deadlines
-                    .insert((deadline, Deadline::Queue(id)));
+                let mut st = self.state.borrow_mut();
+                st.deadlines.insert((deadline, Deadline::Queue(id)));
+                // Someone in the line is of a lower class: the line goes back to the
+                // queue so this request is served first.
+                if st.line.values().any(|e| e.priority < priority) {
+                    self.take_back_line(&mut st);
+                }
+                drop(st);
                 self.pump();
             }
             Err(waiter) => {
@@ -694,6 +912,11 @@ impl Core {
                 if let Ok(id) = st.queue.push(priority, since, w, usize::MAX) {
                     st.deadlines.insert((deadline, Deadline::Queue(id)));
                 }
+            }
+            // A session is free, so the line has had its turn: whoever is still in it
+            // goes back to the queue and is served from there, in order.
+            if !st.idle.is_empty() && !st.line.is_empty() {
+                self.take_back_line(&mut st);
             }
         }
         loop {
@@ -784,6 +1007,7 @@ impl Core {
             drop(st);
             self.start(key, w.value.request);
         }
+        self.fill_line(&mut self.state.borrow_mut(), &cfg, now);
         self.overflow_if_saturated(&cfg);
     }
 
@@ -957,6 +1181,7 @@ impl Core {
                             last_used: now,
                             uses: 0,
                             lease: None,
+                            passable: Default::default(),
                             owner,
                             own_context,
                         },
@@ -1202,6 +1427,12 @@ impl Core {
                 .copied()
                 .filter(|k| !st.sessions[k].page.is_alive())
                 .collect();
+            // A leased page that died goes back to the shard, never to the next caller.
+            for s in st.sessions.values() {
+                if s.lease.is_some() && !s.page.is_alive() {
+                    s.passable.store(false, Ordering::Release);
+                }
+            }
             if !dead.is_empty() {
                 st.idle.retain(|k| !dead.contains(k));
                 for key in dead {
@@ -1407,7 +1638,20 @@ impl Core {
                     st.sessions.get_mut(&key).expect("live").lease = Some(id);
                     id
                 };
-                grant_lease(tx, self.id, lease_id, &self.shared.inboxes[self.id]);
+                let handoff = {
+                    let st = self.state.borrow();
+                    update_passable(&st, key, &cfg, now);
+                    handoff_allowed(&cfg).then(|| {
+                        Handoff::new(self.line.clone(), st.sessions[&key].passable.clone())
+                    })
+                };
+                grant_lease(
+                    tx,
+                    self.id,
+                    lease_id,
+                    &self.shared.inboxes[self.id],
+                    handoff,
+                );
             }
             Work::Run(task) => {
                 let core = self.clone();
@@ -1664,6 +1908,16 @@ impl Core {
                         st.deadlines.pop_first();
                         match tag {
                             Deadline::Queue(id) => st.queue.remove(id).map(|w| w.value),
+                            Deadline::Line(id) => {
+                                // Unless a lease has just taken it out of the line.
+                                self.take_back_line(&mut st);
+                                let w = st.queue.remove(id).map(|w| w.value);
+                                if let Some(w) = &w {
+                                    st.deadlines.remove(&(w.deadline, Deadline::Queue(id)));
+                                }
+                                moved = true; // the line is topped up again
+                                w
+                            }
                             Deadline::Preferred(session, id) => {
                                 let w = take_preferred(&mut st, session, id);
                                 // A sticky waiter's deadline is its own; a soft one's is
@@ -1743,6 +1997,10 @@ impl Core {
                 if st.queue.len() + st.preferred_count >= cfg.max_queue {
                     return Some(waiter); // the queue push refuses it: QueueFull
                 }
+                // Its lease must give it back here, not pass it on.
+                st.sessions[&session]
+                    .passable
+                    .store(false, Ordering::Release);
                 st.next_preferred += 1;
                 let id = st.next_preferred;
                 st.deadlines
@@ -1764,6 +2022,10 @@ impl Core {
         let waiters: Vec<_> = {
             let mut st = self.state.borrow_mut();
             st.shutting_down = true;
+            for s in st.sessions.values() {
+                s.passable.store(false, Ordering::Release);
+            }
+            self.take_back_line(&mut st);
             st.deadlines.clear();
             let mut all: Vec<Waiter> = st.queue.drain().map(|w| w.value).collect();
             all.append(&mut st.orphans);
@@ -1846,6 +2108,26 @@ impl Drop for ReturnOnDrop {
     }
 }
 
+/// True when the configuration lets a session go from one lease to the next with
+/// nothing done in between.
+fn handoff_allowed(cfg: &Config) -> bool {
+    cfg.lease_handoff && cfg.reset == Reset::None && cfg.isolation == Isolation::Shared
+}
+
+/// Decides whether leased session `key` may go straight to the next caller: it must be
+/// fit for another use, and nobody may be waiting for it by affinity.
+fn update_passable(st: &State, key: SessionKey, cfg: &Config, now: Instant) {
+    if let Some(s) = st.sessions.get(&key) {
+        let ok = handoff_allowed(cfg)
+            && !st.shutting_down
+            && s.page.is_alive()
+            && !expired(s, cfg, now)
+            && !st.preferred.contains_key(&key)
+            && st.sessions.len() <= cfg.sessions_per_shard;
+        s.passable.store(ok, Ordering::Release);
+    }
+}
+
 fn expired(s: &Session, cfg: &Config, now: Instant) -> bool {
     (cfg.max_uses > 0 && s.uses >= cfg.max_uses)
         || (!cfg.max_lifetime.is_zero() && now - s.created >= cfg.max_lifetime)
@@ -1868,8 +2150,9 @@ pub fn grant_lease(
     shard: usize,
     lease: u64,
     inbox: &mpsc::UnboundedSender<Msg>,
+    handoff: Option<Handoff>,
 ) {
-    let lease = Lease::new(shard, lease, inbox.clone());
+    let lease = Lease::new(shard, lease, inbox.clone(), handoff);
     #[cfg(not(cdpmux_loom_mutant))]
     let _ = tx.send(Ok(lease));
     // Seeded bug for the loom model: trusting an earlier `is_closed` and defusing the

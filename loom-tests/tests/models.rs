@@ -56,7 +56,7 @@ fn lease_grant_races_caller_leaving() {
     loom::model(|| {
         let (inbox_tx, mut inbox) = mpsc::unbounded_channel::<Msg>();
         let (tx, mut rx) = oneshot::channel();
-        let shard = thread::spawn(move || grant_lease(tx, 0, 7, &inbox_tx));
+        let shard = thread::spawn(move || grant_lease(tx, 0, 7, &inbox_tx, None));
 
         let seen = poll_once(&mut rx);
         drop(rx); // the caller leaves (its deadline fired, or its future was dropped)
