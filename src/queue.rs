@@ -210,6 +210,33 @@ mod tests {
     }
 
     #[test]
+    fn waiters_put_back_regain_their_places() {
+        let t = Instant::now();
+        let mut q = WaitQueue::default();
+        for v in ["a", "b", "c", "d", "e"] {
+            q.push(Priority::Normal, t, v, 10).unwrap();
+        }
+        let a = q.pop(t, NO_AGING, Admit::All).unwrap();
+        let b = q.pop(t, NO_AGING, Admit::All).unwrap();
+        q.push(Priority::Normal, t, "f", 10).unwrap();
+        // A reserved id sorts after everyone so far, and removal by id still works.
+        let late = q.reserve_id();
+        q.put_back(b);
+        q.put_back(a);
+        q.put_back(Waiting {
+            id: late,
+            since: t,
+            priority: Priority::Normal,
+            value: "g",
+        });
+        assert_eq!(q.remove(late).map(|w| w.value), Some("g"));
+        assert_eq!(
+            drain_order(&mut q, t, NO_AGING),
+            ["a", "b", "c", "d", "e", "f"]
+        );
+    }
+
+    #[test]
     fn strict_priority_between_classes() {
         let t = Instant::now();
         let mut q = WaitQueue::default();

@@ -1868,14 +1868,14 @@ impl Core {
         timeout: Option<Duration>,
         reply: oneshot::Sender<Result<serde_json::Value>>,
     ) {
-        let page = {
+        let session = {
             let st = self.state.borrow();
             st.leases
                 .get(&lease)
                 .and_then(|key| st.sessions.get(key))
-                .map(|s| s.page.clone())
+                .map(|s| (s.page.clone(), s.passable.clone()))
         };
-        let Some(page) = page else {
+        let Some((page, passable)) = session else {
             let _ = reply.send(Err(Error::new(
                 ErrorKind::SessionCrashed,
                 "the lease's session is gone",
@@ -1891,6 +1891,11 @@ impl Core {
                 LeaseOp::Goto(url) => page.goto(&url).await.map(|()| serde_json::Value::Null),
                 LeaseOp::Evaluate(expr) => page.evaluate_value(&expr).await,
             };
+            if !page.is_alive() {
+                // Its holder learns of the loss from this reply: from then on the
+                // session can only go back to the shard.
+                passable.store(false, Ordering::Release);
+            }
             let _ = reply.send(result);
         });
     }

@@ -1,0 +1,236 @@
+//! Leases handed straight from one `acquire` caller to the next (`Config::lease_handoff`),
+//! through the public API on the simulated browser: order by class then arrival is the
+//! same as through the shard, a caller whose wait ends or who leaves loses nothing and
+//! strands nobody, and a session whose page died never goes to the next caller.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cdpmux::sim::SimConfig;
+use cdpmux::{ErrorKind, Job, Lease, Pool, Priority, TimeoutKind};
+use serde_json::json;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+async fn acquire(pool: &Pool) -> Lease {
+    tokio::time::timeout(LIMIT, pool.acquire(Job::new()))
+        .await
+        .expect("acquire answers in time")
+        .expect("a lease")
+}
+
+async fn waiting(pool: &Pool, n: u64) {
+    let snap = support::metrics_until(pool, LIMIT, |s| s.gauges.waiting == n).await;
+    assert_eq!(snap.gauges.waiting, n, "callers waiting");
+}
+
+/// Every session back, nobody waiting, as many targets in the browser as sessions.
+async fn settled(pool: &Pool, sim: &cdpmux::sim::SimBrowser, sessions: u64) {
+    let snap = support::metrics_until(pool, LIMIT, |s| {
+        s.gauges.idle == sessions && s.gauges.busy == 0 && s.gauges.waiting == 0
+    })
+    .await;
+    assert_eq!(
+        (snap.gauges.idle, snap.gauges.busy, snap.gauges.waiting),
+        (sessions, 0, 0),
+        "idle, busy, waiting once all is back"
+    );
+    assert_eq!(sim.stats().targets as u64, sessions, "browser targets");
+}
+
+/// One session; five callers of mixed classes queue behind a held lease. With hand-off
+/// on, each release serves the next caller directly, in the order the shard itself
+/// would (class first, then arrival), and every hand-off is counted; with it off, the
+/// same order through the shard and no hand-off.
+async fn order_of_service(handoff: bool) {
+    let (sim, pool) = support::sim_pool(SimConfig::default(), 1, |c| {
+        c.sessions_per_shard = 1;
+        c.aging = Duration::ZERO;
+        c.lease_handoff = handoff;
+    })
+    .await;
+    let held = acquire(&pool).await;
+
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let callers = [
+        ("normal-1", Priority::Normal),
+        ("normal-2", Priority::Normal),
+        ("high-1", Priority::High),
+        ("low-1", Priority::Low),
+        ("critical-1", Priority::Critical),
+    ];
+    let mut tasks = Vec::new();
+    for (i, (name, priority)) in callers.into_iter().enumerate() {
+        let (caller, order) = (pool.clone(), order.clone());
+        tasks.push(tokio::spawn(async move {
+            let lease = caller.acquire(Job::new().priority(priority)).await?;
+            order.lock().unwrap().push(name);
+            let two = lease.evaluate_value("1+1").await?;
+            drop(lease);
+            Ok::<_, cdpmux::Error>(two)
+        }));
+        // One at a time, so arrival order is known.
+        waiting(&pool, i as u64 + 1).await;
+    }
+    drop(held);
+    for t in tasks {
+        let two = tokio::time::timeout(LIMIT, t).await.unwrap().unwrap();
+        assert_eq!(two.unwrap(), json!(2));
+    }
+    assert_eq!(
+        *order.lock().unwrap(),
+        ["critical-1", "high-1", "normal-1", "normal-2", "low-1"]
+    );
+    let snap = pool.metrics().await;
+    // Five releases had a caller waiting: the held lease's and the first four callers'.
+    assert_eq!(snap.counters.handoffs, if handoff { 5 } else { 0 });
+    assert_eq!(snap.counters.sessions_created, 1);
+    settled(&pool, &sim, 1).await;
+    pool.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handed_on_leases_serve_by_class_then_arrival() {
+    order_of_service(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_handoff_the_shard_serves_in_the_same_order() {
+    order_of_service(false).await;
+}
+
+/// A caller lined up for a held session whose wait deadline passes gets
+/// `Timeout(Wait)`; the next caller is still served by hand-off, and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lined_up_caller_whose_wait_ends_loses_nothing() {
+    let (sim, pool) = support::sim_pool(SimConfig::default(), 1, |c| {
+        c.sessions_per_shard = 1;
+    })
+    .await;
+    let held = acquire(&pool).await;
+    let impatient = pool
+        .acquire(Job::new().wait_timeout(Duration::from_millis(200)))
+        .await;
+    let err = impatient.expect_err("no session within 200 ms");
+    assert_eq!(err.kind(), ErrorKind::Timeout(TimeoutKind::Wait));
+
+    let next = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let lease = pool.acquire(Job::new()).await?;
+            lease.evaluate_value("1+1").await
+        })
+    };
+    waiting(&pool, 1).await;
+    drop(held);
+    let two = tokio::time::timeout(LIMIT, next).await.unwrap().unwrap();
+    assert_eq!(two.unwrap(), json!(2));
+    let snap = pool.metrics().await;
+    assert_eq!(snap.counters.timeouts_wait, 1);
+    assert_eq!(snap.counters.handoffs, 1);
+    settled(&pool, &sim, 1).await;
+    pool.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// Two callers lined up for two held sessions; the first leaves (its future is dropped).
+/// A release skips it and serves the second; the other release goes back to the shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_who_left_the_line_is_skipped() {
+    let (sim, pool) = support::sim_pool(SimConfig::default(), 1, |c| {
+        c.sessions_per_shard = 2;
+    })
+    .await;
+    let first = acquire(&pool).await;
+    let second = acquire(&pool).await;
+    let leaving = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.acquire(Job::new()).await })
+    };
+    waiting(&pool, 1).await;
+    let staying = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let lease = pool.acquire(Job::new()).await?;
+            lease.evaluate_value("1+1").await
+        })
+    };
+    waiting(&pool, 2).await;
+    leaving.abort();
+    assert!(leaving.await.unwrap_err().is_cancelled());
+
+    drop(first);
+    let two = tokio::time::timeout(LIMIT, staying).await.unwrap().unwrap();
+    assert_eq!(two.unwrap(), json!(2));
+    assert_eq!(pool.metrics().await.counters.handoffs, 1);
+    drop(second);
+    settled(&pool, &sim, 2).await;
+    pool.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// The held page crashes while a caller is lined up for it: the release goes to the
+/// shard, which replaces the page, and the caller gets a working session, not the dead
+/// one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_page_is_never_handed_on() {
+    let (sim, pool) = support::sim_pool(SimConfig::default(), 1, |c| {
+        c.sessions_per_shard = 1;
+    })
+    .await;
+    let held = acquire(&pool).await;
+    let next = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let lease = pool.acquire(Job::new()).await?;
+            lease.evaluate_value("1+1").await
+        })
+    };
+    waiting(&pool, 1).await;
+    let crashed = tokio::time::timeout(LIMIT, held.call("Page.crash", json!({})))
+        .await
+        .expect("the crash is reported in time");
+    assert_eq!(crashed.unwrap_err().kind(), ErrorKind::SessionCrashed);
+    drop(held);
+
+    let two = tokio::time::timeout(LIMIT, next).await.unwrap().unwrap();
+    assert_eq!(two.unwrap(), json!(2), "the caller got a working page");
+    let snap = pool.metrics().await;
+    assert_eq!(snap.counters.handoffs, 0);
+    assert_eq!(snap.counters.sessions_crashed, 1);
+    assert_eq!(snap.counters.sessions_created, 2);
+    settled(&pool, &sim, 1).await;
+    pool.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// Shutdown with callers in the line: they get `Shutdown`, the held lease keeps working
+/// through the grace, and its return ends the shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_answers_the_line() {
+    let (_sim, pool) = support::sim_pool(SimConfig::default(), 1, |c| {
+        c.sessions_per_shard = 1;
+    })
+    .await;
+    let held = acquire(&pool).await;
+    let lined_up = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.acquire(Job::new()).await.map(drop) })
+    };
+    waiting(&pool, 1).await;
+    let shutdown = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.shutdown(Duration::from_secs(600)).await })
+    };
+    let refused = tokio::time::timeout(LIMIT, lined_up)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(refused.unwrap_err().kind(), ErrorKind::Shutdown);
+    assert_eq!(held.evaluate_value("1+1").await.unwrap(), json!(2));
+    drop(held);
+    tokio::time::timeout(LIMIT, shutdown)
+        .await
+        .expect("the lease's return ends the grace")
+        .unwrap()
+        .unwrap();
+}
