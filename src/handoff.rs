@@ -123,7 +123,8 @@ pub fn return_session(
                 h.line.outcomes.push(passed);
                 match next.tx.send(Ok(lease)) {
                     Ok(()) => return,
-                    // It left just now: the lease is ours again; try the next one.
+                    // It left just now: the lease is ours again; try the next one. (The
+                    // shard has counted a use for it already: harmless, and rare.)
                     Err(lease) => {
                         if let Ok(lease) = lease {
                             lease.defuse();

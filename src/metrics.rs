@@ -77,7 +77,8 @@ impl DomainGroup {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct Counters {
-    /// Jobs (`run` calls and leases) that finished successfully.
+    /// `run` jobs that finished successfully (leases are counted by `sessions_reused`
+    /// and `sessions_created`, not here).
     pub jobs_ok: u64,
     /// Jobs that finished with an error (any kind, including timeouts).
     pub jobs_failed: u64,

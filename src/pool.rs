@@ -484,6 +484,11 @@ where
 
 /// A session held by the caller, usable from any thread or runtime. Its commands run on
 /// the shard that owns the page. Dropping it returns the session (also during a panic).
+///
+/// When other `acquire` callers are waiting for the shard's sessions, dropping a lease
+/// usually hands its session straight to the first of them, in the dropping thread,
+/// without a trip through the shard (see [`Config::lease_handoff`]). The order in which
+/// waiters are served is the same either way: class first, then arrival.
 pub struct Lease {
     shard: usize,
     id: u64,

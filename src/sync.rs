@@ -66,6 +66,12 @@ mod imp {
         }
     }
 
+    impl<T> Default for SegQueue<T> {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
     /// Stand-in for `arc_swap::ArcSwap`: same interface, visible to loom.
     pub struct LiveCell<T>(loom::sync::Mutex<Arc<T>>);
 

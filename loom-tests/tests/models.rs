@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use cdpmux::loom_api::{
     announce_shutdown, close_inbox, grant_lease, mpsc, oneshot, publish_config, send_request,
-    LiveCell, LoadGauges, Msg, Notify, Overflow, Request, Work,
+    Handoff, Line, LiveCell, LoadGauges, Msg, Notify, Outcome, Overflow, Request, Successor, Work,
 };
 use cdpmux::{Config, ErrorKind, Job};
 use loom::future::block_on;
@@ -214,7 +214,7 @@ fn shutdown_races_submission() {
                 Some(Msg::Submit(Request {
                     work: Work::Acquire(tx),
                     ..
-                })) => grant_lease(tx, 0, 1, &lease_tx),
+                })) => grant_lease(tx, 0, 1, &lease_tx, None),
                 Some(Msg::Shutdown { done, .. }) => {
                     block_on(close_inbox(&mut inbox));
                     let _ = done.send(());
@@ -285,5 +285,206 @@ fn live_config_reaches_shard_before_its_message() {
             _ => panic!("expected Reconfigured"),
         }
         publisher.join().unwrap();
+    });
+}
+
+/// What a lease's reply channel carries.
+type LeaseTx = oneshot::Sender<cdpmux::Result<cdpmux::Lease>>;
+type LeaseRx = oneshot::Receiver<cdpmux::Result<cdpmux::Lease>>;
+
+/// A shard's line and lease `lease` on a passable session served from it, as the shard
+/// grants it (the inbox's own sender is dropped: the inbox closes once every lease is
+/// gone).
+fn passable_lease(lease: u64) -> (Arc<Line>, cdpmux::Lease, mpsc::UnboundedReceiver<Msg>) {
+    let line = Arc::new(Line::default());
+    let handoff = Handoff::new(line.clone(), Arc::new(AtomicBool::new(true)));
+    let (inbox_tx, inbox) = mpsc::unbounded_channel::<Msg>();
+    let (tx, rx) = oneshot::channel();
+    grant_lease(tx, 0, lease, &inbox_tx, Some(handoff));
+    let held = block_on(rx).expect("granted").expect("a lease");
+    (line, held, inbox)
+}
+
+/// A caller waiting in `line` under queue id `id`: its reply channel's receiving end.
+fn line_up(line: &Line, id: u64) -> LeaseRx {
+    let (tx, rx): (LeaseTx, LeaseRx) = oneshot::channel();
+    line.push(Successor { id, tx });
+    rx
+}
+
+/// What the model's shard saw, in order.
+#[derive(Debug, PartialEq, Eq)]
+enum Seen {
+    /// An outcome, read before handling the message that follows.
+    Passed {
+        lease: u64,
+        successor: u64,
+    },
+    Left {
+        successor: u64,
+    },
+    /// A command through lease `lease`.
+    Op {
+        lease: u64,
+    },
+    Release {
+        lease: u64,
+    },
+}
+
+fn seen(outcome: Outcome) -> Seen {
+    match outcome {
+        Outcome::Passed {
+            lease, successor, ..
+        } => Seen::Passed { lease, successor },
+        Outcome::Left { successor } => Seen::Left { successor },
+    }
+}
+
+/// A lease on a passable session is dropped (its holder's thread hands the session to
+/// the caller waiting in the line) while its shard takes that caller back into its queue
+/// (`Line::drain`, as on a higher class, a deadline, reconfiguration, shutdown). The
+/// shard serves its inbox meanwhile, reading the line's outcomes before each message as
+/// `Shard::handle` does. The caller is served exactly once or taken back exactly once;
+/// the session is released exactly once, after its new holder's command when there is
+/// one; the shard reads the hand-off before any command of the new holder. Seeded bug:
+/// `return_session` sends the lease before recording the `Passed`.
+#[test]
+#[cfg_attr(
+    cdpmux_loom_mutant,
+    should_panic(expected = "command before its hand-off")
+)]
+fn handoff_races_reclaim() {
+    loom::model(|| {
+        const LEASE: u64 = 7;
+        const WAITER: u64 = 3;
+        let (line, held, mut inbox) = passable_lease(LEASE);
+        let rx = line_up(&line, WAITER);
+
+        let holder = thread::spawn(move || drop(held));
+        // The shard: takes the line back, then serves its inbox until every lease is
+        // gone. A caller taken back would wait in the queue; here its reply channel is
+        // dropped, so the caller learns it was not served.
+        let shard = {
+            let line = line.clone();
+            thread::spawn(move || {
+                let taken: Vec<u64> = line.drain().into_iter().map(|s| s.id).collect();
+                let mut log = Vec::new();
+                while let Some(msg) = block_on(inbox.recv()) {
+                    log.extend(line.outcomes().map(seen));
+                    log.push(match msg {
+                        Msg::LeaseOp { lease, .. } => Seen::Op { lease },
+                        Msg::Release { lease } => Seen::Release { lease },
+                        _ => unreachable!(),
+                    });
+                }
+                log.extend(line.outcomes().map(seen));
+                (taken, log)
+            })
+        };
+
+        // The waiting caller: served by the lease, or told it was taken back.
+        let served = match block_on(rx) {
+            Ok(Ok(lease)) => {
+                // Sent on the first poll; the answer does not matter here.
+                let _ = poll_once(&mut std::pin::pin!(lease.evaluate_value("1")));
+                drop(lease);
+                true
+            }
+            Ok(Err(e)) => panic!("the hand-off failed: {e}"),
+            Err(_) => false,
+        };
+        holder.join().unwrap();
+        let (taken, log) = shard.join().unwrap();
+
+        let taken_back = taken == [WAITER];
+        assert!(
+            taken.is_empty() || taken_back,
+            "unexpected callers taken back: {taken:?}"
+        );
+        assert!(
+            served != taken_back,
+            "the caller was served {} and taken back {} (seen: {log:?})",
+            usize::from(served),
+            usize::from(taken_back)
+        );
+        let passed = Seen::Passed {
+            lease: LEASE,
+            successor: WAITER,
+        };
+        let at = |what: &Seen| log.iter().position(|s| s == what);
+        if let Some(op) = at(&Seen::Op { lease: LEASE }) {
+            assert!(
+                at(&passed).is_some_and(|p| p < op),
+                "the shard saw a command before its hand-off: {log:?}"
+            );
+        }
+        let releases = log
+            .iter()
+            .filter(|s| **s == Seen::Release { lease: LEASE })
+            .count();
+        assert_eq!(releases, 1, "session released {releases} times: {log:?}");
+        let expected = if served {
+            vec![
+                passed,
+                Seen::Op { lease: LEASE },
+                Seen::Release { lease: LEASE },
+            ]
+        } else {
+            vec![Seen::Release { lease: LEASE }]
+        };
+        assert_eq!(log, expected, "the shard's view of the session");
+    });
+}
+
+/// A lease on a passable session is dropped while the first of two callers in the line
+/// leaves (drops its `acquire`), on another thread. The lease skips it (it left before,
+/// or `send` hands the lease back) or reaches it and comes back with its dropped reply
+/// channel; either way the second caller gets the session exactly once, with no
+/// `Release` while it holds it, and exactly one `Release` once it lets go. No seeded bug
+/// of its own (the hand-off's is about ordering, which `handoff_races_reclaim` checks).
+#[test]
+#[cfg(not(cdpmux_loom_mutant))]
+fn handoff_skips_a_caller_who_left() {
+    loom::model(|| {
+        const LEASE: u64 = 7;
+        let (line, held, mut inbox) = passable_lease(LEASE);
+        let first = line_up(&line, 1);
+        let second = line_up(&line, 2);
+
+        let holder = thread::spawn(move || drop(held));
+        let leaving = thread::spawn(move || drop(first));
+        holder.join().unwrap();
+        leaving.join().unwrap();
+
+        let lease = match poll_once(&mut { second }) {
+            Poll::Ready(Ok(Ok(lease))) => lease,
+            Poll::Pending => panic!("session lost: the second caller was not served"),
+            Poll::Ready(_) => panic!("the hand-off failed"),
+        };
+
+        assert_eq!(releases(&mut inbox, LEASE), 0, "released while held");
+        let log: Vec<Seen> = line.outcomes().map(seen).collect();
+        let skipped = [
+            Seen::Left { successor: 1 },
+            Seen::Passed {
+                lease: LEASE,
+                successor: 1,
+            },
+        ];
+        assert!(
+            log.len() == 2
+                && skipped.contains(&log[0])
+                && log[1]
+                    == Seen::Passed {
+                        lease: LEASE,
+                        successor: 2
+                    },
+            "outcomes: {log:?}"
+        );
+        drop(lease);
+        assert_eq!(releases(&mut inbox, LEASE), 1, "session not released once");
+        assert!(line.outcomes().next().is_none());
+        assert!(line.drain().is_empty());
     });
 }
