@@ -1,81 +1,205 @@
 //! Handing a leased session straight to the next caller, in the releasing caller's thread.
 //!
-//! Without this, a [`Lease`] going back costs two trips through its shard's loop: the
-//! `Release` message, then the grant to the next waiter. Under contention the shard
-//! instead moves the heads of its wait queue (plain `acquire` requests only) into its
-//! [`Line`] ahead of time, up to one per held lease. Dropping a lease whose session may
-//! be passed on pops the first caller still waiting there, records the hand-off for the
-//! shard (an [`Outcome`] the shard reads before it handles any message, so before
-//! anything the new holder sends), and hands it a lease on the same session, without
-//! waking the shard's thread on the way. The shard keeps the
-//! rest of each request (its job, deadline and position) and takes everyone still in the
-//! line back into its queue whenever order demands it: a higher class arrives, a deadline
-//! passes, a session turns idle, the configuration changes, shutdown.
+//! Without this, every lease cycle under contention goes through its shard's loop three
+//! times: the request, the release, the grant to the next waiter. Instead each shard has
+//! a [`Line`] of callers that releasing leases serve directly:
 //!
-//! Whether a session may be passed on (`passable`) is the shard's call, made when it
-//! grants or learns of a hand-off: the session must be fit for another use (alive, not
-//! due for retirement, nobody waiting for it by affinity) and the configuration must not
-//! ask for work between two holders (`Reset::AboutBlank`, per-key or per-job contexts).
-//! Checked by `loom-tests` (`handoff_races_reclaim`, `handoff_skips_a_caller_who_left`).
+//! - The shard moves the heads of its wait queue there (plain `acquire` requests: no
+//!   affinity key), in order, up to one per held lease.
+//! - While its queue is empty and every session is out, the shard holds the line open,
+//!   and a plain `Normal` `acquire` with the default deadlines joins at the back by
+//!   itself, with no message to the shard. Its wait deadline is at least the pool's wait
+//!   limit after the line opened, so the shard takes the line back into its queue, where
+//!   its timers apply, when that much time has passed with the line open.
+//! - Dropping a lease whose session may be passed on pops the first caller still
+//!   waiting, records the hand-off for the shard (an [`Outcome`] the shard reads before
+//!   it handles any message, so before anything the new holder sends), and hands it a
+//!   lease on the same session.
+//!
+//! The shard takes everyone in the line back into its queue, in order, whenever order
+//! demands it: a higher class or a request that cannot join arrives, a deadline passes,
+//! a session turns idle, the configuration changes, shutdown. Whether a session may be
+//! passed on (`passable`) is the shard's call, made when it grants or learns of a
+//! hand-off: the session must be fit for another use (alive, not due for retirement,
+//! nobody waiting for it by affinity) and the configuration must not ask for work
+//! between two holders (`Reset::AboutBlank`, per-key or per-job contexts).
+//!
+//! Checked by `loom-tests` (`handoff_races_reclaim`, `handoff_skips_a_caller_who_left`,
+//! `joining_races_the_line_closing`).
+
+use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::job::Job;
 use crate::pool::Lease;
 use crate::shard::Msg;
-use crate::sync::atomic::{AtomicBool, Ordering};
+use crate::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::sync::{mpsc, oneshot, Arc, SegQueue};
-use crate::Result;
+use crate::{Result, TimeoutKind};
 
-/// A caller waiting in a shard's line: its queue id and where its lease goes.
+/// A caller waiting in a shard's line: all of its request.
 pub struct Successor {
-    /// The request's id in its shard's wait queue (kept while it is in the line).
+    /// Its arrival number ([`Line::next_id`]), also its id in the shard's wait queue.
     pub id: u64,
     /// The waiting `acquire`'s reply channel.
     pub tx: oneshot::Sender<Result<Lease>>,
+    /// Its job (priority, deadlines).
+    pub job: Job,
+    /// When it asked.
+    pub submitted: Instant,
+    /// When its wait ends, and which deadline that is.
+    pub deadline: (Instant, TimeoutKind),
+    /// It joined by itself (the shard has no record of it).
+    pub joined: bool,
 }
 
 /// What a releasing lease did with a caller it took from the line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// Lease `lease`'s session went to `successor`, whose wait ended at `at`.
+    /// Lease `lease`'s session went to `successor` after a wait of `waited`.
     Passed {
         /// The lease (its id stays with the session).
         lease: u64,
-        /// The caller's queue id.
+        /// The caller's id.
         successor: u64,
-        /// When it got the session.
-        at: Instant,
+        /// How long it waited.
+        waited: Duration,
+        /// Its job's command deadline, if it set one.
+        command_timeout: Option<Duration>,
+        /// It had joined the line by itself.
+        joined: bool,
     },
     /// `successor` had left; the session went on to the next caller or to the shard.
     Left {
-        /// The caller's queue id.
+        /// The caller's id.
         successor: u64,
     },
+    /// `successor`'s deadline had passed: it was told so, and the session went on.
+    Expired {
+        /// The caller's id.
+        successor: u64,
+        /// Which deadline.
+        kind: TimeoutKind,
+    },
+}
+
+/// What became of a caller's attempt to join the line by itself.
+pub enum Join {
+    /// It waits in the line.
+    Joined,
+    /// The line was closed: ask the shard (the reply channel comes back).
+    Closed(oneshot::Sender<Result<Lease>>),
+    /// The line closed as it joined: it must withdraw (close its receiver, keep a lease
+    /// that reached it, else ask the shard).
+    Withdraw,
 }
 
 /// The callers a shard lets releasing leases serve directly, first come first served,
 /// and what became of those taken out.
+///
+/// The shard moves the heads of its queue here, and while its queue is empty and every
+/// session is out it holds the line `open`: plain `acquire` callers then join at the
+/// back by themselves, without a message to the shard. Joining and closing are ordered
+/// so that nobody is stranded: a caller pushes, then re-checks `open`; the shard closes,
+/// then takes everyone back. Either the shard's drain finds the caller, or the caller
+/// sees the line closed and withdraws.
 #[derive(Default)]
 pub struct Line {
     waiting: SegQueue<Successor>,
     outcomes: SegQueue<Outcome>,
+    open: AtomicBool,
+    /// Callers in `waiting` who joined by themselves.
+    joined: AtomicUsize,
+    /// Arrival numbers, for callers who join and for the shard's queue alike.
+    next_id: AtomicU64,
 }
 
 impl Line {
-    /// What releasing leases did since the last call, in order (the shard, before it
-    /// handles any message: a new holder's messages come after its hand-off).
-    pub fn outcomes(&self) -> impl Iterator<Item = Outcome> + '_ {
-        std::iter::from_fn(|| self.outcomes.pop())
-    }
-
     /// Adds a caller at the back (the shard, moving the head of its queue).
     pub fn push(&self, successor: Successor) {
         self.waiting.push(successor);
     }
 
-    /// Takes everyone still in the line, in order (the shard, to take them back).
-    pub fn drain(&self) -> Vec<Successor> {
-        std::iter::from_fn(|| self.waiting.pop()).collect()
+    /// Takes the first caller in the line (a releasing lease, or the shard with a
+    /// session that turned idle).
+    pub fn pop(&self) -> Option<Successor> {
+        let s = self.waiting.pop()?;
+        if s.joined {
+            self.joined.fetch_sub(1, Ordering::AcqRel);
+        }
+        Some(s)
+    }
+
+    /// The next arrival number: a caller joining, or a request entering the shard's
+    /// queue, so both follow one order.
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Closes the line and takes everyone still in it, in order (the shard, to take
+    /// them back into its queue).
+    pub fn close_and_drain(&self) -> Vec<Successor> {
+        self.open.store(false, Ordering::SeqCst);
+        // Pairs with the fence in `join`: a caller whose re-check still saw the line
+        // open has its push visible to the pops below.
+        fence(Ordering::SeqCst);
+        std::iter::from_fn(|| self.pop()).collect()
+    }
+
+    /// Lets callers join by themselves, or stops them (the shard). Closing does not take
+    /// anyone back; see [`close_and_drain`](Line::close_and_drain).
+    pub fn set_open(&self, open: bool) {
+        self.open.store(open, Ordering::SeqCst);
+    }
+
+    /// Callers in the line who joined by themselves.
+    pub fn joined(&self) -> usize {
+        self.joined.load(Ordering::Acquire)
+    }
+
+    /// What releasing leases and callers did since the last call, in order (the shard,
+    /// before it handles any message: a new holder's messages come after its hand-off).
+    pub fn outcomes(&self) -> impl Iterator<Item = Outcome> + '_ {
+        std::iter::from_fn(|| self.outcomes.pop())
+    }
+
+    /// A plain `acquire` caller joins at the back if the line is open and shorter than
+    /// `bound`.
+    pub fn join(
+        &self,
+        job: &Job,
+        submitted: Instant,
+        deadline: (Instant, TimeoutKind),
+        tx: oneshot::Sender<Result<Lease>>,
+        bound: usize,
+    ) -> Join {
+        if !self.open.load(Ordering::SeqCst) || self.joined() >= bound {
+            return Join::Closed(tx);
+        }
+        self.joined.fetch_add(1, Ordering::AcqRel);
+        self.waiting.push(Successor {
+            id: self.next_id(),
+            tx,
+            job: job.clone(),
+            submitted,
+            deadline,
+            joined: true,
+        });
+        // Seeded bug for the loom model: trusting the first look at `open`. A shard that
+        // closed and drained in between never sees this caller, who waits for a hand-off
+        // that may never come.
+        #[cfg(cdpmux_loom_mutant)]
+        return Join::Joined;
+        #[cfg(not(cdpmux_loom_mutant))]
+        {
+            fence(Ordering::SeqCst);
+            if self.open.load(Ordering::SeqCst) {
+                Join::Joined
+            } else {
+                Join::Withdraw
+            }
+        }
     }
 }
 
@@ -106,16 +230,29 @@ pub fn return_session(
     handoff: Option<&Handoff>,
 ) {
     if let Some(h) = handoff.filter(|h| h.passable.load(Ordering::Acquire)) {
-        while let Some(next) = h.line.waiting.pop() {
+        while let Some(next) = h.line.pop() {
             let left = Outcome::Left { successor: next.id };
             if next.tx.is_closed() {
                 h.line.outcomes.push(left);
                 continue;
             }
+            let (deadline, kind) = next.deadline;
+            if deadline <= Instant::now() {
+                // Too late for it: it hears so now, and the session goes on.
+                let limit = deadline.saturating_duration_since(next.submitted);
+                let _ = next.tx.send(Err(crate::shard::timeout_error(kind, limit)));
+                h.line.outcomes.push(Outcome::Expired {
+                    successor: next.id,
+                    kind,
+                });
+                continue;
+            }
             let passed = Outcome::Passed {
                 lease,
                 successor: next.id,
-                at: Instant::now(),
+                waited: next.submitted.elapsed(),
+                command_timeout: next.job.command_timeout,
+                joined: next.joined,
             };
             let lease = Lease::new(shard, lease, inbox.clone(), Some(h.clone()));
             #[cfg(not(cdpmux_loom_mutant))]

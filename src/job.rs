@@ -154,6 +154,16 @@ impl Job {
         Job::default()
     }
 
+    /// May wait in a shard's line without asking the shard (see `handoff`): `Normal`,
+    /// no key, the pool's default wait and job deadlines (which the shard enforces for
+    /// the whole line at once).
+    pub(crate) fn joins_lines(&self) -> bool {
+        self.priority == Priority::Normal
+            && self.affinity.is_none()
+            && self.wait_timeout.is_none()
+            && self.timeout.is_none()
+    }
+
     /// Keeps this job with others of the same key.
     pub fn affinity(mut self, affinity: Affinity) -> Self {
         self.affinity = Some(affinity);

@@ -106,7 +106,7 @@ pub struct ReadmeDoctests;
 #[cfg(cdpmux_loom)]
 #[doc(hidden)]
 pub mod loom_api {
-    pub use crate::handoff::{return_session, Handoff, Line, Outcome, Successor};
+    pub use crate::handoff::{return_session, Handoff, Join, Line, Outcome, Successor};
     pub use crate::pool::{announce_shutdown, publish_config, send_request};
     pub use crate::router::{LoadGauges, LoadGuard};
     pub use crate::shard::{close_inbox, grant_lease, Msg, Request, Work};

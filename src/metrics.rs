@@ -97,6 +97,9 @@ pub struct Counters {
     /// Of the reuses, leased sessions handed straight from one `acquire` caller to the
     /// next without a trip through their shard (see [`Config::lease_handoff`](crate::Config)).
     pub handoffs: u64,
+    /// Of the hand-offs, those to `acquire` callers who had joined the line by
+    /// themselves, without a message to the shard.
+    pub joined_handoffs: u64,
     /// Sessions closed on purpose (uses, age, idleness, shrink, failed reset).
     pub sessions_retired: u64,
     /// Sessions lost to a crash, a detach or a lost connection.
@@ -137,6 +140,7 @@ impl Counters {
             session_create_failures,
             sessions_reused,
             handoffs,
+            joined_handoffs,
             sessions_retired,
             sessions_crashed,
             timeouts_wait,
@@ -160,6 +164,7 @@ impl Counters {
         self.session_create_failures += session_create_failures;
         self.sessions_reused += sessions_reused;
         self.handoffs += handoffs;
+        self.joined_handoffs += joined_handoffs;
         self.sessions_retired += sessions_retired;
         self.sessions_crashed += sessions_crashed;
         self.timeouts_wait += timeouts_wait;
@@ -587,6 +592,11 @@ impl Snapshot {
             "handoffs_total",
             "Leased sessions handed straight to the next caller.",
             &[("", c.handoffs)],
+        );
+        counter(
+            "joined_handoffs_total",
+            "Hand-offs to callers who joined the line by themselves.",
+            &[("", c.joined_handoffs)],
         );
         counter(
             "sessions_retired_total",

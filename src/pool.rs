@@ -17,7 +17,7 @@ use crate::browser::{Endpoint, Launch};
 use crate::cdp::{Page, PageOptions};
 use crate::config::Config;
 use crate::fleet::Fleet;
-use crate::handoff::{self, Handoff};
+use crate::handoff::{self, Handoff, Join, Line};
 use crate::job::Job;
 use crate::metrics::Snapshot;
 use crate::router::{shard_for, LoadGauges};
@@ -129,6 +129,7 @@ impl PoolBuilder {
         let wakers: StdArc<[Notify]> = (0..shards).map(|_| Notify::new()).collect();
         let config = Arc::new(LiveCell::new(self.config));
         let overflow = Arc::new(Overflow::default());
+        let lines: StdArc<[Arc<Line>]> = (0..shards).map(|_| Arc::new(Line::default())).collect();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
 
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -141,6 +142,7 @@ impl PoolBuilder {
                 inboxes: inboxes.clone(),
                 fleet: fleet.clone(),
                 page_options: self.page_options.clone(),
+                line: lines[id].clone(),
             };
             let pin = self.pin_cores.then_some(id % cores);
             threads.push(shard::spawn(id, shared, inbox, pin, ready_tx.clone())?);
@@ -150,6 +152,7 @@ impl PoolBuilder {
             inboxes,
             config,
             gauges: LoadGauges::new(shards),
+            lines,
             threads: std::sync::Mutex::new(threads),
             fleet,
             closed: AtomicBool::new(false),
@@ -182,6 +185,8 @@ struct Inner {
     inboxes: StdArc<[mpsc::UnboundedSender<Msg>]>,
     config: Arc<LiveCell<Config>>,
     gauges: LoadGauges,
+    /// Each shard's line (see `handoff`): a plain `acquire` may join it directly.
+    lines: StdArc<[Arc<Line>]>,
     // Touched only by shutdown and drop, never on a request's path.
     threads: std::sync::Mutex<Vec<JoinHandle<()>>>,
     fleet: StdArc<Fleet>,
@@ -280,13 +285,38 @@ impl Pool {
     pub async fn acquire(&self, job: Job) -> Result<Lease> {
         let shard = self.route(&job);
         let _load = self.inner.gauges.enter(shard);
-        let (tx, rx) = oneshot::channel();
+        let submitted = Instant::now();
+        let (tx, mut rx) = oneshot::channel();
+        // Under contention a plain request joins the shard's line by itself, with no
+        // message to the shard (see `handoff`); otherwise, or if the line closes as it
+        // joins, the shard decides.
+        let tx = if job.joins_lines() && !self.inner.closed.load(Ordering::Acquire) {
+            let cfg = self.inner.config.load();
+            let deadline = shard::wait_deadline(&job, submitted, &cfg);
+            match self.inner.lines[shard].join(&job, submitted, deadline, tx, cfg.max_queue) {
+                Join::Joined => {
+                    return rx.await.unwrap_or_else(|_| Err(shard::shutdown_error()));
+                }
+                Join::Closed(tx) => tx,
+                Join::Withdraw => {
+                    rx.close();
+                    if let Ok(served) = rx.try_recv() {
+                        return served;
+                    }
+                    let (tx, fresh) = oneshot::channel();
+                    rx = fresh;
+                    tx
+                }
+            }
+        } else {
+            tx
+        };
         self.submit(
             shard,
             Request {
                 job,
                 work: Work::Acquire(tx),
-                submitted: Instant::now(),
+                submitted,
                 attempts: 0,
             },
         )?;

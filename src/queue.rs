@@ -14,7 +14,7 @@ use crate::job::Priority;
 /// One waiting request.
 #[derive(Debug)]
 pub(crate) struct Waiting<T> {
-    /// Unique within the queue, increasing in push order.
+    /// Unique within the queue; orders the waiters of a class (arrival order).
     pub(crate) id: u64,
     /// When the request started waiting (kept across shards when it is stolen).
     pub(crate) since: Instant,
@@ -35,22 +35,44 @@ pub(crate) enum Admit {
 pub(crate) struct WaitQueue<T> {
     /// One FIFO per class, indexed by `Priority::index`; ids increase front to back.
     classes: [VecDeque<Waiting<T>>; 4],
-    next_id: u64,
 }
 
 impl<T> Default for WaitQueue<T> {
     fn default() -> Self {
         WaitQueue {
             classes: Default::default(),
-            next_id: 1,
         }
     }
 }
 
 impl<T> WaitQueue<T> {
-    /// Adds a waiter unless `bound` are already waiting; then gives the value back.
+    /// Adds a waiter after everyone present, unless `bound` are already waiting; then
+    /// gives the value back. (The shard numbers its waiters itself: `push_with_id`.)
+    #[cfg(test)]
     pub(crate) fn push(
         &mut self,
+        priority: Priority,
+        since: Instant,
+        value: T,
+        bound: usize,
+    ) -> Result<u64, T> {
+        let id = self
+            .classes
+            .iter()
+            .filter_map(|q| q.back())
+            .map(|w| w.id)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        self.push_with_id(id, priority, since, value, bound)
+    }
+
+    /// Adds a waiter under an id from outside (ids order waiters of a class: a shard
+    /// takes them from a counter its callers share, so they follow arrival), unless
+    /// `bound` are already waiting.
+    pub(crate) fn push_with_id(
+        &mut self,
+        id: u64,
         priority: Priority,
         since: Instant,
         value: T,
@@ -59,22 +81,13 @@ impl<T> WaitQueue<T> {
         if self.len() >= bound {
             return Err(value);
         }
-        let id = self.next_id;
-        self.next_id += 1;
-        self.classes[priority.index()].push_back(Waiting {
+        self.put_back(Waiting {
             id,
             since,
             priority,
             value,
         });
         Ok(id)
-    }
-
-    /// An id for a waiter that skips the queue (it sorts after every waiter so far).
-    pub(crate) fn reserve_id(&mut self) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
-        id
     }
 
     /// Takes the waiter to serve next, if any may be served under `admit`.
@@ -219,17 +232,11 @@ mod tests {
         let a = q.pop(t, NO_AGING, Admit::All).unwrap();
         let b = q.pop(t, NO_AGING, Admit::All).unwrap();
         q.push(Priority::Normal, t, "f", 10).unwrap();
-        // A reserved id sorts after everyone so far, and removal by id still works.
-        let late = q.reserve_id();
+        // An id from outside lands by its order, and removal by id still works.
         q.put_back(b);
         q.put_back(a);
-        q.put_back(Waiting {
-            id: late,
-            since: t,
-            priority: Priority::Normal,
-            value: "g",
-        });
-        assert_eq!(q.remove(late).map(|w| w.value), Some("g"));
+        q.push_with_id(1_000, Priority::Normal, t, "g", 10).unwrap();
+        assert_eq!(q.remove(1_000).map(|w| w.value), Some("g"));
         assert_eq!(
             drain_order(&mut q, t, NO_AGING),
             ["a", "b", "c", "d", "e", "f"]

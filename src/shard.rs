@@ -89,13 +89,7 @@ pub struct Request {
 impl Request {
     /// When waiting must end, and which deadline that is.
     fn wait_deadline(&self, cfg: &Config) -> (Instant, TimeoutKind) {
-        let wait = self.submitted + self.job.wait_timeout.unwrap_or(cfg.wait_timeout);
-        let job = self.submitted + self.job.timeout.unwrap_or(cfg.job_timeout);
-        if job < wait {
-            (job, TimeoutKind::Job)
-        } else {
-            (wait, TimeoutKind::Wait)
-        }
+        wait_deadline(&self.job, self.submitted, cfg)
     }
 }
 
@@ -139,6 +133,8 @@ pub(crate) struct Shared {
     pub(crate) inboxes: std::sync::Arc<[mpsc::UnboundedSender<Msg>]>,
     pub(crate) fleet: std::sync::Arc<Fleet>,
     pub(crate) page_options: PageOptions,
+    /// This shard's line (see `handoff`).
+    pub(crate) line: crate::sync::Arc<Line>,
 }
 
 /// This shard's socket to one browser, and that browser's health as seen from here.
@@ -232,16 +228,11 @@ struct Waiter {
     kind: TimeoutKind,
 }
 
-/// A request moved from the queue into the line: all of it but its reply channel, which
-/// is in the line. Keyed by its queue id, which it keeps.
+/// A request the shard moved from its queue into the line (the request itself is in the
+/// line). Keyed by its queue id, which it keeps.
 struct LineEntry {
-    since: std::time::Instant,
     priority: crate::Priority,
-    job: Job,
-    submitted: Instant,
-    attempts: u32,
     deadline: Instant,
-    kind: TimeoutKind,
 }
 
 #[derive(Default)]
@@ -255,9 +246,12 @@ struct State {
     /// Pages opened so far (numbers each page's initial URL).
     openings: u64,
     queue: WaitQueue<Waiter>,
-    /// Requests in the line (see `handoff`), by queue id; out of the line but not yet
-    /// reported `Passed` counts too.
+    /// Requests the shard put in the line (see `handoff`), by queue id; out of the line
+    /// but not yet reported `Passed` counts too.
     line: HashMap<u64, LineEntry>,
+    /// While the line is open to callers joining by themselves: when it must be taken
+    /// back (the earliest deadline any of them can have).
+    line_open_until: Option<Instant>,
     deadlines: BTreeSet<(Instant, Deadline)>,
     leases: HashMap<u64, SessionKey>,
     next_lease: u64,
@@ -289,6 +283,9 @@ enum Deadline {
     Queue(u64),
     Preferred(SessionKey, u64),
     Line(u64),
+    /// The line has been open for the pool's wait limit: callers who joined it by
+    /// themselves may be due (see `handoff`).
+    LineOpen,
 }
 
 /// Where a keyed request's session is.
@@ -427,6 +424,7 @@ async fn run(
     ready: std::sync::mpsc::Sender<Result<()>>,
 ) {
     let browsers = shared.fleet.len();
+    let line = shared.line.clone();
     let core = Rc::new(Core {
         id,
         state: RefCell::new(State {
@@ -440,7 +438,7 @@ async fn run(
         loss: Rc::new(Notify::new()),
         link_settled: Notify::new(),
         tag: fastrand::u64(..),
-        line: crate::sync::Arc::new(Line::default()),
+        line,
     });
     for browser in 0..browsers {
         if let Err(e) = core.connection(browser).await {
@@ -465,6 +463,7 @@ impl Core {
         let far = || Instant::now() + Duration::from_secs(3600);
         let sleep = tokio::time::sleep_until(far());
         tokio::pin!(sleep);
+        let mut armed: Option<Instant> = None;
         let health_every = |cfg: &Config| {
             if cfg.health_interval.is_zero() {
                 Duration::from_secs(3600)
@@ -499,7 +498,11 @@ impl Core {
                 }
             }
             let next_deadline = self.state.borrow().deadlines.first().map(|(at, _)| *at);
-            sleep.as_mut().reset(next_deadline.unwrap_or_else(far));
+            // Re-arming the timer costs a trip through the time driver: only on a change.
+            if next_deadline != armed {
+                sleep.as_mut().reset(next_deadline.unwrap_or_else(far));
+                armed = next_deadline;
+            }
             tokio::select! {
                 biased;
                 msg = inbox.recv() => match msg {
@@ -530,7 +533,10 @@ impl Core {
                     }
                 },
                 _ = self.shared.wakers[self.id].notified() => {}
-                _ = &mut sleep, if next_deadline.is_some() => self.expire(Instant::now()),
+                _ = &mut sleep, if next_deadline.is_some() => {
+                    armed = None; // fired: re-arm next turn even for the same instant
+                    self.expire(Instant::now());
+                }
                 _ = self.loss.notified() => self.sweep(),
                 _ = &mut health => {
                     self.health_check();
@@ -588,7 +594,7 @@ impl Core {
             }
             // Back to the queue, in order; the pump lines up again what the new
             // configuration allows.
-            self.take_back_line(&mut st);
+            self.take_back_line(&mut st, &cfg);
             let now = Instant::now();
             let leased: Vec<_> = st.leases.values().copied().collect();
             for key in leased {
@@ -612,13 +618,27 @@ impl Core {
                 Outcome::Passed {
                     lease,
                     successor,
-                    at,
-                } => self.passed(&mut st, &cfg, lease, successor, at),
+                    waited,
+                    command_timeout,
+                    joined,
+                } => {
+                    self.passed(&mut st, &cfg, lease, successor, waited, command_timeout);
+                    if joined {
+                        self.metrics.borrow_mut().counters.joined_handoffs += 1;
+                    }
+                }
                 Outcome::Left { successor } => {
                     if let Some(e) = st.line.remove(&successor) {
                         st.deadlines
                             .remove(&(e.deadline, Deadline::Line(successor)));
                     }
+                }
+                Outcome::Expired { successor, kind } => {
+                    if let Some(e) = st.line.remove(&successor) {
+                        st.deadlines
+                            .remove(&(e.deadline, Deadline::Line(successor)));
+                    }
+                    self.metrics.borrow_mut().counters.timeout(kind);
                 }
             }
         }
@@ -628,33 +648,44 @@ impl Core {
 
     /// A lease passed its session to `successor`: the session's new use is counted and
     /// its command deadline is the new job's.
-    fn passed(&self, st: &mut State, cfg: &Config, lease: u64, successor: u64, at: Instant) {
-        let entry = st.line.remove(&successor);
-        if let Some(e) = &entry {
+    fn passed(
+        &self,
+        st: &mut State,
+        cfg: &Config,
+        lease: u64,
+        successor: u64,
+        waited: Duration,
+        command_timeout: Option<Duration>,
+    ) {
+        if let Some(e) = st.line.remove(&successor) {
             st.deadlines
                 .remove(&(e.deadline, Deadline::Line(successor)));
         }
+        let now = Instant::now();
         if let Some(key) = st.leases.get(&lease).copied() {
             if let Some(s) = st.sessions.get_mut(&key) {
                 s.uses += 1;
-                s.last_used = at;
+                s.last_used = now;
                 s.page.set_uses(s.uses);
+                s.page
+                    .set_command_timeout(command_timeout.unwrap_or(cfg.command_timeout));
                 let mut m = self.metrics.borrow_mut();
                 m.counters.sessions_reused += 1;
                 m.counters.handoffs += 1;
-                if let Some(e) = &entry {
-                    s.page
-                        .set_command_timeout(e.job.command_timeout.unwrap_or(cfg.command_timeout));
-                    m.acquire_wait(at.saturating_duration_since(e.submitted));
-                }
+                m.acquire_wait(waited);
             }
-            update_passable(st, key, cfg, at);
+            update_passable(st, key, cfg, now);
         }
     }
 
     /// Moves queue heads into the line while every session is out: plain `acquire`
     /// requests only, in queue order, at most one per held lease.
     fn fill_line(&self, st: &mut State, cfg: &Config, now: Instant) {
+        self.line_up_heads(st, cfg, now);
+        self.update_open(st, cfg);
+    }
+
+    fn line_up_heads(&self, st: &mut State, cfg: &Config, now: Instant) {
         if !handoff_allowed(cfg)
             || st.shutting_down
             || !st.idle.is_empty()
@@ -669,7 +700,7 @@ impl Core {
             Admit::CriticalOnly
         };
         let plain = |r: &Request| matches!(r.work, Work::Acquire(_)) && r.job.affinity.is_none();
-        while st.line.len() < st.leases.len() {
+        while !st.leases.is_empty() {
             // Requests offered by saturated shards first, as in `pump`: the sessions
             // here go round without the pump, and these must not be stranded.
             if admit == Admit::All && !self.shared.overflow.is_empty() {
@@ -678,8 +709,6 @@ impl Core {
                     let head = st.queue.peek(now.into_std(), cfg.aging, admit);
                     let outranked = head.is_some_and(|h| h.priority > request.job.priority);
                     let (deadline, kind) = request.wait_deadline(cfg);
-                    let since = request.submitted.into_std();
-                    let priority = request.job.priority;
                     let waiter = Waiter {
                         request,
                         deadline,
@@ -688,8 +717,8 @@ impl Core {
                     if outranked || !plain(&waiter.request) {
                         st.orphans.push(waiter); // queued on the next pump
                     } else {
-                        let id = st.queue.reserve_id();
-                        self.line_up(st, id, since, priority, waiter);
+                        let id = self.line.next_id();
+                        self.line_up(st, id, waiter);
                     }
                     continue;
                 }
@@ -706,24 +735,18 @@ impl Core {
             };
             st.deadlines
                 .remove(&(w.value.deadline, Deadline::Queue(w.id)));
-            self.line_up(st, w.id, w.since, w.priority, w.value);
+            self.line_up(st, w.id, w.value);
         }
     }
 
     /// Puts a plain `acquire` request into the line under queue id `id`.
-    fn line_up(
-        &self,
-        st: &mut State,
-        id: u64,
-        since: std::time::Instant,
-        priority: crate::Priority,
-        waiter: Waiter,
-    ) {
+    fn line_up(&self, st: &mut State, id: u64, waiter: Waiter) {
         let Waiter {
             request,
             deadline,
             kind,
         } = waiter;
+        let priority = request.job.priority;
         let Work::Acquire(tx) = request.work else {
             unreachable!("only acquire requests are lined up")
         };
@@ -731,44 +754,91 @@ impl Core {
             return; // its caller left
         }
         st.deadlines.insert((deadline, Deadline::Line(id)));
-        st.line.insert(
+        st.line.insert(id, LineEntry { priority, deadline });
+        self.line.push(Successor {
             id,
-            LineEntry {
-                since,
-                priority,
-                job: request.job,
-                submitted: request.submitted,
-                attempts: request.attempts,
-                deadline,
-                kind,
-            },
-        );
-        self.line.push(Successor { id, tx });
+            tx,
+            job: request.job,
+            submitted: request.submitted,
+            deadline: (deadline, kind),
+            joined: false,
+        });
     }
 
-    /// Takes everyone still in the line back into the queue, each in its old place.
-    fn take_back_line(&self, st: &mut State) {
-        for Successor { id, tx } in self.line.drain() {
-            let Some(e) = st.line.remove(&id) else {
-                continue;
+    /// Closes the line and takes everyone still in it back into the queue, each in its
+    /// old place (callers who joined by themselves after everyone queued so far).
+    fn take_back_line(&self, st: &mut State, cfg: &Config) {
+        let taken = self.line.close_and_drain();
+        Self::line_closed(st);
+        for Successor {
+            id,
+            tx,
+            job,
+            submitted,
+            ..
+        } in taken
+        {
+            if let Some(e) = st.line.remove(&id) {
+                st.deadlines.remove(&(e.deadline, Deadline::Line(id)));
+            }
+            if tx.is_closed() {
+                continue; // its caller left
+            }
+            let request = Request {
+                job,
+                work: Work::Acquire(tx),
+                submitted,
+                attempts: 0,
             };
-            st.deadlines.remove(&(e.deadline, Deadline::Line(id)));
-            st.deadlines.insert((e.deadline, Deadline::Queue(id)));
+            let (deadline, kind) = request.wait_deadline(cfg);
+            st.deadlines.insert((deadline, Deadline::Queue(id)));
             st.queue.put_back(Waiting {
                 id,
-                since: e.since,
-                priority: e.priority,
+                since: submitted.into_std(),
+                priority: request.job.priority,
                 value: Waiter {
-                    request: Request {
-                        job: e.job,
-                        work: Work::Acquire(tx),
-                        submitted: e.submitted,
-                        attempts: e.attempts,
-                    },
-                    deadline: e.deadline,
-                    kind: e.kind,
+                    request,
+                    deadline,
+                    kind,
                 },
             });
+        }
+    }
+
+    /// Holds the line open for callers to join by themselves exactly while that keeps
+    /// the order the queue would: nobody queued, every session out (one more would not
+    /// be admitted for a `Normal` request otherwise), nobody below `Normal` in the line.
+    fn update_open(&self, st: &mut State, cfg: &Config) {
+        let open = handoff_allowed(cfg)
+            && !st.shutting_down
+            && st.queue.is_empty()
+            && st.orphans.is_empty()
+            && st.idle.is_empty()
+            && !st.leases.is_empty()
+            && st.sessions.len() + st.creating >= cfg.sessions_per_shard
+            && st.busy.saturating_sub(1) < cfg.sessions_per_shard - cfg.critical_reserve
+            && st
+                .line
+                .values()
+                .all(|e| e.priority >= crate::Priority::Normal);
+        if !open {
+            // Callers who joined by themselves keep the timer until they are out.
+            if self.line.joined() == 0 {
+                Self::line_closed(st);
+            }
+        } else if st.line_open_until.is_none() {
+            // Whoever joins from now on waits at most this long by the pool's deadlines.
+            let until = Instant::now() + cfg.wait_timeout.min(cfg.job_timeout);
+            st.deadlines.insert((until, Deadline::LineOpen));
+            st.line_open_until = Some(until);
+        }
+        self.line.set_open(open);
+    }
+
+    /// The line is closed: its timer goes.
+    fn line_closed(st: &mut State) {
+        if let Some(until) = st.line_open_until.take() {
+            st.deadlines.remove(&(until, Deadline::LineOpen));
         }
     }
 
@@ -778,6 +848,7 @@ impl Core {
         for e in st.line.values() {
             by_class[e.priority.index()] += 1;
         }
+        by_class[crate::Priority::Normal.index()] += self.line.joined();
         let parked = st.preferred.values().flatten().map(|p| &p.waiter);
         for w in parked.chain(&st.orphans) {
             by_class[w.request.job.priority.index()] += 1;
@@ -799,7 +870,7 @@ impl Core {
     fn has_spare_capacity(&self) -> bool {
         let cfg = self.shared.config.load();
         let st = self.state.borrow();
-        if !st.queue.is_empty() || !st.line.is_empty() {
+        if !st.queue.is_empty() || !st.line.is_empty() || self.line.joined() > 0 {
             return false;
         }
         let live = st.sessions.len() + st.creating;
@@ -821,7 +892,7 @@ impl Core {
         let now = Instant::now();
         if deadline <= now {
             self.metrics.borrow_mut().counters.timeout(kind);
-            let err = wait_timeout_error(kind, &request, &cfg);
+            let err = wait_timeout_error(kind, &request.job, &cfg);
             request.work.fail(err);
             return;
         }
@@ -842,11 +913,17 @@ impl Core {
             } else {
                 cfg.sessions_per_shard - cfg.critical_reserve
             };
-            if st.queue.is_empty() && st.line.is_empty() && st.busy < room {
+            if st.queue.is_empty()
+                && st.line.is_empty()
+                && self.line.joined() == 0
+                && st.busy < room
+            {
                 let owner = owner_of(&waiter.request.job, cfg.isolation);
                 if let Some(key) = self.take_idle(&mut st, &cfg, owner.as_ref()) {
                     drop(st);
                     self.start(key, waiter.request);
+                    // That may have been the last free session: the line may open.
+                    self.update_open(&mut self.state.borrow_mut(), &cfg);
                     return;
                 }
             }
@@ -854,17 +931,19 @@ impl Core {
         let pushed = {
             let mut st = self.state.borrow_mut();
             let since = waiter.request.submitted.into_std();
+            // Its arrival number orders it after everyone who joined the line before.
+            let id = self.line.next_id();
             // Requests parked for their preferred session or in the line count against
             // the bound too.
             let bound = cfg
                 .max_queue
                 .saturating_sub(st.preferred_count + st.line.len());
-            match st.queue.push(priority, since, waiter, bound) {
+            match st.queue.push_with_id(id, priority, since, waiter, bound) {
                 Ok(id) => Ok(id),
                 Err(waiter) => {
                     // Full: first drop waiters whose callers have left, then try once more.
                     st.queue.retain(|w| !w.request.work.is_abandoned());
-                    st.queue.push(priority, since, waiter, bound)
+                    st.queue.push_with_id(id, priority, since, waiter, bound)
                 }
             }
         };
@@ -874,8 +953,9 @@ impl Core {
                 st.deadlines.insert((deadline, Deadline::Queue(id)));
                 // Someone in the line is of a lower class: the line goes back to the
                 // queue so this request is served first.
-                if st.line.values().any(|e| e.priority < priority) {
-                    self.take_back_line(&mut st);
+                let joined_below = self.line.joined() > 0 && priority > crate::Priority::Normal;
+                if joined_below || st.line.values().any(|e| e.priority < priority) {
+                    self.take_back_line(&mut st, &cfg);
                 }
                 drop(st);
                 self.pump();
@@ -909,15 +989,50 @@ impl Core {
                     w.request.submitted.into_std(),
                     w.deadline,
                 );
-                if let Ok(id) = st.queue.push(priority, since, w, usize::MAX) {
+                let id = self.line.next_id();
+                if let Ok(id) = st.queue.push_with_id(id, priority, since, w, usize::MAX) {
                     st.deadlines.insert((deadline, Deadline::Queue(id)));
                 }
             }
-            // A session is free, so the line has had its turn: whoever is still in it
-            // goes back to the queue and is served from there, in order.
-            if !st.idle.is_empty() && !st.line.is_empty() {
-                self.take_back_line(&mut st);
+        }
+        // A session is free: the line holds the oldest requests, so it is served first.
+        loop {
+            let mut st = self.state.borrow_mut();
+            if st.shutting_down
+                || st.idle.is_empty()
+                || st.busy >= cfg.sessions_per_shard - cfg.critical_reserve
+                || (st.line.is_empty() && self.line.joined() == 0)
+            {
+                break;
             }
+            let Some(key) = self.take_idle(&mut st, &cfg, None) else {
+                break;
+            };
+            let Some(s) = self.line.pop() else {
+                st.idle.push(key);
+                break;
+            };
+            if let Some(e) = st.line.remove(&s.id) {
+                st.deadlines.remove(&(e.deadline, Deadline::Line(s.id)));
+            }
+            let (deadline, kind) = s.deadline;
+            if s.tx.is_closed() || deadline <= now {
+                st.idle.push(key);
+                if !s.tx.is_closed() {
+                    self.metrics.borrow_mut().counters.timeout(kind);
+                    let limit = deadline.saturating_duration_since(s.submitted);
+                    let _ = s.tx.send(Err(timeout_error(kind, limit)));
+                }
+                continue;
+            }
+            drop(st);
+            let request = Request {
+                job: s.job,
+                work: Work::Acquire(s.tx),
+                submitted: s.submitted,
+                attempts: 0,
+            };
+            self.start(key, request);
         }
         loop {
             let mut st = self.state.borrow_mut();
@@ -1903,6 +2018,8 @@ impl Core {
     /// Fails the waiters whose deadline has passed; soft-affinity waiters whose short
     /// wait for their session ran out join the general queue instead.
     fn expire(self: &Rc<Self>, now: Instant) {
+        // Releasing leases may have served, skipped or failed callers of the line.
+        self.take_outcomes();
         let cfg = self.shared.config.load();
         let mut moved = false;
         loop {
@@ -1913,9 +2030,19 @@ impl Core {
                         st.deadlines.pop_first();
                         match tag {
                             Deadline::Queue(id) => st.queue.remove(id).map(|w| w.value),
+                            Deadline::LineOpen => {
+                                // Into the queue, where each deadline has its timer.
+                                st.line_open_until = None;
+                                self.take_back_line(&mut st, &cfg);
+                                moved = true;
+                                None
+                            }
+                            Deadline::Line(id) if !st.line.contains_key(&id) => None,
                             Deadline::Line(id) => {
-                                // Unless a lease has just taken it out of the line.
-                                self.take_back_line(&mut st);
+                                // Still in the line: nobody released a lease since its
+                                // deadline. The line goes back to the queue (and this
+                                // caller with it, unless a lease has just taken it).
+                                self.take_back_line(&mut st, &cfg);
                                 let w = st.queue.remove(id).map(|w| w.value);
                                 if let Some(w) = &w {
                                     st.deadlines.remove(&(w.deadline, Deadline::Queue(id)));
@@ -1946,7 +2073,7 @@ impl Core {
                 let kind = w.kind;
                 if !w.request.work.is_abandoned() {
                     self.metrics.borrow_mut().counters.timeout(kind);
-                    let err = wait_timeout_error(kind, &w.request, &cfg);
+                    let err = wait_timeout_error(kind, &w.request.job, &cfg);
                     w.request.work.fail(err);
                 }
             }
@@ -2030,7 +2157,8 @@ impl Core {
             for s in st.sessions.values() {
                 s.passable.store(false, Ordering::Release);
             }
-            self.take_back_line(&mut st);
+            let cfg = self.shared.config.load();
+            self.take_back_line(&mut st, &cfg);
             st.deadlines.clear();
             let mut all: Vec<Waiter> = st.queue.drain().map(|w| w.value).collect();
             all.append(&mut st.orphans);
@@ -2208,13 +2336,31 @@ fn refuse(msg: Msg) {
     }
 }
 
-fn wait_timeout_error(kind: TimeoutKind, request: &Request, cfg: &Config) -> Error {
-    let (what, limit) = match kind {
-        TimeoutKind::Job => ("job", request.job.timeout.unwrap_or(cfg.job_timeout)),
-        _ => (
-            "waiting for a session",
-            request.job.wait_timeout.unwrap_or(cfg.wait_timeout),
-        ),
+/// When a request submitted at `submitted` must stop waiting, and which deadline that is.
+pub(crate) fn wait_deadline(job: &Job, submitted: Instant, cfg: &Config) -> (Instant, TimeoutKind) {
+    let wait = submitted + job.wait_timeout.unwrap_or(cfg.wait_timeout);
+    let whole = submitted + job.timeout.unwrap_or(cfg.job_timeout);
+    if whole < wait {
+        (whole, TimeoutKind::Job)
+    } else {
+        (wait, TimeoutKind::Wait)
+    }
+}
+
+pub(crate) fn wait_timeout_error(kind: TimeoutKind, job: &Job, cfg: &Config) -> Error {
+    let limit = match kind {
+        TimeoutKind::Job => job.timeout.unwrap_or(cfg.job_timeout),
+        _ => job.wait_timeout.unwrap_or(cfg.wait_timeout),
+    };
+    timeout_error(kind, limit)
+}
+
+/// The error of a request whose wait ended at its `kind` deadline, `limit` after it
+/// asked.
+pub(crate) fn timeout_error(kind: TimeoutKind, limit: Duration) -> Error {
+    let what = match kind {
+        TimeoutKind::Job => "job",
+        _ => "waiting for a session",
     };
     let mut e = Error::timeout(kind, what, limit);
     if kind == TimeoutKind::Wait {

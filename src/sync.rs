@@ -116,6 +116,15 @@ mod imp_channels {
             /// The sender was dropped without sending.
             #[derive(Debug, Clone, PartialEq, Eq)]
             pub struct RecvError(pub(crate) ());
+
+            /// Why `try_recv` has no value.
+            #[derive(Debug, Clone, PartialEq, Eq)]
+            pub enum TryRecvError {
+                /// Nothing sent yet.
+                Empty,
+                /// The sender is gone.
+                Closed,
+            }
         }
 
         struct State<T> {
@@ -210,6 +219,27 @@ mod imp_channels {
                 } else {
                     st.rx_waker = Some(cx.waker().clone());
                     Poll::Pending
+                }
+            }
+        }
+
+        impl<T> Receiver<T> {
+            /// Refuses any later send; a value sent before stays receivable.
+            pub fn close(&mut self) {
+                let mut st = self.0.lock().unwrap();
+                st.rx_closed = true;
+                let waker = st.tx_waker.take();
+                drop(st);
+                wake(waker);
+            }
+
+            /// The value, if one was sent.
+            pub fn try_recv(&mut self) -> Result<T, error::TryRecvError> {
+                let mut st = self.0.lock().unwrap();
+                match st.value.take() {
+                    Some(value) => Ok(value),
+                    None if st.tx_done => Err(error::TryRecvError::Closed),
+                    None => Err(error::TryRecvError::Empty),
                 }
             }
         }

@@ -234,3 +234,120 @@ async fn shutdown_answers_the_line() {
         .unwrap()
         .unwrap();
 }
+
+/// With every session held and nobody queued, plain callers join the line by themselves
+/// (no message to the shard) and are served by hand-off, in arrival order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_callers_join_the_line_by_themselves() {
+    let (sim, pool) = support::sim_pool(SimConfig::default(), 1, |c| {
+        c.sessions_per_shard = 1;
+    })
+    .await;
+    let held = acquire(&pool).await;
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for i in 0..3u64 {
+        let (caller, order) = (pool.clone(), order.clone());
+        tasks.push(tokio::spawn(async move {
+            let lease = caller.acquire(Job::new()).await?;
+            order.lock().unwrap().push(i);
+            lease.evaluate_value("1+1").await
+        }));
+        waiting(&pool, i + 1).await;
+    }
+    drop(held);
+    for t in tasks {
+        let two = tokio::time::timeout(LIMIT, t).await.unwrap().unwrap();
+        assert_eq!(two.unwrap(), json!(2));
+    }
+    assert_eq!(*order.lock().unwrap(), [0, 1, 2]);
+    let snap = pool.metrics().await;
+    assert_eq!(snap.counters.handoffs, 3);
+    assert_eq!(
+        snap.counters.joined_handoffs, 3,
+        "all three joined by themselves"
+    );
+    settled(&pool, &sim, 1).await;
+    pool.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// A `run` job queued after a caller who joined the line and before one who came later
+/// keeps its place: first come, first served across both paths.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joined_callers_keep_their_place_among_run_jobs() {
+    let (sim, pool) = support::sim_pool(SimConfig::default(), 1, |c| {
+        c.sessions_per_shard = 1;
+    })
+    .await;
+    let held = acquire(&pool).await;
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let lease_task = |name: &'static str| {
+        let (pool, order) = (pool.clone(), order.clone());
+        tokio::spawn(async move {
+            let lease = pool.acquire(Job::new()).await?;
+            order.lock().unwrap().push(name);
+            lease.evaluate_value("1+1").await
+        })
+    };
+    let first = lease_task("lease-1");
+    waiting(&pool, 1).await;
+    let run = {
+        let (pool, order) = (pool.clone(), order.clone());
+        tokio::spawn(async move {
+            pool.run(Job::new(), async move |page| {
+                order.lock().unwrap().push("run");
+                page.evaluate_value("1+1").await
+            })
+            .await
+        })
+    };
+    waiting(&pool, 2).await;
+    let last = lease_task("lease-2");
+    waiting(&pool, 3).await;
+    drop(held);
+    for t in [first, run, last] {
+        let two = tokio::time::timeout(LIMIT, t).await.unwrap().unwrap();
+        assert_eq!(two.unwrap(), json!(2));
+    }
+    assert_eq!(*order.lock().unwrap(), ["lease-1", "run", "lease-2"]);
+    assert_eq!(pool.metrics().await.counters.joined_handoffs, 1);
+    settled(&pool, &sim, 1).await;
+    pool.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// A caller who joined the line and whose wait limit passes while every session stays
+/// held gets `Timeout(Wait)` like a queued one (the shard takes the line back, where its
+/// timers apply); nothing is lost and the next caller is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joined_caller_times_out_like_a_queued_one() {
+    let (sim, pool) = support::sim_pool(SimConfig::default(), 1, |c| {
+        c.sessions_per_shard = 1;
+        c.wait_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let held = acquire(&pool).await;
+    let late = tokio::time::timeout(LIMIT, pool.acquire(Job::new()))
+        .await
+        .expect("the wait limit ends the wait");
+    assert_eq!(
+        late.unwrap_err().kind(),
+        ErrorKind::Timeout(TimeoutKind::Wait)
+    );
+    let snap = pool.metrics().await;
+    assert_eq!(snap.counters.timeouts_wait, 1);
+    assert_eq!(snap.gauges.waiting, 0);
+
+    let next = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let lease = pool.acquire(Job::new()).await?;
+            lease.evaluate_value("1+1").await
+        })
+    };
+    waiting(&pool, 1).await;
+    drop(held);
+    let two = tokio::time::timeout(LIMIT, next).await.unwrap().unwrap();
+    assert_eq!(two.unwrap(), json!(2));
+    settled(&pool, &sim, 1).await;
+    pool.shutdown(Duration::from_secs(5)).await.unwrap();
+}

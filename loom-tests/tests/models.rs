@@ -15,9 +15,10 @@ use std::time::Duration;
 
 use cdpmux::loom_api::{
     announce_shutdown, close_inbox, grant_lease, mpsc, oneshot, publish_config, send_request,
-    Handoff, Line, LiveCell, LoadGauges, Msg, Notify, Outcome, Overflow, Request, Successor, Work,
+    Handoff, Join, Line, LiveCell, LoadGauges, Msg, Notify, Outcome, Overflow, Request, Successor,
+    Work,
 };
-use cdpmux::{Config, ErrorKind, Job};
+use cdpmux::{Config, ErrorKind, Job, TimeoutKind};
 use loom::future::block_on;
 use loom::sync::atomic::AtomicBool;
 use loom::sync::Arc;
@@ -308,7 +309,15 @@ fn passable_lease(lease: u64) -> (Arc<Line>, cdpmux::Lease, mpsc::UnboundedRecei
 /// A caller waiting in `line` under queue id `id`: its reply channel's receiving end.
 fn line_up(line: &Line, id: u64) -> LeaseRx {
     let (tx, rx): (LeaseTx, LeaseRx) = oneshot::channel();
-    line.push(Successor { id, tx });
+    let now = tokio::time::Instant::now();
+    line.push(Successor {
+        id,
+        tx,
+        job: Job::new(),
+        submitted: now,
+        deadline: (now + Duration::from_secs(60), TimeoutKind::Wait),
+        joined: false,
+    });
     rx
 }
 
@@ -338,6 +347,7 @@ fn seen(outcome: Outcome) -> Seen {
             lease, successor, ..
         } => Seen::Passed { lease, successor },
         Outcome::Left { successor } => Seen::Left { successor },
+        Outcome::Expired { .. } => unreachable!("no caller here is past its deadline"),
     }
 }
 
@@ -368,7 +378,7 @@ fn handoff_races_reclaim() {
         let shard = {
             let line = line.clone();
             thread::spawn(move || {
-                let taken: Vec<u64> = line.drain().into_iter().map(|s| s.id).collect();
+                let taken: Vec<u64> = line.close_and_drain().into_iter().map(|s| s.id).collect();
                 let mut log = Vec::new();
                 while let Some(msg) = block_on(inbox.recv()) {
                     log.extend(line.outcomes().map(seen));
@@ -485,6 +495,55 @@ fn handoff_skips_a_caller_who_left() {
         drop(lease);
         assert_eq!(releases(&mut inbox, LEASE), 1, "session not released once");
         assert!(line.outcomes().next().is_none());
-        assert!(line.drain().is_empty());
+        assert!(line.close_and_drain().is_empty());
+    });
+}
+
+/// A plain `acquire` joins the line by itself (`Line::join`) while its shard closes the
+/// line and takes everyone back (`Line::close_and_drain`: a higher class or a request
+/// that cannot join arrived, a session turned idle, shutdown). The caller ends up in the
+/// shard's hands, or sees the line closed and withdraws to ask the shard itself: never
+/// waiting in a closed line that nobody drains. Seeded bug: `join` trusts its first look
+/// at `open`.
+#[test]
+#[cfg_attr(cdpmux_loom_mutant, should_panic(expected = "stranded"))]
+fn joining_races_the_line_closing() {
+    loom::model(|| {
+        let line = Arc::new(Line::default());
+        line.set_open(true);
+        let shard = {
+            let line = line.clone();
+            thread::spawn(move || line.close_and_drain().len())
+        };
+        let (tx, _rx): (LeaseTx, LeaseRx) = oneshot::channel();
+        let now = tokio::time::Instant::now();
+        let (pushed, waits_in_line) = match line.join(
+            &Job::new(),
+            now,
+            (now + Duration::from_secs(60), TimeoutKind::Wait),
+            tx,
+            8,
+        ) {
+            Join::Joined => (true, true),
+            // It asks the shard instead, having closed its receiver first: its entry,
+            // if still in the line, is skipped by whoever pops it.
+            Join::Withdraw => (true, false),
+            Join::Closed(_) => (false, false),
+        };
+        let taken = shard.join().unwrap();
+        if waits_in_line {
+            assert_eq!(
+                taken, 1,
+                "a caller stranded in a closed line: the shard never took it back"
+            );
+        }
+        let remaining = line.close_and_drain().len();
+        assert_eq!(
+            taken + remaining,
+            usize::from(pushed),
+            "a caller in the line found {} times",
+            taken + remaining
+        );
+        assert_eq!(line.joined(), 0, "the count of callers who joined drifted");
     });
 }
