@@ -14,9 +14,11 @@
 //! host over an unbounded channel and its answer comes back on a oneshot. That is the
 //! same path a cdpmux [`Lease`](cdpmux::Lease) command takes to its shard, on the same
 //! transport, so the arms differ only in how a session is handed out and given back
-//! (cdpmux: a message to the owning shard and back; deadpool: a semaphore and a mutexed
-//! queue in the caller's thread). Each cdpmux layout (1 shard × 50, 2 shards × 25) is
-//! matched by a deadpool pool with as many host threads holding as many sessions.
+//! (cdpmux: its shard's wait queue and line, with a dropped lease serving the next caller
+//! in line directly (`Config::lease_handoff`); deadpool: a semaphore and a mutexed queue
+//! in the caller's thread). Each cdpmux layout (1 shard × 50, 2 shards × 25) is matched
+//! by a deadpool pool with as many host threads holding as many sessions. The share of
+//! lease cycles handed on directly is printed after the table.
 //!
 //! Both arms run on the same 2-worker multi-thread runtime, in blocks interleaved five
 //! times (5 s per arm in all, 1 s with quick), after a warm-up that opens every session.
