@@ -4,8 +4,8 @@
 //! times: the request, the release, the grant to the next waiter. Instead each shard has
 //! a [`Line`] of callers that releasing leases serve directly:
 //!
-//! - The shard moves the heads of its wait queue there (plain `acquire` requests: no
-//!   affinity key), in order, up to one per held lease.
+//! - While leases are out, the shard moves the heads of its wait queue there (plain
+//!   `acquire` requests: no affinity key), in order, up to the first that is not plain.
 //! - While its queue is empty and every session is out, the shard holds the line open,
 //!   and a plain `Normal` `acquire` with the default deadlines joins at the back by
 //!   itself, with no message to the shard. Its wait deadline is at least the pool's wait
@@ -14,11 +14,14 @@
 //! - Dropping a lease whose session may be passed on pops the first caller still
 //!   waiting, records the hand-off for the shard (an [`Outcome`] the shard reads before
 //!   it handles any message, so before anything the new holder sends), and hands it a
-//!   lease on the same session.
+//!   lease on the same session. A caller past its deadline is told so and skipped.
+//! - A session that turns idle serves the line first (it holds the oldest requests).
 //!
-//! The shard takes everyone in the line back into its queue, in order, whenever order
-//! demands it: a higher class or a request that cannot join arrives, a deadline passes,
-//! a session turns idle, the configuration changes, shutdown. Whether a session may be
+//! Callers who join and requests the shard queues draw their ids from one counter
+//! ([`Line::next_id`]), so arrival order holds across both paths. The shard takes
+//! everyone in the line back into its queue, each in its place, whenever order or a
+//! deadline demands it: a higher class arrives, a deadline falls due with nobody
+//! releasing, the configuration changes, shutdown. Whether a session may be
 //! passed on (`passable`) is the shard's call, made when it grants or learns of a
 //! hand-off: the session must be fit for another use (alive, not due for retirement,
 //! nobody waiting for it by affinity) and the configuration must not ask for work

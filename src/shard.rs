@@ -678,8 +678,9 @@ impl Core {
         }
     }
 
-    /// Moves queue heads into the line while every session is out: plain `acquire`
-    /// requests only, in queue order, at most one per held lease.
+    /// Moves queue heads into the line while every session is out and leases are held
+    /// (plain `acquire` requests only, in queue order), then opens or closes the line to
+    /// callers joining by themselves.
     fn fill_line(&self, st: &mut State, cfg: &Config, now: Instant) {
         self.line_up_heads(st, cfg, now);
         self.update_open(st, cfg);
@@ -700,29 +701,31 @@ impl Core {
             Admit::CriticalOnly
         };
         let plain = |r: &Request| matches!(r.work, Work::Acquire(_)) && r.job.affinity.is_none();
-        while !st.leases.is_empty() {
-            // Requests offered by saturated shards first, as in `pump`: the sessions
-            // here go round without the pump, and these must not be stranded.
-            if admit == Admit::All && !self.shared.overflow.is_empty() {
-                if let Some(request) = self.shared.overflow.take() {
-                    self.metrics.borrow_mut().counters.steals += 1;
-                    let head = st.queue.peek(now.into_std(), cfg.aging, admit);
-                    let outranked = head.is_some_and(|h| h.priority > request.job.priority);
-                    let (deadline, kind) = request.wait_deadline(cfg);
-                    let waiter = Waiter {
-                        request,
-                        deadline,
-                        kind,
-                    };
-                    if outranked || !plain(&waiter.request) {
-                        st.orphans.push(waiter); // queued on the next pump
-                    } else {
-                        let id = self.line.next_id();
-                        self.line_up(st, id, waiter);
-                    }
-                    continue;
+        if st.leases.is_empty() {
+            return; // nobody to hand a session on
+        }
+        // A request offered by a saturated shard first, one per turn, as in `pump`: the
+        // sessions here go round without the pump, and it must not be stranded.
+        if admit == Admit::All && !self.shared.overflow.is_empty() {
+            if let Some(request) = self.shared.overflow.take() {
+                self.metrics.borrow_mut().counters.steals += 1;
+                let head = st.queue.peek(now.into_std(), cfg.aging, admit);
+                let outranked = head.is_some_and(|h| h.priority > request.job.priority);
+                let (deadline, kind) = request.wait_deadline(cfg);
+                let waiter = Waiter {
+                    request,
+                    deadline,
+                    kind,
+                };
+                if outranked || !plain(&waiter.request) {
+                    st.orphans.push(waiter); // queued on the next pump
+                } else {
+                    let id = self.line.next_id();
+                    self.line_up(st, id, waiter);
                 }
             }
+        }
+        loop {
             let next_is_plain = st
                 .queue
                 .peek(now.into_std(), cfg.aging, admit)
@@ -766,7 +769,7 @@ impl Core {
     }
 
     /// Closes the line and takes everyone still in it back into the queue, each in its
-    /// old place (callers who joined by themselves after everyone queued so far).
+    /// place by arrival number.
     fn take_back_line(&self, st: &mut State, cfg: &Config) {
         let taken = self.line.close_and_drain();
         Self::line_closed(st);

@@ -244,6 +244,9 @@ async fn plain_callers_join_the_line_by_themselves() {
     })
     .await;
     let held = acquire(&pool).await;
+    // A round trip through the shard: it has finished granting `held` (and opened the
+    // line) before it answers.
+    pool.metrics().await;
     let order = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
     for i in 0..3u64 {
@@ -280,6 +283,7 @@ async fn joined_callers_keep_their_place_among_run_jobs() {
     })
     .await;
     let held = acquire(&pool).await;
+    pool.metrics().await; // the shard has opened the line (see above)
     let order = Arc::new(Mutex::new(Vec::new()));
     let lease_task = |name: &'static str| {
         let (pool, order) = (pool.clone(), order.clone());
@@ -326,6 +330,7 @@ async fn a_joined_caller_times_out_like_a_queued_one() {
     })
     .await;
     let held = acquire(&pool).await;
+    pool.metrics().await; // the shard has opened the line (see above)
     let late = tokio::time::timeout(LIMIT, pool.acquire(Job::new()))
         .await
         .expect("the wait limit ends the wait");
