@@ -35,10 +35,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::job::Job;
-use crate::pool::Lease;
+use crate::pool::{Lease, LeaseLink};
 use crate::shard::Msg;
 use crate::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use crate::sync::{mpsc, oneshot, Arc, SegQueue};
+use crate::sync::{oneshot, Arc, SegQueue};
 use crate::{Result, TimeoutKind};
 
 /// A caller waiting in a shard's line: all of its request.
@@ -156,6 +156,11 @@ impl Line {
         self.open.store(open, Ordering::SeqCst);
     }
 
+    /// True while callers may join by themselves.
+    pub fn is_open(&self) -> bool {
+        self.open.load(Ordering::SeqCst)
+    }
+
     /// Callers in the line who joined by themselves.
     pub fn joined(&self) -> usize {
         self.joined.load(Ordering::Acquire)
@@ -223,73 +228,71 @@ impl Handoff {
 
 /// Gives lease `lease`'s session back: to the first caller in the line who still waits
 /// (recorded for the shard first, as [`Outcome::Passed`], so it is there before anything
-/// the new holder sends), or else to the shard (`Release`). A
-/// caller who leaves the line as the lease reaches it hands the lease back, and the next
-/// one is tried; the session is never lost, and never held twice.
-pub fn return_session(
-    shard: usize,
-    lease: u64,
-    inbox: &mpsc::UnboundedSender<Msg>,
-    handoff: Option<&Handoff>,
-) {
-    if let Some(h) = handoff.filter(|h| h.passable.load(Ordering::Acquire)) {
-        while let Some(next) = h.line.pop() {
-            let left = Outcome::Left { successor: next.id };
-            if next.tx.is_closed() {
-                h.line.outcomes.push(left);
-                continue;
-            }
-            let (deadline, kind) = next.deadline;
-            if deadline <= Instant::now() {
-                // Too late for it: it hears so now, and the session goes on.
-                let limit = deadline.saturating_duration_since(next.submitted);
-                let _ = next.tx.send(Err(crate::shard::timeout_error(kind, limit)));
-                h.line.outcomes.push(Outcome::Expired {
-                    successor: next.id,
-                    kind,
-                });
-                continue;
-            }
-            let passed = Outcome::Passed {
-                lease,
+/// the new holder sends), or else to the shard (`Release`). Callers past their deadline
+/// are told so and skipped; a caller who leaves as the lease reaches it hands the lease
+/// back, and the next one is tried. The session is never lost, and never held twice.
+pub fn return_session(shard: usize, lease: u64, link: LeaseLink) {
+    let mut link = link;
+    while let Some(h) = link
+        .handoff
+        .as_ref()
+        .filter(|h| h.passable.load(Ordering::Acquire))
+    {
+        let Some(next) = h.line.pop() else {
+            break;
+        };
+        if next.tx.is_closed() {
+            h.line.outcomes.push(Outcome::Left { successor: next.id });
+            continue;
+        }
+        let now = Instant::now();
+        let (deadline, kind) = next.deadline;
+        if deadline <= now {
+            // Too late for it: it hears so now, and the session goes on.
+            let limit = deadline.saturating_duration_since(next.submitted);
+            let _ = next.tx.send(Err(crate::shard::timeout_error(kind, limit)));
+            h.line.outcomes.push(Outcome::Expired {
                 successor: next.id,
-                waited: next.submitted.elapsed(),
-                command_timeout: next.job.command_timeout,
-                joined: next.joined,
-            };
-            let lease = Lease::new(shard, lease, inbox.clone(), Some(h.clone()));
-            #[cfg(not(cdpmux_loom_mutant))]
-            {
-                h.line.outcomes.push(passed);
-                match next.tx.send(Ok(lease)) {
-                    Ok(()) => return,
-                    // It left just now: the lease is ours again; try the next one. (The
-                    // shard has counted a use for it already: harmless, and rare.)
-                    Err(lease) => {
-                        if let Ok(lease) = lease {
-                            lease.defuse();
-                        }
-                    }
-                }
+                kind,
+            });
+            continue;
+        }
+        let passed = Outcome::Passed {
+            lease,
+            successor: next.id,
+            waited: now.saturating_duration_since(next.submitted),
+            command_timeout: next.job.command_timeout,
+            joined: next.joined,
+        };
+        #[cfg(not(cdpmux_loom_mutant))]
+        h.line.outcomes.push(passed);
+        // Seeded bug for the loom model: recording the hand-off only after the lease is
+        // sent lets the new holder's commands overtake it.
+        #[cfg(cdpmux_loom_mutant)]
+        let line = h.line.clone();
+        // The link moves on to the new holder's lease (no reference count touched).
+        match next.tx.send(Ok(Lease::new(shard, lease, link))) {
+            Ok(()) => {
+                #[cfg(cdpmux_loom_mutant)]
+                line.outcomes.push(passed);
+                return;
             }
-            // Seeded bug for the loom model: handing the lease over before telling the
-            // shard lets the new holder's commands overtake the `Passed`.
-            #[cfg(cdpmux_loom_mutant)]
-            {
-                match next.tx.send(Ok(lease)) {
-                    Ok(()) => {
-                        h.line.outcomes.push(passed);
-                        return;
-                    }
-                    Err(lease) => {
-                        if let Ok(lease) = lease {
-                            lease.defuse();
-                        }
-                        h.line.outcomes.push(left);
-                    }
-                }
+            // It left just now: the lease is ours again; try the next one. (The shard
+            // has counted a use for it already: harmless, and rare.)
+            Err(back) => {
+                #[cfg(cdpmux_loom_mutant)]
+                line.outcomes.push(Outcome::Left { successor: next.id });
+                link = reclaim(back);
             }
         }
     }
-    let _ = inbox.send(Msg::Release { lease });
+    let _ = link.inbox.send(Msg::Release { lease });
+}
+
+/// The link of a lease that `send` handed back.
+fn reclaim(back: Result<Lease>) -> LeaseLink {
+    match back {
+        Ok(mut lease) => lease.take_link().expect("a lease just made holds its link"),
+        Err(_) => unreachable!("only leases are handed on"),
+    }
 }

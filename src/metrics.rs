@@ -207,6 +207,9 @@ pub struct Gauges {
     pub waiting_by_class: [u64; 4],
     /// Affinity keys remembered (bounded by `affinity_capacity` per shard).
     pub affinity_keys: u64,
+    /// Shards whose line is open: every session out, nobody queued, so a plain
+    /// `acquire` joins the line directly (see [`Config::lease_handoff`](crate::Config)).
+    pub open_lines: u64,
 }
 
 impl Gauges {
@@ -219,6 +222,7 @@ impl Gauges {
             *a += b;
         }
         self.affinity_keys += o.affinity_keys;
+        self.open_lines += o.open_lines;
     }
 
     /// Open sessions: idle + busy.
@@ -665,6 +669,10 @@ impl Snapshot {
                 g.waiting_by_class[p.index()]
             ));
         }
+        out.push_str(&format!(
+            "# HELP cdpmux_open_lines Shards whose line plain acquire callers join directly.\n# TYPE cdpmux_open_lines gauge\ncdpmux_open_lines {}\n",
+            g.open_lines
+        ));
         out.push_str(&format!(
             "# HELP cdpmux_reuse_ratio Reused / (reused + created) acquisitions.\n# TYPE cdpmux_reuse_ratio gauge\ncdpmux_reuse_ratio {}\n",
             self.reuse_rate()

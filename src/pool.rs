@@ -522,35 +522,34 @@ where
 pub struct Lease {
     shard: usize,
     id: u64,
-    inbox: mpsc::UnboundedSender<Msg>,
     command_timeout: Option<Duration>,
+    /// The way to the shard. Always there while the lease is held; its drop takes it
+    /// along with the session (to the next holder's lease, or back to the shard).
+    link: Option<LeaseLink>,
+}
+
+/// What a lease needs to reach its shard and to pass its session on; moved, not
+/// copied, from one holder's lease to the next.
+pub(crate) struct LeaseLink {
+    pub(crate) inbox: mpsc::UnboundedSender<Msg>,
     /// How to pass the session straight to the next caller, when its shard allows it.
-    handoff: Option<Handoff>,
-    /// Set once the session went elsewhere without this handle: its drop does nothing.
-    defused: bool,
+    pub(crate) handoff: Option<Handoff>,
 }
 
 impl Lease {
-    pub(crate) fn new(
-        shard: usize,
-        id: u64,
-        inbox: mpsc::UnboundedSender<Msg>,
-        handoff: Option<Handoff>,
-    ) -> Self {
+    pub(crate) fn new(shard: usize, id: u64, link: LeaseLink) -> Self {
         Lease {
             shard,
             id,
-            inbox,
             command_timeout: None,
-            handoff,
-            defused: false,
+            link: Some(link),
         }
     }
 
-    /// Drops a lease whose session has already gone elsewhere (or nowhere: the shard is
-    /// gone) without returning it.
-    pub(crate) fn defuse(mut self) {
-        self.defused = true;
+    /// Takes the link out: the session has gone elsewhere (or nowhere: the shard is
+    /// gone), and dropping this handle does nothing more.
+    pub(crate) fn take_link(&mut self) -> Option<LeaseLink> {
+        self.link.take()
     }
 
     /// The shard that owns the session.
@@ -565,7 +564,8 @@ impl Lease {
 
     async fn op(&self, op: LeaseOp) -> Result<serde_json::Value> {
         let (reply, rx) = oneshot::channel();
-        self.inbox
+        let link = self.link.as_ref().ok_or_else(shard::shutdown_error)?;
+        link.inbox
             .send(Msg::LeaseOp {
                 lease: self.id,
                 op,
@@ -634,8 +634,8 @@ fn decode<T: DeserializeOwned>(method: &str, value: serde_json::Value) -> Result
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if !self.defused {
-            handoff::return_session(self.shard, self.id, &self.inbox, self.handoff.as_ref());
+        if let Some(link) = self.link.take() {
+            handoff::return_session(self.shard, self.id, link);
         }
     }
 }

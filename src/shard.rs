@@ -23,7 +23,7 @@ use crate::fleet::Fleet;
 use crate::handoff::{Handoff, Line, Outcome, Successor};
 use crate::job::{AffinityMode, Job};
 use crate::metrics::{Gauges, ShardMetrics, ShardReport};
-use crate::pool::Lease;
+use crate::pool::{Lease, LeaseLink};
 use crate::queue::{Admit, WaitQueue, Waiting};
 use crate::steal::Overflow;
 use crate::sync::atomic::{AtomicBool, Ordering};
@@ -252,6 +252,8 @@ struct State {
     /// While the line is open to callers joining by themselves: when it must be taken
     /// back (the earliest deadline any of them can have).
     line_open_until: Option<Instant>,
+    /// The line may open once the inbox is empty (see `open_line_if_allowed`).
+    line_may_open: bool,
     deadlines: BTreeSet<(Instant, Deadline)>,
     leases: HashMap<u64, SessionKey>,
     next_lease: u64,
@@ -547,6 +549,9 @@ impl Core {
             if spare {
                 self.shared.overflow.unpark(self.id);
             }
+            if inbox.is_empty() {
+                self.open_line_if_allowed();
+            }
         }
     }
 
@@ -824,18 +829,32 @@ impl Core {
                 .line
                 .values()
                 .all(|e| e.priority >= crate::Priority::Normal);
+        st.line_may_open = open;
         if !open {
+            self.line.set_open(false);
             // Callers who joined by themselves keep the timer until they are out.
             if self.line.joined() == 0 {
                 Self::line_closed(st);
             }
-        } else if st.line_open_until.is_none() {
+        }
+    }
+
+    /// Opens the line if `update_open` allows it. Called only with the inbox empty: a
+    /// request already sent to the shard must be queued (and lined up) before anyone
+    /// joins the line behind its back.
+    fn open_line_if_allowed(&self) {
+        let mut st = self.state.borrow_mut();
+        if !st.line_may_open || self.line.is_open() {
+            return;
+        }
+        if st.line_open_until.is_none() {
             // Whoever joins from now on waits at most this long by the pool's deadlines.
+            let cfg = self.shared.config.load();
             let until = Instant::now() + cfg.wait_timeout.min(cfg.job_timeout);
             st.deadlines.insert((until, Deadline::LineOpen));
             st.line_open_until = Some(until);
         }
-        self.line.set_open(open);
+        self.line.set_open(true);
     }
 
     /// The line is closed: its timer goes.
@@ -865,6 +884,7 @@ impl Core {
                 waiting: by_class.iter().sum::<usize>() as u64,
                 waiting_by_class: by_class.map(|n| n as u64),
                 affinity_keys: st.affinity.len() as u64,
+                open_lines: u64::from(self.line.is_open()),
             },
         }
     }
@@ -2288,7 +2308,11 @@ pub fn grant_lease(
     inbox: &mpsc::UnboundedSender<Msg>,
     handoff: Option<Handoff>,
 ) {
-    let lease = Lease::new(shard, lease, inbox.clone(), handoff);
+    let link = LeaseLink {
+        inbox: inbox.clone(),
+        handoff,
+    };
+    let lease = Lease::new(shard, lease, link);
     #[cfg(not(cdpmux_loom_mutant))]
     let _ = tx.send(Ok(lease));
     // Seeded bug for the loom model: trusting an earlier `is_closed` and defusing the

@@ -360,6 +360,11 @@ mod imp_channels {
                 .await
             }
 
+            /// True when nothing is buffered.
+            pub fn is_empty(&self) -> bool {
+                self.0.lock().unwrap().queue.is_empty()
+            }
+
             /// The next message if one is buffered.
             pub fn try_recv(&mut self) -> Result<T, error::TryRecvError> {
                 let mut st = self.0.lock().unwrap();

@@ -21,6 +21,13 @@ async fn acquire(pool: &Pool) -> Lease {
         .expect("a lease")
 }
 
+/// Waits until the shard has opened its line (every session out, nobody queued), so the
+/// next plain caller joins it by itself.
+async fn line_opens(pool: &Pool) {
+    let snap = support::metrics_until(pool, LIMIT, |s| s.gauges.open_lines == 1).await;
+    assert_eq!(snap.gauges.open_lines, 1, "the line opens");
+}
+
 async fn waiting(pool: &Pool, n: u64) {
     let snap = support::metrics_until(pool, LIMIT, |s| s.gauges.waiting == n).await;
     assert_eq!(snap.gauges.waiting, n, "callers waiting");
@@ -244,9 +251,7 @@ async fn plain_callers_join_the_line_by_themselves() {
     })
     .await;
     let held = acquire(&pool).await;
-    // A round trip through the shard: it has finished granting `held` (and opened the
-    // line) before it answers.
-    pool.metrics().await;
+    line_opens(&pool).await;
     let order = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
     for i in 0..3u64 {
@@ -283,7 +288,7 @@ async fn joined_callers_keep_their_place_among_run_jobs() {
     })
     .await;
     let held = acquire(&pool).await;
-    pool.metrics().await; // the shard has opened the line (see above)
+    line_opens(&pool).await;
     let order = Arc::new(Mutex::new(Vec::new()));
     let lease_task = |name: &'static str| {
         let (pool, order) = (pool.clone(), order.clone());
@@ -330,7 +335,7 @@ async fn a_joined_caller_times_out_like_a_queued_one() {
     })
     .await;
     let held = acquire(&pool).await;
-    pool.metrics().await; // the shard has opened the line (see above)
+    line_opens(&pool).await;
     let late = tokio::time::timeout(LIMIT, pool.acquire(Job::new()))
         .await
         .expect("the wait limit ends the wait");
