@@ -361,3 +361,135 @@ async fn a_joined_caller_times_out_like_a_queued_one() {
     settled(&pool, &sim, 1).await;
     pool.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+/// A storm of leases of every kind on 2 shards × 6 sessions: plain callers (who join the
+/// lines), other classes, short wait limits, `run` jobs, and callers giving up at random.
+/// Every caller is answered (patient ones with a working lease), leases are handed on,
+/// and afterwards every session is back, nobody waits, and the browser holds exactly the
+/// pool's sessions. (How many callers join a line by themselves depends on timing: here
+/// typically 1,000 or more hand-offs of 1,500, a handful on a loaded machine.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_mixed_callers_loses_nothing() {
+    let sim = SimConfig::default()
+        .with_seed(5)
+        .with_reply_delay(cdpmux::sim::Delay::Uniform(
+            Duration::ZERO,
+            Duration::from_millis(2),
+        ));
+    let (sim, pool) = support::sim_pool(sim, 2, |c| {
+        c.sessions_per_shard = 6;
+        c.max_queue = 10_000;
+    })
+    .await;
+    let mut rng = fastrand::Rng::with_seed(17);
+    let mut tasks = Vec::new();
+    for i in 0..1_500u64 {
+        let pool = pool.clone();
+        // Half plain (which cycle three times), a fifth plain and impatient, the rest
+        // other classes, short wait limits and `run` jobs; arriving over ~400 ms.
+        let kind = [0, 0, 0, 0, 0, 1, 1, 2, 3, 4][rng.usize(..10)];
+        if i % 4 == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let patience = Duration::from_micros(rng.u64(0..8_000));
+        let priority = [Priority::Low, Priority::High, Priority::Critical][rng.usize(..3)];
+        tasks.push(tokio::spawn(async move {
+            let work = async {
+                match kind {
+                    // Plain: may join a line by itself.
+                    0 => {
+                        let mut v = Ok(json!(null));
+                        for _ in 0..3 {
+                            let lease = pool.acquire(Job::new()).await?;
+                            v = lease.evaluate_value(&format!("{i}+1")).await;
+                        }
+                        v
+                    }
+                    1 => {
+                        let lease = pool.acquire(Job::new()).await?;
+                        lease.evaluate_value(&format!("{i}+1")).await
+                    }
+                    // Another class: always through the shard.
+                    2 => {
+                        let lease = pool.acquire(Job::new().priority(priority)).await?;
+                        lease.evaluate_value(&format!("{i}+1")).await
+                    }
+                    // A short wait limit of its own.
+                    3 => {
+                        let job = Job::new().wait_timeout(Duration::from_millis(5));
+                        let lease = pool.acquire(job).await?;
+                        lease.evaluate_value(&format!("{i}+1")).await
+                    }
+                    _ => {
+                        pool.run(Job::new(), async move |page| {
+                            page.evaluate_value(&format!("{i}+1")).await
+                        })
+                        .await
+                    }
+                }
+            };
+            // Kind 1 gives up at a random point; the others wait for their answer.
+            let answer = if kind == 1 {
+                match tokio::time::timeout(patience, work).await {
+                    Ok(answer) => answer,
+                    Err(_) => return None,
+                }
+            } else {
+                work.await
+            };
+            Some((kind, answer))
+        }));
+    }
+    let (mut served, mut timed_out, mut gave_up) = (0, 0, 0);
+    for (i, t) in tasks.into_iter().enumerate() {
+        let outcome = tokio::time::timeout(Duration::from_secs(60), t)
+            .await
+            .expect("every caller is answered in bounded time")
+            .unwrap();
+        match outcome {
+            None => gave_up += 1,
+            Some((_, Ok(v))) => {
+                assert_eq!(v, json!(i as u64 + 1), "caller {i} got another's answer");
+                served += 1;
+            }
+            Some((3, Err(e))) if e.kind() == ErrorKind::Timeout(TimeoutKind::Wait) => {
+                timed_out += 1
+            }
+            Some((kind, Err(e))) => panic!("caller {i} (kind {kind}) failed: {e}"),
+        }
+    }
+    assert!(
+        served > 500,
+        "served {served}, timed out {timed_out}, gave up {gave_up}"
+    );
+    let snap = support::metrics_until(&pool, LIMIT, |s| {
+        s.gauges.busy == 0 && s.gauges.creating == 0 && s.gauges.waiting == 0
+    })
+    .await;
+    assert_eq!(
+        (snap.gauges.busy, snap.gauges.creating, snap.gauges.waiting),
+        (0, 0, 0),
+        "{snap:?}"
+    );
+    assert!(
+        snap.gauges.idle <= 12,
+        "never more than the limit: {snap:?}"
+    );
+    assert!(snap.counters.handoffs > 0, "{snap:?}");
+    let mut targets = sim.stats().targets as u64;
+    for _ in 0..200 {
+        if targets == snap.gauges.live() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        targets = sim.stats().targets as u64;
+    }
+    assert_eq!(
+        targets,
+        snap.gauges.live(),
+        "browser targets == pool sessions"
+    );
+    assert_eq!(pool.load(), [0, 0]);
+    pool.shutdown(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(sim.stats().targets, 0, "shutdown closes every target");
+}
