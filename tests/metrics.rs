@@ -189,11 +189,20 @@ async fn prometheus_text_parses_back() {
         10.0
     );
     assert_eq!(get("cdpmux_sessions", Some(("state", "busy"))), 0.0);
+    // Nobody waited, so no shard held its line open.
+    assert_eq!(get("cdpmux_open_lines", None), 0.0);
+    assert_eq!(get("cdpmux_handoffs_total", None), 0.0);
     // Counters end in _total, times in _seconds.
     for (name, _, _) in &samples {
         let ok = name.ends_with("_total")
             || name.contains("_seconds")
-            || ["cdpmux_sessions", "cdpmux_waiting", "cdpmux_reuse_ratio"].contains(&name.as_str())
+            || [
+                "cdpmux_sessions",
+                "cdpmux_waiting",
+                "cdpmux_reuse_ratio",
+                "cdpmux_open_lines",
+            ]
+            .contains(&name.as_str())
             || name.starts_with("cdpmux_frames_per_flush");
         assert!(ok, "unconventional name {name}");
     }
