@@ -73,20 +73,7 @@ async fn dropped_callers_leave_no_session_behind() {
     assert_eq!(snap.gauges.busy, 0, "{snap:?}");
     assert_eq!(snap.gauges.waiting, 0);
     assert!(snap.gauges.idle <= 8, "never more than the limit: {snap:?}");
-    // The browser holds exactly the pool's sessions: none leaked, none half-closed.
-    let mut targets = sim.stats().targets as u64;
-    for _ in 0..200 {
-        if targets == snap.gauges.live() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        targets = sim.stats().targets as u64;
-    }
-    assert_eq!(
-        targets,
-        snap.gauges.live(),
-        "browser targets == pool sessions"
-    );
+    support::assert_targets_match_sessions(&pool, &sim).await;
     assert_eq!(pool.load(), [0, 0]);
 
     // And the pool still serves.

@@ -11,6 +11,7 @@ use std::time::Duration;
 use cdpmux::sim::SimConfig;
 use cdpmux::{ErrorKind, Job, Lease, Pool, Priority, TimeoutKind};
 use serde_json::json;
+use tokio::task::JoinHandle;
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -26,6 +27,21 @@ async fn acquire(pool: &Pool) -> Lease {
 async fn line_opens(pool: &Pool) {
     let snap = support::metrics_until(pool, LIMIT, |s| s.gauges.open_lines == 1).await;
     assert_eq!(snap.gauges.open_lines, 1, "the line opens");
+}
+
+/// A caller that takes a lease, evaluates `1+1` through it and lets it go.
+fn lease_caller(pool: &Pool) -> JoinHandle<cdpmux::Result<serde_json::Value>> {
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        let lease = pool.acquire(Job::new()).await?;
+        lease.evaluate_value("1+1").await
+    })
+}
+
+/// Waits (bounded) for a caller's answer, which must be 2.
+async fn answers_two(caller: JoinHandle<cdpmux::Result<serde_json::Value>>) {
+    let answer = tokio::time::timeout(LIMIT, caller).await.unwrap().unwrap();
+    assert_eq!(answer.unwrap(), json!(2));
 }
 
 async fn waiting(pool: &Pool, n: u64) {
@@ -83,8 +99,7 @@ async fn order_of_service(handoff: bool) {
     }
     drop(held);
     for t in tasks {
-        let two = tokio::time::timeout(LIMIT, t).await.unwrap().unwrap();
-        assert_eq!(two.unwrap(), json!(2));
+        answers_two(t).await;
     }
     assert_eq!(
         *order.lock().unwrap(),
@@ -123,17 +138,10 @@ async fn a_lined_up_caller_whose_wait_ends_loses_nothing() {
     let err = impatient.expect_err("no session within 200 ms");
     assert_eq!(err.kind(), ErrorKind::Timeout(TimeoutKind::Wait));
 
-    let next = {
-        let pool = pool.clone();
-        tokio::spawn(async move {
-            let lease = pool.acquire(Job::new()).await?;
-            lease.evaluate_value("1+1").await
-        })
-    };
+    let next = lease_caller(&pool);
     waiting(&pool, 1).await;
     drop(held);
-    let two = tokio::time::timeout(LIMIT, next).await.unwrap().unwrap();
-    assert_eq!(two.unwrap(), json!(2));
+    answers_two(next).await;
     let snap = pool.metrics().await;
     assert_eq!(snap.counters.timeouts_wait, 1);
     assert_eq!(snap.counters.handoffs, 1);
@@ -156,20 +164,13 @@ async fn a_caller_who_left_the_line_is_skipped() {
         tokio::spawn(async move { pool.acquire(Job::new()).await })
     };
     waiting(&pool, 1).await;
-    let staying = {
-        let pool = pool.clone();
-        tokio::spawn(async move {
-            let lease = pool.acquire(Job::new()).await?;
-            lease.evaluate_value("1+1").await
-        })
-    };
+    let staying = lease_caller(&pool);
     waiting(&pool, 2).await;
     leaving.abort();
     assert!(leaving.await.unwrap_err().is_cancelled());
 
     drop(first);
-    let two = tokio::time::timeout(LIMIT, staying).await.unwrap().unwrap();
-    assert_eq!(two.unwrap(), json!(2));
+    answers_two(staying).await;
     assert_eq!(pool.metrics().await.counters.handoffs, 1);
     drop(second);
     settled(&pool, &sim, 2).await;
@@ -186,13 +187,7 @@ async fn a_dead_page_is_never_handed_on() {
     })
     .await;
     let held = acquire(&pool).await;
-    let next = {
-        let pool = pool.clone();
-        tokio::spawn(async move {
-            let lease = pool.acquire(Job::new()).await?;
-            lease.evaluate_value("1+1").await
-        })
-    };
+    let next = lease_caller(&pool);
     waiting(&pool, 1).await;
     let crashed = tokio::time::timeout(LIMIT, held.call("Page.crash", json!({})))
         .await
@@ -265,8 +260,7 @@ async fn plain_callers_join_the_line_by_themselves() {
     }
     drop(held);
     for t in tasks {
-        let two = tokio::time::timeout(LIMIT, t).await.unwrap().unwrap();
-        assert_eq!(two.unwrap(), json!(2));
+        answers_two(t).await;
     }
     assert_eq!(*order.lock().unwrap(), [0, 1, 2]);
     let snap = pool.metrics().await;
@@ -315,8 +309,7 @@ async fn joined_callers_keep_their_place_among_run_jobs() {
     waiting(&pool, 3).await;
     drop(held);
     for t in [first, run, last] {
-        let two = tokio::time::timeout(LIMIT, t).await.unwrap().unwrap();
-        assert_eq!(two.unwrap(), json!(2));
+        answers_two(t).await;
     }
     assert_eq!(*order.lock().unwrap(), ["lease-1", "run", "lease-2"]);
     assert_eq!(pool.metrics().await.counters.joined_handoffs, 1);
@@ -347,17 +340,10 @@ async fn a_joined_caller_times_out_like_a_queued_one() {
     assert_eq!(snap.counters.timeouts_wait, 1);
     assert_eq!(snap.gauges.waiting, 0);
 
-    let next = {
-        let pool = pool.clone();
-        tokio::spawn(async move {
-            let lease = pool.acquire(Job::new()).await?;
-            lease.evaluate_value("1+1").await
-        })
-    };
+    let next = lease_caller(&pool);
     waiting(&pool, 1).await;
     drop(held);
-    let two = tokio::time::timeout(LIMIT, next).await.unwrap().unwrap();
-    assert_eq!(two.unwrap(), json!(2));
+    answers_two(next).await;
     settled(&pool, &sim, 1).await;
     pool.shutdown(Duration::from_secs(5)).await.unwrap();
 }
@@ -476,19 +462,7 @@ async fn a_storm_of_mixed_callers_loses_nothing() {
         "never more than the limit: {snap:?}"
     );
     assert!(snap.counters.handoffs > 0, "{snap:?}");
-    let mut targets = sim.stats().targets as u64;
-    for _ in 0..200 {
-        if targets == snap.gauges.live() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        targets = sim.stats().targets as u64;
-    }
-    assert_eq!(
-        targets,
-        snap.gauges.live(),
-        "browser targets == pool sessions"
-    );
+    support::assert_targets_match_sessions(&pool, &sim).await;
     assert_eq!(pool.load(), [0, 0]);
     pool.shutdown(Duration::from_secs(5)).await.unwrap();
     assert_eq!(sim.stats().targets, 0, "shutdown closes every target");

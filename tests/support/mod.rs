@@ -111,6 +111,21 @@ pub async fn metrics_until(
     }
 }
 
+/// Waits (bounded) until the simulated browser holds exactly the pool's sessions, then
+/// asserts it: none leaked, none half-closed.
+pub async fn assert_targets_match_sessions(pool: &cdpmux::Pool, sim: &cdpmux::sim::SimBrowser) {
+    let (mut targets, mut live) = (0, 0);
+    for _ in 0..200 {
+        targets = sim.stats().targets as u64;
+        live = pool.metrics().await.gauges.live();
+        if targets == live {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(targets, live, "browser targets == pool sessions");
+}
+
 /// The shard a job runs on.
 pub fn current_shard() -> usize {
     cdpmux::current_shard().expect("jobs run on shard threads")
