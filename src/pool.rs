@@ -290,10 +290,13 @@ impl Pool {
         // Under contention a plain request joins the shard's line by itself, with no
         // message to the shard (see `handoff`); otherwise, or if the line closes as it
         // joins, the shard decides.
-        let tx = if job.joins_lines() && !self.inner.closed.load(Ordering::Acquire) {
+        let line = &self.inner.lines[shard];
+        let joinable =
+            job.joins_lines() && line.is_open() && !self.inner.closed.load(Ordering::Acquire);
+        let tx = if joinable {
             let cfg = self.inner.config.load();
             let deadline = shard::wait_deadline(&job, submitted, &cfg);
-            match self.inner.lines[shard].join(&job, submitted, deadline, tx, cfg.max_queue) {
+            match line.join(&job, submitted, deadline, tx, cfg.max_queue) {
                 Join::Joined => {
                     return rx.await.unwrap_or_else(|_| Err(shard::shutdown_error()));
                 }
