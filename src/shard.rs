@@ -599,7 +599,7 @@ impl Core {
             }
             // Back to the queue, in order; the pump lines up again what the new
             // configuration allows.
-            self.take_back_line(&mut st, &cfg);
+            self.take_back_line(&mut st);
             let now = Instant::now();
             let leased: Vec<_> = st.leases.values().copied().collect();
             for key in leased {
@@ -692,23 +692,11 @@ impl Core {
     }
 
     fn line_up_heads(&self, st: &mut State, cfg: &Config, now: Instant) {
-        if !handoff_allowed(cfg)
-            || st.shutting_down
-            || !st.idle.is_empty()
-            || st.sessions.len() + st.creating < cfg.sessions_per_shard
-        {
+        if !line_applies(st, cfg) {
             return;
         }
-        // Whom the normal path would serve with a session just given back.
-        let admit = if st.busy.saturating_sub(1) < cfg.sessions_per_shard - cfg.critical_reserve {
-            Admit::All
-        } else {
-            Admit::CriticalOnly
-        };
+        let admit = admit_after_release(st, cfg);
         let plain = |r: &Request| matches!(r.work, Work::Acquire(_)) && r.job.affinity.is_none();
-        if st.leases.is_empty() {
-            return; // nobody to hand a session on
-        }
         // A request offered by a saturated shard first, one per turn, as in `pump`: the
         // sessions here go round without the pump, and it must not be stranded.
         if admit == Admit::All && !self.shared.overflow.is_empty() {
@@ -775,7 +763,7 @@ impl Core {
 
     /// Closes the line and takes everyone still in it back into the queue, each in its
     /// place by arrival number.
-    fn take_back_line(&self, st: &mut State, cfg: &Config) {
+    fn take_back_line(&self, st: &mut State) {
         let taken = self.line.close_and_drain();
         Self::line_closed(st);
         for Successor {
@@ -783,6 +771,7 @@ impl Core {
             tx,
             job,
             submitted,
+            deadline: (deadline, kind),
             ..
         } in taken
         {
@@ -798,7 +787,6 @@ impl Core {
                 submitted,
                 attempts: 0,
             };
-            let (deadline, kind) = request.wait_deadline(cfg);
             st.deadlines.insert((deadline, Deadline::Queue(id)));
             st.queue.put_back(Waiting {
                 id,
@@ -817,14 +805,10 @@ impl Core {
     /// the order the queue would: nobody queued, every session out (one more would not
     /// be admitted for a `Normal` request otherwise), nobody below `Normal` in the line.
     fn update_open(&self, st: &mut State, cfg: &Config) {
-        let open = handoff_allowed(cfg)
-            && !st.shutting_down
+        let open = line_applies(st, cfg)
             && st.queue.is_empty()
             && st.orphans.is_empty()
-            && st.idle.is_empty()
-            && !st.leases.is_empty()
-            && st.sessions.len() + st.creating >= cfg.sessions_per_shard
-            && st.busy.saturating_sub(1) < cfg.sessions_per_shard - cfg.critical_reserve
+            && admit_after_release(st, cfg) == Admit::All
             && st
                 .line
                 .values()
@@ -978,7 +962,7 @@ impl Core {
                 // queue so this request is served first.
                 let joined_below = self.line.joined() > 0 && priority > crate::Priority::Normal;
                 if joined_below || st.line.values().any(|e| e.priority < priority) {
-                    self.take_back_line(&mut st, &cfg);
+                    self.take_back_line(&mut st);
                 }
                 drop(st);
                 self.pump();
@@ -2056,16 +2040,15 @@ impl Core {
                             Deadline::LineOpen => {
                                 // Into the queue, where each deadline has its timer.
                                 st.line_open_until = None;
-                                self.take_back_line(&mut st, &cfg);
+                                self.take_back_line(&mut st);
                                 moved = true;
                                 None
                             }
-                            Deadline::Line(id) if !st.line.contains_key(&id) => None,
                             Deadline::Line(id) => {
                                 // Still in the line: nobody released a lease since its
                                 // deadline. The line goes back to the queue (and this
                                 // caller with it, unless a lease has just taken it).
-                                self.take_back_line(&mut st, &cfg);
+                                self.take_back_line(&mut st);
                                 let w = st.queue.remove(id).map(|w| w.value);
                                 if let Some(w) = &w {
                                     st.deadlines.remove(&(w.deadline, Deadline::Queue(id)));
@@ -2180,8 +2163,7 @@ impl Core {
             for s in st.sessions.values() {
                 s.passable.store(false, Ordering::Release);
             }
-            let cfg = self.shared.config.load();
-            self.take_back_line(&mut st, &cfg);
+            self.take_back_line(&mut st);
             st.deadlines.clear();
             let mut all: Vec<Waiter> = st.queue.drain().map(|w| w.value).collect();
             all.append(&mut st.orphans);
@@ -2261,6 +2243,25 @@ struct ReturnOnDrop {
 impl Drop for ReturnOnDrop {
     fn drop(&mut self) {
         self.core.give_back(self.key, self.how);
+    }
+}
+
+/// True when a line is worth keeping: hand-off allowed, every session out (none idle,
+/// none to open) and held by leases that could pass it on.
+fn line_applies(st: &State, cfg: &Config) -> bool {
+    handoff_allowed(cfg)
+        && !st.shutting_down
+        && st.idle.is_empty()
+        && st.sessions.len() + st.creating >= cfg.sessions_per_shard
+        && !st.leases.is_empty()
+}
+
+/// Whom the normal path would serve with a session just given back.
+fn admit_after_release(st: &State, cfg: &Config) -> Admit {
+    if st.busy.saturating_sub(1) < cfg.sessions_per_shard - cfg.critical_reserve {
+        Admit::All
+    } else {
+        Admit::CriticalOnly
     }
 }
 
