@@ -49,8 +49,14 @@ async fn waiting(pool: &Pool, n: u64) {
     assert_eq!(snap.gauges.waiting, n, "callers waiting");
 }
 
-/// Every session back, nobody waiting, as many targets in the browser as sessions.
-async fn settled(pool: &Pool, sim: &cdpmux::sim::SimBrowser, sessions: u64) {
+/// One shard of `sessions` sessions on a default simulated browser.
+async fn one_shard(sessions: usize) -> (cdpmux::sim::SimBrowser, Pool) {
+    support::sim_pool(SimConfig::default(), 1, |c| c.sessions_per_shard = sessions).await
+}
+
+/// Checks every session is back, nobody waits and the browser holds as many targets as
+/// sessions, then shuts the pool down.
+async fn settle_and_stop(pool: &Pool, sim: &cdpmux::sim::SimBrowser, sessions: u64) {
     let snap = support::metrics_until(pool, LIMIT, |s| {
         s.gauges.idle == sessions && s.gauges.busy == 0 && s.gauges.waiting == 0
     })
@@ -61,6 +67,7 @@ async fn settled(pool: &Pool, sim: &cdpmux::sim::SimBrowser, sessions: u64) {
         "idle, busy, waiting once all is back"
     );
     assert_eq!(sim.stats().targets as u64, sessions, "browser targets");
+    pool.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
 /// One session; five callers of mixed classes queue behind a held lease. With hand-off
@@ -109,8 +116,7 @@ async fn order_of_service(handoff: bool) {
     // Five releases had a caller waiting: the held lease's and the first four callers'.
     assert_eq!(snap.counters.handoffs, if handoff { 5 } else { 0 });
     assert_eq!(snap.counters.sessions_created, 1);
-    settled(&pool, &sim, 1).await;
-    pool.shutdown(Duration::from_secs(5)).await.unwrap();
+    settle_and_stop(&pool, &sim, 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,10 +133,7 @@ async fn without_handoff_the_shard_serves_in_the_same_order() {
 /// `Timeout(Wait)`; the next caller is still served by hand-off, and nothing is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lined_up_caller_whose_wait_ends_loses_nothing() {
-    let (sim, pool) = support::sim_pool(SimConfig::default(), 1, |c| {
-        c.sessions_per_shard = 1;
-    })
-    .await;
+    let (sim, pool) = one_shard(1).await;
     let held = acquire(&pool).await;
     let impatient = pool
         .acquire(Job::new().wait_timeout(Duration::from_millis(200)))
@@ -145,18 +148,14 @@ async fn a_lined_up_caller_whose_wait_ends_loses_nothing() {
     let snap = pool.metrics().await;
     assert_eq!(snap.counters.timeouts_wait, 1);
     assert_eq!(snap.counters.handoffs, 1);
-    settled(&pool, &sim, 1).await;
-    pool.shutdown(Duration::from_secs(5)).await.unwrap();
+    settle_and_stop(&pool, &sim, 1).await;
 }
 
 /// Two callers lined up for two held sessions; the first leaves (its future is dropped).
 /// A release skips it and serves the second; the other release goes back to the shard.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_who_left_the_line_is_skipped() {
-    let (sim, pool) = support::sim_pool(SimConfig::default(), 1, |c| {
-        c.sessions_per_shard = 2;
-    })
-    .await;
+    let (sim, pool) = one_shard(2).await;
     let first = acquire(&pool).await;
     let second = acquire(&pool).await;
     let leaving = {
@@ -173,8 +172,7 @@ async fn a_caller_who_left_the_line_is_skipped() {
     answers_two(staying).await;
     assert_eq!(pool.metrics().await.counters.handoffs, 1);
     drop(second);
-    settled(&pool, &sim, 2).await;
-    pool.shutdown(Duration::from_secs(5)).await.unwrap();
+    settle_and_stop(&pool, &sim, 2).await;
 }
 
 /// The held page crashes while a caller is lined up for it: the release goes to the
@@ -182,10 +180,7 @@ async fn a_caller_who_left_the_line_is_skipped() {
 /// one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_page_is_never_handed_on() {
-    let (sim, pool) = support::sim_pool(SimConfig::default(), 1, |c| {
-        c.sessions_per_shard = 1;
-    })
-    .await;
+    let (sim, pool) = one_shard(1).await;
     let held = acquire(&pool).await;
     let next = lease_caller(&pool);
     waiting(&pool, 1).await;
@@ -201,18 +196,14 @@ async fn a_dead_page_is_never_handed_on() {
     assert_eq!(snap.counters.handoffs, 0);
     assert_eq!(snap.counters.sessions_crashed, 1);
     assert_eq!(snap.counters.sessions_created, 2);
-    settled(&pool, &sim, 1).await;
-    pool.shutdown(Duration::from_secs(5)).await.unwrap();
+    settle_and_stop(&pool, &sim, 1).await;
 }
 
 /// Shutdown with callers in the line: they get `Shutdown`, the held lease keeps working
 /// through the grace, and its return ends the shutdown.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_answers_the_line() {
-    let (_sim, pool) = support::sim_pool(SimConfig::default(), 1, |c| {
-        c.sessions_per_shard = 1;
-    })
-    .await;
+    let (_sim, pool) = one_shard(1).await;
     let held = acquire(&pool).await;
     let lined_up = {
         let pool = pool.clone();
@@ -241,10 +232,7 @@ async fn shutdown_answers_the_line() {
 /// (no message to the shard) and are served by hand-off, in arrival order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_callers_join_the_line_by_themselves() {
-    let (sim, pool) = support::sim_pool(SimConfig::default(), 1, |c| {
-        c.sessions_per_shard = 1;
-    })
-    .await;
+    let (sim, pool) = one_shard(1).await;
     let held = acquire(&pool).await;
     line_opens(&pool).await;
     let order = Arc::new(Mutex::new(Vec::new()));
@@ -269,18 +257,14 @@ async fn plain_callers_join_the_line_by_themselves() {
         snap.counters.joined_handoffs, 3,
         "all three joined by themselves"
     );
-    settled(&pool, &sim, 1).await;
-    pool.shutdown(Duration::from_secs(5)).await.unwrap();
+    settle_and_stop(&pool, &sim, 1).await;
 }
 
 /// A `run` job queued after a caller who joined the line and before one who came later
 /// keeps its place: first come, first served across both paths.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joined_callers_keep_their_place_among_run_jobs() {
-    let (sim, pool) = support::sim_pool(SimConfig::default(), 1, |c| {
-        c.sessions_per_shard = 1;
-    })
-    .await;
+    let (sim, pool) = one_shard(1).await;
     let held = acquire(&pool).await;
     line_opens(&pool).await;
     let order = Arc::new(Mutex::new(Vec::new()));
@@ -313,8 +297,7 @@ async fn joined_callers_keep_their_place_among_run_jobs() {
     }
     assert_eq!(*order.lock().unwrap(), ["lease-1", "run", "lease-2"]);
     assert_eq!(pool.metrics().await.counters.joined_handoffs, 1);
-    settled(&pool, &sim, 1).await;
-    pool.shutdown(Duration::from_secs(5)).await.unwrap();
+    settle_and_stop(&pool, &sim, 1).await;
 }
 
 /// A caller who joined the line and whose wait limit passes while every session stays
@@ -344,8 +327,7 @@ async fn a_joined_caller_times_out_like_a_queued_one() {
     waiting(&pool, 1).await;
     drop(held);
     answers_two(next).await;
-    settled(&pool, &sim, 1).await;
-    pool.shutdown(Duration::from_secs(5)).await.unwrap();
+    settle_and_stop(&pool, &sim, 1).await;
 }
 
 /// A storm of leases of every kind on 2 shards × 6 sessions: plain callers (who join the
