@@ -16,9 +16,16 @@
 //!   it handles any message, so before anything the new holder sends), and hands it a
 //!   lease on the same session. A caller past its deadline is told so and skipped.
 //! - A session that turns idle serves the line first (it holds the oldest requests).
+//! - A releasing lease whose shard holds its own line open (nothing queued there, so
+//!   nothing of its own comes first) serves whichever open line has waited longest, its
+//!   own or another shard's: the lines of a pool then drain as one queue, so a shard
+//!   whose thread is held up does not hold up its callers. The caller's shard learns of
+//!   it from an [`Outcome::Served`] in its own line; the session's shard from the
+//!   `Passed`.
 //!
-//! Callers who join and requests the shard queues draw their ids from one counter
-//! ([`Line::next_id`]), so arrival order holds across both paths. The shard takes
+//! Callers who join and requests the shards queue draw their ids from one counter per
+//! pool ([`Line::next_id`], shared by a [`Line::family`]), so arrival order holds across
+//! both paths and lines can be compared. The shard takes
 //! everyone in the line back into its queue, each in its place, whenever order or a
 //! deadline demands it: a higher class arrives, a deadline falls due with nobody
 //! releasing, the configuration changes, shutdown. Whether a session may be
@@ -72,6 +79,14 @@ pub enum Outcome {
         command_timeout: Option<Duration>,
         /// It had joined the line by itself.
         joined: bool,
+        /// It waited in another shard's line.
+        across: bool,
+    },
+    /// `successor` was served by another shard's session (recorded in its own line;
+    /// the session's shard has the `Passed`).
+    Served {
+        /// The caller's id.
+        successor: u64,
     },
     /// `successor` had left; the session went on to the next caller or to the shard.
     Left {
@@ -114,11 +129,30 @@ pub struct Line {
     open: AtomicBool,
     /// Callers in `waiting` who joined by themselves.
     joined: AtomicUsize,
-    /// Arrival numbers, for callers who join and for the shard's queue alike.
-    next_id: AtomicU64,
+    /// The id of the caller taken out last: how far the line has got (lines with one
+    /// counter compare by it; racing pops may leave it a little behind, which only
+    /// blurs which line is served first).
+    served: AtomicU64,
+    /// Arrival numbers, for callers who join and for the shard's queue alike (shared by
+    /// a pool's lines).
+    ids: Arc<AtomicU64>,
 }
 
 impl Line {
+    /// `n` lines drawing arrival numbers from one counter, so that their callers have
+    /// one order: a pool's lines, one per shard.
+    pub fn family(n: usize) -> Vec<Arc<Line>> {
+        let ids = Arc::new(AtomicU64::new(0));
+        (0..n)
+            .map(|_| {
+                Arc::new(Line {
+                    ids: ids.clone(),
+                    ..Line::default()
+                })
+            })
+            .collect()
+    }
+
     /// Adds a caller at the back (the shard, moving the head of its queue).
     pub fn push(&self, successor: Successor) {
         self.waiting.push(successor);
@@ -128,6 +162,7 @@ impl Line {
     /// session that turned idle).
     pub fn pop(&self) -> Option<Successor> {
         let s = self.waiting.pop()?;
+        self.served.store(s.id, Ordering::Relaxed);
         if s.joined {
             self.joined.fetch_sub(1, Ordering::AcqRel);
         }
@@ -137,7 +172,7 @@ impl Line {
     /// The next arrival number: a caller joining, or a request entering the shard's
     /// queue, so both follow one order.
     pub fn next_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed) + 1
+        self.ids.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Closes the line and takes everyone still in it, in order (the shard, to take
@@ -211,18 +246,52 @@ impl Line {
     }
 }
 
-/// What a lease needs to pass its session on: the shard's line and the session's
-/// `passable` flag.
+/// What a lease needs to pass its session on: the pool's lines, which one is its
+/// shard's, and the session's `passable` flag.
 #[derive(Clone)]
 pub struct Handoff {
-    line: Arc<Line>,
+    lines: std::sync::Arc<[Arc<Line>]>,
+    shard: usize,
     passable: Arc<AtomicBool>,
 }
 
 impl Handoff {
-    /// A lease on a session with this `passable` flag, served from `line`.
-    pub fn new(line: Arc<Line>, passable: Arc<AtomicBool>) -> Self {
-        Handoff { line, passable }
+    /// A lease on a session of shard `shard` (whose line is `lines[shard]`) with this
+    /// `passable` flag.
+    pub fn new(
+        lines: std::sync::Arc<[Arc<Line>]>,
+        shard: usize,
+        passable: Arc<AtomicBool>,
+    ) -> Self {
+        Handoff {
+            lines,
+            shard,
+            passable,
+        }
+    }
+
+    /// The line to serve next: the shard's own, unless the shard holds it open (nothing
+    /// queued there comes first) and another open line has got less far (its first
+    /// caller came earlier).
+    fn next_line(&self) -> &Line {
+        let own = &self.lines[self.shard];
+        if self.lines.len() == 1 || !own.is_open() {
+            return own;
+        }
+        let mut best = own;
+        let mut best_served = if own.waiting.is_empty() {
+            u64::MAX
+        } else {
+            own.served.load(Ordering::Relaxed)
+        };
+        for line in self.lines.iter() {
+            let served = line.served.load(Ordering::Relaxed);
+            if served < best_served && line.is_open() && !line.waiting.is_empty() {
+                best = line;
+                best_served = served;
+            }
+        }
+        best
     }
 }
 
@@ -238,11 +307,13 @@ pub fn return_session(shard: usize, lease: u64, link: LeaseLink) {
         .as_ref()
         .filter(|h| h.passable.load(Ordering::Acquire))
     {
-        let Some(next) = h.line.pop() else {
+        let from = h.next_line();
+        let own = &h.lines[h.shard];
+        let Some(next) = from.pop() else {
             break;
         };
         if next.tx.is_closed() {
-            h.line.outcomes.push(Outcome::Left { successor: next.id });
+            from.outcomes.push(Outcome::Left { successor: next.id });
             continue;
         }
         let now = Instant::now();
@@ -251,25 +322,35 @@ pub fn return_session(shard: usize, lease: u64, link: LeaseLink) {
             // Too late for it: it hears so now, and the session goes on.
             let limit = deadline.saturating_duration_since(next.submitted);
             let _ = next.tx.send(Err(crate::shard::timeout_error(kind, limit)));
-            h.line.outcomes.push(Outcome::Expired {
+            from.outcomes.push(Outcome::Expired {
                 successor: next.id,
                 kind,
             });
             continue;
         }
+        let across = !std::ptr::eq(from, &**own);
         let passed = Outcome::Passed {
             lease,
             successor: next.id,
             waited: now.saturating_duration_since(next.submitted),
             command_timeout: next.job.command_timeout,
             joined: next.joined,
+            across,
         };
+        if across && !next.joined {
+            // The caller's shard forgets it: its place, its deadline (there is no record
+            // of a caller who joined by itself).
+            // Seeded bug for the loom model: telling the session's shard instead.
+            #[cfg(cdpmux_loom_mutant)]
+            let from: &Line = own;
+            from.outcomes.push(Outcome::Served { successor: next.id });
+        }
         #[cfg(not(cdpmux_loom_mutant))]
-        h.line.outcomes.push(passed);
+        own.outcomes.push(passed);
         // Seeded bug for the loom model: recording the hand-off only after the lease is
         // sent lets the new holder's commands overtake it.
         #[cfg(cdpmux_loom_mutant)]
-        let line = h.line.clone();
+        let line = own.clone();
         // The link moves on to the new holder's lease (no reference count touched).
         match next.tx.send(Ok(Lease::new(shard, lease, link))) {
             Ok(()) => {

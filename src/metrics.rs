@@ -100,6 +100,9 @@ pub struct Counters {
     /// Of the hand-offs, those to `acquire` callers who had joined the line by
     /// themselves, without a message to the shard.
     pub joined_handoffs: u64,
+    /// Of the hand-offs, those to a caller waiting in another shard's line (a pool's
+    /// open lines drain as one).
+    pub cross_shard_handoffs: u64,
     /// Sessions closed on purpose (uses, age, idleness, shrink, failed reset).
     pub sessions_retired: u64,
     /// Sessions lost to a crash, a detach or a lost connection.
@@ -141,6 +144,7 @@ impl Counters {
             sessions_reused,
             handoffs,
             joined_handoffs,
+            cross_shard_handoffs,
             sessions_retired,
             sessions_crashed,
             timeouts_wait,
@@ -165,6 +169,7 @@ impl Counters {
         self.sessions_reused += sessions_reused;
         self.handoffs += handoffs;
         self.joined_handoffs += joined_handoffs;
+        self.cross_shard_handoffs += cross_shard_handoffs;
         self.sessions_retired += sessions_retired;
         self.sessions_crashed += sessions_crashed;
         self.timeouts_wait += timeouts_wait;
@@ -601,6 +606,11 @@ impl Snapshot {
             "joined_handoffs_total",
             "Hand-offs to callers who joined the line by themselves.",
             &[("", c.joined_handoffs)],
+        );
+        counter(
+            "cross_shard_handoffs_total",
+            "Hand-offs to callers in another shard's line.",
+            &[("", c.cross_shard_handoffs)],
         );
         counter(
             "sessions_retired_total",

@@ -129,7 +129,7 @@ impl PoolBuilder {
         let wakers: StdArc<[Notify]> = (0..shards).map(|_| Notify::new()).collect();
         let config = Arc::new(LiveCell::new(self.config));
         let overflow = Arc::new(Overflow::default());
-        let lines: StdArc<[Arc<Line>]> = (0..shards).map(|_| Arc::new(Line::default())).collect();
+        let lines: StdArc<[Arc<Line>]> = Line::family(shards).into();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
 
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -142,7 +142,7 @@ impl PoolBuilder {
                 inboxes: inboxes.clone(),
                 fleet: fleet.clone(),
                 page_options: self.page_options.clone(),
-                line: lines[id].clone(),
+                lines: lines.clone(),
             };
             let pin = self.pin_cores.then_some(id % cores);
             threads.push(shard::spawn(id, shared, inbox, pin, ready_tx.clone())?);

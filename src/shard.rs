@@ -133,8 +133,8 @@ pub(crate) struct Shared {
     pub(crate) inboxes: std::sync::Arc<[mpsc::UnboundedSender<Msg>]>,
     pub(crate) fleet: std::sync::Arc<Fleet>,
     pub(crate) page_options: PageOptions,
-    /// This shard's line (see `handoff`).
-    pub(crate) line: crate::sync::Arc<Line>,
+    /// Every shard's line, one arrival counter for all (see `handoff`).
+    pub(crate) lines: std::sync::Arc<[crate::sync::Arc<Line>]>,
 }
 
 /// This shard's socket to one browser, and that browser's health as seen from here.
@@ -426,7 +426,7 @@ async fn run(
     ready: std::sync::mpsc::Sender<Result<()>>,
 ) {
     let browsers = shared.fleet.len();
-    let line = shared.line.clone();
+    let line = shared.lines[id].clone();
     let core = Rc::new(Core {
         id,
         state: RefCell::new(State {
@@ -626,13 +626,14 @@ impl Core {
                     waited,
                     command_timeout,
                     joined,
+                    across,
                 } => {
                     self.passed(&mut st, &cfg, lease, successor, waited, command_timeout);
-                    if joined {
-                        self.metrics.borrow_mut().counters.joined_handoffs += 1;
-                    }
+                    let counters = &mut self.metrics.borrow_mut().counters;
+                    counters.joined_handoffs += u64::from(joined);
+                    counters.cross_shard_handoffs += u64::from(across);
                 }
-                Outcome::Left { successor } => {
+                Outcome::Left { successor } | Outcome::Served { successor } => {
                     if let Some(e) = st.line.remove(&successor) {
                         st.deadlines
                             .remove(&(e.deadline, Deadline::Line(successor)));
@@ -1764,7 +1765,11 @@ impl Core {
                     let st = self.state.borrow();
                     update_passable(&st, key, &cfg, now);
                     handoff_allowed(&cfg).then(|| {
-                        Handoff::new(self.line.clone(), st.sessions[&key].passable.clone())
+                        Handoff::new(
+                            self.shared.lines.clone(),
+                            self.id,
+                            st.sessions[&key].passable.clone(),
+                        )
                     })
                 };
                 grant_lease(

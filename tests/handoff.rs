@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cdpmux::sim::SimConfig;
-use cdpmux::{ErrorKind, Job, Lease, Pool, Priority, TimeoutKind};
+use cdpmux::{Affinity, ErrorKind, Job, Lease, Pool, Priority, TimeoutKind};
 use serde_json::json;
 use tokio::task::JoinHandle;
 
@@ -336,6 +336,71 @@ async fn a_joined_caller_times_out_like_a_queued_one() {
 /// and afterwards every session is back, nobody waits, and the browser holds exactly the
 /// pool's sessions. (How many callers join a line by themselves depends on timing: here
 /// typically 1,000 or more hand-offs of 1,500, a handful on a loaded machine.)
+/// Two shards of one session each. Shard 0's session stays held; plain callers, routed
+/// to both shards by load, wait in the two lines. Shard 1's session then serves every
+/// one of them in turn, the callers in shard 0's line too (a pool's open lines drain as
+/// one): with each shard serving only its own line, those would wait for shard 0's
+/// session until their deadline. Shard 0 forgets each of its callers served elsewhere:
+/// nobody is left waiting, and both sessions come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_serves_the_other_shards_line_too() {
+    const CALLERS: usize = 12;
+    let (sim, pool) = support::sim_pool(SimConfig::default(), 2, |c| {
+        c.sessions_per_shard = 1;
+        c.wait_timeout = Duration::from_secs(10);
+    })
+    .await;
+    // A lease on each shard's only session (keyed only to pick the shard).
+    let on_shard = |shard: usize| {
+        let key = (0..)
+            .map(|i| format!("key-{i}"))
+            .find(|k| cdpmux::shard_for(k, 2) == shard)
+            .expect("some key maps to each shard");
+        let pool = pool.clone();
+        async move {
+            let job = Job::new().affinity(Affinity::soft(key));
+            tokio::time::timeout(LIMIT, pool.acquire(job))
+                .await
+                .expect("acquire answers in time")
+                .expect("a lease")
+        }
+    };
+    let held = on_shard(0).await;
+    let serving = on_shard(1).await;
+    assert_eq!((held.shard(), serving.shard()), (0, 1));
+    let snap = support::metrics_until(&pool, LIMIT, |s| s.gauges.open_lines == 2).await;
+    assert_eq!(snap.gauges.open_lines, 2, "both lines open");
+
+    let callers: Vec<_> = (0..CALLERS)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let lease = pool.acquire(Job::new()).await?;
+                let two = lease.evaluate_value("1+1").await?;
+                Ok::<_, cdpmux::Error>((lease.shard(), two))
+            })
+        })
+        .collect();
+    waiting(&pool, CALLERS as u64).await;
+    drop(serving);
+    for caller in callers {
+        let served = tokio::time::timeout(LIMIT, caller).await.unwrap().unwrap();
+        assert_eq!(
+            served.unwrap(),
+            (1, json!(2)),
+            "served by shard 1's session"
+        );
+    }
+    let counters = pool.metrics().await.counters;
+    assert_eq!(counters.handoffs, CALLERS as u64);
+    assert!(
+        counters.cross_shard_handoffs > 0,
+        "some callers waited in shard 0's line and were served from shard 1: {counters:?}"
+    );
+    drop(held);
+    settle_and_stop(&pool, &sim, 2).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_of_mixed_callers_loses_nothing() {
     let sim = SimConfig::default()

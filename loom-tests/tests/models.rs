@@ -293,17 +293,31 @@ fn live_config_reaches_shard_before_its_message() {
 type LeaseTx = oneshot::Sender<cdpmux::Result<cdpmux::Lease>>;
 type LeaseRx = oneshot::Receiver<cdpmux::Result<cdpmux::Lease>>;
 
-/// A shard's line and lease `lease` on a passable session served from it, as the shard
-/// grants it (the inbox's own sender is dropped: the inbox closes once every lease is
-/// gone).
+/// A pool's lines, one per shard.
+type Lines = std::sync::Arc<[Arc<Line>]>;
+
+/// A one-shard pool's line and lease `lease` on a passable session served from it (see
+/// `lease_on`).
 fn passable_lease(lease: u64) -> (Arc<Line>, cdpmux::Lease, mpsc::UnboundedReceiver<Msg>) {
-    let line = Arc::new(Line::default());
-    let handoff = Handoff::new(line.clone(), Arc::new(AtomicBool::new(true)));
+    let lines: Lines = Line::family(1).into();
+    let (held, inbox) = lease_on(&lines, 0, lease);
+    (lines[0].clone(), held, inbox)
+}
+
+/// Lease `lease` on a passable session of shard `shard`, as the shard grants it, and
+/// that shard's inbox (its own sender is dropped: the inbox closes once every lease is
+/// gone).
+fn lease_on(
+    lines: &Lines,
+    shard: usize,
+    lease: u64,
+) -> (cdpmux::Lease, mpsc::UnboundedReceiver<Msg>) {
+    let handoff = Handoff::new(lines.clone(), shard, Arc::new(AtomicBool::new(true)));
     let (inbox_tx, inbox) = mpsc::unbounded_channel::<Msg>();
     let (tx, rx) = oneshot::channel();
-    grant_lease(tx, 0, lease, &inbox_tx, Some(handoff));
+    grant_lease(tx, shard, lease, &inbox_tx, Some(handoff));
     let held = block_on(rx).expect("granted").expect("a lease");
-    (line, held, inbox)
+    (held, inbox)
 }
 
 /// A caller waiting in `line` under queue id `id`: its reply channel's receiving end.
@@ -332,6 +346,9 @@ enum Seen {
     Left {
         successor: u64,
     },
+    Served {
+        successor: u64,
+    },
     /// A command through lease `lease`.
     Op {
         lease: u64,
@@ -347,6 +364,7 @@ fn seen(outcome: Outcome) -> Seen {
             lease, successor, ..
         } => Seen::Passed { lease, successor },
         Outcome::Left { successor } => Seen::Left { successor },
+        Outcome::Served { successor } => Seen::Served { successor },
         Outcome::Expired { .. } => unreachable!("no caller here is past its deadline"),
     }
 }
@@ -366,9 +384,7 @@ fn seen(outcome: Outcome) -> Seen {
 )]
 fn handoff_races_reclaim() {
     loom::model(|| {
-        const LEASE: u64 = 7;
-        const WAITER: u64 = 3;
-        let (line, held, mut inbox) = passable_lease(LEASE);
+        let (line, held, inbox) = passable_lease(LEASE);
         let rx = line_up(&line, WAITER);
 
         let holder = thread::spawn(move || drop(held));
@@ -378,73 +394,149 @@ fn handoff_races_reclaim() {
         let shard = {
             let line = line.clone();
             thread::spawn(move || {
-                let taken: Vec<u64> = line.close_and_drain().into_iter().map(|s| s.id).collect();
-                let mut log = Vec::new();
-                while let Some(msg) = block_on(inbox.recv()) {
-                    log.extend(line.outcomes().map(seen));
-                    log.push(match msg {
-                        Msg::LeaseOp { lease, .. } => Seen::Op { lease },
-                        Msg::Release { lease } => Seen::Release { lease },
-                        _ => unreachable!(),
-                    });
-                }
-                log.extend(line.outcomes().map(seen));
-                (taken, log)
+                let taken = ids(line.close_and_drain());
+                (taken, serve_inbox(&line, inbox))
             })
         };
 
-        // The waiting caller: served by the lease, or told it was taken back.
-        let served = match block_on(rx) {
-            Ok(Ok(lease)) => {
-                // Sent on the first poll; the answer does not matter here.
-                let _ = poll_once(&mut std::pin::pin!(lease.evaluate_value("1")));
-                drop(lease);
-                true
-            }
-            Ok(Err(e)) => panic!("the hand-off failed: {e}"),
-            Err(_) => false,
-        };
+        let served = wait_for_lease(rx);
         holder.join().unwrap();
         let (taken, log) = shard.join().unwrap();
-
-        let taken_back = taken == [WAITER];
-        assert!(
-            taken.is_empty() || taken_back,
-            "unexpected callers taken back: {taken:?}"
-        );
-        assert!(
-            served != taken_back,
-            "the caller was served {} and taken back {} (seen: {log:?})",
-            usize::from(served),
-            usize::from(taken_back)
-        );
-        let passed = Seen::Passed {
-            lease: LEASE,
-            successor: WAITER,
-        };
-        let at = |what: &Seen| log.iter().position(|s| s == what);
-        if let Some(op) = at(&Seen::Op { lease: LEASE }) {
-            assert!(
-                at(&passed).is_some_and(|p| p < op),
-                "the shard saw a command before its hand-off: {log:?}"
-            );
-        }
-        let releases = log
-            .iter()
-            .filter(|s| **s == Seen::Release { lease: LEASE })
-            .count();
-        assert_eq!(releases, 1, "session released {releases} times: {log:?}");
-        let expected = if served {
-            vec![
-                passed,
-                Seen::Op { lease: LEASE },
-                Seen::Release { lease: LEASE },
-            ]
-        } else {
-            vec![Seen::Release { lease: LEASE }]
-        };
-        assert_eq!(log, expected, "the shard's view of the session");
+        check_served_or_taken_back(served, &taken, &log);
+        check_session_log(served, &log);
     });
+}
+
+/// A lease on shard 1, whose line is open and empty, is dropped while shard 0 takes
+/// back its own open line, where a caller waits (`Line::close_and_drain`). The
+/// releasing lease serves shard 0's caller (a pool's open lines drain as one) or, finding
+/// that line closed or empty, releases the session to shard 1. The caller is served
+/// exactly once or taken back exactly once; when served, its own shard is told
+/// (`Served`, so it drops its record of the caller) and the session's shard reads the
+/// `Passed` before the new holder's command. Seeded bug: the `Served` goes to the
+/// session's shard instead.
+#[test]
+#[cfg_attr(cdpmux_loom_mutant, should_panic(expected = "never told"))]
+fn handoff_serves_another_shards_line() {
+    loom::model(|| {
+        let lines: Lines = Line::family(2).into();
+        lines[0].set_open(true);
+        lines[1].set_open(true);
+        let (held, inbox) = lease_on(&lines, 1, LEASE);
+        let rx = line_up(&lines[0], WAITER);
+
+        let holder = thread::spawn(move || drop(held));
+        let caller_shard = {
+            let line = lines[0].clone();
+            thread::spawn(move || ids(line.close_and_drain()))
+        };
+        let session_shard = {
+            let line = lines[1].clone();
+            thread::spawn(move || serve_inbox(&line, inbox))
+        };
+
+        let served = wait_for_lease(rx);
+        holder.join().unwrap();
+        let taken = caller_shard.join().unwrap();
+        let log = session_shard.join().unwrap();
+        let told: Vec<Seen> = lines[0].outcomes().map(seen).collect();
+        check_served_or_taken_back(served, &taken, &log);
+        if served {
+            assert_eq!(
+                told,
+                [Seen::Served { successor: WAITER }],
+                "the caller's shard was never told it was served"
+            );
+        } else {
+            assert!(told.is_empty(), "the caller's shard was told {told:?}");
+        }
+        check_session_log(served, &log);
+    });
+}
+
+/// The lease the hand-off models pass on, and the caller waiting for it.
+const LEASE: u64 = 7;
+const WAITER: u64 = 3;
+
+fn ids(taken: Vec<Successor>) -> Vec<u64> {
+    taken.into_iter().map(|s| s.id).collect()
+}
+
+/// A model's shard loop: serves `inbox` until every lease is gone, reading `line`'s
+/// outcomes before each message as `Shard::handle` does; what it saw, in order.
+fn serve_inbox(line: &Line, mut inbox: mpsc::UnboundedReceiver<Msg>) -> Vec<Seen> {
+    let mut log = Vec::new();
+    while let Some(msg) = block_on(inbox.recv()) {
+        log.extend(line.outcomes().map(seen));
+        log.push(match msg {
+            Msg::LeaseOp { lease, .. } => Seen::Op { lease },
+            Msg::Release { lease } => Seen::Release { lease },
+            _ => unreachable!(),
+        });
+    }
+    log.extend(line.outcomes().map(seen));
+    log
+}
+
+/// The waiting caller: served by the lease (it sends one command and lets go), or told
+/// it was taken back (its reply channel dropped). True if served.
+fn wait_for_lease(rx: LeaseRx) -> bool {
+    match block_on(rx) {
+        Ok(Ok(lease)) => {
+            // Sent on the first poll; the answer does not matter here.
+            let _ = poll_once(&mut std::pin::pin!(lease.evaluate_value("1")));
+            drop(lease);
+            true
+        }
+        Ok(Err(e)) => panic!("the hand-off failed: {e}"),
+        Err(_) => false,
+    }
+}
+
+/// `WAITER` was served or taken back into its shard's queue, exactly once.
+fn check_served_or_taken_back(served: bool, taken: &[u64], log: &[Seen]) {
+    let taken_back = taken == [WAITER];
+    assert!(
+        taken.is_empty() || taken_back,
+        "unexpected callers taken back: {taken:?}"
+    );
+    assert!(
+        served != taken_back,
+        "the caller was served {} and taken back {} (seen: {log:?})",
+        usize::from(served),
+        usize::from(taken_back)
+    );
+}
+
+/// The session's shard read the hand-off before the new holder's command, and got the
+/// session back exactly once.
+fn check_session_log(served: bool, log: &[Seen]) {
+    let passed = Seen::Passed {
+        lease: LEASE,
+        successor: WAITER,
+    };
+    let at = |what: &Seen| log.iter().position(|s| s == what);
+    if let Some(op) = at(&Seen::Op { lease: LEASE }) {
+        assert!(
+            at(&passed).is_some_and(|p| p < op),
+            "the shard saw a command before its hand-off: {log:?}"
+        );
+    }
+    let releases = log
+        .iter()
+        .filter(|s| **s == Seen::Release { lease: LEASE })
+        .count();
+    assert_eq!(releases, 1, "session released {releases} times: {log:?}");
+    let expected = if served {
+        vec![
+            passed,
+            Seen::Op { lease: LEASE },
+            Seen::Release { lease: LEASE },
+        ]
+    } else {
+        vec![Seen::Release { lease: LEASE }]
+    };
+    assert_eq!(log, expected, "the shard's view of the session");
 }
 
 /// A lease on a passable session is dropped while the first of two callers in the line
@@ -457,7 +549,6 @@ fn handoff_races_reclaim() {
 #[cfg(not(cdpmux_loom_mutant))]
 fn handoff_skips_a_caller_who_left() {
     loom::model(|| {
-        const LEASE: u64 = 7;
         let (line, held, mut inbox) = passable_lease(LEASE);
         let first = line_up(&line, 1);
         let second = line_up(&line, 2);
