@@ -10,11 +10,12 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use chromiumoxide_types::Command;
-use serde::de::DeserializeOwned;
+use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::browser::{Endpoint, Launch};
-use crate::cdp::{Page, PageOptions};
+use crate::cdp::protocol::{MethodName, Reply};
+use crate::cdp::{evaluated_value, EvaluateByValue, Page, PageOptions, EVALUATE};
 use crate::config::Config;
 use crate::fleet::Fleet;
 use crate::handoff::{self, Handoff, Join, Line};
@@ -565,37 +566,49 @@ impl Lease {
         self.command_timeout = Some(timeout);
     }
 
-    async fn op(&self, op: LeaseOp) -> Result<serde_json::Value> {
-        let (reply, rx) = oneshot::channel();
+    /// Sends `op` to the session's shard and waits for what it answers on `rx`.
+    async fn op<T>(&self, op: LeaseOp, rx: oneshot::Receiver<Result<T>>) -> Result<T> {
         let link = self.link.as_ref().ok_or_else(shard::shutdown_error)?;
         link.inbox
             .send(Msg::LeaseOp {
                 lease: self.id,
                 op,
                 timeout: self.command_timeout,
-                reply,
             })
             .map_err(|_| shard::shutdown_error())?;
         rx.await.unwrap_or_else(|_| Err(shard::shutdown_error()))
     }
 
-    /// Runs a typed command on the leased page.
-    pub async fn execute<C: Command>(&self, cmd: C) -> Result<C::Response> {
-        let method = cmd.identifier().into_owned();
-        let params = serde_json::to_value(&cmd).map_err(|e| {
+    /// Runs `method` with `params` on the leased page. The parameters are encoded and
+    /// the reply decoded here, in the holder's thread: the shard only moves frames.
+    async fn command<P: Serialize + ?Sized>(
+        &self,
+        method: MethodName,
+        params: &P,
+    ) -> Result<Reply> {
+        let params = serde_json::value::to_raw_value(params).map_err(|e| {
             Error::new(
                 ErrorKind::InvalidInput,
                 format!("could not encode {method}"),
             )
             .with_source(e)
         })?;
-        let value = self
-            .op(LeaseOp::Call {
-                method: method.clone(),
+        let (reply, rx) = oneshot::channel();
+        self.op(
+            LeaseOp::Call {
+                method,
                 params,
-            })
-            .await?;
-        decode(&method, value)
+                reply,
+            },
+            rx,
+        )
+        .await
+    }
+
+    /// Runs a typed command on the leased page.
+    pub async fn execute<C: Command>(&self, cmd: C) -> Result<C::Response> {
+        let method = cmd.identifier();
+        self.command(method.clone(), &cmd).await?.decode(&method)
     }
 
     /// Runs a raw command on the leased page.
@@ -604,35 +617,27 @@ impl Lease {
         method: impl Into<String>,
         params: serde_json::Value,
     ) -> Result<serde_json::Value> {
-        self.op(LeaseOp::Call {
-            method: method.into(),
-            params,
-        })
-        .await
+        let method: MethodName = method.into().into();
+        self.command(method.clone(), &params).await?.decode(&method)
     }
 
     /// Navigates and waits for the load event; see [`Page::goto`].
     pub async fn goto(&self, url: &str) -> Result<()> {
-        self.op(LeaseOp::Goto(url.to_owned())).await.map(|_| ())
+        let (reply, rx) = oneshot::channel();
+        let url = url.to_owned();
+        self.op(LeaseOp::Goto { url, reply }, rx).await
     }
 
     /// Evaluates an expression and returns its value; see [`Page::evaluate_value`].
     pub async fn evaluate_value(&self, expression: &str) -> Result<serde_json::Value> {
-        self.op(LeaseOp::Evaluate(expression.to_owned())).await
+        let reply = self
+            .command(EVALUATE.into(), &EvaluateByValue::new(expression))
+            .await?;
+        evaluated_value(expression, &reply)
     }
 
     /// Returns the session now (the same as dropping the lease).
     pub fn release(self) {}
-}
-
-fn decode<T: DeserializeOwned>(method: &str, value: serde_json::Value) -> Result<T> {
-    serde_json::from_value(value).map_err(|e| {
-        Error::new(
-            ErrorKind::Protocol,
-            format!("could not decode the reply to {method}"),
-        )
-        .with_source(e)
-    })
 }
 
 impl Drop for Lease {

@@ -13,10 +13,12 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::value::RawValue;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::affinity::AffinityMap;
+use crate::cdp::protocol::{MethodName, Reply};
 use crate::cdp::{Connection, ConnectionConfig, Page, PageOptions};
 use crate::config::{Config, Isolation, Reset};
 use crate::fleet::Fleet;
@@ -95,12 +97,31 @@ impl Request {
 
 /// An operation a [`Lease`] asks its shard to run on its page.
 pub(crate) enum LeaseOp {
+    /// A command whose parameters the holder encoded; the reply goes back undecoded,
+    /// for the holder to decode in its own thread.
     Call {
-        method: String,
-        params: serde_json::Value,
+        method: MethodName,
+        params: Box<RawValue>,
+        reply: oneshot::Sender<Result<Reply>>,
     },
-    Goto(String),
-    Evaluate(String),
+    Goto {
+        url: String,
+        reply: oneshot::Sender<Result<()>>,
+    },
+}
+
+impl LeaseOp {
+    /// Answers the holder with `error` instead.
+    fn fail(self, error: Error) {
+        match self {
+            LeaseOp::Call { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            LeaseOp::Goto { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
 }
 
 /// Messages into a shard.
@@ -110,7 +131,6 @@ pub enum Msg {
         lease: u64,
         op: LeaseOp,
         timeout: Option<Duration>,
-        reply: oneshot::Sender<Result<serde_json::Value>>,
     },
     Release {
         lease: u64,
@@ -561,12 +581,7 @@ impl Core {
         self.take_outcomes();
         match msg {
             Msg::Submit(request) => self.admit(request),
-            Msg::LeaseOp {
-                lease,
-                op,
-                timeout,
-                reply,
-            } => self.lease_op(lease, op, timeout, reply),
+            Msg::LeaseOp { lease, op, timeout } => self.lease_op(lease, op, timeout),
             Msg::Release { lease } => {
                 let key = self.state.borrow_mut().leases.remove(&lease);
                 if let Some(key) = key {
@@ -1988,13 +2003,7 @@ impl Core {
         self.pump();
     }
 
-    fn lease_op(
-        self: &Rc<Self>,
-        lease: u64,
-        op: LeaseOp,
-        timeout: Option<Duration>,
-        reply: oneshot::Sender<Result<serde_json::Value>>,
-    ) {
+    fn lease_op(self: &Rc<Self>, lease: u64, op: LeaseOp, timeout: Option<Duration>) {
         let session = {
             let st = self.state.borrow();
             st.leases
@@ -2003,27 +2012,39 @@ impl Core {
                 .map(|s| (s.page.clone(), s.passable.clone()))
         };
         let Some((page, passable)) = session else {
-            let _ = reply.send(Err(Error::new(
+            op.fail(Error::new(
                 ErrorKind::SessionCrashed,
                 "the lease's session is gone",
-            )));
+            ));
             return;
         };
         tokio::task::spawn_local(async move {
             if let Some(t) = timeout {
                 page.set_command_timeout(t);
             }
-            let result = match op {
-                LeaseOp::Call { method, params } => page.call(method, params).await,
-                LeaseOp::Goto(url) => page.goto(&url).await.map(|()| serde_json::Value::Null),
-                LeaseOp::Evaluate(expr) => page.evaluate_value(&expr).await,
+            // Its holder learns of a loss from the reply: from then on the session can
+            // only go back to the shard.
+            let lost = |page: &Page| {
+                if !page.is_alive() {
+                    passable.store(false, Ordering::Release);
+                }
             };
-            if !page.is_alive() {
-                // Its holder learns of the loss from this reply: from then on the
-                // session can only go back to the shard.
-                passable.store(false, Ordering::Release);
+            match op {
+                LeaseOp::Call {
+                    method,
+                    params,
+                    reply,
+                } => {
+                    let result = page.request(method, &*params).await;
+                    lost(&page);
+                    let _ = reply.send(result);
+                }
+                LeaseOp::Goto { url, reply } => {
+                    let result = page.goto(&url).await;
+                    lost(&page);
+                    let _ = reply.send(result);
+                }
             }
-            let _ = reply.send(result);
         });
     }
 
@@ -2357,9 +2378,7 @@ pub async fn close_inbox(inbox: &mut mpsc::UnboundedReceiver<Msg>) {
 fn refuse(msg: Msg) {
     match msg {
         Msg::Submit(request) => request.work.fail(shutdown_error()),
-        Msg::LeaseOp { reply, .. } => {
-            let _ = reply.send(Err(shutdown_error()));
-        }
+        Msg::LeaseOp { op, .. } => op.fail(shutdown_error()),
         Msg::Shutdown { done, .. } => {
             let _ = done.send(());
         }

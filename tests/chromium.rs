@@ -15,7 +15,7 @@ use std::time::Duration;
 use cdpmux::browser::Launch;
 use cdpmux::js_protocol::runtime::EvaluateParams;
 use cdpmux::sim::{DemoSite, SiteConfig};
-use cdpmux::{Job, Page, Pool};
+use cdpmux::{ErrorKind, Job, Page, Pool};
 use serde_json::json;
 
 /// The bound on one step (a launch, a lease, a shutdown).
@@ -264,14 +264,24 @@ async fn leases_work_from_other_threads_and_return_on_drop_and_panic() {
             lease.execute(EvaluateParams::new("20 + 22")),
         )
         .await?;
-        Ok::<_, cdpmux::Error>((title, sum.result.value))
+        // Errors decoded in the holder's thread: a script that throws, a method the
+        // browser does not know.
+        let thrown = within("throw", STEP, lease.evaluate_value("no_such_function()")).await;
+        let unknown = within("unknown", STEP, lease.call("No.suchMethod", json!({}))).await;
+        let kinds = [thrown, unknown].map(|r| r.map_err(|e| e.kind()));
+        Ok::<_, cdpmux::Error>((title, sum.result.value, kinds))
     });
-    let (title, sum) = join(used)
+    let (title, sum, kinds) = join(used)
         .await
         .expect("the lease thread did not panic")
         .expect("the lease's commands succeed");
     assert_eq!(title, json!(DemoSite::title_of(1)));
     assert_eq!(sum, Some(json!(42)));
+    assert_eq!(
+        kinds,
+        [Err(ErrorKind::Script), Err(ErrorKind::Protocol)],
+        "a throwing script, an unknown method"
+    );
     let snap = support::metrics_until(&pool, STEP, |s| s.gauges.busy == 0).await;
     assert_eq!(
         snap.gauges.busy, 0,

@@ -14,4 +14,5 @@ mod session;
 pub use batch::{Batch, BatchResults, Slot};
 pub use connection::{Connection, ConnectionConfig, ConnectionStats};
 pub use protocol::Event;
+pub(crate) use session::{evaluated_value, EvaluateByValue, EVALUATE};
 pub use session::{EventWaiter, Page, PageOptions};

@@ -7,13 +7,69 @@ use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use chromiumoxide_types::Command;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::batch::Batch;
 use super::connection::{Connection, InFlight, Shared};
-use super::protocol::{Event, MethodName, SessionSlot};
+use super::protocol::{Event, MethodName, Reply, SessionSlot};
 use crate::{Error, ErrorKind, Result, TimeoutKind};
+
+/// The method [`Page::evaluate_value`] calls.
+pub(crate) const EVALUATE: &str = "Runtime.evaluate";
+
+/// `Runtime.evaluate`'s parameters for [`Page::evaluate_value`]: the value comes back
+/// by value, a promise is awaited.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct EvaluateByValue<'a> {
+    expression: &'a str,
+    return_by_value: bool,
+    await_promise: bool,
+}
+
+impl<'a> EvaluateByValue<'a> {
+    pub(crate) fn new(expression: &'a str) -> Self {
+        EvaluateByValue {
+            expression,
+            return_by_value: true,
+            await_promise: true,
+        }
+    }
+}
+
+/// The value an [`EvaluateByValue`] call returned, or the exception it threw.
+pub(crate) fn evaluated_value(expression: &str, reply: &Reply) -> Result<serde_json::Value> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Evaluated {
+        #[serde(default)]
+        result: Option<ByValue>,
+        #[serde(default)]
+        exception_details: Option<serde_json::Value>,
+    }
+    #[derive(Deserialize)]
+    struct ByValue {
+        #[serde(default)]
+        value: Option<serde_json::Value>,
+    }
+    let evaluated: Evaluated = reply.decode(EVALUATE)?;
+    if let Some(exception) = evaluated.exception_details {
+        let text = exception
+            .pointer("/exception/description")
+            .or_else(|| exception.get("text"))
+            .and_then(|t| t.as_str())
+            .unwrap_or("exception");
+        return Err(Error::new(
+            ErrorKind::Script,
+            format!("{expression:?} threw: {text}"),
+        ));
+    }
+    Ok(evaluated
+        .result
+        .and_then(|r| r.value)
+        .unwrap_or(serde_json::Value::Null))
+}
 
 /// How a page is opened.
 #[derive(Debug, Clone)]
@@ -234,30 +290,23 @@ impl Page {
     /// JSON. A thrown exception is an [`ErrorKind::Script`] error.
     pub async fn evaluate_value(&self, expression: &str) -> Result<serde_json::Value> {
         let reply = self
-            .call(
-                "Runtime.evaluate",
-                serde_json::json!({
-                    "expression": expression,
-                    "returnByValue": true,
-                    "awaitPromise": true,
-                }),
-            )
+            .request(EVALUATE.into(), &EvaluateByValue::new(expression))
             .await?;
-        if let Some(exception) = reply.get("exceptionDetails") {
-            let text = exception
-                .pointer("/exception/description")
-                .or_else(|| exception.get("text"))
-                .and_then(|t| t.as_str())
-                .unwrap_or("exception");
-            return Err(Error::new(
-                ErrorKind::Script,
-                format!("{expression:?} threw: {text}"),
-            ));
-        }
-        Ok(reply
-            .pointer("/result/value")
-            .cloned()
-            .unwrap_or(serde_json::Value::Null))
+        evaluated_value(expression, &reply)
+    }
+
+    /// Runs a command and returns its reply undecoded (for a caller that decodes it
+    /// elsewhere: a lease decodes in its holder's thread, not the shard's).
+    pub(crate) async fn request<P: Serialize + ?Sized>(
+        &self,
+        method: MethodName,
+        params: &P,
+    ) -> Result<Reply> {
+        let timeout = self.command_timeout.get();
+        self.conn
+            .shared
+            .request(Some(self.slot), method, params, timeout)
+            .await
     }
 
     /// The page's `document.title`.
