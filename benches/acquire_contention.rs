@@ -18,7 +18,8 @@
 //! in line directly (`Config::lease_handoff`); deadpool: a semaphore and a mutexed queue
 //! in the caller's thread). Each cdpmux layout (1 shard × 50, 2 shards × 25) is matched
 //! by a deadpool pool with as many host threads holding as many sessions. The share of
-//! lease cycles handed on directly is printed after the table.
+//! lease cycles handed on directly (and of those, how many to a caller in another
+//! shard's line) is printed after the table.
 //!
 //! Both arms run on the same 2-worker multi-thread runtime, in blocks interleaved five
 //! times (5 s per arm in all, 1 s with quick), after a warm-up that opens every session.
@@ -266,15 +267,18 @@ async fn block(contender: &Arc<Contender>, length: Duration) -> (Histogram<u64>,
     (histogram, cycles, elapsed)
 }
 
-/// Leases handed on so far by the pools of the lease arms.
-async fn handoffs(arms: &[Arm]) -> u64 {
-    let mut n = 0;
+/// Leases handed on so far by the pools of the lease arms: in all, and to callers in
+/// another shard's line.
+async fn handoffs(arms: &[Arm]) -> (u64, u64) {
+    let (mut all, mut across) = (0, 0);
     for arm in arms {
         if let Contender::Cdpmux(pool) = &*arm.contender {
-            n += pool.metrics().await.counters.handoffs;
+            let counters = pool.metrics().await.counters;
+            all += counters.handoffs;
+            across += counters.cross_shard_handoffs;
         }
     }
-    n
+    (all, across)
 }
 
 async fn run() {
@@ -350,21 +354,23 @@ async fn run() {
     }
 
     println!(
-        "  {:<26} {:>10} {:>12} {:>12} {:>12}",
-        "arm", "cycles/s", "wait p50 ms", "wait p99 ms", "wait max ms"
+        "  {:<26} {:>10} {:>12} {:>12} {:>12} {:>12}",
+        "arm", "cycles/s", "wait p50 ms", "wait p95 ms", "wait p99 ms", "wait max ms"
     );
     for arm in &arms {
         println!(
-            "  {:<26} {:>10.0} {:>12.3} {:>12.3} {:>12.3}",
+            "  {:<26} {:>10.0} {:>12.3} {:>12.3} {:>12.3} {:>12.3}",
             arm.name,
             arm.throughput(),
             arm.wait_ms(0.50),
+            arm.wait_ms(0.95),
             arm.wait_ms(0.99),
             arm.waits.max() as f64 / 1000.0,
         );
     }
     // How many lease cycles skipped the shard's loop on the way to the next caller.
-    let handed_on = handoffs(&arms).await - handoffs_before;
+    let (all, across) = handoffs(&arms).await;
+    let (handed_on, across) = (all - handoffs_before.0, across - handoffs_before.1);
     let lease_cycles: u64 = arms
         .iter()
         .filter(|a| matches!(*a.contender, Contender::Cdpmux(_)))
@@ -373,7 +379,7 @@ async fn run() {
     if lease_cycles > 0 {
         println!(
             "  leases handed straight to the next caller: {handed_on} of {lease_cycles} \
-             cycles ({:.1}%)",
+             cycles ({:.1}%), {across} of them to another shard's line",
             100.0 * handed_on as f64 / lease_cycles as f64
         );
     }
