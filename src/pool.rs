@@ -567,7 +567,7 @@ impl Lease {
     }
 
     /// Sends `op` to the session's shard and waits for what it answers on `rx`.
-    async fn op<T>(&self, op: LeaseOp, rx: oneshot::Receiver<Result<T>>) -> Result<T> {
+    async fn op<T>(&self, op: LeaseOp, rx: tokio::sync::oneshot::Receiver<Result<T>>) -> Result<T> {
         let link = self.link.as_ref().ok_or_else(shard::shutdown_error)?;
         link.inbox
             .send(Msg::LeaseOp {
@@ -593,7 +593,7 @@ impl Lease {
             )
             .with_source(e)
         })?;
-        let (reply, rx) = oneshot::channel();
+        let (reply, rx) = tokio::sync::oneshot::channel();
         self.op(
             LeaseOp::Call {
                 method,
@@ -623,7 +623,7 @@ impl Lease {
 
     /// Navigates and waits for the load event; see [`Page::goto`].
     pub async fn goto(&self, url: &str) -> Result<()> {
-        let (reply, rx) = oneshot::channel();
+        let (reply, rx) = tokio::sync::oneshot::channel();
         let url = url.to_owned();
         self.op(LeaseOp::Goto { url, reply }, rx).await
     }

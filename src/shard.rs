@@ -95,18 +95,20 @@ impl Request {
     }
 }
 
-/// An operation a [`Lease`] asks its shard to run on its page.
+/// An operation a [`Lease`] asks its shard to run on its page. Its reply channel is
+/// tokio's own, not the `sync` facade's: the connection answers it like any call, and no
+/// protocol of ours rides on it.
 pub(crate) enum LeaseOp {
     /// A command whose parameters the holder encoded; the reply goes back undecoded,
     /// for the holder to decode in its own thread.
     Call {
         method: MethodName,
         params: Box<RawValue>,
-        reply: oneshot::Sender<Result<Reply>>,
+        reply: tokio::sync::oneshot::Sender<Result<Reply>>,
     },
     Goto {
         url: String,
-        reply: oneshot::Sender<Result<()>>,
+        reply: tokio::sync::oneshot::Sender<Result<()>>,
     },
 }
 
@@ -1310,6 +1312,9 @@ impl Core {
                     let key = st.next_key;
                     st.next_key += 1;
                     let now = Instant::now();
+                    // The page's death stops it being handed on before its holder hears.
+                    let passable = crate::sync::Arc::<AtomicBool>::default();
+                    page.watch(passable.clone());
                     st.sessions.insert(
                         key,
                         Session {
@@ -1319,7 +1324,7 @@ impl Core {
                             last_used: now,
                             uses: 0,
                             lease: None,
-                            passable: Default::default(),
+                            passable,
                             owner,
                             own_context,
                         },
@@ -2009,43 +2014,37 @@ impl Core {
             st.leases
                 .get(&lease)
                 .and_then(|key| st.sessions.get(key))
-                .map(|s| (s.page.clone(), s.passable.clone()))
+                .map(|s| s.page.clone())
         };
-        let Some((page, passable)) = session else {
+        let Some(page) = session else {
             op.fail(Error::new(
                 ErrorKind::SessionCrashed,
                 "the lease's session is gone",
             ));
             return;
         };
-        tokio::task::spawn_local(async move {
-            if let Some(t) = timeout {
-                page.set_command_timeout(t);
+        // A page that dies clears its `passable` before the holder hears of it
+        // (`Page::watch`): the holder cannot hand it on.
+        match op {
+            // Straight to the socket, and the reply straight to the holder: no task
+            // here (the connection keeps the deadline).
+            LeaseOp::Call {
+                method,
+                params,
+                reply,
+            } => {
+                let timeout = timeout.unwrap_or_else(|| page.command_timeout());
+                page.call_direct(method, &*params, timeout, reply);
             }
-            // Its holder learns of a loss from the reply: from then on the session can
-            // only go back to the shard.
-            let lost = |page: &Page| {
-                if !page.is_alive() {
-                    passable.store(false, Ordering::Release);
-                }
-            };
-            match op {
-                LeaseOp::Call {
-                    method,
-                    params,
-                    reply,
-                } => {
-                    let result = page.request(method, &*params).await;
-                    lost(&page);
-                    let _ = reply.send(result);
-                }
-                LeaseOp::Goto { url, reply } => {
-                    let result = page.goto(&url).await;
-                    lost(&page);
-                    let _ = reply.send(result);
-                }
+            LeaseOp::Goto { url, reply } => {
+                tokio::task::spawn_local(async move {
+                    if let Some(t) = timeout {
+                        page.set_command_timeout(t);
+                    }
+                    let _ = reply.send(page.goto(&url).await);
+                });
             }
-        });
+        }
     }
 
     /// Fails the waiters whose deadline has passed; soft-affinity waiters whose short

@@ -1,7 +1,8 @@
 //! One WebSocket to a browser: a reader task, a writer task, and the state they share
 //! with the sessions on it.
 //!
-//! Owns: the pending-call table, the outbox, the session registry and event waiters.
+//! Owns: the pending-call table, the outbox, the session registry and event waiters, and
+//! the deadlines of calls answered straight to another thread ([`Waiter::Direct`]).
 //! Never: shares that state with another thread (it is `Rc`/`RefCell`, pinned to the
 //! `LocalSet` that connected), lets a bad frame close the socket, or leaves a call
 //! pending once its socket, session or deadline is gone.
@@ -32,6 +33,67 @@ use crate::metrics::ShardMetrics;
 use crate::{Error, ErrorKind, Result, TimeoutKind};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Who hears a call's reply.
+pub(crate) enum Waiter {
+    /// The caller awaiting it ([`InFlight`]), which keeps its deadline and records it.
+    Awaited(oneshot::Sender<Result<Reply>>),
+    /// A caller on another thread (a lease holder), answered straight from the reader
+    /// with no task in between: the connection keeps its deadline and records it.
+    Direct {
+        tx: oneshot::Sender<Result<Reply>>,
+        started: Instant,
+        timeout: Duration,
+        metrics: Option<Rc<RefCell<ShardMetrics>>>,
+    },
+}
+
+impl Waiter {
+    /// Answers the call to `method` with `result`.
+    fn send(self, method: &str, result: Result<Reply>) {
+        match self {
+            Waiter::Awaited(tx) => {
+                let _ = tx.send(result);
+            }
+            Waiter::Direct {
+                tx,
+                started,
+                metrics,
+                ..
+            } => {
+                if let Some(m) = metrics {
+                    m.borrow_mut()
+                        .command(method, started.elapsed(), result.is_ok(), false);
+                }
+                let _ = tx.send(result);
+            }
+        }
+    }
+
+    /// Fails a direct call whose deadline passed.
+    fn time_out(self, method: &str) {
+        if let Waiter::Direct {
+            timeout, metrics, ..
+        } = &self
+        {
+            if let Some(m) = metrics {
+                m.borrow_mut().counters.timeout(TimeoutKind::Command);
+            }
+            let error = Error::timeout(TimeoutKind::Command, method, *timeout);
+            self.send(method, Err(error));
+        }
+    }
+
+    /// When a direct call's deadline passes.
+    fn deadline(&self) -> Option<Instant> {
+        match self {
+            Waiter::Direct {
+                started, timeout, ..
+            } => Some(*started + *timeout),
+            Waiter::Awaited(_) => None,
+        }
+    }
+}
 
 /// Settings of one connection.
 #[derive(Debug, Clone)]
@@ -109,6 +171,8 @@ pub(crate) struct Shared {
 struct Signals {
     wake_writer: Notify,
     stop_reader: Notify,
+    /// A direct call with an earlier deadline than any before, or the end.
+    deadline_moved: Notify,
     closing: Cell<bool>,
 }
 
@@ -125,12 +189,16 @@ struct SessionState {
     target_id: Rc<str>,
     /// Set once the session is known dead; every later call fails with it at once.
     dead: Option<Error>,
+    /// Cleared when the session dies, before any of its calls hears of it.
+    alive: Option<crate::sync::Arc<crate::sync::atomic::AtomicBool>>,
     waiters: Waiters,
 }
 
 #[derive(Default)]
 struct State {
-    pending: PendingTable<oneshot::Sender<Result<Reply>>>,
+    pending: PendingTable<Waiter>,
+    /// The earliest deadline of a direct call, when the deadline task wakes next.
+    next_deadline: Option<Instant>,
     outbox: VecDeque<Message>,
     sessions: HashMap<SessionSlot, SessionState>,
     by_session_id: HashMap<Rc<str>, SessionSlot>,
@@ -195,6 +263,7 @@ impl Connection {
         });
         let (sink, stream) = ws.split();
         tokio::task::spawn_local(write_loop(Rc::downgrade(&shared), signals.clone(), sink));
+        tokio::task::spawn_local(deadline_loop(Rc::downgrade(&shared), signals.clone()));
         tokio::task::spawn_local(read_loop(Rc::downgrade(&shared), signals, stream));
 
         let conn = Connection { shared };
@@ -381,7 +450,7 @@ impl Shared {
     ) -> Result<InFlight<'_>> {
         let (tx, rx) = oneshot::channel();
         let started = Instant::now();
-        let id = self.enqueue(session, method.clone(), params, Some(tx))?;
+        let id = self.enqueue(session, method.clone(), params, Some(Waiter::Awaited(tx)))?;
         Ok(InFlight {
             shared: self,
             session,
@@ -393,44 +462,123 @@ impl Shared {
         })
     }
 
-    /// Queues a call; `waiter` `None` means its reply is dropped (fire and forget).
+    /// Queues a call; `waiter` `None` means its reply is dropped (fire and forget). A
+    /// call that cannot be sent fails, and its waiter hears why.
     pub(crate) fn enqueue<P: Serialize + ?Sized>(
         &self,
         session: Option<SessionSlot>,
         method: MethodName,
         params: &P,
-        waiter: Option<oneshot::Sender<Result<Reply>>>,
+        waiter: Option<Waiter>,
     ) -> Result<u64> {
         let mut st = self.state.borrow_mut();
+        let queued = Self::session_id(&st, session, &method).and_then(|session_id| {
+            encode_call(st.pending.next_id(), session_id.as_deref(), &method, params)
+        });
+        let frame = match queued {
+            Ok(frame) => frame,
+            Err(e) => {
+                drop(st);
+                if let Some(w) = waiter {
+                    w.send(&method, Err(e.clone()));
+                }
+                return Err(e);
+            }
+        };
+        let deadline = waiter.as_ref().and_then(Waiter::deadline);
+        let id = st.pending.insert(session, method, waiter);
+        st.outbox.push_back(Message::Text(frame.into()));
+        let earlier = deadline.filter(|d| st.next_deadline.is_none_or(|next| *d < next));
+        if earlier.is_some() {
+            st.next_deadline = earlier;
+        }
+        drop(st);
+        if earlier.is_some() {
+            self.signals.deadline_moved.notify_one();
+        }
+        self.signals.wake_writer.notify_one();
+        Ok(id)
+    }
+
+    /// The `sessionId` a call on `session` carries, or why it cannot be sent.
+    fn session_id(
+        st: &State,
+        session: Option<SessionSlot>,
+        method: &str,
+    ) -> Result<Option<Rc<str>>> {
         if let Some(err) = &st.closed {
             return Err(err.clone());
         }
-        let session_id = match session {
-            None => None,
-            Some(slot) => match st.sessions.get(&slot) {
-                Some(s) => match &s.dead {
-                    Some(err) => return Err(err.clone()),
-                    None => Some(s.session_id.clone()),
-                },
-                None => {
-                    return Err(Error::new(
-                        ErrorKind::SessionCrashed,
-                        format!("{method}: the page is closed"),
-                    ))
-                }
-            },
+        let Some(slot) = session else {
+            return Ok(None);
         };
-        let id = st.pending.insert(session, method.clone(), waiter);
-        match encode_call(id, session_id.as_deref(), &method, params) {
-            Ok(frame) => st.outbox.push_back(Message::Text(frame.into())),
-            Err(e) => {
-                st.pending.cancel(id);
-                return Err(e);
+        match st.sessions.get(&slot) {
+            Some(s) => match &s.dead {
+                Some(err) => Err(err.clone()),
+                None => Ok(Some(s.session_id.clone())),
+            },
+            None => Err(Error::new(
+                ErrorKind::SessionCrashed,
+                format!("{method}: the page is closed"),
+            )),
+        }
+    }
+
+    /// Sends a call whose reply goes straight to `tx`, which may wait on another thread:
+    /// no task waits for it here. The connection fails it once `timeout` has passed
+    /// (and stops the script, as for any command deadline) and records it in the
+    /// metrics. A call that cannot be sent fails at once.
+    pub(crate) fn send_direct<P: Serialize + ?Sized>(
+        &self,
+        session: Option<SessionSlot>,
+        method: MethodName,
+        params: &P,
+        timeout: Duration,
+        tx: oneshot::Sender<Result<Reply>>,
+    ) {
+        let waiter = Waiter::Direct {
+            tx,
+            started: Instant::now(),
+            timeout,
+            metrics: self.metrics.borrow().clone(),
+        };
+        let _ = self.enqueue(session, method, params, Some(waiter));
+    }
+
+    /// Fails the direct calls whose deadline has passed; returns the earliest deadline
+    /// left.
+    fn expire_direct(&self, now: Instant) -> Option<Instant> {
+        let mut st = self.state.borrow_mut();
+        let mut next: Option<Instant> = None;
+        let mut due = SmallVec::<[u64; 4]>::new();
+        for (id, call) in st.pending.iter() {
+            match call.waiter.as_ref().and_then(Waiter::deadline) {
+                Some(at) if at <= now => due.push(id),
+                Some(at) => next = Some(next.map_or(at, |n| n.min(at))),
+                None => {}
             }
         }
+        st.next_deadline = next;
+        let calls: SmallVec<[_; 4]> = due
+            .into_iter()
+            .filter_map(|id| st.pending.complete(id))
+            .collect();
         drop(st);
-        self.signals.wake_writer.notify_one();
-        Ok(id)
+        for call in calls {
+            if call.session.is_some() {
+                // A hung renderer sends nothing; this frees it for the next command.
+                let _ = self.enqueue(
+                    call.session,
+                    "Runtime.terminateExecution".into(),
+                    &serde_json::json!({}),
+                    None,
+                );
+            }
+            if let Some(w) = call.waiter {
+                w.time_out(&call.method);
+            }
+        }
+        next
     }
 
     /// Registers a flat session attached to `target_id`.
@@ -446,10 +594,26 @@ impl Shared {
                 session_id,
                 target_id: target_id.into(),
                 dead: None,
+                alive: None,
                 waiters: Waiters::new(),
             },
         );
         slot
+    }
+
+    /// Has `alive` cleared when session `slot` dies, before any of its calls hears of
+    /// it (whoever hands the session on learns of the death no later than its holder).
+    pub(crate) fn watch_session(
+        &self,
+        slot: SessionSlot,
+        alive: crate::sync::Arc<crate::sync::atomic::AtomicBool>,
+    ) {
+        if let Some(s) = self.state.borrow_mut().sessions.get_mut(&slot) {
+            if s.dead.is_some() {
+                alive.store(false, crate::sync::atomic::Ordering::Release);
+            }
+            s.alive = Some(alive);
+        }
     }
 
     /// Forgets a session: its pending calls and waiters fail with `why`.
@@ -526,19 +690,22 @@ impl Shared {
         if st.closed.is_some() {
             return;
         }
-        for call in st.pending.drain_all() {
-            if let Some(tx) = call.waiter {
-                let _ = tx.send(Err(why.clone()));
-            }
-        }
-        for w in st.browser_waiters.drain(..) {
-            let _ = w.tx.send(Err(why.clone()));
-        }
         for s in st.sessions.values_mut() {
+            if let Some(alive) = &s.alive {
+                alive.store(false, crate::sync::atomic::Ordering::Release);
+            }
             for w in s.waiters.drain(..) {
                 let _ = w.tx.send(Err(why.clone()));
             }
             s.dead.get_or_insert_with(|| why.clone());
+        }
+        for call in st.pending.drain_all() {
+            if let Some(w) = call.waiter {
+                w.send(&call.method, Err(why.clone()));
+            }
+        }
+        for w in st.browser_waiters.drain(..) {
+            let _ = w.tx.send(Err(why.clone()));
         }
         st.outbox.clear();
         st.closed = Some(why);
@@ -563,15 +730,16 @@ impl Shared {
         if newly {
             s.dead = Some(why.clone());
         }
+        if let Some(alive) = &s.alive {
+            alive.store(false, crate::sync::atomic::Ordering::Release);
+        }
         for w in s.waiters.drain(..) {
             let _ = w.tx.send(Err(why.clone()));
         }
         for call in st.pending.drain_session(slot) {
-            if let Some(tx) = call.waiter {
-                let _ = tx.send(Err(Error::new(
-                    why.kind(),
-                    format!("{}: {}", call.method, why.message()),
-                )));
+            if let Some(w) = call.waiter {
+                let error = Error::new(why.kind(), format!("{}: {}", call.method, why.message()));
+                w.send(&call.method, Err(error));
             }
         }
         newly
@@ -596,7 +764,7 @@ impl Shared {
                 }
                 Some(PendingCall { waiter: None, .. }) => {}
                 Some(PendingCall {
-                    waiter: Some(tx),
+                    waiter: Some(w),
                     method,
                     ..
                 }) => {
@@ -605,7 +773,7 @@ impl Shared {
                         Ok(range) => Ok(Reply::new(text.clone(), range)),
                         Err(e) => Err(Error::protocol(&method, e.code, &e.message)),
                     };
-                    let _ = tx.send(result);
+                    w.send(&method, result);
                 }
             },
             Frame::Event {
@@ -650,9 +818,10 @@ impl Shared {
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        // The last handle is gone: let the writer say goodbye and stop both tasks.
+        // The last handle is gone: let the writer say goodbye and stop the tasks.
         self.signals.closing.set(true);
         self.signals.wake_writer.notify_one();
+        self.signals.deadline_moved.notify_one();
     }
 }
 
@@ -795,6 +964,29 @@ async fn write_loop(weak: Weak<Shared>, signals: Rc<Signals>, mut sink: SplitSin
     }
     let _ = sink.close().await;
     signals.stop_reader.notify_one();
+}
+
+/// Fails direct calls past their deadline ([`Waiter::Direct`]): sleeps until the
+/// earliest deadline, or until an earlier one is queued, or the connection is dropped.
+async fn deadline_loop(weak: Weak<Shared>, signals: Rc<Signals>) {
+    loop {
+        let next = match weak.upgrade() {
+            Some(shared) => shared.expire_direct(Instant::now()),
+            None => return,
+        };
+        if signals.closing.get() {
+            return;
+        }
+        match next {
+            Some(at) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at.into()) => {}
+                    _ = signals.deadline_moved.notified() => {}
+                }
+            }
+            None => signals.deadline_moved.notified().await,
+        }
+    }
 }
 
 async fn read_loop(weak: Weak<Shared>, signals: Rc<Signals>, mut stream: SplitStream<Ws>) {

@@ -273,6 +273,11 @@ impl<T> Default for PendingTable<T> {
 }
 
 impl<T> PendingTable<T> {
+    /// The id the next `insert` takes.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id
+    }
+
     /// Reserves a fresh id for a call about to be sent.
     pub(crate) fn insert(
         &mut self,
@@ -314,6 +319,11 @@ impl<T> PendingTable<T> {
         ids.into_iter()
             .filter_map(|id| self.calls.remove(&id))
             .collect()
+    }
+
+    /// The calls pending, by id.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, &PendingCall<T>)> {
+        self.calls.iter().map(|(id, c)| (*id, c))
     }
 
     /// Takes every pending call.

@@ -295,6 +295,26 @@ impl Page {
         evaluated_value(expression, &reply)
     }
 
+    /// Sends a command whose reply goes straight to `tx` (see `Shared::send_direct`):
+    /// for a lease holder on another thread, with no task waiting here.
+    pub(crate) fn call_direct<P: Serialize + ?Sized>(
+        &self,
+        method: MethodName,
+        params: &P,
+        timeout: Duration,
+        tx: oneshot::Sender<Result<Reply>>,
+    ) {
+        self.conn
+            .shared
+            .send_direct(Some(self.slot), method, params, timeout, tx);
+    }
+
+    /// Has `alive` cleared when this page's session dies, before any call on it hears
+    /// of the death.
+    pub(crate) fn watch(&self, alive: crate::sync::Arc<crate::sync::atomic::AtomicBool>) {
+        self.conn.shared.watch_session(self.slot, alive);
+    }
+
     /// Runs a command and returns its reply undecoded (for a caller that decodes it
     /// elsewhere: a lease decodes in its holder's thread, not the shard's).
     pub(crate) async fn request<P: Serialize + ?Sized>(

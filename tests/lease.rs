@@ -1,0 +1,104 @@
+//! Commands through a `Lease`, on the simulated browser: the shard sends them straight to
+//! the socket and their replies go straight to the holder, so the connection keeps their
+//! deadlines. A hung command times out and the page works again; a short deadline fires
+//! on time even behind a long one; the metrics count both.
+
+mod support;
+
+use std::future::Future;
+use std::pin::{pin, Pin};
+use std::task::Poll;
+use std::time::Duration;
+
+use cdpmux::sim::SimConfig;
+use cdpmux::{ErrorKind, Job, Lease, Pool, TimeoutKind};
+use serde_json::json;
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+async fn acquire(pool: &Pool) -> Lease {
+    tokio::time::timeout(LIMIT, pool.acquire(Job::new()))
+        .await
+        .expect("acquire answers in time")
+        .expect("a lease")
+}
+
+/// Polls `fut` once.
+async fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
+    std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *fut).poll(cx))).await
+}
+
+async fn evaluate(lease: &Lease, expression: &str) -> cdpmux::Result<serde_json::Value> {
+    tokio::time::timeout(LIMIT, lease.evaluate_value(expression))
+        .await
+        .expect("the command is answered (or times out) in time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_command_times_out_and_the_page_works_again() {
+    let (_sim, pool) = support::sim_pool(SimConfig::default(), 1, |c| {
+        c.sessions_per_shard = 1;
+    })
+    .await;
+    let mut lease = acquire(&pool).await;
+    lease.set_command_timeout(Duration::from_millis(200));
+
+    let hung = evaluate(&lease, "while(true){}").await;
+    assert_eq!(
+        hung.map_err(|e| e.kind()),
+        Err(ErrorKind::Timeout(TimeoutKind::Command))
+    );
+    // The connection stopped the script (`Runtime.terminateExecution`): the same page
+    // answers the next command.
+    assert_eq!(evaluate(&lease, "1+1").await.unwrap(), json!(2));
+
+    let counters = pool.metrics().await.counters;
+    assert_eq!(counters.timeouts_command, 1);
+    assert!(
+        counters.commands >= 2 && counters.command_failures >= 1,
+        "the lease's commands are counted: {counters:?}"
+    );
+    drop(lease);
+    pool.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// Two leases on one shard: a command with a long deadline goes out first, then one with
+/// a short deadline; the browser answers neither. The short one fails when its own
+/// deadline passes, not when the long one's does (which is past this test's bound).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_deadline_fires_on_time_behind_a_long_one() {
+    let (sim, pool) = support::sim_pool(SimConfig::default(), 1, |c| {
+        c.sessions_per_shard = 2;
+    })
+    .await;
+    let mut long = acquire(&pool).await;
+    let mut short = acquire(&pool).await;
+    long.set_command_timeout(LIMIT * 6);
+    short.set_command_timeout(Duration::from_millis(200));
+    sim.black_hole(Some("Runtime.evaluate"));
+
+    // Sent on the first poll: ahead of the short one in the shard's inbox.
+    let mut pending = pin!(long.evaluate_value("1"));
+    assert!(poll_once(&mut pending).await.is_pending());
+    let timed_out = evaluate(&short, "2").await;
+    assert_eq!(
+        timed_out.map_err(|e| e.kind()),
+        Err(ErrorKind::Timeout(TimeoutKind::Command))
+    );
+    assert!(
+        poll_once(&mut pending).await.is_pending(),
+        "the long command still waits"
+    );
+    assert_eq!(pool.metrics().await.counters.timeouts_command, 1);
+
+    // Shutdown fails what is still pending; nothing waits for the long deadline.
+    sim.black_hole(None);
+    tokio::time::timeout(LIMIT, pool.shutdown(Duration::from_secs(1)))
+        .await
+        .expect("shutdown in time")
+        .unwrap();
+    let ended = tokio::time::timeout(LIMIT, pending)
+        .await
+        .expect("answered");
+    assert!(ended.is_err(), "the long command failed at shutdown");
+}
