@@ -16,10 +16,7 @@ use tokio::task::JoinHandle;
 const LIMIT: Duration = Duration::from_secs(20);
 
 async fn acquire(pool: &Pool) -> Lease {
-    tokio::time::timeout(LIMIT, pool.acquire(Job::new()))
-        .await
-        .expect("acquire answers in time")
-        .expect("a lease")
+    support::lease(pool, LIMIT).await
 }
 
 /// Waits until the shard has opened its line (every session out, nobody queued), so the
@@ -47,11 +44,6 @@ async fn answers_two(caller: JoinHandle<cdpmux::Result<serde_json::Value>>) {
 async fn waiting(pool: &Pool, n: u64) {
     let snap = support::metrics_until(pool, LIMIT, |s| s.gauges.waiting == n).await;
     assert_eq!(snap.gauges.waiting, n, "callers waiting");
-}
-
-/// One shard of `sessions` sessions on a default simulated browser.
-async fn one_shard(sessions: usize) -> (cdpmux::sim::SimBrowser, Pool) {
-    support::sim_pool(SimConfig::default(), 1, |c| c.sessions_per_shard = sessions).await
 }
 
 /// Checks every session is back, nobody waits and the browser holds as many targets as
@@ -133,7 +125,7 @@ async fn without_handoff_the_shard_serves_in_the_same_order() {
 /// `Timeout(Wait)`; the next caller is still served by hand-off, and nothing is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lined_up_caller_whose_wait_ends_loses_nothing() {
-    let (sim, pool) = one_shard(1).await;
+    let (sim, pool) = support::one_shard(1).await;
     let held = acquire(&pool).await;
     let impatient = pool
         .acquire(Job::new().wait_timeout(Duration::from_millis(200)))
@@ -155,7 +147,7 @@ async fn a_lined_up_caller_whose_wait_ends_loses_nothing() {
 /// A release skips it and serves the second; the other release goes back to the shard.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_who_left_the_line_is_skipped() {
-    let (sim, pool) = one_shard(2).await;
+    let (sim, pool) = support::one_shard(2).await;
     let first = acquire(&pool).await;
     let second = acquire(&pool).await;
     let leaving = {
@@ -180,7 +172,7 @@ async fn a_caller_who_left_the_line_is_skipped() {
 /// one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_page_is_never_handed_on() {
-    let (sim, pool) = one_shard(1).await;
+    let (sim, pool) = support::one_shard(1).await;
     let held = acquire(&pool).await;
     let next = lease_caller(&pool);
     waiting(&pool, 1).await;
@@ -203,7 +195,7 @@ async fn a_dead_page_is_never_handed_on() {
 /// through the grace, and its return ends the shutdown.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_answers_the_line() {
-    let (_sim, pool) = one_shard(1).await;
+    let (_sim, pool) = support::one_shard(1).await;
     let held = acquire(&pool).await;
     let lined_up = {
         let pool = pool.clone();
@@ -232,7 +224,7 @@ async fn shutdown_answers_the_line() {
 /// (no message to the shard) and are served by hand-off, in arrival order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_callers_join_the_line_by_themselves() {
-    let (sim, pool) = one_shard(1).await;
+    let (sim, pool) = support::one_shard(1).await;
     let held = acquire(&pool).await;
     line_opens(&pool).await;
     let order = Arc::new(Mutex::new(Vec::new()));
@@ -264,7 +256,7 @@ async fn plain_callers_join_the_line_by_themselves() {
 /// keeps its place: first come, first served across both paths.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joined_callers_keep_their_place_among_run_jobs() {
-    let (sim, pool) = one_shard(1).await;
+    let (sim, pool) = support::one_shard(1).await;
     let held = acquire(&pool).await;
     line_opens(&pool).await;
     let order = Arc::new(Mutex::new(Vec::new()));

@@ -10,17 +10,13 @@ use std::pin::{pin, Pin};
 use std::task::Poll;
 use std::time::Duration;
 
-use cdpmux::sim::SimConfig;
-use cdpmux::{ErrorKind, Job, Lease, Pool, TimeoutKind};
+use cdpmux::{ErrorKind, Lease, Pool, TimeoutKind};
 use serde_json::json;
 
 const LIMIT: Duration = Duration::from_secs(10);
 
 async fn acquire(pool: &Pool) -> Lease {
-    tokio::time::timeout(LIMIT, pool.acquire(Job::new()))
-        .await
-        .expect("acquire answers in time")
-        .expect("a lease")
+    support::lease(pool, LIMIT).await
 }
 
 /// Polls `fut` once.
@@ -36,10 +32,7 @@ async fn evaluate(lease: &Lease, expression: &str) -> cdpmux::Result<serde_json:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_command_times_out_and_the_page_works_again() {
-    let (_sim, pool) = support::sim_pool(SimConfig::default(), 1, |c| {
-        c.sessions_per_shard = 1;
-    })
-    .await;
+    let (_sim, pool) = support::one_shard(1).await;
     let mut lease = acquire(&pool).await;
     lease.set_command_timeout(Duration::from_millis(200));
 
@@ -67,10 +60,7 @@ async fn a_hung_command_times_out_and_the_page_works_again() {
 /// deadline passes, not when the long one's does (which is past this test's bound).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_deadline_fires_on_time_behind_a_long_one() {
-    let (sim, pool) = support::sim_pool(SimConfig::default(), 1, |c| {
-        c.sessions_per_shard = 2;
-    })
-    .await;
+    let (sim, pool) = support::one_shard(2).await;
     let mut long = acquire(&pool).await;
     let mut short = acquire(&pool).await;
     long.set_command_timeout(LIMIT * 6);

@@ -94,6 +94,22 @@ pub async fn sim_pool(
     (browser, pool)
 }
 
+/// One shard of `sessions` sessions on a default simulated browser.
+pub async fn one_shard(sessions: usize) -> (cdpmux::sim::SimBrowser, cdpmux::Pool) {
+    sim_pool(cdpmux::sim::SimConfig::default(), 1, |c| {
+        c.sessions_per_shard = sessions
+    })
+    .await
+}
+
+/// A plain lease, which must come within `limit`.
+pub async fn lease(pool: &cdpmux::Pool, limit: Duration) -> cdpmux::Lease {
+    tokio::time::timeout(limit, pool.acquire(cdpmux::Job::new()))
+        .await
+        .expect("acquire answers in time")
+        .expect("a lease")
+}
+
 /// Polls the pool's metrics until `done` holds, for at most `limit`. Returns the last
 /// snapshot; the caller asserts on it (so a timeout shows as a failed assertion).
 pub async fn metrics_until(
