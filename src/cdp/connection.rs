@@ -194,6 +194,22 @@ struct SessionState {
     waiters: Waiters,
 }
 
+impl SessionState {
+    /// Marks the session dead (keeping the first reason): clears `alive` first, then
+    /// fails its event waiters. True when it was alive until now.
+    fn die(&mut self, why: &Error) -> bool {
+        if let Some(alive) = &self.alive {
+            alive.store(false, crate::sync::atomic::Ordering::Release);
+        }
+        for w in self.waiters.drain(..) {
+            let _ = w.tx.send(Err(why.clone()));
+        }
+        let newly = self.dead.is_none();
+        self.dead.get_or_insert_with(|| why.clone());
+        newly
+    }
+}
+
 #[derive(Default)]
 struct State {
     pending: PendingTable<Waiter>,
@@ -390,15 +406,7 @@ impl InFlight<'_> {
                 format!("{}: the connection dropped the call", self.method),
             )),
             Err(_) => {
-                // A hung renderer sends nothing; this frees it for the next command.
-                if self.session.is_some() {
-                    let _ = self.shared.enqueue(
-                        self.session,
-                        "Runtime.terminateExecution".into(),
-                        &serde_json::json!({}),
-                        None,
-                    );
-                }
+                self.shared.stop_script(self.session);
                 Err(Error::timeout(TimeoutKind::Command, &self.method, timeout))
             }
         }
@@ -545,6 +553,19 @@ impl Shared {
         let _ = self.enqueue(session, method, params, Some(waiter));
     }
 
+    /// After a command deadline on `session`: a hung renderer sends nothing, and this
+    /// frees it for the next command.
+    fn stop_script(&self, session: Option<SessionSlot>) {
+        if session.is_some() {
+            let _ = self.enqueue(
+                session,
+                "Runtime.terminateExecution".into(),
+                &serde_json::json!({}),
+                None,
+            );
+        }
+    }
+
     /// Fails the direct calls whose deadline has passed; returns the earliest deadline
     /// left.
     fn expire_direct(&self, now: Instant) -> Option<Instant> {
@@ -565,15 +586,7 @@ impl Shared {
             .collect();
         drop(st);
         for call in calls {
-            if call.session.is_some() {
-                // A hung renderer sends nothing; this frees it for the next command.
-                let _ = self.enqueue(
-                    call.session,
-                    "Runtime.terminateExecution".into(),
-                    &serde_json::json!({}),
-                    None,
-                );
-            }
+            self.stop_script(call.session);
             if let Some(w) = call.waiter {
                 w.time_out(&call.method);
             }
@@ -691,13 +704,7 @@ impl Shared {
             return;
         }
         for s in st.sessions.values_mut() {
-            if let Some(alive) = &s.alive {
-                alive.store(false, crate::sync::atomic::Ordering::Release);
-            }
-            for w in s.waiters.drain(..) {
-                let _ = w.tx.send(Err(why.clone()));
-            }
-            s.dead.get_or_insert_with(|| why.clone());
+            s.die(&why);
         }
         for call in st.pending.drain_all() {
             if let Some(w) = call.waiter {
@@ -726,16 +733,7 @@ impl Shared {
         let Some(s) = st.sessions.get_mut(&slot) else {
             return false;
         };
-        let newly = s.dead.is_none();
-        if newly {
-            s.dead = Some(why.clone());
-        }
-        if let Some(alive) = &s.alive {
-            alive.store(false, crate::sync::atomic::Ordering::Release);
-        }
-        for w in s.waiters.drain(..) {
-            let _ = w.tx.send(Err(why.clone()));
-        }
+        let newly = s.die(why);
         for call in st.pending.drain_session(slot) {
             if let Some(w) = call.waiter {
                 let error = Error::new(why.kind(), format!("{}: {}", call.method, why.message()));
