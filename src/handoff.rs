@@ -17,9 +17,9 @@
 //!   lease on the same session. A caller past its deadline is told so and skipped.
 //! - A session that turns idle serves the line first (it holds the oldest requests).
 //! - A releasing lease whose shard holds its own line open (nothing queued there, so
-//!   nothing of its own comes first) serves whichever open line has waited longest, its
-//!   own or another shard's: the lines of a pool then drain as one queue, so a shard
-//!   whose thread is held up does not hold up its callers. The caller's shard learns of
+//!   nothing of its own comes first) serves whichever open line's first caller came
+//!   earliest, its own or another shard's: the lines of a pool then drain as one queue,
+//!   in arrival order, so a shard whose thread is held up does not hold up its callers. The caller's shard learns of
 //!   it from an [`Outcome::Served`] in its own line; the session's shard from the
 //!   `Passed`.
 //!
@@ -122,20 +122,46 @@ pub enum Join {
 /// so that nobody is stranded: a caller pushes, then re-checks `open`; the shard closes,
 /// then takes everyone back. Either the shard's drain finds the caller, or the caller
 /// sees the line closed and withdraws.
-#[derive(Default)]
 pub struct Line {
     waiting: SegQueue<Successor>,
+    /// The arrival numbers of the callers in `waiting`, in the order they were pushed:
+    /// push `n` writes slot `n % ARRIVALS`, so the first caller's number is in slot
+    /// `popped % ARRIVALS` (see [`Line::first`]).
+    arrivals: Box<[AtomicU64]>,
+    /// Callers pushed so far.
+    pushed: AtomicU64,
+    /// Callers taken out so far.
+    popped: AtomicU64,
     outcomes: SegQueue<Outcome>,
     open: AtomicBool,
     /// Callers in `waiting` who joined by themselves.
     joined: AtomicUsize,
-    /// The id of the caller taken out last: how far the line has got (lines with one
-    /// counter compare by it; racing pops may leave it a little behind, which only
-    /// blurs which line is served first).
-    served: AtomicU64,
     /// Arrival numbers, for callers who join and for the shard's queue alike (shared by
     /// a pool's lines).
     ids: Arc<AtomicU64>,
+}
+
+/// Slots of a line's ring of arrival numbers. A line longer than this still works; past
+/// this many callers, [`Line::first`] reads a later caller's number, so the line looks
+/// younger than it is and other lines go first a little more often.
+#[cfg(not(cdpmux_loom))]
+const ARRIVALS: usize = 1024;
+#[cfg(cdpmux_loom)]
+const ARRIVALS: usize = 4;
+
+impl Default for Line {
+    fn default() -> Self {
+        Line {
+            waiting: SegQueue::new(),
+            arrivals: (0..ARRIVALS).map(|_| AtomicU64::new(0)).collect(),
+            pushed: AtomicU64::new(0),
+            popped: AtomicU64::new(0),
+            outcomes: SegQueue::new(),
+            open: AtomicBool::new(false),
+            joined: AtomicUsize::new(0),
+            ids: Arc::new(AtomicU64::new(0)),
+        }
+    }
 }
 
 impl Line {
@@ -155,6 +181,8 @@ impl Line {
 
     /// Adds a caller at the back (the shard, moving the head of its queue).
     pub fn push(&self, successor: Successor) {
+        let n = self.pushed.fetch_add(1, Ordering::Relaxed);
+        self.arrivals[n as usize % ARRIVALS].store(successor.id, Ordering::Relaxed);
         self.waiting.push(successor);
     }
 
@@ -162,7 +190,7 @@ impl Line {
     /// session that turned idle).
     pub fn pop(&self) -> Option<Successor> {
         let s = self.waiting.pop()?;
-        self.served.store(s.id, Ordering::Relaxed);
+        self.popped.fetch_add(1, Ordering::Relaxed);
         if s.joined {
             self.joined.fetch_sub(1, Ordering::AcqRel);
         }
@@ -196,6 +224,18 @@ impl Line {
         self.open.load(Ordering::SeqCst)
     }
 
+    /// The arrival number of the first caller in the line, if there is one. A hint for
+    /// choosing between lines, nothing more: a push or pop racing it may make it a
+    /// little off (the line may even turn out empty), and past [`ARRIVALS`] callers it
+    /// reads a later one.
+    fn first(&self) -> Option<u64> {
+        let popped = self.popped.load(Ordering::Relaxed);
+        if popped >= self.pushed.load(Ordering::Relaxed) || self.waiting.is_empty() {
+            return None;
+        }
+        Some(self.arrivals[popped as usize % ARRIVALS].load(Ordering::Relaxed))
+    }
+
     /// Callers in the line who joined by themselves.
     pub fn joined(&self) -> usize {
         self.joined.load(Ordering::Acquire)
@@ -221,7 +261,7 @@ impl Line {
             return Join::Closed(tx);
         }
         self.joined.fetch_add(1, Ordering::AcqRel);
-        self.waiting.push(Successor {
+        self.push(Successor {
             id: self.next_id(),
             tx,
             job: job.clone(),
@@ -271,24 +311,20 @@ impl Handoff {
     }
 
     /// The line to serve next: the shard's own, unless the shard holds it open (nothing
-    /// queued there comes first) and another open line has got less far (its first
-    /// caller came earlier).
+    /// queued there comes first) and another open line's first caller came earlier.
     fn next_line(&self) -> &Line {
         let own = &self.lines[self.shard];
         if self.lines.len() == 1 || !own.is_open() {
             return own;
         }
         let mut best = own;
-        let mut best_served = if own.waiting.is_empty() {
-            u64::MAX
-        } else {
-            own.served.load(Ordering::Relaxed)
-        };
+        let mut best_first = own.first().unwrap_or(u64::MAX);
         for line in self.lines.iter() {
-            let served = line.served.load(Ordering::Relaxed);
-            if served < best_served && line.is_open() && !line.waiting.is_empty() {
-                best = line;
-                best_served = served;
+            if let Some(first) = line.first().filter(|f| *f < best_first) {
+                if line.is_open() {
+                    best = line;
+                    best_first = first;
+                }
             }
         }
         best
@@ -375,5 +411,81 @@ fn reclaim(back: Result<Lease>) -> LeaseLink {
     match back {
         Ok(mut lease) => lease.take_link().expect("a lease just made holds its link"),
         Err(_) => unreachable!("only leases are handed on"),
+    }
+}
+
+#[cfg(all(test, not(cdpmux_loom)))]
+mod tests {
+    use super::*;
+
+    /// Puts a caller with arrival number `id` at the back of `line`.
+    fn arrive(line: &Line, id: u64) -> oneshot::Receiver<Result<Lease>> {
+        let (tx, rx) = oneshot::channel();
+        let now = Instant::now();
+        line.push(Successor {
+            id,
+            tx,
+            job: Job::new(),
+            submitted: now,
+            deadline: (now + Duration::from_secs(60), TimeoutKind::Wait),
+            joined: false,
+        });
+        rx
+    }
+
+    /// Serves `n` callers the way a releasing lease on shard 0 chooses them; returns
+    /// their arrival numbers in the order served.
+    fn serve(handoff: &Handoff, n: usize) -> Vec<u64> {
+        (0..n)
+            .map(|_| handoff.next_line().pop().expect("a caller waits").id)
+            .collect()
+    }
+
+    #[test]
+    fn open_lines_are_served_in_arrival_order_across_shards() {
+        let lines: std::sync::Arc<[Arc<Line>]> = Line::family(2).into();
+        for line in lines.iter() {
+            line.set_open(true);
+        }
+        // A run of arrivals on shard 0, then on shard 1, then shard 0 again: what
+        // routing by load does when one shard's callers pile up.
+        let mut receivers = Vec::new();
+        for id in (1..=5).chain(9..=10) {
+            receivers.push(arrive(&lines[0], id));
+        }
+        for id in 6..=8 {
+            receivers.push(arrive(&lines[1], id));
+        }
+        let handoff = Handoff::new(lines.clone(), 0, Arc::new(AtomicBool::new(true)));
+        assert_eq!(serve(&handoff, 10), (1..=10).collect::<Vec<_>>());
+        assert!(handoff.next_line().pop().is_none());
+    }
+
+    #[test]
+    fn a_closed_own_line_is_served_first() {
+        let lines: std::sync::Arc<[Arc<Line>]> = Line::family(2).into();
+        lines[1].set_open(true);
+        let _late = arrive(&lines[0], 7);
+        let _early = arrive(&lines[1], 3);
+        // Shard 0 has closed its line (something queued there comes first): its
+        // sessions serve only it.
+        let handoff = Handoff::new(lines.clone(), 0, Arc::new(AtomicBool::new(true)));
+        assert_eq!(serve(&handoff, 1), [7]);
+    }
+
+    #[test]
+    fn a_line_longer_than_its_ring_is_still_served_whole() {
+        let lines: std::sync::Arc<[Arc<Line>]> = Line::family(2).into();
+        for line in lines.iter() {
+            line.set_open(true);
+        }
+        let total = ARRIVALS as u64 + 10;
+        let receivers: Vec<_> = (1..=total).map(|id| arrive(&lines[1], id)).collect();
+        let handoff = Handoff::new(lines.clone(), 0, Arc::new(AtomicBool::new(true)));
+        assert_eq!(
+            serve(&handoff, receivers.len()),
+            (1..=total).collect::<Vec<_>>()
+        );
+        assert!(lines[1].first().is_none());
     }
 }
