@@ -21,6 +21,11 @@
 //! lease cycles handed on directly (and of those, how many to a caller in another
 //! shard's line) is printed after the table.
 //!
+//! Fairness: within each block, callers are ranked by when they asked and by when they
+//! got their session; a caller's *displacement* is how many places the two ranks differ
+//! (a strict first-come-first-served pool gives 0, give or take the few microseconds
+//! between reading the clock and asking). The table shows its p99.9 and maximum.
+//!
 //! Both arms run on the same 2-worker multi-thread runtime, in blocks interleaved five
 //! times (5 s per arm in all, 1 s with quick), after a warm-up that opens every session.
 //!
@@ -205,6 +210,8 @@ struct Arm {
     name: String,
     contender: Arc<Contender>,
     waits: Histogram<u64>,
+    /// Places between each caller's arrival rank and its service rank.
+    displacement: Histogram<u64>,
     cycles: u64,
     elapsed: Duration,
 }
@@ -215,6 +222,7 @@ impl Arm {
             name: name.into(),
             contender: Arc::new(contender),
             waits: histogram(),
+            displacement: histogram(),
             cycles: 0,
             elapsed: Duration::ZERO,
         }
@@ -230,41 +238,69 @@ impl Arm {
 }
 
 fn histogram() -> Histogram<u64> {
-    // Microseconds, up to 10 minutes.
+    // Microseconds (up to 10 minutes), or places in line.
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("static bounds")
 }
 
-/// `TASKS` tasks cycle until `length` has passed; returns their acquire waits, the number
-/// of cycles and the wall time until the last one finished.
-async fn block(contender: &Arc<Contender>, length: Duration) -> (Histogram<u64>, u64, Duration) {
+/// What one block measured.
+struct Block {
+    waits: Histogram<u64>,
+    displacement: Histogram<u64>,
+    cycles: u64,
+    elapsed: Duration,
+}
+
+/// `TASKS` tasks cycle until `length` has passed; returns their acquire waits, how far
+/// each caller was served out of arrival order, the number of cycles and the wall time
+/// until the last one finished.
+async fn block(contender: &Arc<Contender>, length: Duration) -> Block {
     let started = Instant::now();
     let deadline = started + length;
     let tasks: Vec<_> = (0..TASKS)
         .map(|_| {
             let contender = contender.clone();
             tokio::spawn(async move {
-                // Plain microseconds here, one histogram per block after: a histogram per
-                // task would allocate and fault in hundreds of MB inside the measurement.
-                let mut waits = Vec::with_capacity(256);
+                // Plain microseconds here (since the block started, and waited), one
+                // histogram per block after: a histogram per task would allocate and
+                // fault in hundreds of MB inside the measurement.
+                let mut cycles = Vec::with_capacity(256);
                 while Instant::now() < deadline {
-                    let waited = contender.cycle().await;
-                    waits.push(waited.as_micros().max(1) as u64);
+                    let asked = started.elapsed().as_micros() as u64;
+                    let waited = contender.cycle().await.as_micros() as u64;
+                    cycles.push((asked, waited));
                 }
-                waits
+                cycles
             })
         })
         .collect();
-    let mut waits = Vec::new();
+    let mut cycles = Vec::new();
     for task in tasks {
-        waits.push(task.await.expect("a contending task panicked"));
+        cycles.extend(task.await.expect("a contending task panicked"));
     }
     let elapsed = started.elapsed();
-    let mut histogram = histogram();
-    for w in waits.iter().flatten() {
-        histogram.saturating_record(*w);
+    let mut waits = histogram();
+    for (_, waited) in &cycles {
+        waits.saturating_record((*waited).max(1));
     }
-    let cycles = waits.iter().map(Vec::len).sum::<usize>() as u64;
-    (histogram, cycles, elapsed)
+    Block {
+        waits,
+        displacement: displacement(&mut cycles),
+        cycles: cycles.len() as u64,
+        elapsed,
+    }
+}
+
+/// For each cycle (asked at, waited), how many places apart its rank by asking and its
+/// rank by being served are.
+fn displacement(cycles: &mut [(u64, u64)]) -> Histogram<u64> {
+    cycles.sort_unstable_by_key(|(asked, _)| *asked);
+    let mut by_service: Vec<usize> = (0..cycles.len()).collect();
+    by_service.sort_by_key(|&i| cycles[i].0 + cycles[i].1);
+    let mut places = histogram();
+    for (served_rank, &asked_rank) in by_service.iter().enumerate() {
+        places.saturating_record(served_rank.abs_diff(asked_rank) as u64);
+    }
+    places
 }
 
 /// Leases handed on so far by the pools of the lease arms: in all, and to callers in
@@ -346,26 +382,40 @@ async fn run() {
     let handoffs_before = handoffs(&arms).await;
     for _ in 0..ROUNDS {
         for arm in &mut arms {
-            let (waits, cycles, elapsed) = block(&arm.contender, length).await;
-            arm.waits.add(&waits).expect("same bounds");
-            arm.cycles += cycles;
-            arm.elapsed += elapsed;
+            let block = block(&arm.contender, length).await;
+            arm.waits.add(&block.waits).expect("same bounds");
+            arm.displacement
+                .add(&block.displacement)
+                .expect("same bounds");
+            arm.cycles += block.cycles;
+            arm.elapsed += block.elapsed;
         }
     }
 
     println!(
-        "  {:<26} {:>10} {:>12} {:>12} {:>12} {:>12}",
-        "arm", "cycles/s", "wait p50 ms", "wait p95 ms", "wait p99 ms", "wait max ms"
+        "  {:<26} {:>10} {:>12} {:>12} {:>12} {:>12} {:>16}",
+        "arm",
+        "cycles/s",
+        "wait p50 ms",
+        "wait p95 ms",
+        "wait p99 ms",
+        "wait max ms",
+        "displ p99.9/max"
     );
     for arm in &arms {
         println!(
-            "  {:<26} {:>10.0} {:>12.3} {:>12.3} {:>12.3} {:>12.3}",
+            "  {:<26} {:>10.0} {:>12.3} {:>12.3} {:>12.3} {:>12.3} {:>16}",
             arm.name,
             arm.throughput(),
             arm.wait_ms(0.50),
             arm.wait_ms(0.95),
             arm.wait_ms(0.99),
             arm.waits.max() as f64 / 1000.0,
+            format!(
+                "{}/{}",
+                arm.displacement.value_at_quantile(0.999),
+                arm.displacement.max()
+            ),
         );
     }
     // How many lease cycles skipped the shard's loop on the way to the next caller.
