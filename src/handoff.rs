@@ -23,9 +23,10 @@
 //!   it from an [`Outcome::Served`] in its own line; the session's shard from the
 //!   `Passed`.
 //!
-//! Callers who join and requests the shards queue draw their ids from one counter per
-//! pool ([`Line::next_id`], shared by a [`Line::family`]), so arrival order holds across
-//! both paths and lines can be compared. The shard takes
+//! Callers who join and requests sent to the shards draw their ids from one counter per
+//! pool ([`Line::next_id`], shared by a [`Line::family`]) when they ask, so arrival
+//! order holds across both paths and all shards, and lines can be compared. The shard
+//! takes
 //! everyone in the line back into its queue, each in its place, whenever order or a
 //! deadline demands it: a higher class arrives, a deadline falls due with nobody
 //! releasing, the configuration changes, shutdown. Whether a session may be
@@ -197,8 +198,8 @@ impl Line {
         Some(s)
     }
 
-    /// The next arrival number: a caller joining, or a request entering the shard's
-    /// queue, so both follow one order.
+    /// The next arrival number: a caller joining, or a request as it is made (before it
+    /// is sent to a shard), so all follow one order: the order they asked in.
     pub fn next_id(&self) -> u64 {
         self.ids.fetch_add(1, Ordering::Relaxed) + 1
     }

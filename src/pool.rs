@@ -267,6 +267,7 @@ impl Pool {
                 job,
                 work: Work::Run(task),
                 submitted: Instant::now(),
+                arrival: self.inner.lines[shard].next_id(),
                 attempts: 0,
             },
         )?;
@@ -321,6 +322,7 @@ impl Pool {
                 job,
                 work: Work::Acquire(tx),
                 submitted,
+                arrival: line.next_id(),
                 attempts: 0,
             },
         )?;

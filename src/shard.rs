@@ -84,6 +84,10 @@ pub struct Request {
     pub job: Job,
     pub work: Work,
     pub submitted: Instant,
+    /// Its arrival number ([`Line::next_id`](crate::handoff::Line::next_id)), drawn when
+    /// it was made: its place among every request and line caller of the pool, whichever
+    /// shard ends up serving it and however late its message is handled.
+    pub arrival: u64,
     /// Runs so far (retries after a lost session).
     pub attempts: u32,
 }
@@ -731,7 +735,7 @@ impl Core {
                 if outranked || !plain(&waiter.request) {
                     st.orphans.push(waiter); // queued on the next pump
                 } else {
-                    let id = self.line.next_id();
+                    let id = waiter.request.arrival;
                     self.line_up(st, id, waiter);
                 }
             }
@@ -803,6 +807,7 @@ impl Core {
                 job,
                 work: Work::Acquire(tx),
                 submitted,
+                arrival: id,
                 attempts: 0,
             };
             st.deadlines.insert((deadline, Deadline::Queue(id)));
@@ -956,8 +961,8 @@ impl Core {
         let pushed = {
             let mut st = self.state.borrow_mut();
             let since = waiter.request.submitted.into_std();
-            // Its arrival number orders it after everyone who joined the line before.
-            let id = self.line.next_id();
+            // Its arrival number places it among everyone in the queue and the line.
+            let id = waiter.request.arrival;
             // Requests parked for their preferred session or in the line count against
             // the bound too.
             let bound = cfg
@@ -1009,12 +1014,12 @@ impl Core {
             // they join the queue whatever its bound.
             let mut st = self.state.borrow_mut();
             for w in std::mem::take(&mut st.orphans) {
-                let (priority, since, deadline) = (
+                let (id, priority, since, deadline) = (
+                    w.request.arrival,
                     w.request.job.priority,
                     w.request.submitted.into_std(),
                     w.deadline,
                 );
-                let id = self.line.next_id();
                 if let Ok(id) = st.queue.push_with_id(id, priority, since, w, usize::MAX) {
                     st.deadlines.insert((deadline, Deadline::Queue(id)));
                 }
@@ -1055,6 +1060,7 @@ impl Core {
                 job: s.job,
                 work: Work::Acquire(s.tx),
                 submitted: s.submitted,
+                arrival: s.id,
                 attempts: 0,
             };
             self.start(key, request);
@@ -1860,6 +1866,8 @@ impl Core {
                         job,
                         work: Work::Run(task),
                         submitted,
+                        // Its place in line went with the attempt that ran.
+                        arrival: self.line.next_id(),
                         attempts: attempts + 1,
                     });
                     return;

@@ -43,6 +43,7 @@ fn acquire_request(tx: oneshot::Sender<cdpmux::Result<cdpmux::Lease>>) -> Reques
         job: Job::new(),
         work: Work::Acquire(tx),
         submitted: tokio::time::Instant::now(),
+        arrival: 1,
         attempts: 0,
     }
 }
