@@ -19,15 +19,14 @@
 //! - A releasing lease whose shard holds its own line open (nothing queued there, so
 //!   nothing of its own comes first) serves whichever open line's first caller came
 //!   earliest, its own or another shard's: the lines of a pool then drain as one queue,
-//!   in arrival order, so a shard whose thread is held up does not hold up its callers. The caller's shard learns of
-//!   it from an [`Outcome::Served`] in its own line; the session's shard from the
-//!   `Passed`.
+//!   in arrival order, so a shard whose thread is held up does not hold up its callers.
+//!   The caller's shard learns of it from an [`Outcome::Served`] in its own line; the
+//!   session's shard from the `Passed`.
 //!
 //! Callers who join and requests sent to the shards draw their ids from one counter per
 //! pool ([`Line::next_id`], shared by a [`Line::family`]) when they ask, so arrival
 //! order holds across both paths and all shards, and lines can be compared. The shard
-//! takes
-//! everyone in the line back into its queue, each in its place, whenever order or a
+//! takes everyone in the line back into its queue, each in its place, whenever order or a
 //! deadline demands it: a higher class arrives, a deadline falls due with nobody
 //! releasing, the configuration changes, shutdown. Whether a session may be
 //! passed on (`passable`) is the shard's call, made when it grants or learns of a

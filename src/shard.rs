@@ -735,8 +735,7 @@ impl Core {
                 if outranked || !plain(&waiter.request) {
                     st.orphans.push(waiter); // queued on the next pump
                 } else {
-                    let id = waiter.request.arrival;
-                    self.line_up(st, id, waiter);
+                    self.line_up(st, waiter);
                 }
             }
         }
@@ -753,17 +752,19 @@ impl Core {
             };
             st.deadlines
                 .remove(&(w.value.deadline, Deadline::Queue(w.id)));
-            self.line_up(st, w.id, w.value);
+            self.line_up(st, w.value);
         }
     }
 
-    /// Puts a plain `acquire` request into the line under queue id `id`.
-    fn line_up(&self, st: &mut State, id: u64, waiter: Waiter) {
+    /// Puts a plain `acquire` request into the line under its arrival number (its queue
+    /// id too).
+    fn line_up(&self, st: &mut State, waiter: Waiter) {
         let Waiter {
             request,
             deadline,
             kind,
         } = waiter;
+        let id = request.arrival;
         let priority = request.job.priority;
         let Work::Acquire(tx) = request.work else {
             unreachable!("only acquire requests are lined up")
