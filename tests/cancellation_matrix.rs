@@ -336,15 +336,7 @@ fn crash_pending(sim: &SimBrowser, target: &str) {
 }
 
 async fn assert_consistent(pool: &Pool, sim: &SimBrowser, cell: &str, orphans: u64) {
-    let snap = support::metrics_until(pool, LIMIT, |s| {
-        s.gauges.busy == 0 && s.gauges.creating == 0 && s.gauges.waiting == 0
-    })
-    .await;
-    assert_eq!(
-        (snap.gauges.busy, snap.gauges.creating, snap.gauges.waiting),
-        (0, 0, 0),
-        "{cell}: {snap:?}"
-    );
+    let snap = support::settled(pool, LIMIT, cell).await;
     assert!(snap.gauges.live() <= 1, "{cell}: over the limit: {snap:?}");
     let mut targets = 0;
     for _ in 0..500 {

@@ -90,15 +90,7 @@ async fn crawl(
 /// URL and closed after a reconnect or by a health round: RELIABILITY.md, bug 1), the
 /// load gauges are zero and a job still succeeds. Returns the last snapshot.
 async fn assert_consistent(pool: &Pool, sim: &SimBrowser) -> cdpmux::Snapshot {
-    let snap = support::metrics_until(pool, Duration::from_secs(20), |s| {
-        s.gauges.busy == 0 && s.gauges.creating == 0 && s.gauges.waiting == 0
-    })
-    .await;
-    assert_eq!(
-        (snap.gauges.busy, snap.gauges.creating, snap.gauges.waiting),
-        (0, 0, 0),
-        "{snap:?}"
-    );
+    support::settled(pool, Duration::from_secs(20), "after the faults").await;
     // Up to two default health rounds.
     let mut targets = 0;
     for _ in 0..1_000 {

@@ -127,6 +127,21 @@ pub async fn metrics_until(
     }
 }
 
+/// Waits (bounded by `limit`) until nothing is busy, opening or waiting, and asserts it
+/// (`context` names the case in the failure). Returns the last snapshot.
+pub async fn settled(pool: &cdpmux::Pool, limit: Duration, context: &str) -> cdpmux::Snapshot {
+    let snap = metrics_until(pool, limit, |s| {
+        s.gauges.busy == 0 && s.gauges.creating == 0 && s.gauges.waiting == 0
+    })
+    .await;
+    assert_eq!(
+        (snap.gauges.busy, snap.gauges.creating, snap.gauges.waiting),
+        (0, 0, 0),
+        "{context}: {snap:?}"
+    );
+    snap
+}
+
 /// Waits (bounded) until the simulated browser holds exactly the pool's sessions, then
 /// asserts it: none leaked, none half-closed.
 pub async fn assert_targets_match_sessions(pool: &cdpmux::Pool, sim: &cdpmux::sim::SimBrowser) {
