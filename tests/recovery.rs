@@ -182,14 +182,16 @@ async fn retries_run_the_job_again_on_a_fresh_session() {
 async fn a_crashed_idle_session_is_replaced_and_never_handed_out() {
     let (sim, pool) =
         support::sim_pool(SimConfig::default(), 1, |c| c.sessions_per_shard = 3).await;
-    // Three sessions, all idle.
+    // Three sessions, all idle: no job ends before all three hold a page, so the pool
+    // must open three (the barrier's wait is bounded by the job deadline).
+    let all_in = Arc::new(tokio::sync::Barrier::new(3));
     let jobs: Vec<_> = (0..3)
         .map(|_| {
-            let pool = pool.clone();
+            let (pool, all_in) = (pool.clone(), all_in.clone());
             tokio::spawn(async move {
-                pool.run(Job::new(), async |p| {
+                pool.run(Job::new(), async move |p| {
                     p.evaluate_value("1").await?;
-                    tokio::task::yield_now().await;
+                    all_in.wait().await;
                     Ok(p.target_id().to_owned())
                 })
                 .await
@@ -201,7 +203,7 @@ async fn a_crashed_idle_session_is_replaced_and_never_handed_out() {
         targets.push(j.await.unwrap().unwrap());
     }
     let before = support::metrics_until(&pool, LIMIT, |s| s.gauges.idle == 3).await;
-    assert_eq!(before.gauges.idle, 3);
+    assert_eq!(before.gauges.idle, 3, "{before:?}");
     let doomed = sim.target_ids()[0].clone();
     sim.crash_target(&doomed);
     // Noticed at once (no job needed) and replaced in the background.
