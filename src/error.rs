@@ -205,3 +205,31 @@ impl From<std::io::Error> for Error {
         Error::new(ErrorKind::Io, "I/O error").with_source(e)
     }
 }
+
+/// The error of a request refused or dropped because the pool is shutting down.
+pub(crate) fn shutdown_error() -> Error {
+    Error::new(
+        ErrorKind::Shutdown,
+        "the pool is shutting down and takes no new requests",
+    )
+}
+
+/// The error of a request whose wait ended at its `kind` deadline, `limit` after it
+/// asked.
+pub(crate) fn timeout_error(kind: TimeoutKind, limit: std::time::Duration) -> Error {
+    let what = match kind {
+        TimeoutKind::Job => "job",
+        _ => "waiting for a session",
+    };
+    let mut e = Error::timeout(kind, what, limit);
+    if kind == TimeoutKind::Wait {
+        e = Error::new(
+            e.kind(),
+            format!(
+                "{}; all sessions stayed busy: add sessions or shards, or lower the load",
+                e.message()
+            ),
+        );
+    }
+    e
+}

@@ -42,18 +42,17 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::job::Job;
-use crate::pool::{Lease, LeaseLink};
-use crate::shard::Msg;
 use crate::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use crate::sync::{oneshot, Arc, SegQueue};
-use crate::{Result, TimeoutKind};
+use crate::sync::{Arc, SegQueue};
+use crate::TimeoutKind;
 
-/// A caller waiting in a shard's line: all of its request.
-pub struct Successor {
+/// A caller waiting in a shard's line: all of its request. `T` is where its session
+/// goes (the waiting `acquire`'s reply channel); the line never looks inside it.
+pub struct Successor<T> {
     /// Its arrival number ([`Line::next_id`]), also its id in the shard's wait queue.
     pub id: u64,
     /// The waiting `acquire`'s reply channel.
-    pub tx: oneshot::Sender<Result<Lease>>,
+    pub tx: T,
     /// Its job (priority, deadlines).
     pub job: Job,
     /// When it asked.
@@ -103,11 +102,11 @@ pub enum Outcome {
 }
 
 /// What became of a caller's attempt to join the line by itself.
-pub enum Join {
+pub enum Join<T> {
     /// It waits in the line.
     Joined,
     /// The line was closed: ask the shard (the reply channel comes back).
-    Closed(oneshot::Sender<Result<Lease>>),
+    Closed(T),
     /// The line closed as it joined: it must withdraw (close its receiver, keep a lease
     /// that reached it, else ask the shard).
     Withdraw,
@@ -122,8 +121,8 @@ pub enum Join {
 /// so that nobody is stranded: a caller pushes, then re-checks `open`; the shard closes,
 /// then takes everyone back. Either the shard's drain finds the caller, or the caller
 /// sees the line closed and withdraws.
-pub struct Line {
-    waiting: SegQueue<Successor>,
+pub struct Line<T> {
+    waiting: SegQueue<Successor<T>>,
     /// The arrival numbers of the callers in `waiting`, in the order they were pushed:
     /// push `n` writes slot `n % ARRIVALS`, so the first caller's number is in slot
     /// `popped % ARRIVALS` (see [`Line::first`]).
@@ -149,7 +148,7 @@ const ARRIVALS: usize = 1024;
 #[cfg(cdpmux_loom)]
 const ARRIVALS: usize = 4;
 
-impl Default for Line {
+impl<T> Default for Line<T> {
     fn default() -> Self {
         Line {
             waiting: SegQueue::new(),
@@ -164,10 +163,10 @@ impl Default for Line {
     }
 }
 
-impl Line {
+impl<T> Line<T> {
     /// `n` lines drawing arrival numbers from one counter, so that their callers have
     /// one order: a pool's lines, one per shard.
-    pub fn family(n: usize) -> Vec<Arc<Line>> {
+    pub fn family(n: usize) -> Vec<Arc<Line<T>>> {
         let ids = Arc::new(AtomicU64::new(0));
         (0..n)
             .map(|_| {
@@ -180,7 +179,7 @@ impl Line {
     }
 
     /// Adds a caller at the back (the shard, moving the head of its queue).
-    pub fn push(&self, successor: Successor) {
+    pub fn push(&self, successor: Successor<T>) {
         let n = self.pushed.fetch_add(1, Ordering::Relaxed);
         self.arrivals[n as usize % ARRIVALS].store(successor.id, Ordering::Relaxed);
         self.waiting.push(successor);
@@ -188,7 +187,7 @@ impl Line {
 
     /// Takes the first caller in the line (a releasing lease, or the shard with a
     /// session that turned idle).
-    pub fn pop(&self) -> Option<Successor> {
+    pub fn pop(&self) -> Option<Successor<T>> {
         let s = self.waiting.pop()?;
         self.popped.fetch_add(1, Ordering::Relaxed);
         if s.joined {
@@ -205,7 +204,7 @@ impl Line {
 
     /// Closes the line and takes everyone still in it, in order (the shard, to take
     /// them back into its queue).
-    pub fn close_and_drain(&self) -> Vec<Successor> {
+    pub fn close_and_drain(&self) -> Vec<Successor<T>> {
         self.open.store(false, Ordering::SeqCst);
         // Pairs with the fence in `join`: a caller whose re-check still saw the line
         // open has its push visible to the pops below.
@@ -228,12 +227,18 @@ impl Line {
     /// choosing between lines, nothing more: a push or pop racing it may make it a
     /// little off (the line may even turn out empty), and past [`ARRIVALS`] callers it
     /// reads a later one.
-    fn first(&self) -> Option<u64> {
+    pub(crate) fn first(&self) -> Option<u64> {
         let popped = self.popped.load(Ordering::Relaxed);
         if popped >= self.pushed.load(Ordering::Relaxed) || self.waiting.is_empty() {
             return None;
         }
         Some(self.arrivals[popped as usize % ARRIVALS].load(Ordering::Relaxed))
+    }
+
+    /// Records what a releasing lease did with a caller it took from this line, for the
+    /// shard to read before anything the new holder sends.
+    pub fn record(&self, outcome: Outcome) {
+        self.outcomes.push(outcome);
     }
 
     /// Callers in the line who joined by themselves.
@@ -254,9 +259,9 @@ impl Line {
         job: &Job,
         submitted: Instant,
         deadline: (Instant, TimeoutKind),
-        tx: oneshot::Sender<Result<Lease>>,
+        tx: T,
         bound: usize,
-    ) -> Join {
+    ) -> Join<T> {
         if !self.open.load(Ordering::SeqCst) || self.joined() >= bound {
             return Join::Closed(tx);
         }
@@ -269,37 +274,41 @@ impl Line {
             deadline,
             joined: true,
         });
-        // Seeded bug for the loom model: trusting the first look at `open`. A shard that
-        // closed and drained in between never sees this caller, who waits for a hand-off
-        // that may never come.
-        #[cfg(cdpmux_loom_mutant)]
-        return Join::Joined;
-        #[cfg(not(cdpmux_loom_mutant))]
-        {
-            fence(Ordering::SeqCst);
-            if self.open.load(Ordering::SeqCst) {
-                Join::Joined
-            } else {
-                Join::Withdraw
-            }
+        if !crate::mutant::JOIN_RECHECKS_OPEN {
+            return Join::Joined;
+        }
+        fence(Ordering::SeqCst);
+        if self.open.load(Ordering::SeqCst) {
+            Join::Joined
+        } else {
+            Join::Withdraw
         }
     }
 }
 
 /// What a lease needs to pass its session on: the pool's lines, which one is its
 /// shard's, and the session's `passable` flag.
-#[derive(Clone)]
-pub struct Handoff {
-    lines: std::sync::Arc<[Arc<Line>]>,
-    shard: usize,
-    passable: Arc<AtomicBool>,
+pub struct Handoff<T> {
+    pub(crate) lines: std::sync::Arc<[Arc<Line<T>>]>,
+    pub(crate) shard: usize,
+    pub(crate) passable: Arc<AtomicBool>,
 }
 
-impl Handoff {
+impl<T> Clone for Handoff<T> {
+    fn clone(&self) -> Self {
+        Handoff {
+            lines: self.lines.clone(),
+            shard: self.shard,
+            passable: self.passable.clone(),
+        }
+    }
+}
+
+impl<T> Handoff<T> {
     /// A lease on a session of shard `shard` (whose line is `lines[shard]`) with this
     /// `passable` flag.
     pub fn new(
-        lines: std::sync::Arc<[Arc<Line>]>,
+        lines: std::sync::Arc<[Arc<Line<T>>]>,
         shard: usize,
         passable: Arc<AtomicBool>,
     ) -> Self {
@@ -312,7 +321,7 @@ impl Handoff {
 
     /// The line to serve next: the shard's own, unless the shard holds it open (nothing
     /// queued there comes first) and another open line's first caller came earlier.
-    fn next_line(&self) -> &Line {
+    pub(crate) fn next_line(&self) -> &Line<T> {
         let own = &self.lines[self.shard];
         if self.lines.len() == 1 || !own.is_open() {
             return own;
@@ -331,111 +340,26 @@ impl Handoff {
     }
 }
 
-/// Gives lease `lease`'s session back: to the first caller in the line who still waits
-/// (recorded for the shard first, as [`Outcome::Passed`], so it is there before anything
-/// the new holder sends), or else to the shard (`Release`). Callers past their deadline
-/// are told so and skipped; a caller who leaves as the lease reaches it hands the lease
-/// back, and the next one is tried. The session is never lost, and never held twice.
-pub fn return_session(shard: usize, lease: u64, link: LeaseLink) {
-    let mut link = link;
-    while let Some(h) = link
-        .handoff
-        .as_ref()
-        .filter(|h| h.passable.load(Ordering::Acquire))
-    {
-        let from = h.next_line();
-        let own = &h.lines[h.shard];
-        let Some(next) = from.pop() else {
-            break;
-        };
-        if next.tx.is_closed() {
-            from.outcomes.push(Outcome::Left { successor: next.id });
-            continue;
-        }
-        let now = Instant::now();
-        let (deadline, kind) = next.deadline;
-        if deadline <= now {
-            // Too late for it: it hears so now, and the session goes on.
-            let limit = deadline.saturating_duration_since(next.submitted);
-            let _ = next.tx.send(Err(crate::shard::timeout_error(kind, limit)));
-            from.outcomes.push(Outcome::Expired {
-                successor: next.id,
-                kind,
-            });
-            continue;
-        }
-        let across = !std::ptr::eq(from, &**own);
-        let passed = Outcome::Passed {
-            lease,
-            successor: next.id,
-            waited: now.saturating_duration_since(next.submitted),
-            command_timeout: next.job.command_timeout,
-            joined: next.joined,
-            across,
-        };
-        if across && !next.joined {
-            // The caller's shard forgets it: its place, its deadline (there is no record
-            // of a caller who joined by itself).
-            // Seeded bug for the loom model: telling the session's shard instead.
-            #[cfg(cdpmux_loom_mutant)]
-            let from: &Line = own;
-            from.outcomes.push(Outcome::Served { successor: next.id });
-        }
-        #[cfg(not(cdpmux_loom_mutant))]
-        own.outcomes.push(passed);
-        // Seeded bug for the loom model: recording the hand-off only after the lease is
-        // sent lets the new holder's commands overtake it.
-        #[cfg(cdpmux_loom_mutant)]
-        let line = own.clone();
-        // The link moves on to the new holder's lease (no reference count touched).
-        match next.tx.send(Ok(Lease::new(shard, lease, link))) {
-            Ok(()) => {
-                #[cfg(cdpmux_loom_mutant)]
-                line.outcomes.push(passed);
-                return;
-            }
-            // It left just now: the lease is ours again; try the next one. (The shard
-            // has counted a use for it already: harmless, and rare.)
-            Err(back) => {
-                #[cfg(cdpmux_loom_mutant)]
-                line.outcomes.push(Outcome::Left { successor: next.id });
-                link = reclaim(back);
-            }
-        }
-    }
-    let _ = link.inbox.send(Msg::Release { lease });
-}
-
-/// The link of a lease that `send` handed back.
-fn reclaim(back: Result<Lease>) -> LeaseLink {
-    match back {
-        Ok(mut lease) => lease.take_link().expect("a lease just made holds its link"),
-        Err(_) => unreachable!("only leases are handed on"),
-    }
-}
-
 #[cfg(all(test, not(cdpmux_loom)))]
 mod tests {
     use super::*;
 
     /// Puts a caller with arrival number `id` at the back of `line`.
-    fn arrive(line: &Line, id: u64) -> oneshot::Receiver<Result<Lease>> {
-        let (tx, rx) = oneshot::channel();
+    fn arrive(line: &Line<()>, id: u64) {
         let now = Instant::now();
         line.push(Successor {
             id,
-            tx,
+            tx: (),
             job: Job::new(),
             submitted: now,
             deadline: (now + Duration::from_secs(60), TimeoutKind::Wait),
             joined: false,
         });
-        rx
     }
 
     /// Serves `n` callers the way a releasing lease on shard 0 chooses them; returns
     /// their arrival numbers in the order served.
-    fn serve(handoff: &Handoff, n: usize) -> Vec<u64> {
+    fn serve(handoff: &Handoff<()>, n: usize) -> Vec<u64> {
         (0..n)
             .map(|_| handoff.next_line().pop().expect("a caller waits").id)
             .collect()
@@ -443,18 +367,17 @@ mod tests {
 
     #[test]
     fn open_lines_are_served_in_arrival_order_across_shards() {
-        let lines: std::sync::Arc<[Arc<Line>]> = Line::family(2).into();
+        let lines: std::sync::Arc<[Arc<Line<()>>]> = Line::family(2).into();
         for line in lines.iter() {
             line.set_open(true);
         }
         // A run of arrivals on shard 0, then on shard 1, then shard 0 again: what
         // routing by load does when one shard's callers pile up.
-        let mut receivers = Vec::new();
         for id in (1..=5).chain(9..=10) {
-            receivers.push(arrive(&lines[0], id));
+            arrive(&lines[0], id);
         }
         for id in 6..=8 {
-            receivers.push(arrive(&lines[1], id));
+            arrive(&lines[1], id);
         }
         let handoff = Handoff::new(lines.clone(), 0, Arc::new(AtomicBool::new(true)));
         assert_eq!(serve(&handoff, 10), (1..=10).collect::<Vec<_>>());
@@ -463,10 +386,10 @@ mod tests {
 
     #[test]
     fn a_closed_own_line_is_served_first() {
-        let lines: std::sync::Arc<[Arc<Line>]> = Line::family(2).into();
+        let lines: std::sync::Arc<[Arc<Line<()>>]> = Line::family(2).into();
         lines[1].set_open(true);
-        let _late = arrive(&lines[0], 7);
-        let _early = arrive(&lines[1], 3);
+        arrive(&lines[0], 7);
+        arrive(&lines[1], 3);
         // Shard 0 has closed its line (something queued there comes first): its
         // sessions serve only it.
         let handoff = Handoff::new(lines.clone(), 0, Arc::new(AtomicBool::new(true)));
@@ -475,15 +398,17 @@ mod tests {
 
     #[test]
     fn a_line_longer_than_its_ring_is_still_served_whole() {
-        let lines: std::sync::Arc<[Arc<Line>]> = Line::family(2).into();
+        let lines: std::sync::Arc<[Arc<Line<()>>]> = Line::family(2).into();
         for line in lines.iter() {
             line.set_open(true);
         }
         let total = ARRIVALS as u64 + 10;
-        let receivers: Vec<_> = (1..=total).map(|id| arrive(&lines[1], id)).collect();
+        for id in 1..=total {
+            arrive(&lines[1], id);
+        }
         let handoff = Handoff::new(lines.clone(), 0, Arc::new(AtomicBool::new(true)));
         assert_eq!(
-            serve(&handoff, receivers.len()),
+            serve(&handoff, total as usize),
             (1..=total).collect::<Vec<_>>()
         );
         assert!(lines[1].first().is_none());

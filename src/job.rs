@@ -5,7 +5,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{Error, ErrorKind, Result};
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::error::timeout_error;
+use crate::{Error, ErrorKind, Result, TimeoutKind};
 
 /// Priority class of a request. Strict between classes, FIFO within one; waiting
 /// raises a request's class over time (aging) so `Low` is never starved.
@@ -216,6 +220,35 @@ impl Job {
     pub(crate) fn is_movable(&self) -> bool {
         !matches!(&self.affinity, Some(a) if a.mode == AffinityMode::Sticky)
     }
+}
+
+/// When a request submitted at `submitted` must stop waiting, and which deadline that is:
+/// its wait limit or, if sooner, its whole job's. Saturates far in the future instead of
+/// overflowing on an absurd limit.
+pub(crate) fn wait_deadline(job: &Job, submitted: Instant, cfg: &Config) -> (Instant, TimeoutKind) {
+    let wait = later(submitted, job.wait_timeout.unwrap_or(cfg.wait_timeout));
+    let whole = later(submitted, job.timeout.unwrap_or(cfg.job_timeout));
+    if whole < wait {
+        (whole, TimeoutKind::Job)
+    } else {
+        (wait, TimeoutKind::Wait)
+    }
+}
+
+/// `at + after`, or a century from `at` if that would overflow the clock.
+pub(crate) fn later(at: Instant, after: Duration) -> Instant {
+    at.checked_add(after)
+        .or_else(|| at.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(at)
+}
+
+/// The error of a request whose wait ended at its `kind` deadline.
+pub(crate) fn wait_timeout_error(kind: TimeoutKind, job: &Job, cfg: &Config) -> Error {
+    let limit = match kind {
+        TimeoutKind::Job => job.timeout.unwrap_or(cfg.job_timeout),
+        _ => job.wait_timeout.unwrap_or(cfg.wait_timeout),
+    };
+    timeout_error(kind, limit)
 }
 
 #[cfg(test)]

@@ -69,7 +69,9 @@ mod error;
 mod fleet;
 mod handoff;
 mod job;
+mod lease;
 pub mod metrics;
+mod mutant;
 mod pool;
 mod queue;
 mod router;
@@ -84,8 +86,9 @@ pub use cdp::Page;
 pub use config::{Config, Isolation, Reset};
 pub use error::{Error, ErrorKind, Result, TimeoutKind};
 pub use job::{Affinity, AffinityMode, Job, Priority};
+pub use lease::Lease;
 pub use metrics::Snapshot;
-pub use pool::{Lease, Pool, PoolBuilder};
+pub use pool::{Pool, PoolBuilder};
 pub use router::shard_for;
 pub use shard::current_shard;
 
@@ -106,10 +109,17 @@ pub struct ReadmeDoctests;
 #[cfg(cdpmux_loom)]
 #[doc(hidden)]
 pub mod loom_api {
-    pub use crate::handoff::{return_session, Handoff, Join, Line, Outcome, Successor};
+    pub use crate::handoff::{Handoff, Join, Line, Outcome, Successor};
     pub use crate::pool::{announce_shutdown, publish_config, send_request};
     pub use crate::router::{LoadGauges, LoadGuard};
-    pub use crate::shard::{close_inbox, grant_lease, Msg, Request, Work};
+    pub use crate::shard::msg::{
+        close_inbox, grant_lease, return_session, Grant, GrantTx, Msg, Request, Work,
+    };
     pub use crate::steal::Overflow;
     pub use crate::sync::{mpsc, oneshot, LiveCell, Notify};
+
+    /// The lease an `acquire` caller makes of the grant its channel brought.
+    pub fn lease(grant: Grant) -> crate::Lease {
+        crate::Lease::new(grant)
+    }
 }

@@ -1,4 +1,4 @@
-//! The public handle: [`Pool`], its builder, and [`Lease`].
+//! The public handle: [`Pool`] and its builder.
 //!
 //! A `Pool` is `Clone + Send + Sync`; it routes each request to a shard and waits for
 //! the answer. It owns the shard threads and the browsers it launched, and stops both on
@@ -9,20 +9,20 @@ use std::sync::Arc as StdArc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use chromiumoxide_types::Command;
-use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::browser::{Endpoint, Launch};
-use crate::cdp::protocol::{MethodName, Reply};
-use crate::cdp::{evaluated_value, EvaluateByValue, Page, PageOptions, EVALUATE};
+use crate::cdp::{Page, PageOptions};
 use crate::config::Config;
+use crate::error::shutdown_error;
 use crate::fleet::Fleet;
-use crate::handoff::{self, Handoff, Join, Line};
-use crate::job::Job;
+use crate::handoff::{Join, Line};
+use crate::job::{wait_deadline, Job};
+use crate::lease::Lease;
 use crate::metrics::Snapshot;
 use crate::router::{shard_for, LoadGauges};
-use crate::shard::{self, Attempt, JobTask, LeaseOp, LocalFuture, Msg, Request, Work};
+use crate::shard;
+use crate::shard::msg::{Attempt, Grant, GrantTx, JobTask, LocalFuture, Msg, Request, Work};
 use crate::steal::{Overflow, MAX_SHARDS};
 use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::sync::{mpsc, oneshot, Arc, LiveCell, Notify};
@@ -130,7 +130,7 @@ impl PoolBuilder {
         let wakers: StdArc<[Notify]> = (0..shards).map(|_| Notify::new()).collect();
         let config = Arc::new(LiveCell::new(self.config));
         let overflow = Arc::new(Overflow::default());
-        let lines: StdArc<[Arc<Line>]> = Line::family(shards).into();
+        let lines: StdArc<[Arc<Line<GrantTx>>]> = Line::family(shards).into();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
 
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -187,7 +187,7 @@ struct Inner {
     config: Arc<LiveCell<Config>>,
     gauges: LoadGauges,
     /// Each shard's line (see `handoff`): a plain `acquire` may join it directly.
-    lines: StdArc<[Arc<Line>]>,
+    lines: StdArc<[Arc<Line<GrantTx>>]>,
     // Touched only by shutdown and drop, never on a request's path.
     threads: std::sync::Mutex<Vec<JoinHandle<()>>>,
     fleet: StdArc<Fleet>,
@@ -297,16 +297,14 @@ impl Pool {
             job.joins_lines() && line.is_open() && !self.inner.closed.load(Ordering::Acquire);
         let tx = if joinable {
             let cfg = self.inner.config.load();
-            let deadline = shard::wait_deadline(&job, submitted, &cfg);
+            let deadline = wait_deadline(&job, submitted, &cfg);
             match line.join(&job, submitted, deadline, tx, cfg.max_queue) {
-                Join::Joined => {
-                    return rx.await.unwrap_or_else(|_| Err(shard::shutdown_error()));
-                }
+                Join::Joined => return leased(rx.await),
                 Join::Closed(tx) => tx,
                 Join::Withdraw => {
                     rx.close();
                     if let Ok(served) = rx.try_recv() {
-                        return served;
+                        return served.map(Lease::new);
                     }
                     let (tx, fresh) = oneshot::channel();
                     rx = fresh;
@@ -326,7 +324,7 @@ impl Pool {
                 attempts: 0,
             },
         )?;
-        rx.await.unwrap_or_else(|_| Err(shard::shutdown_error()))
+        leased(rx.await)
     }
 
     /// Merged metrics of every shard.
@@ -395,6 +393,14 @@ impl Pool {
     }
 }
 
+/// What an `acquire` caller's channel brought: a lease, an error, or nothing (the
+/// shard is gone).
+fn leased<E>(reply: std::result::Result<Result<Grant>, E>) -> Result<Lease> {
+    reply
+        .unwrap_or_else(|_| Err(shutdown_error()))
+        .map(Lease::new)
+}
+
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -410,11 +416,11 @@ pub fn send_request(
     request: Request,
 ) -> Result<()> {
     if closed.load(Ordering::Acquire) {
-        return Err(shard::shutdown_error());
+        return Err(shutdown_error());
     }
     inbox
         .send(Msg::Submit(request))
-        .map_err(|_| shard::shutdown_error())
+        .map_err(|_| shutdown_error())
 }
 
 /// Closes the pool to new requests and tells every shard to shut down after `grace`.
@@ -515,146 +521,5 @@ where
 
     fn is_abandoned(&self) -> bool {
         self.tx.as_ref().is_none_or(|tx| tx.is_closed())
-    }
-}
-
-/// A session held by the caller, usable from any thread or runtime. Its commands run on
-/// the shard that owns the page. Dropping it returns the session (also during a panic).
-///
-/// When other `acquire` callers are waiting for the shard's sessions, dropping a lease
-/// usually hands its session straight to the first of them, in the dropping thread,
-/// without a trip through the shard (see [`Config::lease_handoff`]). The order in which
-/// waiters are served is the same either way: class first, then arrival.
-pub struct Lease {
-    shard: usize,
-    id: u64,
-    command_timeout: Option<Duration>,
-    /// The way to the shard. Always there while the lease is held; its drop takes it
-    /// along with the session (to the next holder's lease, or back to the shard).
-    link: Option<LeaseLink>,
-}
-
-/// What a lease needs to reach its shard and to pass its session on; moved, not
-/// copied, from one holder's lease to the next.
-pub(crate) struct LeaseLink {
-    pub(crate) inbox: mpsc::UnboundedSender<Msg>,
-    /// How to pass the session straight to the next caller, when its shard allows it.
-    pub(crate) handoff: Option<Handoff>,
-}
-
-impl Lease {
-    pub(crate) fn new(shard: usize, id: u64, link: LeaseLink) -> Self {
-        Lease {
-            shard,
-            id,
-            command_timeout: None,
-            link: Some(link),
-        }
-    }
-
-    /// Takes the link out: the session has gone elsewhere (or nowhere: the shard is
-    /// gone), and dropping this handle does nothing more.
-    pub(crate) fn take_link(&mut self) -> Option<LeaseLink> {
-        self.link.take()
-    }
-
-    /// The shard that owns the session.
-    pub fn shard(&self) -> usize {
-        self.shard
-    }
-
-    /// Sets the deadline of each later command sent through this lease.
-    pub fn set_command_timeout(&mut self, timeout: Duration) {
-        self.command_timeout = Some(timeout);
-    }
-
-    /// Sends `op` to the session's shard and waits for what it answers on `rx`.
-    async fn op<T>(&self, op: LeaseOp, rx: tokio::sync::oneshot::Receiver<Result<T>>) -> Result<T> {
-        let link = self.link.as_ref().ok_or_else(shard::shutdown_error)?;
-        link.inbox
-            .send(Msg::LeaseOp {
-                lease: self.id,
-                op,
-                timeout: self.command_timeout,
-            })
-            .map_err(|_| shard::shutdown_error())?;
-        rx.await.unwrap_or_else(|_| Err(shard::shutdown_error()))
-    }
-
-    /// Runs `method` with `params` on the leased page. The parameters are encoded and
-    /// the reply decoded here, in the holder's thread: the shard only moves frames.
-    async fn command<P: Serialize + ?Sized>(
-        &self,
-        method: MethodName,
-        params: &P,
-    ) -> Result<Reply> {
-        let params = serde_json::value::to_raw_value(params).map_err(|e| {
-            Error::new(
-                ErrorKind::InvalidInput,
-                format!("could not encode {method}"),
-            )
-            .with_source(e)
-        })?;
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        self.op(
-            LeaseOp::Call {
-                method,
-                params,
-                reply,
-            },
-            rx,
-        )
-        .await
-    }
-
-    /// Runs a typed command on the leased page.
-    pub async fn execute<C: Command>(&self, cmd: C) -> Result<C::Response> {
-        let method = cmd.identifier();
-        self.command(method.clone(), &cmd).await?.decode(&method)
-    }
-
-    /// Runs a raw command on the leased page.
-    pub async fn call(
-        &self,
-        method: impl Into<String>,
-        params: serde_json::Value,
-    ) -> Result<serde_json::Value> {
-        let method: MethodName = method.into().into();
-        self.command(method.clone(), &params).await?.decode(&method)
-    }
-
-    /// Navigates and waits for the load event; see [`Page::goto`].
-    pub async fn goto(&self, url: &str) -> Result<()> {
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        let url = url.to_owned();
-        self.op(LeaseOp::Goto { url, reply }, rx).await
-    }
-
-    /// Evaluates an expression and returns its value; see [`Page::evaluate_value`].
-    pub async fn evaluate_value(&self, expression: &str) -> Result<serde_json::Value> {
-        let reply = self
-            .command(EVALUATE.into(), &EvaluateByValue::new(expression))
-            .await?;
-        evaluated_value(expression, &reply)
-    }
-
-    /// Returns the session now (the same as dropping the lease).
-    pub fn release(self) {}
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        if let Some(link) = self.link.take() {
-            handoff::return_session(self.shard, self.id, link);
-        }
-    }
-}
-
-impl fmt::Debug for Lease {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Lease")
-            .field("shard", &self.shard)
-            .field("id", &self.id)
-            .finish()
     }
 }

@@ -14,9 +14,9 @@ use std::task::Poll;
 use std::time::Duration;
 
 use cdpmux::loom_api::{
-    announce_shutdown, close_inbox, grant_lease, mpsc, oneshot, publish_config, send_request,
-    Handoff, Join, Line, LiveCell, LoadGauges, Msg, Notify, Outcome, Overflow, Request, Successor,
-    Work,
+    announce_shutdown, close_inbox, grant_lease, lease as into_lease, mpsc, oneshot,
+    publish_config, send_request, Grant, GrantTx, Handoff, Join, Line, LiveCell, LoadGauges, Msg,
+    Notify, Outcome, Overflow, Request, Successor, Work,
 };
 use cdpmux::{Config, ErrorKind, Job, TimeoutKind};
 use loom::future::block_on;
@@ -38,7 +38,7 @@ fn releases(inbox: &mut mpsc::UnboundedReceiver<Msg>, lease: u64) -> usize {
         .count()
 }
 
-fn acquire_request(tx: oneshot::Sender<cdpmux::Result<cdpmux::Lease>>) -> Request {
+fn acquire_request(tx: GrantTx) -> Request {
     Request {
         job: Job::new(),
         work: Work::Acquire(tx),
@@ -291,15 +291,21 @@ fn live_config_reaches_shard_before_its_message() {
 }
 
 /// What a lease's reply channel carries.
-type LeaseTx = oneshot::Sender<cdpmux::Result<cdpmux::Lease>>;
-type LeaseRx = oneshot::Receiver<cdpmux::Result<cdpmux::Lease>>;
+type LeaseTx = GrantTx;
+type LeaseRx = oneshot::Receiver<cdpmux::Result<Grant>>;
 
 /// A pool's lines, one per shard.
-type Lines = std::sync::Arc<[Arc<Line>]>;
+type Lines = std::sync::Arc<[Arc<Line<GrantTx>>]>;
 
 /// A one-shard pool's line and lease `lease` on a passable session served from it (see
 /// `lease_on`).
-fn passable_lease(lease: u64) -> (Arc<Line>, cdpmux::Lease, mpsc::UnboundedReceiver<Msg>) {
+fn passable_lease(
+    lease: u64,
+) -> (
+    Arc<Line<GrantTx>>,
+    cdpmux::Lease,
+    mpsc::UnboundedReceiver<Msg>,
+) {
     let lines: Lines = Line::family(1).into();
     let (held, inbox) = lease_on(&lines, 0, lease);
     (lines[0].clone(), held, inbox)
@@ -317,12 +323,12 @@ fn lease_on(
     let (inbox_tx, inbox) = mpsc::unbounded_channel::<Msg>();
     let (tx, rx) = oneshot::channel();
     grant_lease(tx, shard, lease, &inbox_tx, Some(handoff));
-    let held = block_on(rx).expect("granted").expect("a lease");
+    let held = into_lease(block_on(rx).expect("granted").expect("a lease"));
     (held, inbox)
 }
 
 /// A caller waiting in `line` under queue id `id`: its reply channel's receiving end.
-fn line_up(line: &Line, id: u64) -> LeaseRx {
+fn line_up(line: &Line<GrantTx>, id: u64) -> LeaseRx {
     let (tx, rx): (LeaseTx, LeaseRx) = oneshot::channel();
     let now = tokio::time::Instant::now();
     line.push(Successor {
@@ -459,13 +465,13 @@ fn handoff_serves_another_shards_line() {
 const LEASE: u64 = 7;
 const WAITER: u64 = 3;
 
-fn ids(taken: Vec<Successor>) -> Vec<u64> {
+fn ids(taken: Vec<Successor<GrantTx>>) -> Vec<u64> {
     taken.into_iter().map(|s| s.id).collect()
 }
 
 /// A model's shard loop: serves `inbox` until every lease is gone, reading `line`'s
 /// outcomes before each message as `Shard::handle` does; what it saw, in order.
-fn serve_inbox(line: &Line, mut inbox: mpsc::UnboundedReceiver<Msg>) -> Vec<Seen> {
+fn serve_inbox(line: &Line<GrantTx>, mut inbox: mpsc::UnboundedReceiver<Msg>) -> Vec<Seen> {
     let mut log = Vec::new();
     while let Some(msg) = block_on(inbox.recv()) {
         log.extend(line.outcomes().map(seen));
@@ -483,7 +489,8 @@ fn serve_inbox(line: &Line, mut inbox: mpsc::UnboundedReceiver<Msg>) -> Vec<Seen
 /// it was taken back (its reply channel dropped). True if served.
 fn wait_for_lease(rx: LeaseRx) -> bool {
     match block_on(rx) {
-        Ok(Ok(lease)) => {
+        Ok(Ok(grant)) => {
+            let lease = into_lease(grant);
             // Sent on the first poll; the answer does not matter here.
             let _ = poll_once(&mut std::pin::pin!(lease.evaluate_value("1")));
             drop(lease);
@@ -560,7 +567,7 @@ fn handoff_skips_a_caller_who_left() {
         leaving.join().unwrap();
 
         let lease = match poll_once(&mut { second }) {
-            Poll::Ready(Ok(Ok(lease))) => lease,
+            Poll::Ready(Ok(Ok(grant))) => into_lease(grant),
             Poll::Pending => panic!("session lost: the second caller was not served"),
             Poll::Ready(_) => panic!("the hand-off failed"),
         };
@@ -601,7 +608,7 @@ fn handoff_skips_a_caller_who_left() {
 #[cfg_attr(cdpmux_loom_mutant, should_panic(expected = "stranded"))]
 fn joining_races_the_line_closing() {
     loom::model(|| {
-        let line = Arc::new(Line::default());
+        let line = Arc::new(Line::<GrantTx>::default());
         line.set_open(true);
         let shard = {
             let line = line.clone();

@@ -1,0 +1,132 @@
+//! [`Lease`]: a pooled session held by the caller, and the way it goes back.
+//!
+//! A lease is usable from any thread or runtime; its commands run on the shard that owns
+//! the page. It wraps the [`Grant`] its shard sent, and dropping it drops the grant, which
+//! returns the session (see `shard::msg`): straight to the next `acquire` caller in the
+//! line when the shard allows it, else to the shard.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::cdp::protocol::{MethodName, Reply};
+use crate::cdp::{evaluated_value, EvaluateByValue, EVALUATE};
+use crate::error::shutdown_error;
+use crate::shard::msg::{Grant, LeaseOp, Msg};
+use crate::{Error, ErrorKind, Result};
+use chromiumoxide_types::Command;
+use serde::Serialize;
+
+/// A session held by the caller, usable from any thread or runtime. Its commands run on
+/// the shard that owns the page. Dropping it returns the session (also during a panic).
+///
+/// When other `acquire` callers are waiting for the shard's sessions, dropping a lease
+/// usually hands its session straight to the first of them, in the dropping thread,
+/// without a trip through the shard (see [`Config::lease_handoff`](crate::Config)). The
+/// order in which waiters are served is the same either way: class first, then arrival.
+pub struct Lease {
+    grant: Grant,
+    command_timeout: Option<Duration>,
+}
+
+impl Lease {
+    /// The lease a shard granted.
+    pub(crate) fn new(grant: Grant) -> Self {
+        Lease {
+            grant,
+            command_timeout: None,
+        }
+    }
+
+    /// The shard that owns the session.
+    pub fn shard(&self) -> usize {
+        self.grant.shard
+    }
+
+    /// Sets the deadline of each later command sent through this lease.
+    pub fn set_command_timeout(&mut self, timeout: Duration) {
+        self.command_timeout = Some(timeout);
+    }
+
+    /// Sends `op` to the session's shard and waits for what it answers on `rx`.
+    async fn op<T>(&self, op: LeaseOp, rx: tokio::sync::oneshot::Receiver<Result<T>>) -> Result<T> {
+        let link = self.grant.link().ok_or_else(shutdown_error)?;
+        link.inbox
+            .send(Msg::LeaseOp {
+                lease: self.grant.lease,
+                op,
+                timeout: self.command_timeout,
+            })
+            .map_err(|_| shutdown_error())?;
+        rx.await.unwrap_or_else(|_| Err(shutdown_error()))
+    }
+
+    /// Runs `method` with `params` on the leased page. The parameters are encoded and
+    /// the reply decoded here, in the holder's thread: the shard only moves frames.
+    async fn command<P: Serialize + ?Sized>(
+        &self,
+        method: MethodName,
+        params: &P,
+    ) -> Result<Reply> {
+        let params = serde_json::value::to_raw_value(params).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                format!("could not encode {method}"),
+            )
+            .with_source(e)
+        })?;
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.op(
+            LeaseOp::Call {
+                method,
+                params,
+                reply,
+            },
+            rx,
+        )
+        .await
+    }
+
+    /// Runs a typed command on the leased page.
+    pub async fn execute<C: Command>(&self, cmd: C) -> Result<C::Response> {
+        let method = cmd.identifier();
+        self.command(method.clone(), &cmd).await?.decode(&method)
+    }
+
+    /// Runs a raw command on the leased page.
+    pub async fn call(
+        &self,
+        method: impl Into<String>,
+        params: serde_json::Value,
+    ) -> Result<serde_json::Value> {
+        let method: MethodName = method.into().into();
+        self.command(method.clone(), &params).await?.decode(&method)
+    }
+
+    /// Navigates and waits for the load event; see [`Page::goto`](crate::Page::goto).
+    pub async fn goto(&self, url: &str) -> Result<()> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let url = url.to_owned();
+        self.op(LeaseOp::Goto { url, reply }, rx).await
+    }
+
+    /// Evaluates an expression and returns its value; see
+    /// [`Page::evaluate_value`](crate::Page::evaluate_value).
+    pub async fn evaluate_value(&self, expression: &str) -> Result<serde_json::Value> {
+        let reply = self
+            .command(EVALUATE.into(), &EvaluateByValue::new(expression))
+            .await?;
+        evaluated_value(expression, &reply)
+    }
+
+    /// Returns the session now (the same as dropping the lease).
+    pub fn release(self) {}
+}
+
+impl fmt::Debug for Lease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lease")
+            .field("shard", &self.grant.shard)
+            .field("id", &self.grant.lease)
+            .finish()
+    }
+}

@@ -1,0 +1,254 @@
+//! A page's life on a shard, as IO steps: open it (in the context isolation asks for),
+//! stop it after an interrupted job, reset it between jobs, probe it while idle, close
+//! it. deadpool's `create` / `recycle` shape: each step reports how it went, and the plan
+//! decides what follows.
+//!
+//! Never decides who gets a page; never touches the plan.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::links::Links;
+use super::plan::Return;
+use crate::cdp::{Connection, Page, PageOptions};
+use crate::config::{Config, Isolation};
+use crate::{Error, ErrorKind, Result, TimeoutKind};
+
+/// How long an interrupted page may take to stop before it is retired.
+const STOP_LIMIT: Duration = Duration::from_secs(2);
+/// How long a reset to `about:blank` may take before the page is retired.
+const RESET_LIMIT: Duration = Duration::from_secs(5);
+
+/// A browser context of one affinity key on one browser (`ContextPerKey`).
+struct KeyContext {
+    id: String,
+    last_used: Instant,
+}
+
+/// The per-key browser contexts of a shard (`ContextPerKey`).
+#[derive(Default)]
+pub(crate) struct Contexts(RefCell<HashMap<(usize, Arc<str>), KeyContext>>);
+
+/// What an opening needs to know about the shard.
+pub(crate) struct Opening<'a> {
+    pub(crate) links: &'a Links,
+    pub(crate) contexts: &'a Contexts,
+    pub(crate) options: PageOptions,
+    /// Whether a context of (browser, key) still has a session (it is then kept).
+    pub(crate) in_use: &'a dyn Fn(usize, &Arc<str>) -> bool,
+}
+
+/// Opens a page on `browser` in the context isolation asks for, within the creation
+/// deadline. Returns it with the context it owns alone, if any (disposed when the session
+/// goes). A command deadline inside the opening is reported as the opening's.
+pub(crate) async fn open(
+    opening: Opening<'_>,
+    browser: usize,
+    owner: Option<&Arc<str>>,
+    cfg: &Config,
+) -> Result<(Page, Option<String>)> {
+    let limit = cfg.create_timeout;
+    match tokio::time::timeout(limit, open_on(opening, browser, owner, cfg)).await {
+        Ok(Err(e)) if e.kind() == ErrorKind::Timeout(TimeoutKind::Command) => Err(Error::new(
+            ErrorKind::Timeout(TimeoutKind::Create),
+            format!("opening a session: {}", e.message()),
+        )),
+        Ok(result) => result,
+        Err(_) => Err(Error::timeout(
+            TimeoutKind::Create,
+            "opening a session",
+            limit,
+        )),
+    }
+}
+
+async fn open_on(
+    opening: Opening<'_>,
+    browser: usize,
+    owner: Option<&Arc<str>>,
+    cfg: &Config,
+) -> Result<(Page, Option<String>)> {
+    let Opening {
+        links,
+        contexts,
+        mut options,
+        in_use,
+    } = opening;
+    let conn = links.connection(browser, cfg).await?;
+    // Failed or cancelled (the creation deadline drops this future), the opening may
+    // still have left a target whose id we never learned: it is looked up by its URL
+    // later.
+    let mut lost = LostOpening {
+        links,
+        browser,
+        url: Some(options.initial_url.clone()),
+    };
+    let own = match (cfg.isolation, owner) {
+        (Isolation::ContextPerKey, Some(owner)) => {
+            let ctx = contexts
+                .get_or_create(&conn, browser, owner, cfg.max_contexts, links, in_use)
+                .await?;
+            options.browser_context_id = Some(ctx);
+            false
+        }
+        (Isolation::ContextPerJob, _) => {
+            options.browser_context_id = Some(create_context(&conn).await?);
+            true
+        }
+        _ => false,
+    };
+    match conn.new_page(&options).await {
+        Ok(page) => {
+            lost.url = None;
+            Ok((page, options.browser_context_id.filter(|_| own)))
+        }
+        Err(e) => {
+            match (own, &options.browser_context_id, owner) {
+                (true, Some(ctx), _) => dispose_context(&conn, ctx),
+                // The context may be gone (browser relaunched): make a new one next time.
+                (false, Some(_), Some(owner)) => contexts.forget(browser, owner),
+                _ => {}
+            }
+            Err(e)
+        }
+    }
+}
+
+impl Contexts {
+    /// The browser context of `owner` on `browser`, created on first use. Past `max`,
+    /// the least recently used context with no session is disposed.
+    async fn get_or_create(
+        &self,
+        conn: &Connection,
+        browser: usize,
+        owner: &Arc<str>,
+        max: usize,
+        links: &Links,
+        in_use: &dyn Fn(usize, &Arc<str>) -> bool,
+    ) -> Result<String> {
+        let now = Instant::now();
+        if let Some(c) = self.0.borrow_mut().get_mut(&(browser, owner.clone())) {
+            c.last_used = now;
+            return Ok(c.id.clone());
+        }
+        let id = create_context(conn).await?;
+        let mut contexts = self.0.borrow_mut();
+        while contexts.len() >= max {
+            let victim = contexts
+                .iter()
+                .filter(|((b, o), _)| !in_use(*b, o))
+                .min_by_key(|(_, c)| c.last_used)
+                .map(|(k, _)| k.clone());
+            let Some(victim) = victim else { break };
+            if let Some(c) = contexts.remove(&victim) {
+                if let Some(conn) = links.live(victim.0) {
+                    dispose_context(&conn, &c.id);
+                }
+            }
+        }
+        contexts.insert(
+            (browser, owner.clone()),
+            KeyContext {
+                id: id.clone(),
+                last_used: now,
+            },
+        );
+        Ok(id)
+    }
+
+    fn forget(&self, browser: usize, owner: &Arc<str>) {
+        self.0.borrow_mut().remove(&(browser, owner.clone()));
+    }
+}
+
+/// Remembers the initial URL of a page whose opening failed or was cancelled, unless
+/// disarmed (`url` taken) when the page opened.
+struct LostOpening<'a> {
+    links: &'a Links,
+    browser: usize,
+    url: Option<String>,
+}
+
+impl Drop for LostOpening<'_> {
+    fn drop(&mut self) {
+        if let Some(url) = self.url.take() {
+            self.links.lost_opening(self.browser, url, Instant::now());
+        }
+    }
+}
+
+/// A new, empty browser context (its own cookies and storage).
+async fn create_context(conn: &Connection) -> Result<String> {
+    let reply = conn
+        .call("Target.createBrowserContext", serde_json::json!({}))
+        .await?;
+    reply["browserContextId"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::Protocol,
+                "Target.createBrowserContext returned no id",
+            )
+        })
+}
+
+/// Disposes a browser context, not waiting for the reply.
+pub(crate) fn dispose_context(conn: &Connection, id: &str) {
+    conn.send_and_forget(
+        "Target.disposeBrowserContext",
+        serde_json::json!({ "browserContextId": id }),
+    );
+}
+
+/// Stops a page interrupted mid-work (a script, a load): `Clean` if it stopped in time,
+/// `Dead` (retire it) if not.
+pub(crate) async fn stop(page: Rc<Page>) -> Return {
+    let _ = page.start_call("Runtime.terminateExecution".into(), &serde_json::json!({}));
+    let stopped = tokio::time::timeout(
+        STOP_LIMIT,
+        page.call("Page.stopLoading", serde_json::json!({})),
+    )
+    .await;
+    if matches!(stopped, Ok(Ok(_))) {
+        Return::Clean
+    } else {
+        Return::Dead
+    }
+}
+
+/// Resets a page between jobs: `Reset` once it shows `about:blank`, `Dead` if it cannot.
+pub(crate) async fn reset(page: Rc<Page>) -> Return {
+    match tokio::time::timeout(RESET_LIMIT, page.goto("about:blank")).await {
+        Ok(Ok(())) => Return::Reset,
+        _ => Return::Dead,
+    }
+}
+
+/// Probes an idle page with a cheap command under `limit`: true if it answered.
+pub(crate) async fn probe(page: Rc<Page>, limit: Duration) -> bool {
+    let probe = page.call("Runtime.evaluate", serde_json::json!({ "expression": "0" }));
+    matches!(tokio::time::timeout(limit, probe).await, Ok(Ok(_)))
+}
+
+/// Closes every target of `pages`, waiting a little for the browser to confirm, then
+/// marks the pages closed (their drop sends nothing more).
+pub(crate) async fn close_all(pages: Vec<Rc<Page>>) {
+    let closes = pages.iter().map(|page| {
+        let conn = page.connection().clone();
+        let target = serde_json::json!({ "targetId": page.target_id() });
+        async move {
+            let closing = conn.call("Target.closeTarget", target);
+            let _ = tokio::time::timeout(Duration::from_secs(1), closing).await;
+        }
+    });
+    futures_util::future::join_all(closes).await;
+    for page in &pages {
+        page.mark_closed();
+    }
+}

@@ -1,0 +1,604 @@
+//! One shard: an OS thread running a current-thread tokio runtime and a `LocalSet`,
+//! owning one connection per browser, its sessions, its waiters and its metrics.
+//!
+//! This file is the IO shell around the shard's decisions (`plan`). Each turn of its
+//! loop loads the configuration once, feeds one event at a time to the plan (a message,
+//! a timer, a task's outcome), and carries out the actions the plan returns: spawning a
+//! job, opening, stopping, resetting or probing a page, answering a caller. Every road
+//! back into the plan goes through [`Shell::feed`].
+//!
+//! Never blocks its thread; never shares state with other threads except through
+//! messages (its inbox), the overflow queues and the hand-off lines. Everything inside
+//! is `Rc`/`RefCell`, borrowed only between `.await`s.
+
+mod lifecycle;
+mod links;
+pub(crate) mod msg;
+mod plan;
+mod sessions;
+mod waiters;
+
+#[cfg(all(test, not(cdpmux_loom)))]
+mod tests;
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc as StdArc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use self::lifecycle::{Contexts, Opening};
+use self::links::Links;
+use self::msg::{grant_lease, Attempt, GrantTx, JobTask, LeaseOp, Msg, Request, Work};
+use self::plan::{Action, Plan, Return};
+use self::sessions::PageHandle;
+use self::waiters::SessionKey;
+use crate::cdp::{Page, PageOptions};
+use crate::config::Config;
+use crate::fleet::Fleet;
+use crate::handoff::Line;
+use crate::job::{later, Job};
+use crate::metrics::ShardMetrics;
+use crate::steal::Overflow;
+use crate::sync::atomic::AtomicBool;
+use crate::sync::{mpsc, oneshot, LiveCell};
+use crate::{Error, ErrorKind, Result, TimeoutKind};
+
+/// Most inbox messages handled per wake-up before the loop looks at its timers again.
+const INBOX_BATCH: usize = 64;
+
+/// What a shard shares with the pool and the other shards. All `Send + Sync`.
+pub(crate) struct Shared {
+    pub(crate) config: crate::sync::Arc<LiveCell<Config>>,
+    pub(crate) overflow: crate::sync::Arc<Overflow<Request>>,
+    /// One wake-up per shard, fired when overflow work arrives for a parked shard.
+    pub(crate) wakers: StdArc<[crate::sync::Notify]>,
+    pub(crate) inboxes: StdArc<[mpsc::UnboundedSender<Msg>]>,
+    pub(crate) fleet: StdArc<Fleet>,
+    pub(crate) page_options: PageOptions,
+    /// Every shard's line, one arrival counter for all (see `handoff`).
+    pub(crate) lines: StdArc<[crate::sync::Arc<Line<GrantTx>>]>,
+}
+
+impl PageHandle for Rc<Page> {
+    fn is_alive(&self) -> bool {
+        Page::is_alive(self)
+    }
+
+    fn set_uses(&self, uses: u32) {
+        Page::set_uses(self, uses);
+    }
+
+    fn set_command_timeout(&self, timeout: Duration) {
+        Page::set_command_timeout(self, timeout);
+    }
+}
+
+/// The shard's IO shell: its plan, sockets, contexts and the configuration of this turn.
+struct Shell {
+    id: usize,
+    shared: Shared,
+    plan: RefCell<Plan<Rc<Page>>>,
+    /// The configuration of the loop's current turn.
+    cfg: RefCell<crate::sync::Arc<Config>>,
+    links: Links,
+    contexts: Contexts,
+    metrics: Rc<RefCell<ShardMetrics>>,
+    /// Fired whenever busy sessions return during shutdown.
+    returned: Notify,
+    /// Fired by a connection when a session dies or its socket closes.
+    loss: Rc<Notify>,
+    /// Random, so the initial URLs of this shard's pages are its own even with other
+    /// pools on the same browser.
+    tag: u64,
+    /// Pages opened so far (numbers each page's initial URL).
+    openings: Cell<u64>,
+}
+
+thread_local! {
+    static CURRENT_SHARD: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// The shard whose thread calls this: `Some(i)` inside a job run by
+/// [`Pool::run`](crate::Pool::run), `None` elsewhere.
+pub fn current_shard() -> Option<usize> {
+    CURRENT_SHARD.get()
+}
+
+/// Starts shard `id` on its own thread. Reports on `ready` once its connections are up.
+pub(crate) fn spawn(
+    id: usize,
+    shared: Shared,
+    inbox: mpsc::UnboundedReceiver<Msg>,
+    pin_core: Option<usize>,
+    ready: std::sync::mpsc::Sender<Result<()>>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("cdpmux-shard-{id}"))
+        .spawn(move || {
+            CURRENT_SHARD.set(Some(id));
+            if let Some(core) = pin_core {
+                pin_to_core(core);
+            }
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready.send(Err(e.into()));
+                    return;
+                }
+            };
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&rt, run(id, shared, inbox, ready));
+        })
+}
+
+fn pin_to_core(core: usize) {
+    // SAFETY: `set` is a plain bitmask on the stack; sched_setaffinity reads it only.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            tracing::warn!(core, "could not pin shard thread to its core");
+        }
+    }
+}
+
+async fn run(
+    id: usize,
+    shared: Shared,
+    mut inbox: mpsc::UnboundedReceiver<Msg>,
+    ready: std::sync::mpsc::Sender<Result<()>>,
+) {
+    let metrics = Rc::new(RefCell::new(ShardMetrics::default()));
+    let loss = Rc::new(Notify::new());
+    let plan = Plan::new(
+        id,
+        shared.lines.clone(),
+        shared.overflow.clone(),
+        metrics.clone(),
+    );
+    let shell = Rc::new(Shell {
+        id,
+        cfg: RefCell::new(shared.config.load()),
+        links: Links::new(shared.fleet.clone(), metrics.clone(), loss.clone()),
+        shared,
+        plan: RefCell::new(plan),
+        contexts: Contexts::default(),
+        metrics,
+        returned: Notify::new(),
+        loss,
+        tag: fastrand::u64(..),
+        openings: Cell::new(0),
+    });
+    let cfg = shell.cfg();
+    for browser in 0..shell.links.len() {
+        if let Err(e) = shell.links.connection(browser, &cfg).await {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    }
+    let _ = ready.send(Ok(()));
+    shell.main_loop(&mut inbox).await;
+}
+
+/// The health round's period (an hour when health checks are off).
+fn health_every(cfg: &Config) -> Duration {
+    if cfg.health_interval.is_zero() {
+        Duration::from_secs(3600)
+    } else {
+        cfg.health_interval
+    }
+}
+
+impl Shell {
+    /// The configuration of this turn.
+    fn cfg(&self) -> crate::sync::Arc<Config> {
+        self.cfg.borrow().clone()
+    }
+
+    /// Feeds one event to the plan and carries out the actions it returns. The one way
+    /// into the plan: messages, timers and the outcomes of spawned steps all come here.
+    fn feed(self: &Rc<Self>, event: impl FnOnce(&mut Plan<Rc<Page>>, Instant, &Config)) {
+        let cfg = self.cfg();
+        let actions = {
+            let mut plan = self.plan.borrow_mut();
+            event(&mut plan, Instant::now(), &cfg);
+            plan.take_actions()
+        };
+        for action in actions {
+            self.execute(action, &cfg);
+        }
+        if self.plan.borrow().is_shutting_down() {
+            self.returned.notify_waiters();
+        }
+    }
+
+    fn execute(self: &Rc<Self>, action: Action<Rc<Page>>, cfg: &Config) {
+        match action {
+            Action::Grant { tx, lease, handoff } => {
+                grant_lease(tx, self.id, lease, &self.shared.inboxes[self.id], handoff);
+            }
+            Action::Run {
+                key,
+                page,
+                task,
+                job,
+                submitted,
+                attempts,
+                deadline,
+            } => {
+                let shell = self.clone();
+                tokio::task::spawn_local(async move {
+                    shell
+                        .run_job(key, page, job, task, submitted, attempts, deadline)
+                        .await;
+                });
+            }
+            Action::Open { owner } => self.open_session(owner),
+            Action::Close {
+                page,
+                browser,
+                own_context,
+            } => {
+                self.links.page_gone(browser, page.target_id());
+                if let (Some(ctx), Some(conn)) = (own_context, self.links.live(browser)) {
+                    lifecycle::dispose_context(&conn, &ctx);
+                }
+                // Dropping the page closes its target.
+            }
+            Action::Stop { key, page } => {
+                let shell = self.clone();
+                tokio::task::spawn_local(async move {
+                    let how = lifecycle::stop(page).await;
+                    shell.feed(|p, now, cfg| p.returned(key, how, now, cfg));
+                });
+            }
+            Action::Reset { key, page } => {
+                let shell = self.clone();
+                tokio::task::spawn_local(async move {
+                    let how = lifecycle::reset(page).await;
+                    shell.feed(|p, now, cfg| p.returned(key, how, now, cfg));
+                });
+            }
+            Action::Probe { key, page } => {
+                let shell = self.clone();
+                let limit = cfg.probe_timeout;
+                tokio::task::spawn_local(async move {
+                    let healthy = lifecycle::probe(page, limit).await;
+                    shell.feed(|p, now, cfg| p.probed(key, healthy, now, cfg));
+                });
+            }
+            Action::Fail { work, error } => work.fail(error),
+            Action::Wake(shard) => self.shared.wakers[shard].notify_one(),
+        }
+    }
+
+    async fn main_loop(self: &Rc<Self>, inbox: &mut mpsc::UnboundedReceiver<Msg>) {
+        let far = || Instant::now() + Duration::from_secs(3600);
+        let sleep = tokio::time::sleep_until(far());
+        tokio::pin!(sleep);
+        let mut armed: Option<Instant> = None;
+        let health = tokio::time::sleep(health_every(&self.cfg()));
+        tokio::pin!(health);
+        let mut stashed_shutdown: Option<(Duration, oneshot::Sender<()>)> = None;
+        loop {
+            // One configuration for the whole turn.
+            *self.cfg.borrow_mut() = self.shared.config.load();
+            let cfg = self.cfg();
+            if let Some((grace, done)) = stashed_shutdown.take() {
+                self.shared.overflow.unpark(self.id);
+                self.shutdown(grace, inbox).await;
+                let _ = done.send(());
+                return;
+            }
+            // Steal before parking: one request at a time, only with room to spare.
+            let spare = self.plan.borrow().has_spare_capacity(&cfg);
+            if spare {
+                if let Some(request) = self.shared.overflow.take() {
+                    self.feed(|p, now, cfg| p.stolen(request, now, cfg));
+                    continue;
+                }
+                if self.shared.overflow.prepare_park(self.id) {
+                    tokio::task::yield_now().await; // a push is landing right now
+                    continue;
+                }
+            }
+            let next_deadline = self.plan.borrow().next_deadline();
+            // Re-arming the timer costs a trip through the time driver: only on a change.
+            if next_deadline != armed {
+                sleep.as_mut().reset(next_deadline.unwrap_or_else(far));
+                armed = next_deadline;
+            }
+            tokio::select! {
+                biased;
+                msg = inbox.recv() => match msg {
+                    Some(Msg::Shutdown { grace, done }) => {
+                        self.shared.overflow.unpark(self.id);
+                        self.shutdown(grace, inbox).await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(msg) => {
+                        self.handle(msg);
+                        // Take what else has arrived without another trip through select!.
+                        for _ in 0..INBOX_BATCH {
+                            match inbox.try_recv() {
+                                Ok(Msg::Shutdown { grace, done }) => {
+                                    stashed_shutdown = Some((grace, done));
+                                    break;
+                                }
+                                Ok(msg) => self.handle(msg),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    None => {
+                        self.shared.overflow.unpark(self.id);
+                        self.shutdown(Duration::ZERO, inbox).await;
+                        return;
+                    }
+                },
+                _ = self.shared.wakers[self.id].notified() => {}
+                _ = &mut sleep, if next_deadline.is_some() => {
+                    armed = None; // fired: re-arm next turn even for the same instant
+                    self.feed(|p, now, cfg| p.expire(now, cfg));
+                }
+                _ = self.loss.notified() => self.feed(|p, now, cfg| p.sweep(now, cfg)),
+                _ = &mut health => {
+                    self.health_round();
+                    health.as_mut().reset(later(Instant::now(), health_every(&self.cfg())));
+                }
+            }
+            if spare {
+                self.shared.overflow.unpark(self.id);
+            }
+            if inbox.is_empty() {
+                self.feed(|p, now, cfg| p.open_line_if_allowed(now, cfg));
+            }
+        }
+    }
+
+    fn handle(self: &Rc<Self>, msg: Msg) {
+        // Hand-offs first: a lease's new holder sends nothing before its hand-off is
+        // recorded.
+        self.feed(|p, now, cfg| p.take_outcomes(now, cfg));
+        match msg {
+            Msg::Submit(request) => self.feed(|p, now, cfg| p.submit(request, now, cfg)),
+            Msg::LeaseOp { lease, op, timeout } => self.lease_op(lease, op, timeout),
+            Msg::Release { lease } => self.feed(|p, now, cfg| p.released(lease, now, cfg)),
+            Msg::Metrics(reply) => {
+                let _ = reply.send(self.plan.borrow().report());
+            }
+            Msg::Reconfigured => {
+                *self.cfg.borrow_mut() = self.shared.config.load();
+                let frames = self.cfg().max_frames_per_flush;
+                for conn in self.links.all_live() {
+                    conn.set_max_frames_per_flush(frames);
+                }
+                self.feed(|p, now, cfg| p.reconfigured(now, cfg));
+            }
+            Msg::Shutdown { .. } => unreachable!("handled by the main loop"),
+        }
+    }
+
+    /// Runs a lease's command on its page: straight to the socket, and the reply
+    /// straight to the holder (the connection keeps the deadline).
+    fn lease_op(self: &Rc<Self>, lease: u64, op: LeaseOp, timeout: Option<Duration>) {
+        let Some(page) = self.plan.borrow().lease_page(lease).cloned() else {
+            op.fail(Error::new(
+                ErrorKind::SessionCrashed,
+                "the lease's session is gone",
+            ));
+            return;
+        };
+        // A page that dies clears its `passable` before the holder hears of it
+        // (`Page::watch`): the holder cannot hand it on.
+        match op {
+            LeaseOp::Call {
+                method,
+                params,
+                reply,
+            } => {
+                let timeout = timeout.unwrap_or_else(|| page.command_timeout());
+                page.call_direct(method, &*params, timeout, reply);
+            }
+            LeaseOp::Goto { url, reply } => {
+                tokio::task::spawn_local(async move {
+                    if let Some(t) = timeout {
+                        page.set_command_timeout(t);
+                    }
+                    let _ = reply.send(page.goto(&url).await);
+                });
+            }
+        }
+    }
+
+    /// The periodic round: lost sockets reconnect, failed openings are swept, and the
+    /// plan retires, probes and refills.
+    fn health_round(self: &Rc<Self>) {
+        for browser in self.links.health(Instant::now()) {
+            let shell = self.clone();
+            tokio::task::spawn_local(async move {
+                let cfg = shell.cfg();
+                if shell.links.connection(browser, &cfg).await.is_ok() {
+                    shell.feed(|p, now, cfg| p.sweep(now, cfg));
+                }
+            });
+        }
+        self.feed(|p, now, cfg| p.health(now, cfg));
+    }
+
+    /// Opens one session in the background on the healthiest, least used browser. With
+    /// every browser down (breaker open), the plan hears at once.
+    fn open_session(self: &Rc<Self>, owner: Option<StdArc<str>>) {
+        let Some(browser) = self.links.pick(Instant::now()) else {
+            let error = Error::new(
+                ErrorKind::BrowserUnavailable,
+                "every browser is down (repeated connect or open failures); retrying with backoff",
+            );
+            self.feed(|p, now, _| p.open_refused(owner, error, now));
+            return;
+        };
+        let shell = self.clone();
+        tokio::task::spawn_local(async move {
+            let started = Instant::now();
+            let cfg = shell.cfg();
+            let mut options = shell.shared.page_options.clone();
+            let n = shell.openings.get() + 1;
+            shell.openings.set(n);
+            options.initial_url = format!("about:blank#cdpmux-{}-{}-{n}", shell.tag, shell.id);
+            let in_use = |b: usize, o: &StdArc<str>| shell.plan.borrow().context_in_use(b, o);
+            let opening = Opening {
+                links: &shell.links,
+                contexts: &shell.contexts,
+                options,
+                in_use: &in_use,
+            };
+            let opened = lifecycle::open(opening, browser, owner.as_ref(), &cfg).await;
+            match opened {
+                Ok((page, own_context)) => {
+                    shell.links.opened(browser);
+                    // The page's death stops it being handed on before its holder hears.
+                    let passable = crate::sync::Arc::<AtomicBool>::default();
+                    page.watch(passable.clone());
+                    let took = started.elapsed();
+                    let page = Rc::new(page);
+                    shell.feed(move |p, now, cfg| {
+                        p.opened(owner, page, browser, own_context, passable, took, now, cfg);
+                    });
+                }
+                Err(e) => {
+                    if e.kind() == ErrorKind::Timeout(TimeoutKind::Create) {
+                        shell
+                            .metrics
+                            .borrow_mut()
+                            .counters
+                            .timeout(TimeoutKind::Create);
+                    }
+                    // Connect failures are counted by `connection` itself.
+                    let counts = e.kind() != ErrorKind::BrowserUnavailable;
+                    shell
+                        .links
+                        .open_failed(browser, counts, &cfg, Instant::now());
+                    shell.feed(move |p, now, cfg| p.open_failed(owner, e, now, cfg));
+                }
+            }
+        });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_job(
+        self: Rc<Self>,
+        key: SessionKey,
+        page: Rc<Page>,
+        job: Job,
+        mut task: Box<dyn JobTask>,
+        submitted: Instant,
+        attempts: u32,
+        deadline: Instant,
+    ) {
+        // Returns the session even if this task is dropped (shutdown aborts it).
+        let mut guard = ReturnOnDrop {
+            shell: self.clone(),
+            key,
+            how: Return::Interrupted,
+        };
+        let attempt = tokio::time::timeout_at(deadline, task.run(&page)).await;
+        drop(page);
+        let ok = matches!(attempt, Ok(Attempt::Ok));
+        match attempt {
+            Ok(Attempt::Ok) => {
+                guard.how = Return::Clean;
+                drop(guard);
+                task.finish();
+            }
+            Ok(Attempt::Failed(kind)) => {
+                let lost = matches!(
+                    kind,
+                    ErrorKind::SessionCrashed | ErrorKind::ConnectionClosed
+                );
+                guard.how = match kind {
+                    ErrorKind::SessionCrashed | ErrorKind::ConnectionClosed => Return::Dead,
+                    ErrorKind::Timeout(_) => Return::Interrupted,
+                    _ => Return::Clean,
+                };
+                drop(guard);
+                if lost && attempts < job.retries {
+                    self.metrics.borrow_mut().counters.retries += 1;
+                    let retry = Request {
+                        job,
+                        work: Work::Run(task),
+                        submitted,
+                        // Its place in line went with the attempt that ran.
+                        arrival: self.shared.lines[self.id].next_id(),
+                        attempts: attempts + 1,
+                    };
+                    self.feed(|p, now, cfg| p.submit(retry, now, cfg));
+                    return;
+                }
+                task.finish();
+            }
+            Ok(Attempt::Abandoned) => drop(guard),
+            Err(_) => {
+                drop(guard);
+                self.metrics.borrow_mut().counters.timeout(TimeoutKind::Job);
+                let limit = job.timeout.unwrap_or(self.cfg().job_timeout);
+                task.fail(Error::timeout(TimeoutKind::Job, "job", limit));
+            }
+        }
+        self.metrics.borrow_mut().job_done(submitted.elapsed(), ok);
+    }
+
+    /// Fails every waiter, gives running jobs and held leases `grace` to finish, then
+    /// closes the inbox (answering what is left in it), every target and every socket.
+    async fn shutdown(self: &Rc<Self>, grace: Duration, inbox: &mut mpsc::UnboundedReceiver<Msg>) {
+        self.feed(|p, _, _| p.begin_shutdown());
+        // Running jobs and held leases get the grace period to finish: a lease can still
+        // run commands and come back; new requests are refused.
+        let deadline = later(Instant::now(), grace);
+        let mut inbox_open = true;
+        loop {
+            let returned = self.returned.notified();
+            if self.plan.borrow().busy() == 0 {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = returned => {}
+                msg = inbox.recv(), if inbox_open => match msg {
+                    Some(msg @ (Msg::LeaseOp { .. } | Msg::Release { .. } | Msg::Metrics(_))) => {
+                        self.handle(msg)
+                    }
+                    Some(msg) => msg::refuse(msg),
+                    None => inbox_open = false,
+                },
+            }
+        }
+        msg::close_inbox(inbox).await;
+        let pages = self.plan.borrow_mut().close_all();
+        lifecycle::close_all(pages).await;
+        for conn in self.links.take_all() {
+            conn.close();
+        }
+    }
+}
+
+/// Returns a session when a job's task ends, however it ends.
+struct ReturnOnDrop {
+    shell: Rc<Shell>,
+    key: SessionKey,
+    how: Return,
+}
+
+impl Drop for ReturnOnDrop {
+    fn drop(&mut self) {
+        let (key, how) = (self.key, self.how);
+        self.shell
+            .feed(|p, now, cfg| p.returned(key, how, now, cfg));
+    }
+}

@@ -1,0 +1,1075 @@
+//! The shard's decisions: who gets the next session, when to open, retire, probe or lend
+//! a page, when to offer a request to another shard. Events in, [`Action`]s out.
+//!
+//! No tokio, no sockets, no clock: every call takes `now` and the configuration the
+//! shell loaded for this turn, and leaves what must be done in `actions` for the shell to
+//! carry out. So every rule here can be driven in virtual time (see `tests`). The shell
+//! reports back how each action went as another event (`opened`, `returned`,
+//! `probed`...). What this module must never do: wait, spawn, or read the time.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc as StdArc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::msg::{GrantTx, JobTask, Request, Work};
+use super::sessions::{
+    admit_after_release, admit_at, general_room, room, PageHandle, Session, Sessions,
+};
+use super::waiters::{Due, SessionKey, Waiter, Waiters};
+use crate::affinity::AffinityMap;
+use crate::config::{Config, Isolation, Reset};
+use crate::error::{shutdown_error, timeout_error};
+use crate::handoff::{Handoff, Line, Outcome};
+use crate::job::{later, wait_deadline, wait_timeout_error, AffinityMode, Job};
+use crate::metrics::{Gauges, ShardMetrics, ShardReport};
+use crate::queue::Admit;
+use crate::steal::Overflow;
+use crate::sync::atomic::{AtomicBool, Ordering};
+use crate::sync::Arc;
+use crate::{Error, ErrorKind, Priority};
+
+/// What the shell must do.
+pub(crate) enum Action<P> {
+    /// Lend a session to an `acquire` caller as lease `lease`.
+    Grant {
+        tx: GrantTx,
+        lease: u64,
+        handoff: Option<Handoff<GrantTx>>,
+    },
+    /// Run a job on session `key`; report `returned` when it is done.
+    Run {
+        key: SessionKey,
+        page: P,
+        task: Box<dyn JobTask>,
+        job: Job,
+        submitted: Instant,
+        attempts: u32,
+        deadline: Instant,
+    },
+    /// Open a session (in `owner`'s context under `ContextPerKey`); report `opened` or
+    /// `open_failed`.
+    Open { owner: Option<StdArc<str>> },
+    /// A session left the shard: close its target (and its own context).
+    Close {
+        page: P,
+        browser: usize,
+        own_context: Option<String>,
+    },
+    /// Stop a page interrupted mid-work; report `returned` (`Clean`, or `Dead`).
+    Stop { key: SessionKey, page: P },
+    /// Reset a page between jobs; report `returned` (`Reset`, or `Dead`).
+    Reset { key: SessionKey, page: P },
+    /// Probe an idle page; report `probed`.
+    Probe { key: SessionKey, page: P },
+    /// Answer a request with an error.
+    Fail { work: Work, error: Error },
+    /// Wake shard `i`: work waits for it in the overflow queues.
+    Wake(usize),
+}
+
+/// How a session comes back from a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Return {
+    /// Ready for the next job.
+    Clean,
+    /// Interrupted mid-work: stop it, then reuse it (or retire it if that fails).
+    Interrupted,
+    /// Known dead: retire and replace.
+    Dead,
+    /// Back from its between-jobs reset: idle now.
+    Reset,
+}
+
+/// Where a keyed request's session is.
+enum Bound {
+    None,
+    Idle(SessionKey),
+    Busy(SessionKey),
+}
+
+/// The state the decisions need, and nothing else.
+pub(crate) struct Plan<P> {
+    shard: usize,
+    shards: usize,
+    pub(crate) sessions: Sessions<P>,
+    pub(crate) waiters: Waiters,
+    affinity: AffinityMap<SessionKey>,
+    /// Keys whose session is being opened (`ContextPerKey`: one at a time per key).
+    opening: Vec<Option<StdArc<str>>>,
+    leases: HashMap<u64, SessionKey>,
+    next_lease: u64,
+    /// Sessions lost to crashes or lost sockets and not yet replaced.
+    lost: usize,
+    shutting_down: bool,
+    /// The line may open once the inbox is empty (see `open_line_if_allowed`).
+    line_may_open: bool,
+    overflow: Arc<Overflow<Request>>,
+    lines: StdArc<[Arc<Line<GrantTx>>]>,
+    pub(crate) metrics: Rc<RefCell<ShardMetrics>>,
+    actions: Vec<Action<P>>,
+}
+
+impl<P: PageHandle> Plan<P> {
+    /// The plan of shard `shard` of `lines.len()`.
+    pub(crate) fn new(
+        shard: usize,
+        lines: StdArc<[Arc<Line<GrantTx>>]>,
+        overflow: Arc<Overflow<Request>>,
+        metrics: Rc<RefCell<ShardMetrics>>,
+    ) -> Self {
+        Plan {
+            shard,
+            shards: lines.len(),
+            sessions: Sessions::default(),
+            waiters: Waiters::new(lines[shard].clone()),
+            affinity: AffinityMap::default(),
+            opening: Vec::new(),
+            leases: HashMap::new(),
+            next_lease: 0,
+            lost: 0,
+            shutting_down: false,
+            line_may_open: false,
+            overflow,
+            lines,
+            metrics,
+            actions: Vec::new(),
+        }
+    }
+
+    /// What the last events asked for, in order.
+    pub(crate) fn take_actions(&mut self) -> Vec<Action<P>> {
+        std::mem::take(&mut self.actions)
+    }
+
+    /// The earliest wait deadline.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.waiters.next_deadline()
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down
+    }
+
+    /// The page of lease `lease`, if it is still held.
+    pub(crate) fn lease_page(&self, lease: u64) -> Option<&P> {
+        let key = self.leases.get(&lease)?;
+        self.sessions.get(*key).map(|s| &s.page)
+    }
+
+    /// Busy sessions (jobs, leases, probes, stops, resets).
+    pub(crate) fn busy(&self) -> usize {
+        self.sessions.busy
+    }
+
+    /// Whether a session of `browser` lives in `owner`'s context or is being opened for
+    /// it (a context in use is never disposed).
+    pub(crate) fn context_in_use(&self, browser: usize, owner: &StdArc<str>) -> bool {
+        self.sessions
+            .iter()
+            .any(|(_, s)| s.browser == browser && s.owner.as_ref() == Some(owner))
+            || self.opening.iter().any(|o| o.as_ref() == Some(owner))
+    }
+
+    // ---- requests ----
+
+    /// A new, stolen or retried request: serve, park, queue or refuse it.
+    pub(crate) fn submit(&mut self, request: Request, now: Instant, cfg: &Config) {
+        if self.shutting_down {
+            self.fail(request.work, shutdown_error());
+            return;
+        }
+        if request.work.is_abandoned() {
+            return;
+        }
+        let (deadline, kind) = wait_deadline(&request.job, request.submitted, cfg);
+        if deadline <= now {
+            self.metrics.borrow_mut().counters.timeout(kind);
+            let error = wait_timeout_error(kind, &request.job, cfg);
+            self.fail(request.work, error);
+            return;
+        }
+        let priority = request.job.priority;
+        let waiter = Waiter {
+            request,
+            deadline,
+            kind,
+        };
+        let Some(waiter) = self.route_by_affinity(waiter, now, cfg) else {
+            return;
+        };
+        // Fast path: nobody waiting and a page free: no queue, no deadline entry.
+        if self.waiters.queue_is_empty()
+            && self.waiters.line_is_empty()
+            && self.sessions.busy < room(cfg, priority)
+        {
+            let owner = owner_of(&waiter.request.job, cfg.isolation);
+            if let Some(key) = self.take_idle(owner.as_ref(), now, cfg) {
+                self.start(key, waiter.request, now, cfg);
+                // That may have been the last free session: the line may open.
+                self.update_open(cfg);
+                return;
+            }
+        }
+        match self.waiters.enqueue(waiter, cfg.max_queue) {
+            Ok(()) => {
+                // Someone in the line is of a lower class: the line goes back to the
+                // queue so this request is served first.
+                if self.waiters.line_has_below(priority) {
+                    self.waiters.take_back_line();
+                }
+                self.pump(now, cfg);
+            }
+            Err(waiter) => {
+                self.metrics.borrow_mut().counters.queue_full += 1;
+                let error = Error::new(
+                    ErrorKind::QueueFull,
+                    format!(
+                        "queue full ({} waiting on shard {}); raise max_queue, add sessions, or retry later",
+                        cfg.max_queue, self.shard
+                    ),
+                );
+                self.fail(waiter.request.work, error);
+            }
+        }
+    }
+
+    /// Room for one more non-critical request, and nobody here waiting for it: the
+    /// shard may take a request from the overflow queues.
+    pub(crate) fn has_spare_capacity(&self, cfg: &Config) -> bool {
+        self.waiters.queue_is_empty()
+            && self.waiters.line_is_empty()
+            && self.sessions.busy < general_room(cfg)
+            && (!self.sessions.idle.is_empty() || self.sessions.live() < cfg.sessions_per_shard)
+    }
+
+    /// A request taken from the overflow queues.
+    pub(crate) fn stolen(&mut self, request: Request, now: Instant, cfg: &Config) {
+        self.metrics.borrow_mut().counters.steals += 1;
+        self.submit(request, now, cfg);
+    }
+
+    /// Serves or parks a keyed request by its binding. Returns it when neither applies.
+    fn route_by_affinity(&mut self, waiter: Waiter, now: Instant, cfg: &Config) -> Option<Waiter> {
+        let Some(affinity) = waiter.request.job.affinity.clone() else {
+            return Some(waiter);
+        };
+        let critical_ok = waiter.request.job.priority == Priority::Critical
+            || self.sessions.busy < general_room(cfg);
+        match self.bound_session(affinity.key(), now, cfg) {
+            Bound::Idle(key) if critical_ok && self.waiters.queue_is_empty() => {
+                self.sessions.take_idle_key(key);
+                self.start(key, waiter.request, now, cfg);
+                None
+            }
+            Bound::Busy(key) => {
+                let until = match affinity.mode() {
+                    AffinityMode::Sticky => waiter.deadline,
+                    AffinityMode::Soft => waiter.deadline.min(later(now, cfg.affinity_wait)),
+                };
+                if self.waiters.queue_len() + self.waiters.parked_len() >= cfg.max_queue {
+                    return Some(waiter); // the queue refuses it: QueueFull
+                }
+                // Its lease must give it back here, not pass it on.
+                if let Some(s) = self.sessions.get(key) {
+                    s.passable.store(false, Ordering::Release);
+                }
+                self.waiters.park(key, until, waiter);
+                None
+            }
+            _ => Some(waiter),
+        }
+    }
+
+    fn bound_session(&mut self, key: &str, now: Instant, cfg: &Config) -> Bound {
+        let Some(session) = self.affinity.get(key, now.into_std(), cfg.affinity_ttl) else {
+            return Bound::None;
+        };
+        match self.sessions.get(session) {
+            Some(s) if s.page.is_alive() => {
+                if self.sessions.idle.contains(&session) {
+                    Bound::Idle(session)
+                } else {
+                    Bound::Busy(session)
+                }
+            }
+            _ => Bound::None,
+        }
+    }
+
+    /// Serves waiters with idle sessions (the line first: it holds the oldest), opens
+    /// sessions for the rest up to the limit, and offers movable waiters to other shards
+    /// when saturated. Run after every change of capacity or of the queue.
+    fn pump(&mut self, now: Instant, cfg: &Config) {
+        while !self.shutting_down
+            && !self.sessions.idle.is_empty()
+            && self.sessions.busy < general_room(cfg)
+            && !self.waiters.line_is_empty()
+        {
+            let Some(key) = self.take_idle(None, now, cfg) else {
+                break;
+            };
+            let Some(s) = self.waiters.pop_line() else {
+                self.sessions.idle.push(key);
+                break;
+            };
+            let (deadline, kind) = s.deadline;
+            if s.tx.is_closed() || deadline <= now {
+                self.sessions.idle.push(key);
+                if !s.tx.is_closed() {
+                    self.metrics.borrow_mut().counters.timeout(kind);
+                    let limit = deadline.saturating_duration_since(s.submitted);
+                    self.fail(Work::Acquire(s.tx), timeout_error(kind, limit));
+                }
+                continue;
+            }
+            let request = Request {
+                job: s.job,
+                work: Work::Acquire(s.tx),
+                submitted: s.submitted,
+                arrival: s.id,
+                attempts: 0,
+            };
+            self.start(key, request, now, cfg);
+        }
+        while !self.waiters.queue_is_empty() && !self.shutting_down {
+            let Some(admit) = admit_at(cfg, self.sessions.busy) else {
+                break;
+            };
+            let owner = match self.waiters.peek(now, cfg.aging, admit) {
+                Some(head) => owner_of(&head.job, cfg.isolation),
+                None => break,
+            };
+            let Some(key) = self.take_idle(owner.as_ref(), now, cfg) else {
+                self.open_for_queue(owner, cfg);
+                break;
+            };
+            // Requests offered by a saturated shard wait longest: while this shard
+            // serves, it takes them in (first, unless the local head outranks them), so
+            // none is stranded when no shard ever has spare capacity again.
+            if admit == Admit::All && cfg.isolation != Isolation::ContextPerKey {
+                if let Some(request) = self.take_offered() {
+                    let outranked = self
+                        .waiters
+                        .peek(now, cfg.aging, admit)
+                        .is_some_and(|h| h.job.priority > request.job.priority);
+                    self.sessions.idle.push(key);
+                    if outranked {
+                        // Queued here behind the local head, never lost.
+                        self.requeue(request, cfg);
+                    } else if !request.work.is_abandoned() {
+                        self.sessions.take_idle_key(key);
+                        self.start(key, request, now, cfg);
+                    }
+                    continue;
+                }
+            }
+            let Some(w) = self.waiters.pop(now, cfg.aging, admit) else {
+                self.sessions.idle.push(key);
+                break;
+            };
+            if w.request.work.is_abandoned() {
+                self.sessions.idle.push(key);
+                continue;
+            }
+            self.start(key, w.request, now, cfg);
+        }
+        self.fill_line(now, cfg);
+        self.overflow_if_saturated(cfg);
+    }
+
+    /// No idle session fits the queue's head: open what the queue needs, within the
+    /// limit.
+    fn open_for_queue(&mut self, owner: Option<StdArc<str>>, cfg: &Config) {
+        let live = self.sessions.live();
+        if cfg.isolation == Isolation::ContextPerKey {
+            // One session at a time per key; at the limit, the least recently used idle
+            // session (another key's) makes room.
+            if self.opening.contains(&owner) {
+                return;
+            }
+            if live >= cfg.sessions_per_shard {
+                if self.sessions.idle.is_empty() {
+                    return;
+                }
+                let victim = self.sessions.idle.remove(0);
+                self.metrics.borrow_mut().counters.sessions_retired += 1;
+                self.forget(victim);
+            }
+            self.opening.push(owner.clone());
+            self.open(owner);
+            return;
+        }
+        let wanted = self
+            .waiters
+            .queue_len()
+            .saturating_sub(self.sessions.creating);
+        let room = cfg.sessions_per_shard.saturating_sub(live);
+        for _ in 0..wanted.min(room) {
+            self.open(None);
+        }
+    }
+
+    /// One request from the overflow queues, counted as stolen.
+    fn take_offered(&mut self) -> Option<Request> {
+        if self.overflow.is_empty() {
+            return None;
+        }
+        let request = self.overflow.take()?;
+        self.metrics.borrow_mut().counters.steals += 1;
+        Some(request)
+    }
+
+    /// Queues an admitted request whatever the bound (it keeps its arrival number).
+    fn requeue(&mut self, request: Request, cfg: &Config) {
+        let (deadline, kind) = wait_deadline(&request.job, request.submitted, cfg);
+        self.waiters.requeue(Waiter {
+            request,
+            deadline,
+            kind,
+        });
+    }
+
+    /// Takes the most recently used idle session of `owner` that is still alive,
+    /// retiring dead or expired ones on the way.
+    fn take_idle(
+        &mut self,
+        owner: Option<&StdArc<str>>,
+        now: Instant,
+        cfg: &Config,
+    ) -> Option<SessionKey> {
+        let mut i = self.sessions.idle.len();
+        while i > 0 {
+            i -= 1;
+            let key = self.sessions.idle[i];
+            let Some(session) = self.sessions.get(key) else {
+                self.sessions.idle.remove(i);
+                continue;
+            };
+            if !session.page.is_alive() {
+                tracing::debug!(shard = self.shard, "dropping a dead idle session");
+                self.metrics.borrow_mut().counters.sessions_crashed += 1;
+                self.sessions.idle.remove(i);
+                self.lost += 1;
+                self.forget(key);
+                continue;
+            }
+            if session.expired(cfg, now) {
+                self.metrics.borrow_mut().counters.sessions_retired += 1;
+                self.sessions.idle.remove(i);
+                self.forget(key);
+                continue;
+            }
+            if session.owner.as_ref() == owner {
+                self.sessions.idle.remove(i);
+                return Some(key);
+            }
+        }
+        None
+    }
+
+    /// Removes a session that is neither idle nor busy any more; its target is closed
+    /// and whoever waited for it by affinity takes another.
+    fn forget(&mut self, key: SessionKey) {
+        if let Some(s) = self.sessions.remove(key) {
+            self.actions.push(Action::Close {
+                page: s.page,
+                browser: s.browser,
+                own_context: s.own_context,
+            });
+        }
+        self.waiters.unpark_all(key);
+    }
+
+    fn overflow_if_saturated(&mut self, cfg: &Config) {
+        if self.waiters.queue_len() <= cfg.steal_watermark
+            || !self.sessions.idle.is_empty()
+            || self.sessions.live() < cfg.sessions_per_shard
+            || self.shards < 2
+        {
+            return;
+        }
+        // Offer one request per parked shard: when every shard is saturated, moving
+        // requests around only costs.
+        while self.waiters.queue_len() > cfg.steal_watermark && self.overflow.has_parked() {
+            let Some((priority, w)) = self.waiters.pop_newest_movable() else {
+                break;
+            };
+            self.metrics.borrow_mut().counters.overflowed += 1;
+            if let Some(shard) = self.overflow.push(priority.index(), w.request) {
+                self.actions.push(Action::Wake(shard));
+            }
+        }
+    }
+
+    fn open(&mut self, owner: Option<StdArc<str>>) {
+        self.sessions.creating += 1;
+        self.actions.push(Action::Open { owner });
+    }
+
+    fn fail(&mut self, work: Work, error: Error) {
+        self.actions.push(Action::Fail { work, error });
+    }
+
+    /// Hands session `key` to `request`.
+    fn start(&mut self, key: SessionKey, request: Request, now: Instant, cfg: &Config) {
+        self.sessions.busy += 1;
+        let Some(s) = self.sessions.get_mut(key) else {
+            unreachable!("a session taken from the idle list is in the slab");
+        };
+        let reused = s.uses > 0;
+        s.uses += 1;
+        s.last_used = now;
+        s.page.set_uses(s.uses);
+        s.page
+            .set_command_timeout(request.job.command_timeout.unwrap_or(cfg.command_timeout));
+        let page = s.page.clone();
+        if let Some(affinity) = &request.job.affinity {
+            let hit = self
+                .affinity
+                .get(affinity.key(), now.into_std(), cfg.affinity_ttl)
+                == Some(key);
+            let mut m = self.metrics.borrow_mut();
+            if hit {
+                m.counters.affinity_hits += 1;
+            } else {
+                m.counters.affinity_misses += 1;
+            }
+            self.affinity.bind(
+                affinity.key_arc(),
+                key,
+                now.into_std(),
+                cfg.affinity_capacity,
+            );
+        }
+        {
+            let mut m = self.metrics.borrow_mut();
+            m.acquire_wait(now.saturating_duration_since(request.submitted));
+            if reused {
+                m.counters.sessions_reused += 1;
+            }
+        }
+        match request.work {
+            Work::Acquire(tx) => {
+                self.next_lease += 1;
+                let lease = self.next_lease;
+                self.leases.insert(lease, key);
+                if let Some(s) = self.sessions.get_mut(key) {
+                    s.lease = Some(lease);
+                }
+                self.update_passable(key, now, cfg);
+                let handoff = handoff_allowed(cfg)
+                    .then(|| self.sessions.get(key))
+                    .flatten()
+                    .map(|s| Handoff::new(self.lines.clone(), self.shard, s.passable.clone()));
+                self.actions.push(Action::Grant { tx, lease, handoff });
+            }
+            Work::Run(task) => {
+                let limit = request.job.timeout.unwrap_or(cfg.job_timeout);
+                self.actions.push(Action::Run {
+                    key,
+                    page,
+                    task,
+                    deadline: later(request.submitted, limit),
+                    job: request.job,
+                    submitted: request.submitted,
+                    attempts: request.attempts,
+                });
+            }
+        }
+    }
+
+    // ---- sessions coming and going ----
+
+    /// A session opened (for `owner`, on `browser`) after `took`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn opened(
+        &mut self,
+        owner: Option<StdArc<str>>,
+        page: P,
+        browser: usize,
+        own_context: Option<String>,
+        passable: Arc<AtomicBool>,
+        took: Duration,
+        now: Instant,
+        cfg: &Config,
+    ) {
+        self.sessions.creating -= 1;
+        self.done_opening(&owner);
+        self.metrics.borrow_mut().session_created(took);
+        self.lost = self.lost.saturating_sub(1);
+        self.sessions.insert(Session {
+            page,
+            browser,
+            created: now,
+            last_used: now,
+            uses: 0,
+            lease: None,
+            passable,
+            owner,
+            own_context,
+        });
+        self.pump(now, cfg);
+    }
+
+    /// A session could not be opened: the oldest waiter of the highest class learns why,
+    /// so errors surface instead of waiting out the deadline.
+    ///
+    /// A page lost while it was being opened (its renderer crashed, or its socket
+    /// dropped) is nobody's failure: the page was not any waiter's yet, so no waiter is
+    /// failed and the pump opens another. Repeated losses count against the browser's
+    /// breaker (the shell's) like any failed opening.
+    pub(crate) fn open_failed(
+        &mut self,
+        owner: Option<StdArc<str>>,
+        error: Error,
+        now: Instant,
+        cfg: &Config,
+    ) {
+        self.open_refused(owner, error, now);
+        self.pump(now, cfg);
+    }
+
+    /// No browser could even be tried (every one is backing off): the same as a failed
+    /// opening, but the queue is not served again now. The next capacity change, health
+    /// round or deadline does that; serving it here would ask for another opening at
+    /// once, and be refused at once, for every waiter in turn.
+    pub(crate) fn open_refused(&mut self, owner: Option<StdArc<str>>, error: Error, now: Instant) {
+        self.sessions.creating -= 1;
+        self.done_opening(&owner);
+        self.metrics.borrow_mut().counters.session_create_failures += 1;
+        tracing::warn!(shard = self.shard, error = %error, "could not open a session");
+        if !error.is_session_lost() {
+            if let Some(w) = self.waiters.pop(now, Duration::ZERO, Admit::All) {
+                self.metrics.borrow_mut().counters.jobs_failed += 1;
+                self.fail(w.request.work, error);
+            }
+        }
+    }
+
+    fn done_opening(&mut self, owner: &Option<StdArc<str>>) {
+        if let Some(i) = self.opening.iter().position(|o| o == owner) {
+            self.opening.swap_remove(i);
+        }
+    }
+
+    /// Lease `lease` gave its session back to the shard.
+    pub(crate) fn released(&mut self, lease: u64, now: Instant, cfg: &Config) {
+        let Some(key) = self.leases.remove(&lease) else {
+            return;
+        };
+        if let Some(s) = self.sessions.get_mut(key) {
+            s.lease = None;
+        }
+        self.returned(key, Return::Clean, now, cfg);
+    }
+
+    /// A session comes back from a job, a lease, a stop or a reset.
+    pub(crate) fn returned(&mut self, key: SessionKey, how: Return, now: Instant, cfg: &Config) {
+        if self.shutting_down {
+            // Shutdown closes every target itself.
+            self.sessions.busy = self.sessions.busy.saturating_sub(1);
+            self.forget(key);
+            return;
+        }
+        let Some(session) = self.sessions.get_mut(key) else {
+            self.sessions.busy -= 1;
+            return;
+        };
+        session.last_used = now;
+        let single_use = session.own_context.is_some();
+        let expired = session.expired(cfg, now);
+        if how == Return::Dead || !session.page.is_alive() {
+            self.metrics.borrow_mut().counters.sessions_crashed += 1;
+            self.sessions.busy -= 1;
+            self.lost += 1;
+            self.forget(key);
+            self.replenish(cfg);
+        } else if how == Return::Interrupted {
+            // Still busy until stopped: nobody gets a page that is mid-load or stuck in
+            // a script.
+            let page = session.page.clone();
+            self.actions.push(Action::Stop { key, page });
+            return;
+        } else if how == Return::Clean && cfg.reset == Reset::AboutBlank && !single_use {
+            // Reset after release, before the page counts as idle: never on the next
+            // caller's path.
+            let page = session.page.clone();
+            self.actions.push(Action::Reset { key, page });
+            return;
+        } else {
+            self.sessions.busy -= 1;
+            let shrink = self.sessions.len() > cfg.sessions_per_shard;
+            if shrink || single_use || expired {
+                self.metrics.borrow_mut().counters.sessions_retired += 1;
+                self.forget(key);
+                if single_use {
+                    // ContextPerJob: a fresh context replaces it, off the caller's path.
+                    self.lost += 1;
+                    self.replenish(cfg);
+                }
+            } else if let Some(w) = self.waiters.next_parked_for(key) {
+                // Someone is waiting for this very session: an affinity hit.
+                self.start(key, w.request, now, cfg);
+            } else {
+                self.sessions.idle.push(key);
+            }
+        }
+        self.pump(now, cfg);
+        if !self.overflow.is_empty() {
+            self.actions.push(Action::Wake(self.shard));
+        }
+    }
+
+    /// A health probe is done with an idle session.
+    pub(crate) fn probed(&mut self, key: SessionKey, healthy: bool, now: Instant, cfg: &Config) {
+        self.sessions.busy -= 1;
+        self.sessions.probing -= 1;
+        match self.sessions.get(key).map(|s| s.page.is_alive()) {
+            None => {}
+            Some(_) if self.shutting_down => self.forget(key),
+            Some(true) if healthy => self.sessions.idle.push(key),
+            Some(_) => {
+                tracing::warn!(shard = self.shard, "idle session failed its health probe");
+                self.metrics.borrow_mut().counters.sessions_crashed += 1;
+                self.lost += 1;
+                self.forget(key);
+            }
+        }
+        self.replenish(cfg);
+        self.pump(now, cfg);
+    }
+
+    /// A page died or a socket closed: drops idle sessions known dead, keeps leased dead
+    /// pages from being handed on, and restores the pool's size.
+    pub(crate) fn sweep(&mut self, now: Instant, cfg: &Config) {
+        for (_, s) in self.sessions.iter() {
+            if s.lease.is_some() && !s.page.is_alive() {
+                s.passable.store(false, Ordering::Release);
+            }
+        }
+        let dead: Vec<SessionKey> = self
+            .sessions
+            .idle
+            .iter()
+            .copied()
+            .filter(|k| self.sessions.get(*k).is_none_or(|s| !s.page.is_alive()))
+            .collect();
+        if !dead.is_empty() {
+            self.sessions.idle.retain(|k| !dead.contains(k));
+            for key in dead {
+                self.metrics.borrow_mut().counters.sessions_crashed += 1;
+                self.lost += 1;
+                self.forget(key);
+            }
+        }
+        self.replenish(cfg);
+        self.pump(now, cfg);
+    }
+
+    /// Opens sessions to replace lost ones and to keep `min_idle` warm, within the limit.
+    fn replenish(&mut self, cfg: &Config) {
+        if self.shutting_down {
+            return;
+        }
+        let s = &self.sessions;
+        let warm = s.idle.len() + s.probing + s.creating;
+        let warm_gap = cfg.min_idle.saturating_sub(warm);
+        let replace = self.lost.saturating_sub(s.creating);
+        let to_open = warm_gap
+            .max(replace)
+            .min(cfg.sessions_per_shard.saturating_sub(s.live()));
+        for _ in 0..to_open {
+            self.open(None);
+        }
+    }
+
+    /// The periodic round: retire idle sessions past their age or idleness (keeping
+    /// `min_idle`), probe the ones idle for a whole interval, refill.
+    pub(crate) fn health(&mut self, now: Instant, cfg: &Config) {
+        let idle = std::mem::take(&mut self.sessions.idle);
+        let mut remaining = idle.len();
+        for key in idle {
+            let Some(s) = self.sessions.get(key) else {
+                continue;
+            };
+            let since_used = now.saturating_duration_since(s.last_used);
+            let too_old = !cfg.max_lifetime.is_zero()
+                && now.saturating_duration_since(s.created) >= cfg.max_lifetime;
+            let too_idle = !cfg.idle_timeout.is_zero()
+                && since_used >= cfg.idle_timeout
+                && remaining > cfg.min_idle;
+            let alive = s.page.is_alive();
+            if too_old || too_idle || !alive {
+                if alive {
+                    self.metrics.borrow_mut().counters.sessions_retired += 1;
+                } else {
+                    self.metrics.borrow_mut().counters.sessions_crashed += 1;
+                    self.lost += 1;
+                }
+                self.forget(key);
+                remaining -= 1;
+            } else if !cfg.health_interval.is_zero() && since_used >= cfg.health_interval {
+                let page = s.page.clone();
+                self.sessions.probing += 1;
+                self.sessions.busy += 1;
+                self.actions.push(Action::Probe { key, page });
+            } else {
+                self.sessions.idle.push(key);
+            }
+        }
+        self.affinity.expire(now.into_std(), cfg.affinity_ttl);
+        self.replenish(cfg);
+        self.pump(now, cfg);
+    }
+
+    /// Fails the waiters whose deadline has passed; soft-affinity waiters whose short
+    /// wait for their session ran out join the general queue instead.
+    pub(crate) fn expire(&mut self, now: Instant, cfg: &Config) {
+        // Releasing leases may have served, skipped or failed callers of the line.
+        self.take_outcomes(now, cfg);
+        let mut any = false;
+        while let Some(due) = self.waiters.expire_one(now) {
+            any = true;
+            if let Due::Failed(w) = due {
+                if !w.request.work.is_abandoned() {
+                    self.metrics.borrow_mut().counters.timeout(w.kind);
+                    let error = wait_timeout_error(w.kind, &w.request.job, cfg);
+                    self.fail(w.request.work, error);
+                }
+            }
+        }
+        if any {
+            self.pump(now, cfg);
+        }
+    }
+
+    /// The live configuration changed: fewer sessions if asked, the line back into the
+    /// queue (the pump lines up again what the new configuration allows).
+    pub(crate) fn reconfigured(&mut self, now: Instant, cfg: &Config) {
+        while self.sessions.len() > cfg.sessions_per_shard {
+            let Some(key) = self.sessions.idle.pop() else {
+                break;
+            };
+            self.metrics.borrow_mut().counters.sessions_retired += 1;
+            self.forget(key);
+        }
+        self.waiters.take_back_line();
+        let leased: Vec<_> = self.leases.values().copied().collect();
+        for key in leased {
+            self.update_passable(key, now, cfg);
+        }
+        self.pump(now, cfg);
+    }
+
+    /// Shutdown begins: no session is passed on any more, and every waiting request
+    /// (here and in the overflow queues) fails with `Shutdown`.
+    pub(crate) fn begin_shutdown(&mut self) {
+        self.shutting_down = true;
+        for (_, s) in self.sessions.iter() {
+            s.passable.store(false, Ordering::Release);
+        }
+        for w in self.waiters.drain() {
+            self.fail(w.request.work, shutdown_error());
+        }
+        while let Some(request) = self.overflow.take() {
+            self.fail(request.work, shutdown_error());
+        }
+    }
+
+    /// Every session's page, taken out for closing (the end of shutdown).
+    pub(crate) fn close_all(&mut self) -> Vec<P> {
+        self.leases.clear();
+        self.sessions.drain().into_iter().map(|s| s.page).collect()
+    }
+
+    // ---- the hand-off line (see `handoff`) ----
+
+    /// Records what releasing leases did with the callers they took from the line, and
+    /// tops the line up. Run before any message: a new holder's messages come after its
+    /// hand-off.
+    pub(crate) fn take_outcomes(&mut self, now: Instant, cfg: &Config) {
+        let outcomes: Vec<Outcome> = self.waiters.line().outcomes().collect();
+        if outcomes.is_empty() {
+            return;
+        }
+        for outcome in outcomes {
+            match outcome {
+                Outcome::Passed {
+                    lease,
+                    successor,
+                    waited,
+                    command_timeout,
+                    joined,
+                    across,
+                } => {
+                    self.waiters.out_of_line(successor);
+                    self.passed(lease, waited, command_timeout, now, cfg);
+                    let counters = &mut self.metrics.borrow_mut().counters;
+                    counters.joined_handoffs += u64::from(joined);
+                    counters.cross_shard_handoffs += u64::from(across);
+                }
+                Outcome::Left { successor } | Outcome::Served { successor } => {
+                    self.waiters.out_of_line(successor);
+                }
+                Outcome::Expired { successor, kind } => {
+                    self.waiters.out_of_line(successor);
+                    self.metrics.borrow_mut().counters.timeout(kind);
+                }
+            }
+        }
+        // No capacity changed hands, so no pump: only the line needs topping up.
+        self.fill_line(now, cfg);
+    }
+
+    /// A lease passed its session on: the session's new use is counted and its command
+    /// deadline is the new job's.
+    fn passed(
+        &mut self,
+        lease: u64,
+        waited: Duration,
+        command_timeout: Option<Duration>,
+        now: Instant,
+        cfg: &Config,
+    ) {
+        let Some(key) = self.leases.get(&lease).copied() else {
+            return;
+        };
+        if let Some(s) = self.sessions.get_mut(key) {
+            s.uses += 1;
+            s.last_used = now;
+            s.page.set_uses(s.uses);
+            s.page
+                .set_command_timeout(command_timeout.unwrap_or(cfg.command_timeout));
+            let mut m = self.metrics.borrow_mut();
+            m.counters.sessions_reused += 1;
+            m.counters.handoffs += 1;
+            m.acquire_wait(waited);
+        }
+        self.update_passable(key, now, cfg);
+    }
+
+    /// Moves queue heads into the line while every session is out and leases are held
+    /// (plain `acquire` requests only, in queue order), then opens or closes the line to
+    /// callers joining by themselves.
+    fn fill_line(&mut self, now: Instant, cfg: &Config) {
+        self.line_up_heads(now, cfg);
+        self.update_open(cfg);
+    }
+
+    fn line_up_heads(&mut self, now: Instant, cfg: &Config) {
+        if !self.line_applies(cfg) {
+            return;
+        }
+        let admit = admit_after_release(cfg, self.sessions.busy);
+        let plain = |r: &Request| matches!(r.work, Work::Acquire(_)) && r.job.affinity.is_none();
+        // A request offered by a saturated shard first, one per turn, as in `pump`: the
+        // sessions here go round without the pump, and it must not be stranded.
+        if admit == Admit::All {
+            if let Some(request) = self.take_offered() {
+                let outranked = self
+                    .waiters
+                    .peek(now, cfg.aging, admit)
+                    .is_some_and(|h| h.job.priority > request.job.priority);
+                if outranked || !plain(&request) {
+                    self.requeue(request, cfg);
+                } else {
+                    let (deadline, kind) = wait_deadline(&request.job, request.submitted, cfg);
+                    self.waiters.line_up(Waiter {
+                        request,
+                        deadline,
+                        kind,
+                    });
+                }
+            }
+        }
+        while self.waiters.peek(now, cfg.aging, admit).is_some_and(plain) {
+            let Some(w) = self.waiters.pop(now, cfg.aging, admit) else {
+                break;
+            };
+            self.waiters.line_up(w);
+        }
+    }
+
+    /// Holds the line open for callers to join by themselves exactly while that keeps
+    /// the order the queue would: nobody queued, every session out (one more would not
+    /// be admitted for a `Normal` request otherwise), nobody below `Normal` in the line.
+    fn update_open(&mut self, cfg: &Config) {
+        let open = self.line_applies(cfg)
+            && self.waiters.queue_is_empty()
+            && admit_after_release(cfg, self.sessions.busy) == Admit::All
+            && self.waiters.line_all_normal_or_above();
+        self.line_may_open = open;
+        if !open {
+            self.waiters.stop_joining();
+        }
+    }
+
+    /// Opens the line if `update_open` allows it. Called only with the inbox empty: a
+    /// request already sent to the shard must be queued (and lined up) before anyone
+    /// joins the line behind its back.
+    pub(crate) fn open_line_if_allowed(&mut self, now: Instant, cfg: &Config) {
+        if self.line_may_open {
+            self.waiters
+                .open_line(now, cfg.wait_timeout.min(cfg.job_timeout));
+        }
+    }
+
+    /// True when a line is worth keeping: hand-off allowed, every session out (none
+    /// idle, none to open) and held by leases that could pass it on.
+    fn line_applies(&self, cfg: &Config) -> bool {
+        handoff_allowed(cfg)
+            && !self.shutting_down
+            && self.sessions.idle.is_empty()
+            && self.sessions.live() >= cfg.sessions_per_shard
+            && !self.leases.is_empty()
+    }
+
+    /// Decides whether leased session `key` may go straight to the next caller: it must
+    /// be fit for another use, and nobody may be waiting for it by affinity.
+    fn update_passable(&self, key: SessionKey, now: Instant, cfg: &Config) {
+        if let Some(s) = self.sessions.get(key) {
+            let ok = handoff_allowed(cfg)
+                && !self.shutting_down
+                && s.page.is_alive()
+                && !s.expired(cfg, now)
+                && !self.waiters.has_parked_for(key)
+                && self.sessions.len() <= cfg.sessions_per_shard;
+            s.passable.store(ok, Ordering::Release);
+        }
+    }
+
+    /// The shard's gauges and a copy of its metrics.
+    pub(crate) fn report(&self) -> ShardReport {
+        let by_class = self.waiters.by_class();
+        ShardReport {
+            metrics: self.metrics.borrow().clone(),
+            gauges: Gauges {
+                idle: self.sessions.idle.len() as u64,
+                busy: self.sessions.busy as u64,
+                creating: self.sessions.creating as u64,
+                waiting: by_class.iter().sum::<usize>() as u64,
+                waiting_by_class: by_class.map(|n| n as u64),
+                affinity_keys: self.affinity.len() as u64,
+                open_lines: u64::from(self.waiters.line().is_open()),
+            },
+        }
+    }
+}
+
+/// The key whose context a job's session must live in, if isolation asks for one.
+fn owner_of(job: &Job, isolation: Isolation) -> Option<StdArc<str>> {
+    match isolation {
+        Isolation::ContextPerKey => job.affinity.as_ref().map(|a| a.key_arc().clone()),
+        Isolation::Shared | Isolation::ContextPerJob => None,
+    }
+}
+
+/// True when the configuration lets a session go from one lease to the next with
+/// nothing done in between.
+fn handoff_allowed(cfg: &Config) -> bool {
+    cfg.lease_handoff && cfg.reset == Reset::None && cfg.isolation == Isolation::Shared
+}
