@@ -11,13 +11,15 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use super::super::eval::{self, Evaluation, PageView};
 use super::{
     error_frame, hex32, result_frame, Command, ConnId, Core, Frame, Output, Timer,
     METHOD_NOT_FOUND, SERVER_ERROR,
 };
+use crate::sim::eval::{self, Evaluation, PageView};
 
 impl Core {
+    /// A command sent on a session: handed to the browser process, held behind a crash
+    /// or a hang, or run.
     pub(super) fn session_command(&mut self, sid: &str, cmd: Command, out: &mut Output) {
         let Some(s) = self.sessions.get_mut(sid) else {
             return;
