@@ -1,6 +1,6 @@
 //! Latency histograms, counters and gauges, and the merged [`Snapshot`].
 //!
-//! Each shard records into its own [`ShardMetrics`] (no locks, no atomics: only its
+//! Each shard records into its own `ShardMetrics` (no locks, no atomics: only its
 //! thread touches it). [`Pool::metrics`](crate::Pool::metrics) asks every shard for a
 //! copy and merges them into one [`Snapshot`]. Counters and gauges are declared once,
 //! in `table.rs`; the histograms are in `histograms.rs`; the Prometheus text and the

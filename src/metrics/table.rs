@@ -1,6 +1,6 @@
 //! The counters and gauges, each declared once.
 //!
-//! One row of a [`metric_table!`] generates the struct field (its rustdoc and its serde
+//! One row of a `metric_table!` generates the struct field (its rustdoc and its serde
 //! name), its part of the merge of shard reports, its Prometheus sample and its cell in
 //! the human table. Adding a counter is one row here; the Prometheus text
 //! (`prometheus.rs`) and the table (`report.rs`) walk [`Row`]s and name no field.
