@@ -122,13 +122,13 @@ async fn main() -> cdpmux::Result<()> {
     let after = pool.metrics().await;
     let f = after.frames_per_flush;
     println!(
-        "64 busy pages: {commands} commands in {run_for:?} ({:.0}/s); frames per flush p50 {:.0}, p99 {:.0}, max {:.0}, mean {:.2} (all flushes: {})",
+        "64 busy pages: {commands} commands in {run_for:?} ({:.0}/s); frames per flush p50 {}, p99 {}, max {}, mean {:.2} (all flushes: {})",
         commands as f64 / run_for.as_secs_f64(),
-        f.p50_ms,
-        f.p99_ms,
-        f.max_ms,
-        f.mean_ms,
-        f.count
+        f.p50_frames,
+        f.p99_frames,
+        f.max_frames,
+        f.mean_frames,
+        f.flushes
     );
     println!(
         "sessions created {}, Runtime.evaluate p50 {:.3} ms, p99 {:.3} ms under that load",

@@ -170,7 +170,7 @@ impl SimBrowser {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let mut core = core::Core::new(&config);
+        let mut core = core::Core::new(&config, std::time::Instant::now());
         let browser_id = core.new_uuid();
         let (tx, rx) = mpsc::unbounded_channel();
         let ws_url = format!("ws://127.0.0.1:{port}/devtools/browser/{browser_id}");

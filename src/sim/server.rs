@@ -8,7 +8,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
@@ -168,7 +168,7 @@ impl Shell {
             let me = self.clone();
             spawn_local(async move {
                 tokio::time::sleep(after).await;
-                let out = me.core.borrow_mut().on_timer(timer);
+                let out = me.core.borrow_mut().on_timer(timer, Instant::now());
                 me.dispatch(out);
             });
         }
