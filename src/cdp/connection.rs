@@ -1,10 +1,12 @@
-//! One WebSocket to a browser: a reader task, a writer task, and the state they share
-//! with the sessions on it.
+//! One connection to a browser: the state its socket tasks and its sessions share, and
+//! the calls made on it.
 //!
 //! Owns: the pending-call table, the outbox, the session registry and event waits (whose
-//! rules live in [`routing`](super::routing) and [`events`](super::events)), and the
-//! direct-call deadlines (see [`deadlines`](super::deadlines)). It is the transport's
-//! bottom layer: it knows nothing of pages, batches or pools.
+//! rules live in [`routing`](super::routing) and [`events`](super::events)), awaited
+//! calls ([`InFlight`]) and the direct-call deadlines (see
+//! [`deadlines`](super::deadlines)). The socket's tasks live in
+//! [`socket`](super::socket). Pages and batches build on this layer; it knows nothing of
+//! them, nor of pools.
 //! Never: shares that state with another thread (it is `Rc`/`RefCell`, pinned to the
 //! `LocalSet` that connected), lets a bad frame close the socket, or leaves a call
 //! pending once its socket, session or deadline is gone.
@@ -15,17 +17,12 @@ use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
 use chromiumoxide_types::Command;
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::net::TcpStream;
-use tokio::sync::{oneshot, Notify};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::deadlines::{self, DirectDeadlines};
+use super::deadlines::{self, DirectDeadlines, Waiter};
 use super::events::{EventWaiter, EventWaiters, Unregister, WaitEntry};
 use super::observer::TransportObserver;
 use super::protocol::{
@@ -33,69 +30,8 @@ use super::protocol::{
     SessionSlot,
 };
 use super::routing::{Ending, EventRoute, Sessions};
+use super::socket::{self, Signals, Wire};
 use crate::{Error, ErrorKind, Result, TimeoutKind};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// Who hears a call's reply.
-pub(crate) enum Waiter {
-    /// The caller awaiting it ([`InFlight`]), which keeps its deadline and records it.
-    Awaited(oneshot::Sender<Result<Reply>>),
-    /// A caller on another thread (a lease holder), answered straight from the reader
-    /// with no task in between: the connection keeps its deadline and records it.
-    Direct {
-        tx: oneshot::Sender<Result<Reply>>,
-        started: Instant,
-        timeout: Duration,
-        metrics: Option<Rc<dyn TransportObserver>>,
-    },
-}
-
-impl Waiter {
-    /// Answers the call to `method` with `result`.
-    fn send(self, method: &str, result: Result<Reply>) {
-        match self {
-            Waiter::Awaited(tx) => {
-                let _ = tx.send(result);
-            }
-            Waiter::Direct {
-                tx,
-                started,
-                metrics,
-                ..
-            } => {
-                if let Some(m) = metrics {
-                    m.command(method, started.elapsed(), result.is_ok(), false);
-                }
-                let _ = tx.send(result);
-            }
-        }
-    }
-
-    /// Fails a direct call whose deadline passed.
-    fn time_out(self, method: &str) {
-        if let Waiter::Direct {
-            timeout, metrics, ..
-        } = &self
-        {
-            if let Some(m) = metrics {
-                m.command_timed_out();
-            }
-            let error = Error::timeout(TimeoutKind::Command, method, *timeout);
-            self.send(method, Err(error));
-        }
-    }
-
-    /// When a direct call's deadline passes.
-    fn deadline(&self) -> Option<Instant> {
-        match self {
-            Waiter::Direct {
-                started, timeout, ..
-            } => Some(*started + *timeout),
-            Waiter::Awaited(_) => None,
-        }
-    }
-}
 
 /// Settings of one connection.
 #[derive(Debug, Clone)]
@@ -168,17 +104,6 @@ pub(crate) struct Shared {
     max_frames_per_flush: Cell<usize>,
 }
 
-/// Wake-ups between the handles and the IO tasks. Kept apart from `Shared` so the tasks
-/// can hold it without keeping the connection alive.
-#[derive(Default)]
-struct Signals {
-    wake_writer: Notify,
-    stop_reader: Notify,
-    /// A direct call with an earlier deadline than any before, or the end.
-    deadline_moved: Notify,
-    closing: Cell<bool>,
-}
-
 #[derive(Default)]
 struct State {
     pending: PendingTable<Waiter>,
@@ -199,42 +124,7 @@ impl Connection {
     ///
     /// Must run inside a tokio `LocalSet`.
     pub async fn connect(ws_url: &str, config: ConnectionConfig) -> Result<Connection> {
-        let url = url::Url::parse(ws_url).map_err(|e| {
-            Error::new(
-                ErrorKind::InvalidInput,
-                format!(
-                    "bad DevTools URL {ws_url:?}: expected ws://host:port/devtools/browser/<id>"
-                ),
-            )
-            .with_source(e)
-        })?;
-        if url.scheme() != "ws" {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                format!("bad DevTools URL {ws_url:?}: only ws:// is supported"),
-            ));
-        }
-        let ws_config = WebSocketConfig::default()
-            .max_message_size(Some(config.max_message_size))
-            .max_frame_size(Some(config.max_message_size));
-        let handshake = tokio_tungstenite::connect_async_with_config(ws_url, Some(ws_config), true);
-        let (ws, _) = tokio::time::timeout(config.connect_timeout, handshake)
-            .await
-            .map_err(|_| {
-                Error::timeout(
-                    TimeoutKind::Launch,
-                    format!("connecting to {ws_url}"),
-                    config.connect_timeout,
-                )
-            })?
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::BrowserUnavailable,
-                    format!("could not connect to the browser at {ws_url}; is it running?"),
-                )
-                .with_source(e)
-            })?;
-
+        let ws = socket::handshake(ws_url, config.connect_timeout, config.max_message_size).await?;
         let signals = Rc::new(Signals::default());
         let shared = Rc::new(Shared {
             state: RefCell::default(),
@@ -244,10 +134,8 @@ impl Connection {
             command_timeout: config.command_timeout,
             max_frames_per_flush: Cell::new(config.max_frames_per_flush.max(1)),
         });
-        let (sink, stream) = ws.split();
-        tokio::task::spawn_local(write_loop(Rc::downgrade(&shared), signals.clone(), sink));
         tokio::task::spawn_local(enforce_deadlines(Rc::downgrade(&shared), signals.clone()));
-        tokio::task::spawn_local(read_loop(Rc::downgrade(&shared), signals, stream));
+        socket::spawn(ws, Rc::downgrade(&shared), signals);
 
         let conn = Connection { shared };
         // Without discovery the browser never reports `Target.targetCrashed`.
@@ -725,64 +613,48 @@ impl Unregister for Shared {
     }
 }
 
-impl Drop for Shared {
-    fn drop(&mut self) {
-        // The last handle is gone: let the writer say goodbye and stop the tasks.
-        self.signals.closing.set(true);
-        self.signals.wake_writer.notify_one();
-        self.signals.deadline_moved.notify_one();
+impl Wire for Shared {
+    fn has_outgoing(&self) -> bool {
+        !self.state.borrow().outbox.is_empty()
+    }
+
+    fn take_outgoing(&self, batch: &mut Vec<Message>) {
+        let mut st = self.state.borrow_mut();
+        let n = st.outbox.len().min(self.max_frames_per_flush.get());
+        batch.extend(st.outbox.drain(..n));
+    }
+
+    fn flushed(&self, frames: u64) {
+        if let Some(m) = &*self.metrics.borrow() {
+            m.flush(frames);
+        }
+        let mut st = self.state.borrow_mut();
+        st.stats.frames_out += frames;
+        st.stats.flushes += 1;
+        st.stats.max_frames_per_flush = st.stats.max_frames_per_flush.max(frames);
+    }
+
+    fn received(&self, text: FrameText) {
+        self.dispatch(text);
+    }
+
+    fn received_binary(&self) {
+        let mut st = self.state.borrow_mut();
+        // Counted in both, like a malformed text frame, so malformed <= frames_in.
+        st.stats.frames_in += 1;
+        st.stats.malformed_frames += 1;
+    }
+
+    fn lost(&self, why: Error) {
+        self.fail_all(why);
     }
 }
 
-async fn write_loop(weak: Weak<Shared>, signals: Rc<Signals>, mut sink: SplitSink<Ws, Message>) {
-    let mut batch: Vec<Message> = Vec::new();
-    'wake: loop {
-        signals.wake_writer.notified().await;
-        loop {
-            let Some(shared) = weak.upgrade() else {
-                break 'wake;
-            };
-            if signals.closing.get() && shared.state.borrow().outbox.is_empty() {
-                break 'wake;
-            }
-            {
-                let mut st = shared.state.borrow_mut();
-                let n = st.outbox.len().min(shared.max_frames_per_flush.get());
-                batch.extend(st.outbox.drain(..n));
-            }
-            if batch.is_empty() {
-                continue 'wake;
-            }
-            let n = batch.len() as u64;
-            let mut written = Ok(());
-            for frame in batch.drain(..) {
-                written = sink.feed(frame).await;
-                if written.is_err() {
-                    break;
-                }
-            }
-            if written.is_ok() {
-                written = sink.flush().await;
-            }
-            if let Err(e) = written {
-                batch.clear();
-                shared.fail_all(
-                    Error::new(ErrorKind::ConnectionClosed, "the browser connection broke")
-                        .with_source(e),
-                );
-                break 'wake;
-            }
-            if let Some(m) = &*shared.metrics.borrow() {
-                m.flush(n);
-            }
-            let mut st = shared.state.borrow_mut();
-            st.stats.frames_out += n;
-            st.stats.flushes += 1;
-            st.stats.max_frames_per_flush = st.stats.max_frames_per_flush.max(n);
-        }
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The last handle is gone: let the writer say goodbye and stop the tasks.
+        self.signals.last_handle_gone();
     }
-    let _ = sink.close().await;
-    signals.stop_reader.notify_one();
 }
 
 /// The deadline task of direct calls ([`Waiter::Direct`]); see [`deadlines`].
@@ -792,52 +664,4 @@ async fn enforce_deadlines(weak: Weak<Shared>, signals: Rc<Signals>) {
         (!signals.closing.get()).then_some(next)
     })
     .await;
-}
-
-async fn read_loop(weak: Weak<Shared>, signals: Rc<Signals>, mut stream: SplitStream<Ws>) {
-    let stop = signals.stop_reader.notified();
-    tokio::pin!(stop);
-    let why = loop {
-        let msg = tokio::select! {
-            biased;
-            msg = stream.next() => msg,
-            _ = &mut stop => break Error::new(ErrorKind::ConnectionClosed, "the connection was closed"),
-        };
-        let Some(shared) = weak.upgrade() else {
-            break Error::new(ErrorKind::ConnectionClosed, "the connection was dropped");
-        };
-        match msg {
-            Some(Ok(Message::Text(text))) => shared.dispatch(text),
-            Some(Ok(Message::Binary(_))) => {
-                let mut st = shared.state.borrow_mut();
-                // Counted in both, like a malformed text frame, so malformed <= frames_in.
-                st.stats.frames_in += 1;
-                st.stats.malformed_frames += 1;
-                drop(st);
-                tracing::warn!("dropped a binary frame: CDP frames are text");
-            }
-            Some(Ok(Message::Close(frame))) => {
-                break Error::new(
-                    ErrorKind::ConnectionClosed,
-                    format!("the browser closed the connection ({frame:?})"),
-                )
-            }
-            Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
-            Some(Err(e)) => {
-                break Error::new(ErrorKind::ConnectionClosed, "the browser connection broke")
-                    .with_source(e)
-            }
-            None => {
-                break Error::new(
-                    ErrorKind::ConnectionClosed,
-                    "the browser closed the connection",
-                )
-            }
-        }
-    };
-    if let Some(shared) = weak.upgrade() {
-        shared.fail_all(why);
-    }
-    signals.closing.set(true);
-    signals.wake_writer.notify_one();
 }

@@ -8,16 +8,82 @@
 //! until the earliest one. Merging the two would put a task wake-up (or a timer) back on
 //! every direct call, or an index update on every awaited one.
 //!
-//! Owns: when that task must wake next ([`DirectDeadlines`]), which calls are overdue,
-//! and the task's loop ([`enforce`]). Never: answers a call or reads the clock itself
-//! outside [`enforce`]; the connection fails what [`DirectDeadlines::expire`] hands back.
+//! Owns: who hears a call's reply ([`Waiter`]: the awaiting task, or a direct caller with
+//! its deadline), when the deadline task must wake next ([`DirectDeadlines`]), which
+//! calls are overdue, and the task's loop ([`enforce`]).
+//! Never: reads the clock outside [`enforce`], or takes a call out of the pending table
+//! unless its deadline has passed; the connection fails what
+//! [`DirectDeadlines::expire`] hands back.
 
-use std::time::Instant;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use smallvec::SmallVec;
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 
-use super::protocol::{PendingCall, PendingTable};
+use super::observer::TransportObserver;
+use super::protocol::{PendingCall, PendingTable, Reply};
+use crate::{Error, Result, TimeoutKind};
+
+/// Who hears a call's reply.
+pub(crate) enum Waiter {
+    /// The caller awaiting it (`InFlight`), which keeps its deadline and records it.
+    Awaited(oneshot::Sender<Result<Reply>>),
+    /// A caller on another thread (a lease holder), answered straight from the reader
+    /// with no task in between: the connection keeps its deadline and records it.
+    Direct {
+        tx: oneshot::Sender<Result<Reply>>,
+        started: Instant,
+        timeout: Duration,
+        metrics: Option<Rc<dyn TransportObserver>>,
+    },
+}
+
+impl Waiter {
+    /// Answers the call to `method` with `result`.
+    pub(crate) fn send(self, method: &str, result: Result<Reply>) {
+        match self {
+            Waiter::Awaited(tx) => {
+                let _ = tx.send(result);
+            }
+            Waiter::Direct {
+                tx,
+                started,
+                metrics,
+                ..
+            } => {
+                if let Some(m) = metrics {
+                    m.command(method, started.elapsed(), result.is_ok(), false);
+                }
+                let _ = tx.send(result);
+            }
+        }
+    }
+
+    /// Fails a direct call whose deadline passed.
+    pub(crate) fn time_out(self, method: &str) {
+        if let Waiter::Direct {
+            timeout, metrics, ..
+        } = &self
+        {
+            if let Some(m) = metrics {
+                m.command_timed_out();
+            }
+            let error = Error::timeout(TimeoutKind::Command, method, *timeout);
+            self.send(method, Err(error));
+        }
+    }
+
+    /// When a direct call's deadline passes.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        match self {
+            Waiter::Direct {
+                started, timeout, ..
+            } => Some(*started + *timeout),
+            Waiter::Awaited(_) => None,
+        }
+    }
+}
 
 /// When the deadline task wakes next. Invariant: no pending direct call's deadline is
 /// earlier than `next` (calls answered early may leave `next` too early, never too late:

@@ -4,8 +4,9 @@
 //! [`protocol`] (pure: ids, the pending-call table, frame classification);
 //! `observer` (what the transport reports, for metrics); `events` (event waits);
 //! `routing` (pure: the session registry, where an event goes, which events end a
-//! session); `deadlines` (direct-call deadlines); `connection` ([`Connection`], the thin
-//! async shell around one socket); `batch` ([`Batch`], pipelined raw calls);
+//! session); `deadlines` (who hears a reply, direct-call deadlines); `socket` (the
+//! WebSocket's handshake, writer and reader tasks); `connection` ([`Connection`], the
+//! thin async shell that ties them together around one socket); `batch` ([`Batch`], pipelined raw calls);
 //! `session` ([`Page`], one flat session, and opening it). All are `!Send`: they live on
 //! the thread (and in the tokio `LocalSet`) that created them, which is what lets them
 //! share state without locks.
@@ -19,6 +20,7 @@ mod events;
 mod observer;
 mod routing;
 mod session;
+mod socket;
 
 pub use batch::{Batch, BatchResults, Slot};
 pub use connection::{Connection, ConnectionConfig, ConnectionStats};
