@@ -86,7 +86,7 @@ pub struct ConnectionStats {
 /// Cheap to clone (a reference count); `!Send`. It must be created inside a tokio
 /// [`LocalSet`](tokio::task::LocalSet), where it spawns its reader and writer tasks; the
 /// pool's shards are such places. The socket closes when the last clone and the last
-/// [`Page`] on it are dropped, or on [`close`](Connection::close).
+/// [`Page`](super::Page) on it are dropped, or on [`close`](Connection::close).
 #[derive(Clone)]
 pub struct Connection {
     pub(crate) shared: Rc<Shared>,
