@@ -1,20 +1,29 @@
 //! Pipelined batches: several commands on one page sent back to back, in one flush,
 //! with no round trip between them; results come back in order, one per command.
+//!
+//! Owns: encoding a batch's commands up front and keeping their results in order.
+//! Never: knows [`Page`](super::Page); it builds on the connection's raw calls by
+//! session, and the page hands it its session and deadline.
 
+use std::cell::Cell;
 use std::marker::PhantomData;
+use std::time::Duration;
 
 use chromiumoxide_types::Command;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
-use super::protocol::{MethodName, Reply};
-use super::session::Page;
+use super::connection::Connection;
+use super::protocol::{MethodName, Reply, SessionSlot};
 use crate::{Error, ErrorKind, Result};
 
-/// A batch being built; see [`Page::batch`].
+/// A batch being built; see [`Page::batch`](super::Page::batch).
 #[must_use = "a batch does nothing until `run` is awaited"]
 pub struct Batch<'p> {
-    page: &'p Page,
+    conn: &'p Connection,
+    session: SessionSlot,
+    /// The page's command deadline, read when the batch runs.
+    command_timeout: &'p Cell<Duration>,
     calls: Vec<(MethodName, Result<Box<RawValue>>)>,
 }
 
@@ -41,9 +50,17 @@ impl<T> Slot<T> {
 }
 
 impl<'p> Batch<'p> {
-    pub(crate) fn new(page: &'p Page) -> Self {
+    /// A batch on `session` of `conn`, each command within `command_timeout` as it is
+    /// when the batch runs.
+    pub(crate) fn new(
+        conn: &'p Connection,
+        session: SessionSlot,
+        command_timeout: &'p Cell<Duration>,
+    ) -> Self {
         Batch {
-            page,
+            conn,
+            session,
+            command_timeout,
             calls: Vec::new(),
         }
     }
@@ -91,7 +108,8 @@ impl<'p> Batch<'p> {
     /// Sends every command back to back, then waits for all replies, each within the
     /// page's command deadline. One failing command does not lose the others' results.
     pub async fn run(self) -> BatchResults {
-        let timeout = self.page.command_timeout();
+        let timeout = self.command_timeout.get();
+        let (shared, session) = (&self.conn.shared, Some(self.session));
         let mut methods = Vec::with_capacity(self.calls.len());
         // Queue all before awaiting any: the writer then sends them in one flush.
         let in_flight: Vec<_> = self
@@ -99,7 +117,7 @@ impl<'p> Batch<'p> {
             .into_iter()
             .map(|(method, params)| {
                 methods.push(method.clone());
-                params.and_then(|p| self.page.start_call(method, &*p))
+                params.and_then(|p| shared.start_call(session, method, &*p))
             })
             .collect();
         let waits = in_flight.into_iter().map(|call| async move {

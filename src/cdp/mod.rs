@@ -1,18 +1,31 @@
 //! The CDP transport: one WebSocket per browser, flat page sessions multiplexed over it.
 //!
-//! [`protocol`] is pure (ids, the pending-call table, frame classification) and does no
-//! I/O; [`Connection`] is the thin async shell around one socket; [`Page`] is one flat
-//! session on it. All three are `!Send`: they live on the thread (and in the tokio
-//! `LocalSet`) that created them, which is what lets them share state without locks.
+//! Layers, each importing only those above it in this list:
+//! [`protocol`] (pure: ids, the pending-call table, frame classification);
+//! `observer` (what the transport reports, for metrics); `events` (event waits);
+//! `routing` (pure: the session registry, where an event goes, which events end a
+//! session); `deadlines` (who hears a reply, direct-call deadlines); `socket` (the
+//! WebSocket's handshake, writer and reader tasks); `connection` ([`Connection`], the
+//! thin async shell that ties them together around one socket); `batch` ([`Batch`], pipelined raw calls);
+//! `session` ([`Page`], one flat session, and opening it). All are `!Send`: they live on
+//! the thread (and in the tokio `LocalSet`) that created them, which is what lets them
+//! share state without locks.
 
 pub mod protocol;
 
 mod batch;
 mod connection;
+mod deadlines;
+mod events;
+mod observer;
+mod routing;
 mod session;
+mod socket;
 
 pub use batch::{Batch, BatchResults, Slot};
 pub use connection::{Connection, ConnectionConfig, ConnectionStats};
+pub use events::EventWaiter;
+pub(crate) use observer::TransportObserver;
 pub use protocol::Event;
 pub(crate) use session::{evaluated_value, EvaluateByValue, EVALUATE};
-pub use session::{EventWaiter, Page, PageOptions};
+pub use session::{Page, PageOptions};

@@ -1,9 +1,15 @@
 //! A flat page session: one page target, attached with `flatten: true`, every command
 //! carrying its `sessionId` over the shared connection.
+//!
+//! Owns: opening a page (`Page::open`, public as [`Connection::new_page`]),
+//! what a page offers on top of the connection's raw calls (typed commands, navigation,
+//! evaluation, batches, event waits), and closing its target when it is closed or
+//! dropped. Never: touches the socket or the pending-call table except through
+//! [`Connection`]'s calls; the connection below it knows nothing of pages.
 
 use std::cell::Cell;
 use std::fmt;
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 use std::time::Duration;
 
 use chromiumoxide_types::Command;
@@ -11,9 +17,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::batch::Batch;
-use super::connection::{Connection, InFlight, Shared};
-use super::protocol::{Event, MethodName, Reply, SessionSlot};
-use crate::{Error, ErrorKind, Result, TimeoutKind};
+use super::connection::{Connection, InFlight};
+use super::events::EventWaiter;
+use super::protocol::{MethodName, Reply, SessionSlot};
+use crate::{Error, ErrorKind, Result};
 
 /// The method [`Page::evaluate_value`] calls.
 pub(crate) const EVALUATE: &str = "Runtime.evaluate";
@@ -147,7 +154,18 @@ impl Drop for CloseTargetOnDrop<'_> {
     }
 }
 
+impl Connection {
+    /// Opens a new page target and attaches a flat session to it.
+    ///
+    /// Defined with [`Page`], not with the connection: opening a page belongs to the
+    /// session layer, which builds on the connection and not the other way round.
+    pub async fn new_page(&self, options: &PageOptions) -> Result<Page> {
+        Page::open(self, options).await
+    }
+}
+
 impl Page {
+    /// Opens a new page target on `conn` and attaches a flat session to it.
     pub(crate) async fn open(conn: &Connection, options: &PageOptions) -> Result<Page> {
         let mut create = serde_json::json!({
             "url": options.initial_url,
@@ -232,7 +250,7 @@ impl Page {
     /// # Ok(()) }
     /// ```
     pub fn batch(&self) -> Batch<'_> {
-        Batch::new(self)
+        Batch::new(&self.conn, self.slot, &self.command_timeout)
     }
 
     pub(crate) fn start_call<P: serde::Serialize + ?Sized>(
@@ -427,66 +445,6 @@ impl fmt::Debug for Page {
         f.debug_struct("Page")
             .field("target_id", &self.target_id)
             .field("session_id", &self.session_id)
-            .finish()
-    }
-}
-
-/// A registered wait for one event; see [`Page::wait_for_event`]. Dropping it
-/// unregisters it.
-pub struct EventWaiter {
-    shared: Weak<Shared>,
-    session: Option<SessionSlot>,
-    id: u64,
-    method: MethodName,
-    rx: oneshot::Receiver<Result<Event>>,
-}
-
-impl EventWaiter {
-    pub(crate) fn new(
-        shared: Weak<Shared>,
-        session: Option<SessionSlot>,
-        id: u64,
-        method: MethodName,
-        rx: oneshot::Receiver<Result<Event>>,
-    ) -> Self {
-        EventWaiter {
-            shared,
-            session,
-            id,
-            method,
-            rx,
-        }
-    }
-
-    /// Waits for the event up to `timeout`. Fails at once if the page dies first.
-    pub async fn wait(mut self, timeout: Duration) -> Result<Event> {
-        match tokio::time::timeout(timeout, &mut self.rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(Error::new(
-                ErrorKind::ConnectionClosed,
-                format!("waiting for {}: the connection is gone", self.method),
-            )),
-            Err(_) => Err(Error::timeout(
-                TimeoutKind::Event,
-                format!("waiting for {}", self.method),
-                timeout,
-            )),
-        }
-    }
-}
-
-impl Drop for EventWaiter {
-    fn drop(&mut self) {
-        if let Some(shared) = self.shared.upgrade() {
-            shared.unregister_waiter(self.session, self.id);
-        }
-    }
-}
-
-impl fmt::Debug for EventWaiter {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EventWaiter")
-            .field("method", &self.method)
             .finish()
     }
 }

@@ -257,6 +257,23 @@ impl fmt::Debug for Snapshot {
     }
 }
 
+/// How a connection's commands and flushes reach its shard's metrics.
+impl crate::cdp::TransportObserver for std::cell::RefCell<ShardMetrics> {
+    fn command(&self, method: &str, latency: Duration, ok: bool, batched: bool) {
+        self.borrow_mut().command(method, latency, ok, batched);
+    }
+
+    fn command_timed_out(&self) {
+        self.borrow_mut()
+            .counters
+            .timeout(crate::TimeoutKind::Command);
+    }
+
+    fn flush(&self, frames: u64) {
+        self.borrow_mut().flush(frames);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

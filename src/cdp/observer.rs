@@ -1,0 +1,23 @@
+//! What the transport reports about its own work, for whoever measures it.
+//!
+//! Owns: the [`TransportObserver`] trait, the only way command latencies, command
+//! deadlines and flush sizes leave the transport. Never: names a pool or shard type; the
+//! pool's metrics implement this trait on their side (`crate::metrics`).
+
+use std::time::Duration;
+
+/// Hears about every command a connection finishes and every flush it makes.
+///
+/// Called on the connection's thread, from inside the transport: an implementation must
+/// not call back into the connection.
+pub(crate) trait TransportObserver {
+    /// A command to `method` finished after `latency`; `batched` when it was part of a
+    /// [`Batch`](super::Batch).
+    fn command(&self, method: &str, latency: Duration, ok: bool, batched: bool);
+
+    /// A command passed its deadline (recorded besides its [`command`](Self::command)).
+    fn command_timed_out(&self);
+
+    /// The writer sent `frames` frames in one flush.
+    fn flush(&self, frames: u64);
+}

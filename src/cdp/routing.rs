@@ -1,0 +1,375 @@
+//! Where an incoming event goes, and which events end a session: the session registry of
+//! one connection and the rules read from CHROMIUM-FACTS.md.
+//!
+//! Owns: the sessions a connection knows (by slot and by CDP `sessionId`), whether each is
+//! alive, its event waits, and the decision of which sessions an event kills and why.
+//! Never: does I/O, touches the pending-call table or answers a call; it takes data in
+//! and returns decisions, and the connection acts on them.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use smallvec::SmallVec;
+
+use super::events::EventWaiters;
+use super::protocol::SessionSlot;
+use crate::sync::atomic::{AtomicBool, Ordering};
+use crate::sync::Arc;
+use crate::{Error, ErrorKind, Result};
+
+/// One flat session on a connection.
+pub(crate) struct SessionState {
+    pub(crate) session_id: Rc<str>,
+    target_id: Rc<str>,
+    /// Set once the session is known dead; every later call fails with it at once.
+    pub(crate) dead: Option<Error>,
+    /// Cleared when the session dies, before any of its calls hears of it.
+    alive: Option<Arc<AtomicBool>>,
+    pub(crate) waiters: EventWaiters,
+}
+
+impl SessionState {
+    /// Marks the session dead (keeping the first reason): clears `alive` first, then
+    /// fails its event waiters. True when it was alive until now.
+    pub(crate) fn die(&mut self, why: &Error) -> bool {
+        if let Some(alive) = &self.alive {
+            alive.store(false, Ordering::Release);
+        }
+        self.waiters.fail_all(why);
+        let newly = self.dead.is_none();
+        self.dead.get_or_insert_with(|| why.clone());
+        newly
+    }
+
+    /// Has `alive` cleared when this session dies (at once if it is dead already).
+    pub(crate) fn watch(&mut self, alive: Arc<AtomicBool>) {
+        if self.dead.is_some() {
+            alive.store(false, Ordering::Release);
+        }
+        self.alive = Some(alive);
+    }
+}
+
+/// The sessions of one connection. Invariant: `by_session_id` maps exactly the
+/// `sessionId`s of the sessions in `by_slot`.
+#[derive(Default)]
+pub(crate) struct Sessions {
+    by_slot: HashMap<SessionSlot, SessionState>,
+    by_session_id: HashMap<Rc<str>, SessionSlot>,
+    next_slot: SessionSlot,
+}
+
+/// Where an event goes.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum EventRoute {
+    /// To the browser-level waits (the event carries no `sessionId`).
+    Browser,
+    /// To a known session.
+    Session(SessionSlot),
+    /// Nowhere: the `sessionId` is not one of ours (counted, then dropped).
+    Unroutable,
+}
+
+/// What an event means for the sessions of the connection.
+#[derive(Debug)]
+pub(crate) enum Ending {
+    /// Nothing ends.
+    Nothing,
+    /// It should end sessions, but its params are not what CDP sends (counted).
+    Malformed,
+    /// These sessions are dead, for this reason.
+    Sessions(SmallVec<[SessionSlot; 2]>, Error),
+}
+
+impl Sessions {
+    /// Registers a flat session attached to `target_id`.
+    pub(crate) fn add(&mut self, session_id: &str, target_id: &str) -> SessionSlot {
+        let slot = self.next_slot;
+        self.next_slot = self.next_slot.wrapping_add(1);
+        let session_id: Rc<str> = session_id.into();
+        self.by_session_id.insert(session_id.clone(), slot);
+        self.by_slot.insert(
+            slot,
+            SessionState {
+                session_id,
+                target_id: target_id.into(),
+                dead: None,
+                alive: None,
+                waiters: EventWaiters::default(),
+            },
+        );
+        slot
+    }
+
+    /// Forgets a session.
+    pub(crate) fn remove(&mut self, slot: SessionSlot) {
+        if let Some(s) = self.by_slot.remove(&slot) {
+            self.by_session_id.remove(&s.session_id);
+        }
+    }
+
+    pub(crate) fn get_mut(&mut self, slot: SessionSlot) -> Option<&mut SessionState> {
+        self.by_slot.get_mut(&slot)
+    }
+
+    pub(crate) fn all_mut(&mut self) -> impl Iterator<Item = &mut SessionState> {
+        self.by_slot.values_mut()
+    }
+
+    /// Why a call or wait on `slot` cannot go ahead: the session is dead or gone.
+    pub(crate) fn refusal(&self, slot: SessionSlot) -> Option<Error> {
+        match self.by_slot.get(&slot) {
+            Some(s) => s.dead.clone(),
+            None => Some(Error::new(ErrorKind::SessionCrashed, "the page is closed")),
+        }
+    }
+
+    /// The `sessionId` a call to `method` on `slot` carries, or why it cannot be sent.
+    pub(crate) fn session_id(&self, slot: SessionSlot, method: &str) -> Result<Rc<str>> {
+        match self.by_slot.get(&slot) {
+            Some(s) => match &s.dead {
+                Some(err) => Err(err.clone()),
+                None => Ok(s.session_id.clone()),
+            },
+            None => Err(Error::new(
+                ErrorKind::SessionCrashed,
+                format!("{method}: the page is closed"),
+            )),
+        }
+    }
+
+    /// Where an event carrying `session_id` goes.
+    pub(crate) fn route(&self, session_id: Option<&str>) -> EventRoute {
+        match session_id {
+            None => EventRoute::Browser,
+            Some(sid) => match self.by_session_id.get(sid) {
+                Some(slot) => EventRoute::Session(*slot),
+                None => EventRoute::Unroutable,
+            },
+        }
+    }
+
+    /// Which sessions the event `method` with `params` (raw JSON, empty when absent)
+    /// ends, received on `at` (`None`: browser-level). Per CHROMIUM-FACTS.md, calls
+    /// pending on a crashed page are never answered, so the connection fails them.
+    pub(crate) fn ending(&self, at: Option<SessionSlot>, method: &str, params: &str) -> Ending {
+        match at {
+            Some(slot) => session_event_ending(slot, method, params),
+            None => self.browser_event_ending(method, params),
+        }
+    }
+
+    /// Browser-level events about targets and sessions that end a session.
+    fn browser_event_ending(&self, method: &str, params: &str) -> Ending {
+        #[derive(Deserialize)]
+        struct TargetEvent {
+            #[serde(rename = "targetId")]
+            target_id: Option<String>,
+            #[serde(rename = "sessionId")]
+            session_id: Option<String>,
+        }
+        let (kind_of_end, by_target) = match method {
+            "Target.targetCrashed" => ("crashed (Target.targetCrashed)", true),
+            "Target.targetDestroyed" => ("was closed (Target.targetDestroyed)", true),
+            "Target.detachedFromTarget" => ("was detached (Target.detachedFromTarget)", false),
+            _ => return Ending::Nothing,
+        };
+        let Some(ev) = parse::<TargetEvent>(params) else {
+            return Ending::Malformed;
+        };
+        let slots: SmallVec<[SessionSlot; 2]> = if by_target {
+            let Some(target) = ev.target_id else {
+                return Ending::Nothing;
+            };
+            self.by_slot
+                .iter()
+                .filter(|(_, s)| *s.target_id == *target)
+                .map(|(slot, _)| *slot)
+                .collect()
+        } else {
+            let Some(sid) = ev.session_id else {
+                return Ending::Nothing;
+            };
+            self.by_session_id
+                .get(sid.as_str())
+                .copied()
+                .into_iter()
+                .collect()
+        };
+        let why = Error::new(ErrorKind::SessionCrashed, format!("the page {kind_of_end}"));
+        Ending::Sessions(slots, why)
+    }
+}
+
+/// Session-level events that mean the session is gone.
+fn session_event_ending(slot: SessionSlot, method: &str, params: &str) -> Ending {
+    let why = match method {
+        "Inspector.targetCrashed" => Error::new(
+            ErrorKind::SessionCrashed,
+            "the page's renderer crashed (Inspector.targetCrashed)",
+        ),
+        "Inspector.detached" => {
+            #[derive(Deserialize)]
+            struct Detached {
+                #[serde(default)]
+                reason: String,
+            }
+            let reason = parse::<Detached>(params)
+                .map(|d| d.reason)
+                .unwrap_or_default();
+            Error::new(
+                ErrorKind::SessionCrashed,
+                format!("the page was detached (Inspector.detached: {reason})"),
+            )
+        }
+        _ => return Ending::Nothing,
+    };
+    Ending::Sessions(SmallVec::from_elem(slot, 1), why)
+}
+
+fn parse<T: DeserializeOwned>(json: &str) -> Option<T> {
+    serde_json::from_str(if json.is_empty() { "{}" } else { json }).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two pages: slot `a` is session S1 on target T1, slot `b` session S2 on T2.
+    fn two() -> (Sessions, SessionSlot, SessionSlot) {
+        let mut s = Sessions::default();
+        let a = s.add("S1", "T1");
+        let b = s.add("S2", "T2");
+        (s, a, b)
+    }
+
+    fn ended(e: Ending) -> (Vec<SessionSlot>, String) {
+        match e {
+            Ending::Sessions(slots, why) => {
+                assert_eq!(why.kind(), ErrorKind::SessionCrashed);
+                (slots.into_vec(), why.message().to_owned())
+            }
+            other => panic!("nothing ended: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn events_go_to_their_session_or_the_browser() {
+        let (mut s, a, b) = two();
+        assert_eq!(s.route(None), EventRoute::Browser);
+        assert_eq!(s.route(Some("S1")), EventRoute::Session(a));
+        assert_eq!(s.route(Some("S2")), EventRoute::Session(b));
+        assert_eq!(s.route(Some("S9")), EventRoute::Unroutable);
+        s.remove(a);
+        assert_eq!(
+            s.route(Some("S1")),
+            EventRoute::Unroutable,
+            "a removed session"
+        );
+    }
+
+    #[test]
+    fn a_crash_on_the_session_ends_that_session() {
+        let (s, a, _) = two();
+        let (slots, why) = ended(s.ending(Some(a), "Inspector.targetCrashed", ""));
+        assert_eq!(slots, [a]);
+        assert!(why.contains("Inspector.targetCrashed"), "{why}");
+        let (slots, why) = ended(s.ending(Some(a), "Inspector.detached", r#"{"reason":"gone"}"#));
+        assert_eq!(slots, [a]);
+        assert!(why.contains("gone"), "{why}");
+        let (slots, _) = ended(s.ending(Some(a), "Inspector.detached", "not json"));
+        assert_eq!(
+            slots,
+            [a],
+            "a detach ends the session even without a reason"
+        );
+    }
+
+    #[test]
+    fn target_events_end_every_session_on_the_target() {
+        let (mut s, a, b) = two();
+        let a2 = s.add("S3", "T1");
+        for method in ["Target.targetCrashed", "Target.targetDestroyed"] {
+            let (mut slots, why) = ended(s.ending(None, method, r#"{"targetId":"T1"}"#));
+            slots.sort();
+            assert_eq!(slots, [a, a2], "{method}");
+            assert!(why.contains(method), "{why}");
+        }
+        let (slots, _) = ended(s.ending(None, "Target.targetCrashed", r#"{"targetId":"T2"}"#));
+        assert_eq!(slots, [b]);
+        let (slots, _) = ended(s.ending(None, "Target.targetCrashed", r#"{"targetId":"T9"}"#));
+        assert!(slots.is_empty(), "an unknown target ends nothing");
+    }
+
+    #[test]
+    fn a_detach_ends_the_session_it_names() {
+        let (s, _, b) = two();
+        let (slots, why) = ended(s.ending(
+            None,
+            "Target.detachedFromTarget",
+            r#"{"sessionId":"S2","targetId":"T2"}"#,
+        ));
+        assert_eq!(slots, [b]);
+        assert!(why.contains("Target.detachedFromTarget"), "{why}");
+    }
+
+    #[test]
+    fn other_events_and_incomplete_ones_end_nothing() {
+        let (s, a, _) = two();
+        for (at, method, params) in [
+            (Some(a), "Page.loadEventFired", "{}"),
+            (Some(a), "Target.targetCrashed", r#"{"targetId":"T1"}"#),
+            (None, "Inspector.targetCrashed", ""),
+            (None, "Target.targetCreated", r#"{"targetInfo":{}}"#),
+            (None, "Target.targetCrashed", "{}"),
+            (None, "Target.detachedFromTarget", r#"{"targetId":"T1"}"#),
+        ] {
+            assert!(
+                matches!(s.ending(at, method, params), Ending::Nothing),
+                "{method} {params}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_target_event_with_bad_params_is_malformed() {
+        let (s, _, _) = two();
+        assert!(matches!(
+            s.ending(None, "Target.targetCrashed", r#"{"targetId":5}"#),
+            Ending::Malformed
+        ));
+    }
+
+    #[test]
+    fn a_session_refuses_calls_once_dead_or_removed() {
+        let (mut s, a, b) = two();
+        assert_eq!(&*s.session_id(a, "X.y").unwrap(), "S1");
+        assert!(s.refusal(a).is_none());
+        let alive = Arc::new(AtomicBool::new(true));
+        s.get_mut(a).unwrap().watch(alive.clone());
+        let first = Error::new(ErrorKind::SessionCrashed, "first");
+        assert!(s.get_mut(a).unwrap().die(&first));
+        assert!(
+            !alive.load(Ordering::Acquire),
+            "the watcher hears of the death"
+        );
+        assert!(!s
+            .get_mut(a)
+            .unwrap()
+            .die(&Error::new(ErrorKind::SessionCrashed, "second")));
+        assert_eq!(s.session_id(a, "X.y").unwrap_err().message(), "first");
+        assert_eq!(s.refusal(a).unwrap().message(), "first");
+        s.remove(b);
+        assert!(s.session_id(b, "X.y").is_err());
+        assert!(s.refusal(b).is_some());
+
+        let late = Arc::new(AtomicBool::new(true));
+        s.get_mut(a).unwrap().watch(late.clone());
+        assert!(
+            !late.load(Ordering::Acquire),
+            "watching a dead session clears at once"
+        );
+    }
+}

@@ -1,0 +1,202 @@
+//! The WebSocket itself: the handshake, the writer task and the reader task of one
+//! connection, and the wake-ups between them and the connection's handles.
+//!
+//! Owns: moving frames between the socket and the connection, coalescing queued frames
+//! into one flush per wake-up, and noticing that the socket closed or broke.
+//! Never: looks inside a frame or at the connection's state; it only asks the
+//! connection, through [`Wire`], for frames to send and hands it what arrives.
+
+use std::cell::Cell;
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use super::protocol::FrameText;
+use crate::{Error, ErrorKind, Result, TimeoutKind};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// What the IO tasks need from the connection they serve.
+pub(crate) trait Wire {
+    /// True while frames wait to be sent.
+    fn has_outgoing(&self) -> bool;
+    /// Moves the frames of the next flush (at most the flush limit) into `batch`.
+    fn take_outgoing(&self, batch: &mut Vec<Message>);
+    /// `frames` frames went out in one flush.
+    fn flushed(&self, frames: u64);
+    /// A text frame arrived.
+    fn received(&self, text: FrameText);
+    /// A binary frame arrived (CDP frames are text: counted as malformed).
+    fn received_binary(&self);
+    /// The socket is gone, for this reason.
+    fn lost(&self, why: Error);
+}
+
+/// Wake-ups between the handles and the IO tasks. Kept apart from the connection's state
+/// so the tasks can hold it without keeping the connection alive.
+#[derive(Default)]
+pub(crate) struct Signals {
+    /// Frames were queued, or the connection is closing.
+    pub(crate) wake_writer: Notify,
+    stop_reader: Notify,
+    /// A direct call with an earlier deadline than any before, or the end.
+    pub(crate) deadline_moved: Notify,
+    /// Set once the connection is closing: the writer sends what is queued and stops.
+    pub(crate) closing: Cell<bool>,
+}
+
+impl Signals {
+    /// The connection's last handle is gone: the writer sends what is queued and stops,
+    /// and so do the reader and the deadline task.
+    pub(crate) fn last_handle_gone(&self) {
+        self.closing.set(true);
+        self.wake_writer.notify_one();
+        self.deadline_moved.notify_one();
+    }
+}
+
+/// Opens the WebSocket at `ws_url` (only `ws://`), within `connect_timeout`, accepting
+/// messages up to `max_message_size` bytes.
+pub(crate) async fn handshake(
+    ws_url: &str,
+    connect_timeout: Duration,
+    max_message_size: usize,
+) -> Result<Ws> {
+    let url = url::Url::parse(ws_url).map_err(|e| {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!("bad DevTools URL {ws_url:?}: expected ws://host:port/devtools/browser/<id>"),
+        )
+        .with_source(e)
+    })?;
+    if url.scheme() != "ws" {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("bad DevTools URL {ws_url:?}: only ws:// is supported"),
+        ));
+    }
+    let ws_config = WebSocketConfig::default()
+        .max_message_size(Some(max_message_size))
+        .max_frame_size(Some(max_message_size));
+    let handshake = tokio_tungstenite::connect_async_with_config(ws_url, Some(ws_config), true);
+    let (ws, _) = tokio::time::timeout(connect_timeout, handshake)
+        .await
+        .map_err(|_| {
+            Error::timeout(
+                TimeoutKind::Launch,
+                format!("connecting to {ws_url}"),
+                connect_timeout,
+            )
+        })?
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::BrowserUnavailable,
+                format!("could not connect to the browser at {ws_url}; is it running?"),
+            )
+            .with_source(e)
+        })?;
+    Ok(ws)
+}
+
+/// Spawns the writer and reader tasks of `ws` for `wire` on the current `LocalSet`.
+pub(crate) fn spawn<W: Wire + 'static>(ws: Ws, wire: Weak<W>, signals: Rc<Signals>) {
+    let (sink, stream) = ws.split();
+    tokio::task::spawn_local(write_loop(wire.clone(), signals.clone(), sink));
+    tokio::task::spawn_local(read_loop(wire, signals, stream));
+}
+
+async fn write_loop<W: Wire>(
+    weak: Weak<W>,
+    signals: Rc<Signals>,
+    mut sink: SplitSink<Ws, Message>,
+) {
+    let mut batch: Vec<Message> = Vec::new();
+    'wake: loop {
+        signals.wake_writer.notified().await;
+        loop {
+            let Some(wire) = weak.upgrade() else {
+                break 'wake;
+            };
+            if signals.closing.get() && !wire.has_outgoing() {
+                break 'wake;
+            }
+            wire.take_outgoing(&mut batch);
+            if batch.is_empty() {
+                continue 'wake;
+            }
+            let n = batch.len() as u64;
+            let mut written = Ok(());
+            for frame in batch.drain(..) {
+                written = sink.feed(frame).await;
+                if written.is_err() {
+                    break;
+                }
+            }
+            if written.is_ok() {
+                written = sink.flush().await;
+            }
+            if let Err(e) = written {
+                batch.clear();
+                wire.lost(
+                    Error::new(ErrorKind::ConnectionClosed, "the browser connection broke")
+                        .with_source(e),
+                );
+                break 'wake;
+            }
+            wire.flushed(n);
+        }
+    }
+    let _ = sink.close().await;
+    signals.stop_reader.notify_one();
+}
+
+async fn read_loop<W: Wire>(weak: Weak<W>, signals: Rc<Signals>, mut stream: SplitStream<Ws>) {
+    let stop = signals.stop_reader.notified();
+    tokio::pin!(stop);
+    let why = loop {
+        let msg = tokio::select! {
+            biased;
+            msg = stream.next() => msg,
+            _ = &mut stop => break Error::new(ErrorKind::ConnectionClosed, "the connection was closed"),
+        };
+        let Some(wire) = weak.upgrade() else {
+            break Error::new(ErrorKind::ConnectionClosed, "the connection was dropped");
+        };
+        match msg {
+            Some(Ok(Message::Text(text))) => wire.received(text),
+            Some(Ok(Message::Binary(_))) => {
+                wire.received_binary();
+                tracing::warn!("dropped a binary frame: CDP frames are text");
+            }
+            Some(Ok(Message::Close(frame))) => {
+                break Error::new(
+                    ErrorKind::ConnectionClosed,
+                    format!("the browser closed the connection ({frame:?})"),
+                )
+            }
+            Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
+            Some(Err(e)) => {
+                break Error::new(ErrorKind::ConnectionClosed, "the browser connection broke")
+                    .with_source(e)
+            }
+            None => {
+                break Error::new(
+                    ErrorKind::ConnectionClosed,
+                    "the browser closed the connection",
+                )
+            }
+        }
+    };
+    if let Some(wire) = weak.upgrade() {
+        wire.lost(why);
+    }
+    signals.closing.set(true);
+    signals.wake_writer.notify_one();
+}
