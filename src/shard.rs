@@ -1717,7 +1717,7 @@ impl Core {
     fn creation_failed(self: &Rc<Self>, err: Error) {
         self.metrics.borrow_mut().counters.session_create_failures += 1;
         tracing::warn!(shard = self.id, error = %err, "could not open a session");
-        if err.is_session_lost() {
+        if err.is_crash() {
             return;
         }
         let w = {

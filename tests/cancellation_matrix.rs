@@ -366,7 +366,7 @@ async fn assert_consistent(pool: &Pool, sim: &SimBrowser, cell: &str, orphans: u
             }
             Err(e) => {
                 assert!(
-                    e.kind() == ErrorKind::BrowserUnavailable || e.is_session_lost(),
+                    e.kind() == ErrorKind::BrowserUnavailable || e.is_crash(),
                     "{cell}: {e:?}"
                 );
                 tokio::time::sleep(Duration::from_millis(20)).await;

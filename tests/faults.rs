@@ -121,7 +121,7 @@ async fn serves_again(pool: &Pool) {
             }
             Err(e) => {
                 assert!(
-                    e.kind() == ErrorKind::BrowserUnavailable || e.is_session_lost(),
+                    e.kind() == ErrorKind::BrowserUnavailable || e.is_crash(),
                     "{e:?}"
                 );
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -414,11 +414,7 @@ async fn orphaned_targets_of_a_dropped_socket_are_closed() {
     })
     .await;
     let out = crawl(&pool, 200, Job::new, 50, |_| sim.drop_connections()).await;
-    assert!(
-        out.errors().all(|e| e.is_session_lost()),
-        "{:?}",
-        kinds(&out)
-    );
+    assert!(out.errors().all(|e| e.is_crash()), "{:?}", kinds(&out));
     assert_consistent(&pool, &sim).await;
     pool.shutdown(Duration::from_secs(5)).await.unwrap();
     assert_eq!(sim.stats().targets, 0, "shutdown leaves no target behind");
