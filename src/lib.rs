@@ -82,10 +82,12 @@ mod steal;
 #[allow(dead_code, unused_imports)]
 pub(crate) mod sync;
 
+#[doc(inline)]
 pub use cdp::Page;
 pub use config::{Config, Isolation, Reset};
 pub use error::{Error, ErrorKind, Result, TimeoutKind};
 pub use job::{Affinity, AffinityMode, Job, Priority};
+#[doc(inline)]
 pub use metrics::Snapshot;
 pub use pool::{Lease, Pool, PoolBuilder};
 pub use router::shard_for;

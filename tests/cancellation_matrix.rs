@@ -311,7 +311,7 @@ async fn one_cell(point: Point, outcome: Outcome, api: Api) {
     restore(&sim);
     // A socket dropped while `Target.createTarget` is pending leaves the target the
     // browser opened, whose id the pool never learned, until the pool reconnects and
-    // finds it by its URL (RELIABILITY.md, bug 1): one target more is allowed for until
+    // finds it by its URL (docs/reliability.md, bug 1): one target more is allowed for until
     // then; after serving again, and after shutdown, every cell must match exactly.
     let orphans = u64::from(point == Point::Create && outcome == Outcome::Error);
     assert_consistent(&pool, &sim, &cell, orphans).await;

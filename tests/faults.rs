@@ -87,7 +87,7 @@ async fn crawl(
 
 /// Waits (bounded) until nothing is busy, opening or waiting, then checks the browser's
 /// targets equal the pool's sessions (targets left by failed openings are found by their
-/// URL and closed after a reconnect or by a health round: RELIABILITY.md, bug 1), the
+/// URL and closed after a reconnect or by a health round: docs/reliability.md, bug 1), the
 /// load gauges are zero and a job still succeeds. Returns the last snapshot.
 async fn assert_consistent(pool: &Pool, sim: &SimBrowser) -> cdpmux::Snapshot {
     support::settled(pool, Duration::from_secs(20), "after the faults").await;
@@ -187,7 +187,7 @@ async fn replies_that_never_come_end_in_deadline_errors() {
         c.probe_timeout = Duration::from_millis(100);
         c.create_timeout = Duration::from_millis(200);
         // Above create_timeout: a session opening's own calls have this deadline too, and
-        // it would win (reported as a command timeout; RELIABILITY.md, finding 2).
+        // it would win (reported as a command timeout; docs/reliability.md, finding 2).
         c.command_timeout = Duration::from_secs(1);
     })
     .await;
