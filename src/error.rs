@@ -2,7 +2,9 @@
 //!
 //! An [`Error`] carries a matchable [`ErrorKind`] and a message that says what went wrong
 //! and, where there is something to do about it, what to do. Kinds are `#[non_exhaustive]`
-//! so new ones are not breaking changes.
+//! so new ones are not breaking changes. Only cdpmux makes errors: the constructors are
+//! crate-private, and callers ask questions ([`Error::is_retryable`] and friends) or match
+//! [`Error::kind`].
 
 use std::fmt;
 
@@ -83,7 +85,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     /// A new error of `kind` with a message for people.
-    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error {
             inner: Box::new(Inner {
                 kind,
@@ -95,7 +97,7 @@ impl Error {
     }
 
     /// A CDP error reply: the code and message the browser sent for `method`.
-    pub fn protocol(method: &str, code: i64, message: &str) -> Self {
+    pub(crate) fn protocol(method: &str, code: i64, message: &str) -> Self {
         let mut e = Error::new(
             ErrorKind::Protocol,
             format!("{method} failed: CDP error {code}: {message}"),
@@ -105,7 +107,11 @@ impl Error {
     }
 
     /// A deadline of `kind` passed after `after`.
-    pub fn timeout(kind: TimeoutKind, what: impl fmt::Display, after: std::time::Duration) -> Self {
+    pub(crate) fn timeout(
+        kind: TimeoutKind,
+        what: impl fmt::Display,
+        after: std::time::Duration,
+    ) -> Self {
         Error::new(
             ErrorKind::Timeout(kind),
             format!("{what}: {} deadline of {after:?} passed", kind.as_str()),
@@ -113,7 +119,10 @@ impl Error {
     }
 
     /// Attaches the underlying cause.
-    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+    pub(crate) fn with_source(
+        mut self,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
         self.inner.source = Some(Box::new(source));
         self
     }
@@ -133,18 +142,53 @@ impl Error {
         self.inner.cdp_code
     }
 
-    /// True for any [`ErrorKind::Timeout`].
+    /// True for any [`ErrorKind::Timeout`], whichever deadline passed.
     pub fn is_timeout(&self) -> bool {
         matches!(self.inner.kind, ErrorKind::Timeout(_))
     }
 
-    /// True when the session or its connection is gone: the job may be retried on a fresh
-    /// session.
-    pub fn is_session_lost(&self) -> bool {
+    /// True when the page was lost under the call: its renderer crashed or its target went
+    /// away ([`ErrorKind::SessionCrashed`]), or the WebSocket to its browser closed
+    /// ([`ErrorKind::ConnectionClosed`]). The page is not reused; the same work on a fresh
+    /// page may well succeed. These are the errors [`Job::retries`](crate::Job::retries)
+    /// retries.
+    pub fn is_crash(&self) -> bool {
         matches!(
             self.inner.kind,
             ErrorKind::SessionCrashed | ErrorKind::ConnectionClosed
         )
+    }
+
+    /// True when the failure came from the pool's or the browser's state at that moment,
+    /// not from the page or the request, so a crawler should try the same request again
+    /// (after a short backoff):
+    ///
+    /// - a crash or lost socket ([`is_crash`](Error::is_crash));
+    /// - [`ErrorKind::BrowserUnavailable`], no healthy browser right now (relaunching,
+    ///   reconnecting, or marked down by the breaker);
+    /// - [`ErrorKind::QueueFull`] (backpressure);
+    /// - [`ErrorKind::Timeout`] of [`TimeoutKind::Wait`] (no page came free in time),
+    ///   [`TimeoutKind::Create`] (opening a page took too long) or [`TimeoutKind::Launch`]
+    ///   (starting or reaching a browser took too long).
+    ///
+    /// Not retryable: command, job and event deadlines (the page itself was slow; a retry
+    /// would hold a page for as long again), CDP protocol errors, navigation and script
+    /// errors, invalid input, shutdown and I/O errors.
+    pub fn is_retryable(&self) -> bool {
+        self.is_crash()
+            || matches!(
+                self.inner.kind,
+                ErrorKind::BrowserUnavailable
+                    | ErrorKind::QueueFull
+                    | ErrorKind::Timeout(
+                        TimeoutKind::Wait | TimeoutKind::Create | TimeoutKind::Launch
+                    )
+            )
+    }
+
+    /// True for [`ErrorKind::Shutdown`]: the pool takes no more requests; stop submitting.
+    pub fn is_shutdown(&self) -> bool {
+        self.inner.kind == ErrorKind::Shutdown
     }
 }
 
@@ -232,4 +276,91 @@ pub(crate) fn timeout_error(kind: TimeoutKind, limit: std::time::Duration) -> Er
         );
     }
     e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Every kind, each timeout kind included.
+    fn every_kind() -> Vec<ErrorKind> {
+        let timeouts = [
+            TimeoutKind::Wait,
+            TimeoutKind::Create,
+            TimeoutKind::Command,
+            TimeoutKind::Job,
+            TimeoutKind::Event,
+            TimeoutKind::Launch,
+        ];
+        let mut kinds: Vec<ErrorKind> = timeouts.into_iter().map(ErrorKind::Timeout).collect();
+        kinds.extend([
+            ErrorKind::QueueFull,
+            ErrorKind::SessionCrashed,
+            ErrorKind::ConnectionClosed,
+            ErrorKind::BrowserUnavailable,
+            ErrorKind::Protocol,
+            ErrorKind::Navigation,
+            ErrorKind::Script,
+            ErrorKind::InvalidInput,
+            ErrorKind::Shutdown,
+            ErrorKind::Io,
+        ]);
+        kinds
+    }
+
+    fn kinds_where(test: impl Fn(&Error) -> bool) -> Vec<ErrorKind> {
+        every_kind()
+            .into_iter()
+            .filter(|&k| test(&Error::new(k, "x")))
+            .collect()
+    }
+
+    #[test]
+    fn is_timeout_is_every_deadline_and_nothing_else() {
+        let kinds = kinds_where(Error::is_timeout);
+        assert_eq!(kinds.len(), 6);
+        assert!(kinds.iter().all(|k| matches!(k, ErrorKind::Timeout(_))));
+        let e = Error::timeout(TimeoutKind::Job, "job", Duration::from_secs(1));
+        assert!(e.is_timeout());
+        assert_eq!(e.kind(), ErrorKind::Timeout(TimeoutKind::Job));
+    }
+
+    #[test]
+    fn is_crash_is_a_lost_page_or_socket() {
+        assert_eq!(
+            kinds_where(Error::is_crash),
+            [ErrorKind::SessionCrashed, ErrorKind::ConnectionClosed]
+        );
+    }
+
+    #[test]
+    fn is_retryable_is_the_documented_list() {
+        assert_eq!(
+            kinds_where(Error::is_retryable),
+            [
+                ErrorKind::Timeout(TimeoutKind::Wait),
+                ErrorKind::Timeout(TimeoutKind::Create),
+                ErrorKind::Timeout(TimeoutKind::Launch),
+                ErrorKind::QueueFull,
+                ErrorKind::SessionCrashed,
+                ErrorKind::ConnectionClosed,
+                ErrorKind::BrowserUnavailable,
+            ]
+        );
+    }
+
+    #[test]
+    fn is_shutdown_is_shutdown_only() {
+        assert_eq!(kinds_where(Error::is_shutdown), [ErrorKind::Shutdown]);
+    }
+
+    #[test]
+    fn a_cdp_error_keeps_its_code_and_is_not_retryable() {
+        let e = Error::protocol("Page.navigate", -32000, "Target crashed");
+        assert_eq!(e.kind(), ErrorKind::Protocol);
+        assert_eq!(e.cdp_code(), Some(-32000));
+        assert!(!e.is_retryable());
+        assert!(e.to_string().contains("Page.navigate"), "{e}");
+    }
 }

@@ -44,19 +44,21 @@
 //!
 //! # Guarantees
 //!
-//! - **Fairness**: strict priority between classes, FIFO within a class on a shard,
-//!   and aging, so a `Low` request is never starved.
-//! - **Cancel safety**: [`Pool::run`] and [`Pool::acquire`] may be dropped at any
-//!   point. A queued request leaves the queue; a running job's future is dropped on its
-//!   shard and its page stopped and reused (or retired); a lease granted at that moment
-//!   goes back. No session is leaked or given to two callers.
-//! - **Nothing hangs**: every wait has a deadline (wait, create, command, job, event),
-//!   enforced by a timer; a crashed page fails its pending calls at once with
-//!   [`ErrorKind::SessionCrashed`]; a lost socket fails its calls with
-//!   [`ErrorKind::ConnectionClosed`]; a full queue answers [`ErrorKind::QueueFull`] at once.
-//! - **Recovery**: crashed sessions are replaced in the background, lost sockets
-//!   reconnect with backoff, launched browsers that die are relaunched, and a browser
-//!   that keeps failing is skipped (circuit breaker).
+//! - **Fair**: strict priority between classes, FIFO within a class, aging so a `Low`
+//!   request is never starved; a full queue answers [`ErrorKind::QueueFull`] at once.
+//! - **Cancel safe**: [`Pool::run`] and [`Pool::acquire`] may be dropped at any point; a
+//!   queued request leaves the queue, a running job is stopped on its shard, a page is
+//!   never leaked or given to two callers.
+//! - **Nothing hangs**: every wait has its own timer-enforced deadline; a crashed page or
+//!   a lost socket fails its pending calls at once ([`Error::is_crash`]).
+//! - **Recovery**: crashed pages are replaced, lost sockets reconnect, launched browsers
+//!   are relaunched, a failing browser is skipped. [`Error::is_retryable`] says which
+//!   failures are worth another try.
+//!
+//! Modules: [`browser`] (launch or connect to Chromium), [`cdp`] (the page session and
+//! its options, batches, events), [`metrics`] (what a [`Snapshot`] holds), and `sim`
+//! (feature `sim`: a simulated browser for your own tests). The README and `docs/` in the
+//! repository explain the guarantees and measurements in full.
 
 // Under loom, crate-private protocol types become reachable through `loom_api`.
 #![cfg_attr(cdpmux_loom, allow(private_interfaces, private_bounds, missing_docs))]
@@ -82,14 +84,18 @@ mod steal;
 #[allow(dead_code, unused_imports)]
 pub(crate) mod sync;
 
+#[doc(inline)]
 pub use cdp::Page;
 pub use config::{Config, Isolation, Reset};
 pub use error::{Error, ErrorKind, Result, TimeoutKind};
 pub use job::{Affinity, AffinityMode, Job, Priority};
 pub use lease::Lease;
+#[doc(inline)]
 pub use metrics::Snapshot;
 pub use pool::{Pool, PoolBuilder};
 pub use router::shard_for;
+/// The shard running the caller's job, if any: for tests and tracing, not a stable API.
+#[doc(hidden)]
 pub use shard::current_shard;
 
 /// Typed CDP commands and events (from `spider_chromiumoxide_cdp`), for

@@ -381,11 +381,13 @@ impl Pool {
 
     /// Process ids of the browsers this pool launched (after any relaunch): for
     /// monitoring, and for tests that kill one.
+    #[doc(hidden)]
     pub fn browser_pids(&self) -> Vec<u32> {
         self.inner.fleet.pids()
     }
 
     /// Requests routed to each shard and not yet answered.
+    #[doc(hidden)]
     pub fn load(&self) -> Vec<usize> {
         (0..self.inner.gauges.shards())
             .map(|i| self.inner.gauges.load(i))

@@ -311,7 +311,7 @@ async fn one_cell(point: Point, outcome: Outcome, api: Api) {
     restore(&sim);
     // A socket dropped while `Target.createTarget` is pending leaves the target the
     // browser opened, whose id the pool never learned, until the pool reconnects and
-    // finds it by its URL (RELIABILITY.md, bug 1): one target more is allowed for until
+    // finds it by its URL (docs/reliability.md, bug 1): one target more is allowed for until
     // then; after serving again, and after shutdown, every cell must match exactly.
     let orphans = u64::from(point == Point::Create && outcome == Outcome::Error);
     assert_consistent(&pool, &sim, &cell, orphans).await;
@@ -366,7 +366,7 @@ async fn assert_consistent(pool: &Pool, sim: &SimBrowser, cell: &str, orphans: u
             }
             Err(e) => {
                 assert!(
-                    e.kind() == ErrorKind::BrowserUnavailable || e.is_session_lost(),
+                    e.kind() == ErrorKind::BrowserUnavailable || e.is_crash(),
                     "{cell}: {e:?}"
                 );
                 tokio::time::sleep(Duration::from_millis(20)).await;

@@ -174,7 +174,7 @@ async fn renderers_killed_mid_crawl_cost_no_job_and_the_pool_refills() {
     let browser = pool.browser_pids()[0];
     let rec = Arc::new(Record::default());
     // retries(1) as the issue asks; `CDPMUX_CHAOS_RETRIES` sets another count for a
-    // one-off measurement (RELIABILITY.md gives both).
+    // one-off measurement (docs/reliability.md gives both).
     let retries: u32 = std::env::var("CDPMUX_CHAOS_RETRIES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -224,7 +224,7 @@ async fn renderers_killed_mid_crawl_cost_no_job_and_the_pool_refills() {
     );
     // A job may fail only because every one of its attempts ran on a page that was
     // killed, with `SessionCrashed`. A page killed while it was being opened fails no
-    // job (RELIABILITY.md, bug 3).
+    // job (docs/reliability.md, bug 3).
     for &(i, attempts, kind) in &failed {
         assert_eq!(
             (kind, attempts),

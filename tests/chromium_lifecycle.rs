@@ -143,7 +143,7 @@ async fn a_killed_browser_is_relaunched() {
         err.kind(),
         killed.elapsed()
     );
-    assert!(err.is_session_lost(), "{err:?}");
+    assert!(err.is_crash(), "{err:?}");
 
     // Jobs submitted while it relaunches fail fast; then they succeed again.
     let mut recovered = None;

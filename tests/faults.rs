@@ -87,7 +87,7 @@ async fn crawl(
 
 /// Waits (bounded) until nothing is busy, opening or waiting, then checks the browser's
 /// targets equal the pool's sessions (targets left by failed openings are found by their
-/// URL and closed after a reconnect or by a health round: RELIABILITY.md, bug 1), the
+/// URL and closed after a reconnect or by a health round: docs/reliability.md, bug 1), the
 /// load gauges are zero and a job still succeeds. Returns the last snapshot.
 async fn assert_consistent(pool: &Pool, sim: &SimBrowser) -> cdpmux::Snapshot {
     support::settled(pool, Duration::from_secs(20), "after the faults").await;
@@ -121,7 +121,7 @@ async fn serves_again(pool: &Pool) {
             }
             Err(e) => {
                 assert!(
-                    e.kind() == ErrorKind::BrowserUnavailable || e.is_session_lost(),
+                    e.kind() == ErrorKind::BrowserUnavailable || e.is_crash(),
                     "{e:?}"
                 );
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -187,7 +187,7 @@ async fn replies_that_never_come_end_in_deadline_errors() {
         c.probe_timeout = Duration::from_millis(100);
         c.create_timeout = Duration::from_millis(200);
         // Above create_timeout: a session opening's own calls have this deadline too, and
-        // it would win (reported as a command timeout; RELIABILITY.md, finding 2).
+        // it would win (reported as a command timeout; docs/reliability.md, finding 2).
         c.command_timeout = Duration::from_secs(1);
     })
     .await;
@@ -414,11 +414,7 @@ async fn orphaned_targets_of_a_dropped_socket_are_closed() {
     })
     .await;
     let out = crawl(&pool, 200, Job::new, 50, |_| sim.drop_connections()).await;
-    assert!(
-        out.errors().all(|e| e.is_session_lost()),
-        "{:?}",
-        kinds(&out)
-    );
+    assert!(out.errors().all(|e| e.is_crash()), "{:?}", kinds(&out));
     assert_consistent(&pool, &sim).await;
     pool.shutdown(Duration::from_secs(5)).await.unwrap();
     assert_eq!(sim.stats().targets, 0, "shutdown leaves no target behind");

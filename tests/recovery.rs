@@ -37,7 +37,7 @@ async fn a_dropped_socket_reconnects_and_nothing_hangs() {
         .unwrap()
         .unwrap()
         .unwrap_err();
-    assert!(err.is_session_lost(), "{err:?}");
+    assert!(err.is_crash(), "{err:?}");
     sim.black_hole(None);
 
     // Later jobs succeed on a new socket.

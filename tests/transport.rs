@@ -300,7 +300,7 @@ async fn a_dropped_socket_fails_every_pending_call_at_once() {
         for r in results {
             let err = r.expect_err("no reply can come");
             assert_eq!(err.kind(), ErrorKind::ConnectionClosed, "{err}");
-            assert!(err.is_session_lost());
+            assert!(err.is_crash());
         }
         assert!(conn.is_closed());
         assert_eq!(conn.stats().pending_calls, 0);
@@ -429,7 +429,7 @@ async fn a_killed_renderer_fails_its_calls_and_spares_other_pages() {
         .await;
         let err = hung.expect_err("a crashed page answers nothing");
         assert_eq!(err.kind(), ErrorKind::SessionCrashed, "{err}");
-        assert!(err.is_session_lost());
+        assert!(err.is_crash());
         assert!(!page.is_alive());
         assert_eq!(
             page.dead_reason().map(|e| e.kind()),

@@ -23,8 +23,8 @@ use crate::args::{AffinityArg, CrawlArgs, IsolationArg, MetricsFormat};
 use crate::browser::{BrowserSetup, Fatal, EXIT_INTERRUPTED};
 use crate::frontier::{Frontier, Offer};
 use crate::metrics_http;
-use crate::probe::{PageData, Probe};
-use crate::record::{kind_name, PageRecord};
+use crate::probe::{PageData, Probe, VisitError};
+use crate::record::PageRecord;
 use crate::stats::CrawlStats;
 
 /// How long running jobs get to finish when the crawl ends.
@@ -196,7 +196,7 @@ struct Crawl<'a> {
 struct Finished {
     url: String,
     depth: u32,
-    result: cdpmux::Result<PageData>,
+    result: Result<PageData, VisitError>,
     elapsed: Duration,
     shard: Option<usize>,
     reused: Option<bool>,
@@ -328,7 +328,9 @@ impl Crawl<'_> {
                         .store(if page.uses() > 1 { 2 } else { 1 }, Ordering::Relaxed);
                     probe.visit(page, &target, with_links).await
                 })
-                .await;
+                .await
+                .map_err(VisitError::Pool)
+                .and_then(|read| read);
             Finished {
                 url,
                 depth,
@@ -399,7 +401,7 @@ impl Crawl<'_> {
                 }
             }
             Err(e) => {
-                record.error = Some(kind_name(e.kind()));
+                record.error = Some(e.kind_name());
                 record.message = Some(e.to_string());
             }
         }

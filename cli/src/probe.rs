@@ -1,8 +1,12 @@
 //! What a crawl job does on its page, on the shard thread: navigate, then read the page
 //! in one `Runtime.evaluate`.
 
-use cdpmux::{Error, ErrorKind, Page, Result};
+use std::fmt;
+
+use cdpmux::{ErrorKind, Page, Result};
 use serde::Deserialize;
+
+use crate::record::kind_name;
 
 /// How the page is read after navigating.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +36,35 @@ pub struct PageData {
     pub links: Vec<String>,
 }
 
+/// Why a page could not be read: the pool or the page failed, or the probe's answer did
+/// not have the shape of [`PageData`] (a page can break it, e.g. by replacing globals).
+#[derive(Debug)]
+pub enum VisitError {
+    /// The pool, the browser or the page failed.
+    Pool(cdpmux::Error),
+    /// The probe script answered something that is not a [`PageData`].
+    Shape(serde_json::Error),
+}
+
+impl VisitError {
+    /// The error kind as written in a page record; a bad shape counts as a protocol error.
+    pub fn kind_name(&self) -> String {
+        match self {
+            VisitError::Pool(e) => kind_name(e.kind()),
+            VisitError::Shape(_) => kind_name(ErrorKind::Protocol),
+        }
+    }
+}
+
+impl fmt::Display for VisitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VisitError::Pool(e) => e.fmt(f),
+            VisitError::Shape(e) => write!(f, "the page probe returned an unexpected shape: {e}"),
+        }
+    }
+}
+
 /// The script behind [`Probe::Full`]; `with_links` also returns every link's URL.
 fn full_script(with_links: bool) -> String {
     format!(
@@ -52,19 +85,19 @@ fn full_script(with_links: bool) -> String {
 }
 
 impl Probe {
-    /// Navigates `page` to `url` and reads it.
-    pub async fn visit(self, page: &Page, url: &str, with_links: bool) -> Result<PageData> {
+    /// Navigates `page` to `url` and reads it. The outer error is the pool's (a job must
+    /// return one); the inner one is a probe answer of the wrong shape.
+    pub async fn visit(
+        self,
+        page: &Page,
+        url: &str,
+        with_links: bool,
+    ) -> Result<Result<PageData, VisitError>> {
         page.goto(url).await?;
         match self {
             Probe::Full => {
                 let value = page.evaluate_value(&full_script(with_links)).await?;
-                serde_json::from_value(value).map_err(|e| {
-                    Error::new(
-                        ErrorKind::Protocol,
-                        "the page probe returned an unexpected shape",
-                    )
-                    .with_source(e)
-                })
+                Ok(serde_json::from_value(value).map_err(VisitError::Shape))
             }
             Probe::Basic => {
                 let text = |v: serde_json::Value| v.as_str().unwrap_or_default().to_owned();
@@ -74,14 +107,14 @@ impl Probe {
                     page.evaluate_value("document.documentElement.outerHTML")
                         .await?,
                 );
-                Ok(PageData {
+                Ok(Ok(PageData {
                     final_url,
                     status: None,
                     title,
                     html_bytes: html.len() as u64,
                     link_count: 0,
                     links: Vec::new(),
-                })
+                }))
             }
         }
     }
@@ -101,5 +134,16 @@ mod tests {
         assert_eq!(data.status, None);
         assert_eq!(data.links.len(), 2);
         assert!(full_script(true).contains("true ? Array.from"));
+    }
+
+    #[test]
+    fn a_probe_answer_of_the_wrong_shape_is_a_protocol_error() {
+        let e = serde_json::from_value::<PageData>(serde_json::json!({"title": 3}))
+            .map_err(VisitError::Shape)
+            .unwrap_err();
+        assert_eq!(e.kind_name(), "protocol");
+        assert!(e
+            .to_string()
+            .starts_with("the page probe returned an unexpected shape: "));
     }
 }

@@ -1,7 +1,7 @@
 //! The CDP transport: one WebSocket per browser, flat page sessions multiplexed over it.
 //!
 //! Layers, each importing only those above it in this list:
-//! [`protocol`] (pure: ids, the pending-call table, frame classification);
+//! `protocol` (pure: ids, the pending-call table, frame classification);
 //! `observer` (what the transport reports, for metrics); `events` (event waits);
 //! `routing` (pure: the session registry, where an event goes, which events end a
 //! session); `deadlines` (who hears a reply, direct-call deadlines); `socket` (the
@@ -11,7 +11,12 @@
 //! the thread (and in the tokio `LocalSet`) that created them, which is what lets them
 //! share state without locks.
 
+// Public only for the fuzz targets and property tests (feature `fuzzing`).
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
 pub mod protocol;
+#[cfg(not(feature = "fuzzing"))]
+pub(crate) mod protocol;
 
 mod batch;
 mod connection;

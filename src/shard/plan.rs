@@ -642,7 +642,7 @@ impl<P: PageHandle> Plan<P> {
         self.done_opening(&owner);
         self.metrics.borrow_mut().counters.session_create_failures += 1;
         tracing::warn!(shard = self.shard, error = %error, "could not open a session");
-        if !error.is_session_lost() {
+        if !error.is_crash() {
             if let Some(w) = self.waiters.pop(now, Duration::ZERO, Admit::All) {
                 self.metrics.borrow_mut().counters.jobs_failed += 1;
                 self.fail(w.request.work, error);
