@@ -448,7 +448,7 @@ async fn metrics_are_served_while_the_crawl_runs() {
 
 #[tokio::test]
 async fn bad_usage_is_refused_with_a_reason() {
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
         (
             &["crawl", "--sim", "--isolation", "per-key", "-"],
             "--affinity host",
@@ -468,6 +468,10 @@ async fn bad_usage_is_refused_with_a_reason() {
         (
             &["crawl", "--sim", "--timeout", "soon", "-"],
             "bad duration",
+        ),
+        (
+            &["crawl", "--sim", "--timeout", "10000000000000000000s", "-"],
+            "is too long",
         ),
     ];
     for (args, expected) in cases {
