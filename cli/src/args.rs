@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cdpmux::{Isolation, Priority, Reset};
+use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::frontier::{self, Follow};
 
 /// Crawl with pooled headless Chromium sessions, or measure what the pool saves.
 #[derive(Debug, Parser)]
@@ -122,9 +125,23 @@ pub struct CrawlArgs {
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub retries: u32,
 
-    /// Follow links on the same host up to this many hops from the input URLs.
+    /// Follow links (within --follow) up to this many hops from the input URLs.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub depth: u32,
+
+    /// Which links --depth follows. `file:` links are never followed.
+    #[arg(long, value_enum, value_name = "SCOPE", default_value_t = FollowArg::SameOrigin)]
+    pub follow: FollowArg,
+
+    /// Most links queued from one page; the rest are dropped and counted in the summary.
+    #[arg(long, value_name = "N", default_value_t = frontier::DEFAULT_LINKS_PER_PAGE,
+          value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    pub max_links_per_page: usize,
+
+    /// Most followed links waiting at once; more are dropped and counted in the summary.
+    #[arg(long, value_name = "N", default_value_t = frontier::DEFAULT_MAX_QUEUED,
+          value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    pub max_frontier: usize,
 
     /// Stop after this many pages (input and followed links together).
     #[arg(long, value_name = "N")]
@@ -191,6 +208,27 @@ pub enum AffinityArg {
     Host,
     /// Sticky affinity keyed by the URL's host (always the same session).
     StickyHost,
+}
+
+/// `--follow` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FollowArg {
+    /// Links with the page's scheme, host and port.
+    SameOrigin,
+    /// Links to the page's host, any scheme and port.
+    SameHost,
+    /// Any http or https link.
+    Any,
+}
+
+impl From<FollowArg> for Follow {
+    fn from(a: FollowArg) -> Self {
+        match a {
+            FollowArg::SameOrigin => Follow::SameOrigin,
+            FollowArg::SameHost => Follow::SameHost,
+            FollowArg::Any => Follow::Any,
+        }
+    }
 }
 
 /// `--isolation` values.

@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 
 use crate::args::{AffinityArg, CrawlArgs, IsolationArg, MetricsFormat};
 use crate::browser::{BrowserSetup, Fatal, EXIT_INTERRUPTED};
-use crate::frontier::{Frontier, Offer};
+use crate::frontier::{Frontier, Limits, Offer};
 use crate::metrics_http;
 use crate::probe::{PageData, Probe};
 use crate::record::{kind_name, PageRecord};
@@ -122,7 +122,13 @@ pub async fn run(args: CrawlArgs) -> Result<(), Fatal> {
     }
 
     let (tx, rx) = mpsc::channel(INPUT_BUFFER);
-    let mut frontier = Frontier::new(args.depth, args.max_pages);
+    let mut frontier = Frontier::new(Limits {
+        max_depth: args.depth,
+        budget: args.max_pages,
+        follow: args.follow.into(),
+        max_queued: args.max_frontier,
+        links_per_page: args.max_links_per_page,
+    });
     let mut crawl = Crawl {
         pool: pool.clone(),
         probe: setup.probe,
@@ -151,6 +157,8 @@ pub async fn run(args: CrawlArgs) -> Result<(), Fatal> {
     let flushed = out.flush();
 
     let snapshot = pool.metrics().await;
+    crawl.stats.links_queued = frontier.links_queued();
+    crawl.stats.links_dropped = frontier.dropped();
     let mut summary = crawl.stats.summary(elapsed, &snapshot, interrupted);
     if let Some(path) = &args.output {
         summary.push_str(&format!("  {:<16}{}\n", "output", path.display()));

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use cdpmux::Snapshot;
 
+use crate::frontier::Dropped;
+
 /// p50/p95/p99/max of a set of samples, in milliseconds (nearest rank).
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct Percentiles {
@@ -57,6 +59,10 @@ pub struct CrawlStats {
     pub errors: BTreeMap<String, u64>,
     /// Successful pages whose session had served an earlier job.
     pub reused: u64,
+    /// Links found on pages and queued.
+    pub links_queued: u64,
+    /// Links found on pages and dropped, by reason.
+    pub links_dropped: Dropped,
 }
 
 impl CrawlStats {
@@ -100,6 +106,15 @@ impl CrawlStats {
             c.sessions_created,
             c.sessions_reused
         );
+        let d = self.links_dropped;
+        if self.links_queued + d.outside + d.over_page_cap + d.queue_full > 0 {
+            let _ = writeln!(
+                out,
+                "  {:<16}{} queued; dropped: {} outside --follow, {} over the per-page cap, \
+                 {} frontier full",
+                "links", self.links_queued, d.outside, d.over_page_cap, d.queue_full
+            );
+        }
         if self.errors.is_empty() {
             let _ = writeln!(out, "  {:<16}none", "errors");
         } else {

@@ -228,6 +228,11 @@ async fn crawl_follows_same_host_links_within_depth_and_budget() {
         })
         .collect();
     assert_eq!(pages, BTreeSet::from([(0, 0), (1, 1), (3, 1), (5, 1)]));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("3 queued; dropped: 0 outside --follow"),
+        "{stderr}"
+    );
 
     let out = run(
         cdpmux(&["crawl", "-", "--quiet", "--depth", "10", "--max-pages", "7"]),
