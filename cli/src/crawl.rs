@@ -385,7 +385,7 @@ impl Crawl<'_> {
         out: &mut Box<dyn Write + Send>,
     ) -> Option<(String, u32, Vec<String>)> {
         let ms = (done.elapsed.as_secs_f64() * 1e6).round() / 1e3;
-        self.stats.latencies_ms.push(ms);
+        self.stats.page_times.record(done.elapsed);
         let mut record = PageRecord {
             url: done.url,
             depth: done.depth,

@@ -1,11 +1,15 @@
 //! Latency percentiles and outcome counts gathered by the CLI itself, and the crawl
 //! summary table built from them.
+//!
+//! A crawl's page times go into an HDR histogram (fixed size, 3 significant digits), so
+//! memory stays flat however many pages a crawl visits.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use cdpmux::Snapshot;
+use hdrhistogram::Histogram;
 
 use crate::frontier::Dropped;
 
@@ -25,7 +29,8 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    /// Computes them from samples in milliseconds (any order; NaNs sort last).
+    /// Computes them from samples in milliseconds (any order; NaNs sort last). For a
+    /// handful of samples (`cdpmux bench`); a crawl uses [`PageTimes`].
     pub fn of(samples: &[f64]) -> Percentiles {
         if samples.is_empty() {
             return Percentiles::default();
@@ -44,6 +49,55 @@ impl Percentiles {
             max_ms: sorted[sorted.len() - 1],
         }
     }
+
+    /// Reads them from a histogram of microseconds.
+    pub fn of_histogram(h: &Histogram<u64>) -> Percentiles {
+        if h.is_empty() {
+            return Percentiles::default();
+        }
+        let ms = |us: u64| us as f64 / 1e3;
+        Percentiles {
+            count: usize::try_from(h.len()).unwrap_or(usize::MAX),
+            p50_ms: ms(h.value_at_quantile(0.50)),
+            p95_ms: ms(h.value_at_quantile(0.95)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            max_ms: ms(h.max()),
+        }
+    }
+}
+
+/// Page times of a crawl, in microseconds, from 1 µs up to [`PageTimes::HIGHEST`]
+/// (longer times count as that).
+#[derive(Debug)]
+pub struct PageTimes(Histogram<u64>);
+
+impl PageTimes {
+    /// The longest time recorded as itself: a week, the longest `--timeout`.
+    pub const HIGHEST: Duration = crate::args::MAX_DURATION;
+
+    /// Records one page's time.
+    pub fn record(&mut self, elapsed: Duration) {
+        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.0.saturating_record(us.max(1));
+    }
+
+    /// Their percentiles.
+    pub fn percentiles(&self) -> Percentiles {
+        Percentiles::of_histogram(&self.0)
+    }
+}
+
+impl Default for PageTimes {
+    fn default() -> Self {
+        let highest = u64::try_from(Self::HIGHEST.as_micros()).unwrap_or(u64::MAX);
+        // The bounds are valid constants (1 <= 2 * 1, 3 significant digits), so this
+        // cannot fail; an auto-resizing histogram is the fallback all the same.
+        PageTimes(
+            Histogram::new_with_bounds(1, highest, 3)
+                .or_else(|_| Histogram::new(3))
+                .unwrap_or_else(|_| unreachable!("3 significant digits are valid")),
+        )
+    }
 }
 
 /// Outcomes of a crawl so far.
@@ -53,8 +107,8 @@ pub struct CrawlStats {
     pub ok: u64,
     /// Lines written with an error.
     pub failed: u64,
-    /// Time of every job sent to the pool, ms.
-    pub latencies_ms: Vec<f64>,
+    /// Time of every job sent to the pool.
+    pub page_times: PageTimes,
     /// Failures by error kind name.
     pub errors: BTreeMap<String, u64>,
     /// Successful pages whose session had served an earlier job.
@@ -74,7 +128,7 @@ impl CrawlStats {
     /// The summary table printed at the end of a crawl.
     pub fn summary(&self, elapsed: Duration, snapshot: &Snapshot, interrupted: bool) -> String {
         let secs = elapsed.as_secs_f64().max(1e-9);
-        let lat = Percentiles::of(&self.latencies_ms);
+        let lat = self.page_times.percentiles();
         let c = &snapshot.counters;
         let mut out = String::new();
         let title = if interrupted {
@@ -142,5 +196,36 @@ mod tests {
         assert_eq!(Percentiles::of(&[]), Percentiles::default());
         let one = Percentiles::of(&[7.0]);
         assert_eq!((one.p50_ms, one.p99_ms), (7.0, 7.0));
+    }
+
+    #[test]
+    fn page_times_keep_percentiles_in_a_fixed_size() {
+        let mut times = PageTimes::default();
+        let before = times.0.distinct_values();
+        for ms in (1..=100).rev() {
+            for _ in 0..1000 {
+                times.record(Duration::from_millis(ms));
+            }
+        }
+        assert_eq!(times.0.distinct_values(), before, "no growth with samples");
+        let p = times.percentiles();
+        assert_eq!(p.count, 100_000);
+        let close = |got: f64, want: f64| (got - want).abs() <= want * 1e-3;
+        assert!(close(p.p50_ms, 50.0), "{p:?}");
+        assert!(close(p.p95_ms, 95.0), "{p:?}");
+        assert!(close(p.p99_ms, 99.0), "{p:?}");
+        assert!(close(p.max_ms, 100.0), "{p:?}");
+    }
+
+    #[test]
+    fn page_times_take_any_duration() {
+        let mut times = PageTimes::default();
+        assert_eq!(times.percentiles(), Percentiles::default());
+        times.record(Duration::ZERO);
+        times.record(Duration::MAX);
+        let p = times.percentiles();
+        assert_eq!(p.count, 2);
+        let week_ms = PageTimes::HIGHEST.as_secs_f64() * 1e3;
+        assert!(p.max_ms >= week_ms && p.max_ms <= week_ms * 1.001, "{p:?}");
     }
 }
