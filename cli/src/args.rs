@@ -17,8 +17,13 @@ use crate::frontier::{self, Follow};
     version,
     about,
     long_about = None,
-    after_help = "Exit codes: 0 done (failed pages are reported in the output), 1 failed, \
-                  2 bad usage, 3 no browser (install Chromium or use --sim), 130 interrupted."
+    after_help = "Exit codes:\n  \
+                  0    every page ok (also when a reader closed stdout early)\n  \
+                  1    some pages failed (see their `error`), or an error stopped the command\n  \
+                  2    bad usage\n  \
+                  3    no page succeeded: no browser (install Chromium or use --sim), or the pool broke\n  \
+                  130  interrupted (SIGINT)\n  \
+                  143  terminated (SIGTERM)"
 )]
 pub struct Cli {
     /// What to do.

@@ -11,7 +11,32 @@ use std::time::Duration;
 use cdpmux::Snapshot;
 use hdrhistogram::Histogram;
 
+use crate::browser::{Fatal, EXIT_NO_BROWSER};
 use crate::frontier::Dropped;
+
+/// Exit code of a crawl in which some pages failed.
+pub const EXIT_SOME_FAILED: i32 = 1;
+/// Exit code of a crawl in which no page succeeded; the same as when no browser could be
+/// started, which is one way for that to happen.
+pub const EXIT_NONE_SUCCEEDED: i32 = EXIT_NO_BROWSER;
+
+/// Error kinds that blame the pool rather than the page: the pool shut down under the
+/// crawl, a shard failed internally, or no browser was left.
+const POOL_KINDS: [&str; 4] = ["shutdown", "internal", "other", "browser_unavailable"];
+
+/// How a crawl went, from its pages' outcomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// No page failed (also: no page at all).
+    AllOk,
+    /// Some pages failed, some succeeded.
+    SomeFailed,
+    /// Every page failed, for reasons of their own (navigation, timeouts...).
+    NoneSucceeded,
+    /// Every page failed with an error of the pool itself: it broke, the pages are not
+    /// to blame.
+    PoolBroke,
+}
 
 /// p50/p95/p99/max of a set of samples, in milliseconds (nearest rank).
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
@@ -125,6 +150,59 @@ impl CrawlStats {
         self.ok + self.failed
     }
 
+    /// How the crawl went.
+    pub fn verdict(&self) -> Verdict {
+        if self.failed == 0 {
+            Verdict::AllOk
+        } else if self.ok > 0 {
+            Verdict::SomeFailed
+        } else if self
+            .errors
+            .keys()
+            .all(|kind| POOL_KINDS.contains(&kind.as_str()))
+        {
+            Verdict::PoolBroke
+        } else {
+            Verdict::NoneSucceeded
+        }
+    }
+
+    /// The verdict in words, for the summary and the final error message.
+    pub fn verdict_text(&self) -> String {
+        let kinds = || self.errors.keys().cloned().collect::<Vec<_>>().join(", ");
+        match self.verdict() {
+            Verdict::AllOk => format!("all {} pages ok", self.ok),
+            Verdict::SomeFailed => format!(
+                "{} of {} pages failed (see the `error` of their lines)",
+                self.failed,
+                self.done()
+            ),
+            Verdict::NoneSucceeded => {
+                format!("no page succeeded ({} failed: {})", self.failed, kinds())
+            }
+            Verdict::PoolBroke => format!(
+                "the pool broke: every page ({}) failed with {}, errors of the pool, not of \
+                 the pages; see the messages above",
+                self.failed,
+                kinds()
+            ),
+        }
+    }
+
+    /// What the process reports: nothing for a crawl whose pages all succeeded, else
+    /// the exit code and message of its verdict.
+    pub fn outcome(&self) -> Result<(), Fatal> {
+        let code = match self.verdict() {
+            Verdict::AllOk => return Ok(()),
+            Verdict::SomeFailed => EXIT_SOME_FAILED,
+            Verdict::NoneSucceeded | Verdict::PoolBroke => EXIT_NONE_SUCCEEDED,
+        };
+        Err(Fatal {
+            code,
+            message: self.verdict_text(),
+        })
+    }
+
     /// The summary table printed at the end of a crawl.
     pub fn summary(&self, elapsed: Duration, snapshot: &Snapshot, interrupted: bool) -> String {
         let secs = elapsed.as_secs_f64().max(1e-9);
@@ -140,6 +218,7 @@ impl CrawlStats {
         let _ = writeln!(out, "  {:<16}{}", "pages", self.done());
         let _ = writeln!(out, "  {:<16}{}", "ok", self.ok);
         let _ = writeln!(out, "  {:<16}{}", "failed", self.failed);
+        let _ = writeln!(out, "  {:<16}{}", "result", self.verdict_text());
         let _ = writeln!(out, "  {:<16}{:.2} s", "elapsed", elapsed.as_secs_f64());
         let _ = writeln!(
             out,
@@ -227,5 +306,41 @@ mod tests {
         assert_eq!(p.count, 2);
         let week_ms = PageTimes::HIGHEST.as_secs_f64() * 1e3;
         assert!(p.max_ms >= week_ms && p.max_ms <= week_ms * 1.001, "{p:?}");
+    }
+
+    fn stats(ok: u64, errors: &[(&str, u64)]) -> CrawlStats {
+        CrawlStats {
+            ok,
+            failed: errors.iter().map(|(_, n)| n).sum(),
+            errors: errors.iter().map(|(k, n)| ((*k).to_owned(), *n)).collect(),
+            ..CrawlStats::default()
+        }
+    }
+
+    #[test]
+    fn the_verdict_sets_the_exit_code() {
+        assert_eq!(stats(3, &[]).verdict(), Verdict::AllOk);
+        assert!(stats(0, &[]).outcome().is_ok(), "an empty crawl is ok");
+        let some = stats(3, &[("navigation", 1)]);
+        assert_eq!(some.verdict(), Verdict::SomeFailed);
+        assert_eq!(some.outcome().unwrap_err().code, EXIT_SOME_FAILED);
+        let none = stats(0, &[("navigation", 2), ("shutdown", 1)]);
+        assert_eq!(none.verdict(), Verdict::NoneSucceeded);
+        assert_eq!(none.outcome().unwrap_err().code, EXIT_NONE_SUCCEEDED);
+        assert!(none.verdict_text().starts_with("no page succeeded"));
+    }
+
+    #[test]
+    fn a_pool_that_broke_is_named_as_such() {
+        let broke = stats(0, &[("shutdown", 290), ("other", 10)]);
+        assert_eq!(broke.verdict(), Verdict::PoolBroke);
+        assert_eq!(broke.outcome().unwrap_err().code, EXIT_NONE_SUCCEEDED);
+        let text = broke.verdict_text();
+        assert!(text.starts_with("the pool broke"), "{text}");
+        // One page that worked means the pool did.
+        assert_eq!(
+            stats(1, &[("shutdown", 299)]).verdict(),
+            Verdict::SomeFailed
+        );
     }
 }
