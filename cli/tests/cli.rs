@@ -634,12 +634,13 @@ async fn one_interrupt_ends_a_deep_crawl_without_new_pages() {
     if !require_browser() {
         return;
     }
-    // Every page takes a second, and each links to three more: without a stop the crawl
-    // goes on for minutes.
+    // Every page takes two seconds (ample time to deliver the signal before a page in
+    // flight finishes), and each links to three more: without a stop the crawl goes on
+    // for minutes.
     let site = DemoSite::start(SiteConfig {
         pages: 300,
         slow_every: 1,
-        slow_delay: Duration::from_secs(1),
+        slow_delay: Duration::from_secs(2),
         ..SiteConfig::default()
     })
     .expect("start the demo site");
