@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cdpmux::{Isolation, Priority, Reset};
+use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::frontier::{self, Follow};
 
 /// Crawl with pooled headless Chromium sessions, or measure what the pool saves.
 #[derive(Debug, Parser)]
@@ -14,8 +17,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     version,
     about,
     long_about = None,
-    after_help = "Exit codes: 0 done (failed pages are reported in the output), 1 failed, \
-                  2 bad usage, 3 no browser (install Chromium or use --sim), 130 interrupted."
+    after_help = "Exit codes:\n  \
+                  0    every page ok (also when a reader closed stdout early)\n  \
+                  1    some pages failed (see their `error`), or an error stopped the command\n  \
+                  2    bad usage\n  \
+                  3    no page succeeded: no browser (install Chromium or use --sim), or the pool broke\n  \
+                  130  interrupted (SIGINT)\n  \
+                  143  terminated (SIGTERM)"
 )]
 pub struct Cli {
     /// What to do.
@@ -122,9 +130,23 @@ pub struct CrawlArgs {
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub retries: u32,
 
-    /// Follow links on the same host up to this many hops from the input URLs.
+    /// Follow links (within --follow) up to this many hops from the input URLs.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub depth: u32,
+
+    /// Which links --depth follows. `file:` links are never followed.
+    #[arg(long, value_enum, value_name = "SCOPE", default_value_t = FollowArg::SameOrigin)]
+    pub follow: FollowArg,
+
+    /// Most links queued from one page; the rest are dropped and counted in the summary.
+    #[arg(long, value_name = "N", default_value_t = frontier::DEFAULT_LINKS_PER_PAGE,
+          value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    pub max_links_per_page: usize,
+
+    /// Most followed links waiting at once; more are dropped and counted in the summary.
+    #[arg(long, value_name = "N", default_value_t = frontier::DEFAULT_MAX_QUEUED,
+          value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    pub max_frontier: usize,
 
     /// Stop after this many pages (input and followed links together).
     #[arg(long, value_name = "N")]
@@ -191,6 +213,27 @@ pub enum AffinityArg {
     Host,
     /// Sticky affinity keyed by the URL's host (always the same session).
     StickyHost,
+}
+
+/// `--follow` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FollowArg {
+    /// Links with the page's scheme, host and port.
+    SameOrigin,
+    /// Links to the page's host, any scheme and port.
+    SameHost,
+    /// Any http or https link.
+    Any,
+}
+
+impl From<FollowArg> for Follow {
+    fn from(a: FollowArg) -> Self {
+        match a {
+            FollowArg::SameOrigin => Follow::SameOrigin,
+            FollowArg::SameHost => Follow::SameHost,
+            FollowArg::Any => Follow::Any,
+        }
+    }
 }
 
 /// `--isolation` values.
@@ -267,30 +310,35 @@ fn parse_priority(s: &str) -> Result<Priority, String> {
     s.parse::<Priority>().map_err(|e| e.to_string())
 }
 
-/// Parses `250ms`, `30s`, `2m` or a bare number of seconds (`1.5`).
+/// The longest duration any option takes. Every deadline the pool computes from one
+/// (`now + timeout`, plus the retries' waits) then stays far inside what `Instant` can
+/// hold, and no crawl needs a page deadline of more than a week.
+pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// Parses a duration option: `humantime` syntax (`250ms`, `30s`, `2m`, `1h 30m`) or a
+/// bare number of seconds (`1.5`). Zero and anything above [`MAX_DURATION`] are refused,
+/// so every accepted value can be added to `Instant::now()`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("bad duration {s:?}: use e.g. 500ms, 30s or 2m"))?;
-    let seconds = match unit.trim() {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" | "min" => value * 60.0,
-        other => {
-            return Err(format!(
-                "bad duration unit {other:?} in {s:?}: use ms, s or m"
-            ))
-        }
+    let bare_seconds = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    let d = if bare_seconds {
+        let seconds: f64 = s
+            .parse()
+            .map_err(|_| format!("bad duration {s:?}: use e.g. 500ms, 30s or 2m"))?;
+        Duration::try_from_secs_f64(seconds)
+            .map_err(|_| format!("duration {s:?} is out of range"))?
+    } else {
+        humantime::parse_duration(s)
+            .map_err(|e| format!("bad duration {s:?} ({e}): use e.g. 500ms, 30s, 2m or 1h"))?
     };
-    let d = Duration::try_from_secs_f64(seconds)
-        .map_err(|_| format!("duration {s:?} is out of range"))?;
     if d.is_zero() {
         return Err(format!("duration {s:?} must be above zero"));
+    }
+    if d > MAX_DURATION {
+        return Err(format!(
+            "duration {s:?} is too long: at most {}",
+            humantime::format_duration(MAX_DURATION)
+        ));
     }
     Ok(d)
 }
@@ -328,9 +376,45 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
-        for bad in ["", "s", "0", "0ms", "10h", "-1s", "1e999", "abc", "1.2.3s"] {
+        for bad in [
+            "", "s", "0", "0ms", "10x", "-1s", "1e999", "abc", "1.2.3s", ".",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn durations_are_bounded() {
+        assert_eq!(parse_duration("7days"), Ok(MAX_DURATION));
+        for huge in [
+            "10000000000000000000s",
+            "18446744073709551615s",
+            "8days",
+            "100000000000000000000",
+            "99999999999999999999999ms",
+        ] {
+            let err = parse_duration(huge).expect_err(huge);
+            assert!(err.contains(huge), "{err}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_accepted_duration_fits_a_deadline(n in proptest::num::u64::ANY, unit in
+            proptest::sample::select(&["", "ns", "us", "ms", "s", "m", "min", "h", "d", "w"][..])) {
+            if let Ok(d) = parse_duration(&format!("{n}{unit}")) {
+                proptest::prop_assert!(d <= MAX_DURATION);
+                proptest::prop_assert!(std::time::Instant::now().checked_add(d).is_some());
+            }
+        }
+
+        #[test]
+        fn no_input_panics_and_accepted_ones_fit(s in "\\PC{0,24}") {
+            if let Ok(d) = parse_duration(&s) {
+                proptest::prop_assert!(std::time::Instant::now().checked_add(d).is_some());
+            }
         }
     }
 

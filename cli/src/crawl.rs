@@ -5,10 +5,18 @@
 //! on the pool's shards and only send their results back. The number of jobs in flight
 //! is bounded by `--concurrency`, and input is read only as fast as the crawl needs it,
 //! so memory stays flat on long URL lists.
+//!
+//! Stopping: the first SIGINT/SIGTERM or output error stops new pages and link following
+//! at once; pages in flight get [`SHUTDOWN_GRACE`] after a signal (none after an output
+//! error) and are then cancelled. Every page started gets exactly one line. The output
+//! file is created only once the pool is up. Exit codes are in `docs/cli.md`.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Write};
-use std::path::PathBuf;
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,17 +25,19 @@ use cdpmux::sim::{DemoSite, SiteConfig};
 use cdpmux::{Affinity, Job, Pool};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
+use tokio::task::{self, JoinError, JoinSet};
 
 use crate::args::{AffinityArg, CrawlArgs, IsolationArg, MetricsFormat};
-use crate::browser::{BrowserSetup, Fatal, EXIT_INTERRUPTED};
-use crate::frontier::{Frontier, Offer};
+use crate::browser::{BrowserSetup, Fatal};
+use crate::frontier::{Frontier, Limits, Offer};
 use crate::metrics_http;
 use crate::probe::{PageData, Probe, VisitError};
-use crate::record::PageRecord;
+use crate::record::{PageRecord, CANCELLED};
 use crate::stats::CrawlStats;
+use crate::stop::{Stop, StopSignal};
 
-/// How long running jobs get to finish when the crawl ends.
+/// How long pages in flight get to finish after the first stop signal, and running jobs
+/// when the pool shuts down.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How often progress lines are printed when stderr is not a terminal.
 const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(2);
@@ -41,10 +51,10 @@ enum Input {
     Stdin,
 }
 
-/// Runs `cdpmux crawl`.
-pub async fn run(args: CrawlArgs) -> Result<(), Fatal> {
+/// Runs `cdpmux crawl`. `stop` delivers SIGINT and SIGTERM, from before the pool exists.
+pub async fn run(args: CrawlArgs, mut stop: Stop) -> Result<(), Fatal> {
     // Cheap checks first: bad input or output paths and a missing browser fail before
-    // anything starts.
+    // anything starts, and before the output file is touched.
     if args.isolation == IsolationArg::PerKey && args.affinity == AffinityArg::None {
         return Err(Fatal::usage(
             "--isolation per-key gives each affinity key its own browser context: add \
@@ -52,11 +62,10 @@ pub async fn run(args: CrawlArgs) -> Result<(), Fatal> {
         ));
     }
     let input = open_input(&args)?;
-    let output_to_file = args.output.is_some();
-    let mut out = open_output(args.output.as_ref())?;
+    check_output(args.output.as_deref(), &input)?;
     let setup = BrowserSetup::prepare(&args.browser)?;
     let reports = Reports {
-        to_stdout: output_to_file,
+        to_stdout: args.output.is_some(),
     };
 
     let site = match input {
@@ -72,7 +81,7 @@ pub async fn run(args: CrawlArgs) -> Result<(), Fatal> {
 
     let concurrency = args.concurrency as usize;
     let (isolation, reset) = (args.isolation.into(), args.reset.into());
-    let pool = setup
+    let building = setup
         .apply(Pool::builder())
         .shards(args.browser.shards)
         .sessions_per_shard(args.sessions as usize)
@@ -82,8 +91,20 @@ pub async fn run(args: CrawlArgs) -> Result<(), Fatal> {
             // The crawl bounds what is in flight; the queue must hold all of it.
             c.max_queue = c.max_queue.max(concurrency);
         })
-        .build()
-        .await?;
+        .build();
+    let pool = tokio::select! {
+        pool = building => pool?,
+        signal = stop.recv() => return Err(signal.fatal("before the crawl started")),
+    };
+
+    // The crawl can start: only now is the output created (or truncated).
+    let mut out = match open_output(args.output.as_deref()) {
+        Ok(out) => out,
+        Err(fatal) => {
+            let _ = pool.shutdown(SHUTDOWN_GRACE).await;
+            return Err(fatal);
+        }
+    };
 
     let metrics_server = match args.metrics_addr {
         Some(addr) => {
@@ -122,13 +143,20 @@ pub async fn run(args: CrawlArgs) -> Result<(), Fatal> {
     }
 
     let (tx, rx) = mpsc::channel(INPUT_BUFFER);
-    let mut frontier = Frontier::new(args.depth, args.max_pages);
+    let mut frontier = Frontier::new(Limits {
+        max_depth: args.depth,
+        budget: args.max_pages,
+        follow: args.follow.into(),
+        max_queued: args.max_frontier,
+        links_per_page: args.max_links_per_page,
+    });
     let mut crawl = Crawl {
         pool: pool.clone(),
         probe: setup.probe,
         args: &args,
         stats: CrawlStats::default(),
         out_error: None,
+        signal: None,
     };
     match input {
         Input::Demo => {
@@ -143,26 +171,42 @@ pub async fn run(args: CrawlArgs) -> Result<(), Fatal> {
 
     let started = Instant::now();
     let progress = Progress::new(args.quiet);
-    let interrupted = crawl
-        .drive(&mut frontier, rx, &mut out, &progress, started)
+    crawl
+        .drive(&mut frontier, rx, &mut out, &progress, started, &mut stop)
         .await;
     progress.finish();
     let elapsed = started.elapsed();
-    let flushed = out.flush();
+    if crawl.out_error.is_none() {
+        if let Err(e) = out.flush() {
+            crawl.out_error = Some(e);
+        }
+    }
+    // A reader that closed stdout (`| head`) wanted no more: end quietly, like Unix
+    // tools, without a summary nobody asked for.
+    let reader_left = crawl
+        .out_error
+        .as_ref()
+        .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe);
 
     let snapshot = pool.metrics().await;
-    let mut summary = crawl.stats.summary(elapsed, &snapshot, interrupted);
-    if let Some(path) = &args.output {
-        summary.push_str(&format!("  {:<16}{}\n", "output", path.display()));
-    }
-    reports.print(&summary);
-    match args.metrics {
-        Some(MetricsFormat::Prometheus) => reports.print(&snapshot.to_prometheus()),
-        Some(MetricsFormat::Json) => match serde_json::to_string_pretty(&snapshot) {
-            Ok(json) => reports.print(&format!("{json}\n")),
-            Err(e) => eprintln!("cdpmux: could not encode the metrics snapshot: {e}"),
-        },
-        None => {}
+    crawl.stats.links_queued = frontier.links_queued();
+    crawl.stats.links_dropped = frontier.dropped();
+    if !reader_left {
+        let mut summary = crawl
+            .stats
+            .summary(elapsed, &snapshot, crawl.signal.is_some());
+        if let Some(path) = &args.output {
+            summary.push_str(&format!("  {:<16}{}\n", "output", path.display()));
+        }
+        reports.print(&summary);
+        match args.metrics {
+            Some(MetricsFormat::Prometheus) => reports.print(&snapshot.to_prometheus()),
+            Some(MetricsFormat::Json) => match serde_json::to_string_pretty(&snapshot) {
+                Ok(json) => reports.print(&format!("{json}\n")),
+                Err(e) => eprintln!("cdpmux: could not encode the metrics snapshot: {e}"),
+            },
+            None => {}
+        }
     }
     if let Some(server) = metrics_server {
         server.abort();
@@ -170,15 +214,21 @@ pub async fn run(args: CrawlArgs) -> Result<(), Fatal> {
     pool.shutdown(SHUTDOWN_GRACE).await?;
     drop(site);
 
-    match (crawl.out_error, flushed) {
-        (Some(e), _) | (None, Err(e)) if e.kind() != io::ErrorKind::BrokenPipe => {
-            Err(Fatal::failed(format!("could not write the output: {e}")))
+    if let Some(signal) = crawl.signal {
+        return Err(signal.fatal("(the pages finished so far are written and summarized)"));
+    }
+    match crawl.out_error {
+        Some(_) if reader_left => Ok(()),
+        Some(e) => {
+            let target = match &args.output {
+                Some(path) => path.display().to_string(),
+                None => "stdout".to_owned(),
+            };
+            Err(Fatal::failed(format!(
+                "could not write the output to {target}: {e}"
+            )))
         }
-        _ if interrupted => Err(Fatal {
-            code: EXIT_INTERRUPTED,
-            message: "interrupted".to_owned(),
-        }),
-        _ => Ok(()),
+        None => crawl.stats.outcome(),
     }
 }
 
@@ -190,6 +240,8 @@ struct Crawl<'a> {
     stats: CrawlStats,
     /// The first write error; the crawl stops on it.
     out_error: Option<io::Error>,
+    /// The first stop signal; the crawl stops on it.
+    signal: Option<StopSignal>,
 }
 
 /// What a page job sends back.
@@ -202,6 +254,13 @@ struct Finished {
     reused: Option<bool>,
 }
 
+/// A page job that was started and has not been written yet.
+struct InFlight {
+    url: String,
+    depth: u32,
+    started: Instant,
+}
+
 /// Where a job got to, written on the shard, read after the job (also when it failed).
 #[derive(Default)]
 struct Trace {
@@ -212,7 +271,16 @@ struct Trace {
 }
 
 impl Crawl<'_> {
-    /// The coordinator loop. Returns true when it was interrupted.
+    /// True once the crawl is stopping: no new page starts, no link is queued.
+    fn stopping(&self) -> bool {
+        self.signal.is_some() || self.out_error.is_some()
+    }
+
+    /// The coordinator loop. Ends when the work runs out or, once stopping, when no job
+    /// is left.
+    ///
+    /// Invariant: every job started is in `in_flight` until its line is written
+    /// (finished, failed or cancelled), so each started URL gets exactly one line.
     async fn drive(
         &mut self,
         frontier: &mut Frontier,
@@ -220,45 +288,72 @@ impl Crawl<'_> {
         out: &mut Box<dyn Write + Send>,
         progress: &Progress,
         started: Instant,
-    ) -> bool {
+        stop: &mut Stop,
+    ) {
         let concurrency = self.args.concurrency as usize;
         let mut jobs: JoinSet<Finished> = JoinSet::new();
+        let mut in_flight: HashMap<task::Id, InFlight> = HashMap::new();
         let mut input_open = true;
-        let mut stopping = false;
-        let mut interrupts = 0u32;
-        let mut signals_ok = true;
-        let ctrl_c = tokio::signal::ctrl_c();
-        tokio::pin!(ctrl_c);
+        // After the first signal: when the pages still in flight are abandoned.
+        let mut grace_ends: Option<tokio::time::Instant> = None;
         let mut tick = tokio::time::interval_at(
             tokio::time::Instant::now() + PLAIN_PROGRESS_EVERY,
             PLAIN_PROGRESS_EVERY,
         );
         loop {
-            while !stopping && jobs.len() < concurrency {
+            while !self.stopping() && jobs.len() < concurrency {
                 let Some((url, depth)) = frontier.pop() else {
                     break;
                 };
-                jobs.spawn(self.visit(url, depth, frontier.follows_from(depth)));
+                let with_links = frontier.follows_from(depth);
+                let job = jobs.spawn(self.visit(url.clone(), depth, with_links));
+                let started = Instant::now();
+                in_flight.insert(
+                    job.id(),
+                    InFlight {
+                        url,
+                        depth,
+                        started,
+                    },
+                );
             }
+            let stopping = self.stopping();
             let input_done = !input_open || stopping || frontier.spent();
-            if jobs.is_empty() && frontier.is_empty() && input_done {
+            if jobs.is_empty() && input_done && (stopping || frontier.is_empty()) {
                 break;
             }
             progress.update(&self.stats, jobs.len(), frontier.len());
             let want_input = !input_done && frontier.len() < concurrency * 2;
+            let grace_over = async {
+                match grace_ends {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                Some(joined) = jobs.join_next(), if !jobs.is_empty() => match joined {
-                    Ok(done) => {
-                        if let Some(links) = self.finish(done, frontier, out) {
-                            let (url, depth, links) = links;
-                            frontier.offer_links(&url, depth, &links);
+                Some(joined) = jobs.join_next_with_id(), if !jobs.is_empty() => {
+                    let (id, result) = match joined {
+                        Ok((id, done)) => (id, Ok(done)),
+                        Err(e) => (e.id(), Err(e)),
+                    };
+                    let Some(job) = in_flight.remove(&id) else {
+                        continue;
+                    };
+                    match result {
+                        Ok(done) => {
+                            let links = self.finish(done, frontier, out);
+                            // Once stopping, a finished page must not refill the frontier.
+                            if let (Some((url, depth, links)), false) = (links, self.stopping()) {
+                                frontier.offer_links(&url, depth, &links);
+                            }
                         }
-                        if self.out_error.is_some() {
-                            stopping = true;
-                        }
+                        Err(e) => self.unfinished(job, &e, out),
                     }
-                    Err(e) if e.is_cancelled() => {}
-                    Err(e) => progress.println(&format!("cdpmux: a page job failed: {e}")),
+                    if self.out_error.is_some() {
+                        // Nothing more can be written: abandon the rest at once.
+                        frontier.clear();
+                        jobs.abort_all();
+                    }
                 },
                 line = input.recv(), if want_input => match line {
                     Some(Ok(line)) => self.offer_seed(frontier, &line, out),
@@ -271,27 +366,58 @@ impl Crawl<'_> {
                 _ = tick.tick(), if progress.plain => {
                     progress.plain_line(&self.stats, jobs.len(), frontier.len(), started);
                 }
-                signal = &mut ctrl_c, if signals_ok => {
-                    if signal.is_err() {
-                        signals_ok = false;
-                        continue;
-                    }
-                    ctrl_c.set(tokio::signal::ctrl_c());
-                    interrupts += 1;
-                    stopping = true;
+                signal = stop.recv() => {
                     frontier.clear();
-                    if interrupts == 1 {
-                        progress.println(&format!(
-                            "cdpmux: interrupted; finishing the {} pages in flight (Ctrl-C again to abandon them)",
-                            jobs.len()
-                        ));
+                    if self.signal.is_none() {
+                        self.signal = Some(signal);
+                        grace_ends = Some(tokio::time::Instant::now() + SHUTDOWN_GRACE);
+                        if !jobs.is_empty() {
+                            progress.println(&format!(
+                                "cdpmux: {signal}; finishing the {} pages in flight for up to {} s \
+                                 (Ctrl-C again to abandon them)",
+                                jobs.len(),
+                                SHUTDOWN_GRACE.as_secs()
+                            ));
+                        }
                     } else {
                         jobs.abort_all();
                     }
                 }
+                () = grace_over => {
+                    grace_ends = None;
+                    progress.println(&format!(
+                        "cdpmux: abandoning the {} pages still in flight",
+                        jobs.len()
+                    ));
+                    jobs.abort_all();
+                }
             }
         }
-        interrupts > 0
+    }
+
+    /// Writes the line of a job that ended without a result: cut off by a stop, or
+    /// ended abnormally (a bug).
+    fn unfinished(&mut self, job: InFlight, e: &JoinError, out: &mut Box<dyn Write + Send>) {
+        let ms = (job.started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+        let record = if e.is_cancelled() {
+            PageRecord::unfinished(
+                job.url,
+                job.depth,
+                ms,
+                CANCELLED,
+                "the crawl was stopped before this page finished".to_owned(),
+            )
+        } else {
+            PageRecord::unfinished(
+                job.url,
+                job.depth,
+                ms,
+                "internal",
+                format!("the page job ended abnormally: {e}"),
+            )
+        };
+        self.count(&record);
+        self.write(out, &record);
     }
 
     /// Offers an input line; an invalid URL gets its error line at once.
@@ -379,7 +505,7 @@ impl Crawl<'_> {
         out: &mut Box<dyn Write + Send>,
     ) -> Option<(String, u32, Vec<String>)> {
         let ms = (done.elapsed.as_secs_f64() * 1e6).round() / 1e3;
-        self.stats.latencies_ms.push(ms);
+        self.stats.page_times.record(done.elapsed);
         let mut record = PageRecord {
             url: done.url,
             depth: done.depth,
@@ -453,7 +579,43 @@ fn open_input(args: &CrawlArgs) -> Result<Input, Fatal> {
     }
 }
 
-fn open_output(path: Option<&PathBuf>) -> Result<Box<dyn Write + Send>, Fatal> {
+/// Refuses an output path that cannot be written or is the input itself, without
+/// touching it: the file is created only once the crawl can start ([`open_output`]).
+fn check_output(path: Option<&Path>, input: &Input) -> Result<(), Fatal> {
+    let Some(path) = path else {
+        return Ok(());
+    };
+    let Ok(output) = std::fs::metadata(path) else {
+        return Ok(()); // not there yet: created later, and errors reported then
+    };
+    if output.is_dir() {
+        return Err(Fatal::usage(format!(
+            "cannot write the output to {}: it is a directory",
+            path.display()
+        )));
+    }
+    let input = match input {
+        Input::Demo => None,
+        Input::File(file) => file.metadata().ok(),
+        Input::Stdin => io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .ok()
+            .and_then(|fd| File::from(fd).metadata().ok()),
+    };
+    // The same file, however it is named: the same inode on the same device.
+    if input.is_some_and(|i| i.dev() == output.dev() && i.ino() == output.ino()) {
+        return Err(Fatal::usage(format!(
+            "the output {} is also the input: writing it would destroy the URL list; \
+             choose another -o",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Creates (or truncates) the output: stdout without a path.
+fn open_output(path: Option<&Path>) -> Result<Box<dyn Write + Send>, Fatal> {
     match path {
         Some(path) => {
             let file = File::create(path)

@@ -1,9 +1,12 @@
 //! `cdpmux`: crawl with pooled headless Chromium sessions (`cdpmux crawl`), and measure
 //! what pooling saves against a fresh page per job (`cdpmux bench`).
 //!
-//! Exit codes: 0 done (a crawl whose pages failed is still done: the failures are in its
-//! output), 1 failed, 2 bad usage, 3 no browser could be started or reached, 130
-//! interrupted (Ctrl-C; the pages finished so far are written and summarized).
+//! Exit codes (the table is in `docs/cli.md` and `--help`): 0 every page ok, 1 some pages
+//! failed or an error stopped the command, 2 bad usage, 3 no page succeeded (no browser,
+//! or the pool broke), 130 interrupted (SIGINT), 143 terminated (SIGTERM).
+//!
+//! SIGINT and SIGTERM are handled from the start of a crawl, before any browser exists
+//! (see `stop`).
 //!
 //! This binary is its own crate so that users of the `cdpmux` library never compile its
 //! dependencies (clap, indicatif).
@@ -17,6 +20,7 @@ mod metrics_http;
 mod probe;
 mod record;
 mod stats;
+mod stop;
 
 use std::process::ExitCode;
 
@@ -32,7 +36,12 @@ fn main() -> ExitCode {
             .enable_all()
             .build()
             .map_err(|e| Fatal::failed(format!("could not start a runtime: {e}")))
-            .and_then(|rt| rt.block_on(crawl::run(args))),
+            .and_then(|rt| {
+                rt.block_on(async {
+                    let stop = stop::Stop::install()?;
+                    crawl::run(args, stop).await
+                })
+            }),
         Command::Bench(args) => bench::run(args),
     };
     match outcome {

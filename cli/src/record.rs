@@ -43,6 +43,19 @@ impl PageRecord {
         }
     }
 
+    /// A record for a page whose job was stopped before it finished (an interrupt, or a
+    /// job that ended abnormally): `error` is `kind`, `ms` the time it had run.
+    pub fn unfinished(url: String, depth: u32, ms: f64, kind: &str, message: String) -> Self {
+        PageRecord {
+            url,
+            depth,
+            ms,
+            error: Some(kind.to_owned()),
+            message: Some(message),
+            ..PageRecord::default()
+        }
+    }
+
     /// The record as one JSON line (without the newline).
     pub fn to_json_line(&self) -> String {
         // Only strings, numbers and options: serialization cannot fail.
@@ -55,6 +68,9 @@ impl PageRecord {
         })
     }
 }
+
+/// `error` of a page cut off by an interrupt: it started and did not finish.
+pub const CANCELLED: &str = "cancelled";
 
 /// The lowercase snake-case name of an error kind, as written in `error`.
 pub fn kind_name(kind: ErrorKind) -> String {

@@ -17,6 +17,9 @@ use tokio::process::Command;
 
 /// Longest any single run of the binary may take.
 const RUN_LIMIT: Duration = Duration::from_secs(240);
+/// Longest a run that must end promptly (closed output, interrupt) may take: far above
+/// what it needs, far below what the bugs these runs catch take (forever, or minutes).
+const PROMPT_LIMIT: Duration = Duration::from_secs(60);
 
 /// True when Chromium is available; see the module docs for what happens without it.
 fn require_browser() -> bool {
@@ -43,7 +46,31 @@ fn cdpmux(args: &[&str]) -> Command {
 }
 
 /// Runs `cmd` to completion with `stdin` as its input, within [`RUN_LIMIT`].
-async fn run(mut cmd: Command, stdin: Option<String>) -> Output {
+async fn run(cmd: Command, stdin: Option<String>) -> Output {
+    run_within(cmd, stdin, RUN_LIMIT).await
+}
+
+/// Waits for `child` within `limit`; past it the child is killed and the test fails.
+async fn finish_within(child: tokio::process::Child, limit: Duration) -> Output {
+    tokio::time::timeout(limit, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("cdpmux did not end within {limit:?} (it was killed)"))
+        .expect("wait for cdpmux")
+}
+
+/// Sends `signal` to `child`.
+fn signal(child: &tokio::process::Child, signal: libc::c_int) {
+    let pid = child.id().expect("the child is running") as libc::pid_t;
+    // SAFETY: kill(2) with the pid of our own child, which we have not reaped yet.
+    assert_eq!(
+        unsafe { libc::kill(pid, signal) },
+        0,
+        "kill({pid}, {signal})"
+    );
+}
+
+/// Runs `cmd` to completion with `stdin` as its input, within `limit`.
+async fn run_within(mut cmd: Command, stdin: Option<String>, limit: Duration) -> Output {
     if stdin.is_some() {
         cmd.stdin(Stdio::piped());
     }
@@ -53,10 +80,7 @@ async fn run(mut cmd: Command, stdin: Option<String>) -> Output {
             let _ = pipe.write_all(text.as_bytes()).await;
         });
     }
-    tokio::time::timeout(RUN_LIMIT, child.wait_with_output())
-        .await
-        .expect("cdpmux finished within the deadline (it was killed)")
-        .expect("wait for cdpmux")
+    finish_within(child, limit).await
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -72,9 +96,15 @@ fn json_lines(out: &Output) -> Vec<Value> {
 }
 
 fn assert_ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "cdpmux failed ({}):\nstderr: {}",
+    assert_exit(out, 0);
+}
+
+/// The run ended with exit code `code`, and nothing panicked.
+fn assert_exit(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "cdpmux ended with {}:\nstderr: {}",
         out.status,
         text(&out.stderr)
     );
@@ -167,7 +197,8 @@ async fn crawl_reports_bad_and_unreachable_urls_and_keeps_going() {
         Some(input),
     )
     .await;
-    assert_ok(&out);
+    // Some pages failed, some did not: exit 1.
+    assert_exit(&out, 1);
     let lines = json_lines(&out);
     let by_url = |u: &str| {
         lines
@@ -228,6 +259,11 @@ async fn crawl_follows_same_host_links_within_depth_and_budget() {
         })
         .collect();
     assert_eq!(pages, BTreeSet::from([(0, 0), (1, 1), (3, 1), (5, 1)]));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("3 queued; dropped: 0 outside --follow"),
+        "{stderr}"
+    );
 
     let out = run(
         cdpmux(&["crawl", "-", "--quiet", "--depth", "10", "--max-pages", "7"]),
@@ -351,7 +387,8 @@ async fn sim_crawl_reads_stdin_and_prints_metrics() {
         Some("http://a.test/one\nhttp://b.test/two?title=Two\nhttp://a.test/one#dup\n\u{0}\u{7f}junk\n".into()),
     )
     .await;
-    assert_ok(&out);
+    // The junk line failed as invalid input: exit 1.
+    assert_exit(&out, 1);
     let written = std::fs::read_to_string(&output).expect("the output file");
     let lines: Vec<Value> = written
         .lines()
@@ -448,7 +485,7 @@ async fn metrics_are_served_while_the_crawl_runs() {
 
 #[tokio::test]
 async fn bad_usage_is_refused_with_a_reason() {
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
         (
             &["crawl", "--sim", "--isolation", "per-key", "-"],
             "--affinity host",
@@ -469,6 +506,10 @@ async fn bad_usage_is_refused_with_a_reason() {
             &["crawl", "--sim", "--timeout", "soon", "-"],
             "bad duration",
         ),
+        (
+            &["crawl", "--sim", "--timeout", "10000000000000000000s", "-"],
+            "is too long",
+        ),
     ];
     for (args, expected) in cases {
         let out = run(cdpmux(args), None).await;
@@ -477,4 +518,247 @@ async fn bad_usage_is_refused_with_a_reason() {
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
+}
+
+#[tokio::test]
+async fn a_closed_stdout_ends_the_crawl_quietly() {
+    // `cdpmux crawl --demo --sim | head -1`: the reader leaves after one line.
+    let mut child = cdpmux(&["crawl", "--demo", "--sim", "--quiet"])
+        .spawn()
+        .expect("start cdpmux");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = stdout.next_line().await.expect("read stdout");
+    assert!(first.is_some_and(|l| l.contains("\"url\"")), "a first line");
+    drop(stdout);
+    let out = finish_within(child, PROMPT_LIMIT).await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains("could not write"), "quietly: {stderr}");
+}
+
+#[tokio::test]
+async fn a_full_disk_ends_the_crawl_with_an_error() {
+    let out = run_within(
+        cdpmux(&["crawl", "--demo", "--sim", "--quiet", "-o", "/dev/full"]),
+        None,
+        PROMPT_LIMIT,
+    )
+    .await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("could not write the output to /dev/full"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_failed_start_leaves_the_output_file_alone() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let output = dir.path().join("results.jsonl");
+    std::fs::write(&output, "earlier results\n").expect("write the old results");
+    let mut cmd = cdpmux(&[
+        "crawl",
+        "--demo",
+        "-o",
+        output.to_str().expect("utf-8 path"),
+    ]);
+    cmd.env("PATH", dir.path()).env_remove("CDPMUX_CHROME");
+    let out = run(cmd, None).await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read_to_string(&output).expect("the output file"),
+        "earlier results\n",
+        "a crawl that never started kept the earlier results"
+    );
+}
+
+#[tokio::test]
+async fn the_output_may_not_be_the_input() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let urls = dir.path().join("urls.txt");
+    let linked = dir.path().join("same-inode.txt");
+    std::fs::write(&urls, "http://a.test/one\n").expect("write the URL list");
+    std::fs::hard_link(&urls, &linked).expect("a hard link");
+    let urls_arg = urls.to_str().expect("utf-8 path");
+    let linked_arg = linked.to_str().expect("utf-8 path");
+    for (args, stdin) in [
+        (vec!["crawl", "--sim", urls_arg, "-o", urls_arg], None),
+        (vec!["crawl", "--sim", urls_arg, "-o", linked_arg], None),
+        (vec!["crawl", "--sim", "-", "-o", urls_arg], Some(&urls)),
+    ] {
+        let mut cmd = cdpmux(&args);
+        if let Some(path) = stdin {
+            cmd.stdin(std::fs::File::open(path).expect("open the URL list"));
+        }
+        let out = run(cmd, None).await;
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("is also the input"), "{args:?}: {stderr}");
+        assert_eq!(
+            std::fs::read_to_string(&urls).expect("the URL list"),
+            "http://a.test/one\n",
+            "{args:?}: the input is untouched"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_signal_before_the_pool_is_built_is_handled() {
+    // An endpoint that accepts and never answers: the CLI waits in the pool build, which
+    // it reaches only after installing its signal handlers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+    for (sig, code) in [(libc::SIGTERM, 143), (libc::SIGINT, 130)] {
+        let child = cdpmux(&["crawl", "--endpoint", &endpoint, "--quiet", "-"])
+            .spawn()
+            .expect("start cdpmux");
+        let (_conn, _) = tokio::time::timeout(PROMPT_LIMIT, listener.accept())
+            .await
+            .expect("cdpmux asks the endpoint")
+            .expect("accept");
+        signal(&child, sig);
+        let out = finish_within(child, PROMPT_LIMIT).await;
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "signal {sig}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_interrupt_ends_a_deep_crawl_without_new_pages() {
+    if !require_browser() {
+        return;
+    }
+    // Every page takes two seconds (ample time to deliver the signal before a page in
+    // flight finishes), and each links to three more: without a stop the crawl goes on
+    // for minutes.
+    let site = DemoSite::start(SiteConfig {
+        pages: 300,
+        slow_every: 1,
+        slow_delay: Duration::from_secs(2),
+        ..SiteConfig::default()
+    })
+    .expect("start the demo site");
+    let mut child = cdpmux(&[
+        "crawl",
+        "-",
+        "--quiet",
+        "--depth",
+        "50",
+        "--concurrency",
+        "3",
+        "--timeout",
+        "10m",
+    ])
+    .stdin(Stdio::piped())
+    .spawn()
+    .expect("start cdpmux");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(format!("{}\n", site.url("/p/0")).as_bytes())
+        .await
+        .expect("write the seed");
+    drop(stdin);
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = tokio::time::timeout(PROMPT_LIMIT, stdout.next_line())
+        .await
+        .expect("a first page within the limit")
+        .expect("read stdout")
+        .expect("a first line");
+    // /p/0 is done; /p/1, /p/3 and /p/5 are now in flight.
+    signal(&child, libc::SIGINT);
+    let mut lines = vec![first];
+    let rest = async {
+        while let Some(line) = stdout.next_line().await.expect("read stdout") {
+            lines.push(line);
+        }
+    };
+    tokio::time::timeout(PROMPT_LIMIT, rest)
+        .await
+        .expect("the crawl ended within the limit");
+    let out = finish_within(child, PROMPT_LIMIT).await;
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
+    let mut urls = BTreeSet::new();
+    for line in &lines {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(urls.insert(v["url"].to_string()), "two lines for {line}");
+    }
+    assert!(
+        lines.len() <= 4,
+        "no page starts after the interrupt: {lines:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_cut_off_by_an_interrupt_are_marked_cancelled() {
+    if !require_browser() {
+        return;
+    }
+    // Pages slower than the grace period: an interrupt must not wait for them.
+    let site = DemoSite::start(SiteConfig {
+        pages: 10,
+        slow_every: 1,
+        slow_delay: Duration::from_secs(600),
+        ..SiteConfig::default()
+    })
+    .expect("start the demo site");
+    let input: String = (0..4)
+        .map(|n| site.url(&format!("/p/{n}")) + "\n")
+        .collect();
+    let mut child = cdpmux(&[
+        "crawl",
+        "-",
+        "--quiet",
+        "--concurrency",
+        "4",
+        "--timeout",
+        "20m",
+        "--command-timeout",
+        "20m",
+    ])
+    .stdin(Stdio::piped())
+    .spawn()
+    .expect("start cdpmux");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(input.as_bytes()).await.expect("write URLs");
+    drop(stdin);
+    // Wait until the browser asked for all four pages: every one of them has started.
+    let started = async {
+        while site.requests() < 4 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(PROMPT_LIMIT, started)
+        .await
+        .expect("the four pages started");
+    signal(&child, libc::SIGINT);
+    let out = finish_within(child, PROMPT_LIMIT).await;
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 4, "one line per started page: {lines:#?}");
+    let urls: BTreeSet<_> = lines.iter().map(|l| l["url"].to_string()).collect();
+    assert_eq!(urls.len(), 4, "{lines:#?}");
+    for l in &lines {
+        assert_eq!(l["error"], "cancelled", "{l}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crawl_where_no_page_succeeds_exits_3() {
+    if !require_browser() {
+        return;
+    }
+    let input: String = (0..3)
+        .map(|n| format!("http://127.0.0.1:{}/{n}\n", closed_port()))
+        .collect();
+    let out = run(cdpmux(&["crawl", "-", "--quiet"]), Some(input)).await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("no page succeeded"), "{stderr}");
+    assert_eq!(json_lines(&out).len(), 3);
 }
