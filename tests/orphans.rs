@@ -251,7 +251,11 @@ async fn sandbox_stays_on_for_an_unprivileged_user() {
     let home = tempfile::tempdir().unwrap();
     std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     std::os::unix::fs::chown(home.path(), Some(65534), Some(65534)).unwrap();
-    let exe = std::env::current_exe().unwrap();
+    // A copy of this binary where `nobody` may run it: the build directory may sit under
+    // a home that only root can enter.
+    let exe = home.path().join("orphans-test");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
     let mut cmd = Command::new(setpriv);
     cmd.args([
         "--reuid=65534",
