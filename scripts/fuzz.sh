@@ -8,8 +8,20 @@
 # RUSTC_BOOTSTRAP=1 unlocks them. Install the tool once with `cargo install cargo-fuzz`.
 # The corpus lives in fuzz/corpus/<target> and is minimised (cmin) after each run so it
 # stays small enough to keep in the repository; crashes land in fuzz/artifacts/<target>.
+#
+# CI does not run it, not even a short smoke run: cargo-fuzz is not installed on the CI
+# machine (a nightly toolchain is, but the tool is not part of it), and installing it
+# needs the network and minutes of compiling. What CI runs instead, in every
+# `cargo test`: the proptest properties of the same parsers (tests/protocol_props.rs,
+# src/browser/endpoint.rs, src/browser/launch.rs, cli/src/metrics_http.rs). A smoke run
+# by hand takes seconds per target: FUZZ_RUNS=20000 scripts/fuzz.sh
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
+
+if ! cargo fuzz --help >/dev/null 2>&1; then
+    echo "cargo-fuzz is not installed: run \`cargo install cargo-fuzz\` once (needs crates.io)" >&2
+    exit 2
+fi
 
 runs="${FUZZ_RUNS:-1000000}"
 targets=("$@")

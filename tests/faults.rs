@@ -261,6 +261,17 @@ async fn slow_replies_are_served_or_cut_by_their_deadline() {
         "slow replies (1-80 ms, 40 ms deadline): {} of 300 timed out",
         out.failed()
     );
+    // About half the replies are slower than the deadline: if none timed out, deadlines
+    // never fired; if all did, they cut replies that were in time. With 300 draws either
+    // way by chance has odds below 1e-80.
+    assert!(
+        out.failed() > 0,
+        "no reply of up to 80 ms was cut by a 40 ms deadline"
+    );
+    assert!(
+        out.failed() < 300,
+        "every job timed out, fast replies included"
+    );
     sim.set_reply_delay(Delay::None);
     assert_consistent(&pool, &sim).await;
     pool.shutdown(Duration::from_secs(5)).await.unwrap();

@@ -459,7 +459,8 @@ async fn metrics_are_served_while_the_crawl_runs() {
         let mut conn = tokio::net::TcpStream::connect(&addr)
             .await
             .expect("connect to /metrics");
-        conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        // The server answers only a loopback Host with its own port.
+        conn.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
             .await
             .expect("send");
         let mut answer = String::new();

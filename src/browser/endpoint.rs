@@ -354,4 +354,100 @@ mod tests {
         assert!(response_body(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").is_err());
         assert!(response_body(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{}").is_err());
     }
+
+    /// Properties of the `/json/version` reader, run with every `cargo test`.
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// `body` in chunked encoding, cut at `cuts` (offsets, any order), with optional
+        /// chunk extensions and hex digits in either case.
+        fn chunked(body: &[u8], cuts: &[usize], ext: bool, upper: bool) -> Vec<u8> {
+            let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (body.len() + 1)).collect();
+            bounds.extend([0, body.len()]);
+            bounds.sort_unstable();
+            bounds.dedup();
+            let mut out = Vec::new();
+            for pair in bounds.windows(2) {
+                let piece = &body[pair[0]..pair[1]];
+                let size = if upper {
+                    format!("{:X}", piece.len())
+                } else {
+                    format!("{:x}", piece.len())
+                };
+                out.extend_from_slice(size.as_bytes());
+                if ext {
+                    out.extend_from_slice(b";name=value");
+                }
+                out.extend_from_slice(b"\r\n");
+                out.extend_from_slice(piece);
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(b"0\r\n\r\n");
+            out
+        }
+
+        proptest! {
+            #[test]
+            fn a_valid_chunked_body_round_trips(
+                body in proptest::collection::vec(any::<u8>(), 0..2048),
+                cuts in proptest::collection::vec(any::<usize>(), 0..12),
+                ext: bool,
+                upper: bool,
+            ) {
+                let encoded = chunked(&body, &cuts, ext, upper);
+                prop_assert_eq!(dechunk(&encoded), Some(body.clone()));
+                let mut response =
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+                response.extend_from_slice(&encoded);
+                prop_assert_eq!(response_body(&response), Ok(body));
+            }
+
+            #[test]
+            fn a_content_length_body_round_trips(
+                body in proptest::collection::vec(any::<u8>(), 0..2048),
+                trailing in proptest::collection::vec(any::<u8>(), 0..64),
+            ) {
+                let mut response =
+                    format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len())
+                        .into_bytes();
+                response.extend_from_slice(&body);
+                prop_assert!(response_complete(&response));
+                response.extend_from_slice(&trailing);
+                prop_assert_eq!(response_body(&response), Ok(body));
+            }
+
+            #[test]
+            fn no_input_panics_the_reader(raw in proptest::collection::vec(any::<u8>(), 0..512)) {
+                let _ = response_complete(&raw);
+                let _ = response_body(&raw);
+                let _ = dechunk(&raw);
+            }
+
+            #[test]
+            fn no_head_panics_the_reader(
+                head in "[ -~\r\n]{0,200}",
+                body in proptest::collection::vec(any::<u8>(), 0..128),
+            ) {
+                // Printable heads reach the header and chunk parsers far more often
+                // than random bytes do.
+                let mut raw = format!("HTTP/1.1 200 OK\r\n{head}\r\n\r\n").into_bytes();
+                raw.extend_from_slice(&body);
+                let _ = response_complete(&raw);
+                let _ = response_body(&raw);
+            }
+
+            #[test]
+            fn truncated_chunked_bodies_are_refused(
+                body in proptest::collection::vec(any::<u8>(), 1..512),
+                cuts in proptest::collection::vec(any::<usize>(), 0..6),
+                keep in any::<proptest::sample::Index>(),
+            ) {
+                let encoded = chunked(&body, &cuts, false, false);
+                // Anything short of the final `0\r\n` chunk is incomplete.
+                let cut = keep.index(encoded.len() - 5);
+                prop_assert_eq!(dechunk(&encoded[..cut]), None);
+            }
+        }
+    }
 }

@@ -5,12 +5,15 @@
 //! a zombie that still holds its pid and process-group id, so signalling either can never
 //! reach an unrelated process. Exit is observed with `waitid(.., WNOWAIT)`, which does not
 //! reap.
+//!
+//! Which flags are set is [`super::flags`]'s business, the sandbox [`super::sandbox`]'s,
+//! the profile [`super::profile`]'s, and how the process is forked [`super::spawner`]'s.
 
 use std::env;
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -18,6 +21,9 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use super::flags::{reserved_reason, BASE_FLAGS, NO_SANDBOX, NO_THROTTLING_FLAGS};
+use super::sandbox::{self, Decision, KernelFacts, Sandbox};
+use super::{profile, spawner};
 use crate::{Error, ErrorKind, Result, TimeoutKind};
 
 /// Names looked up on `PATH`, in order, when no executable is configured.
@@ -33,38 +39,6 @@ const ENV_CHROME: &str = "CDPMUX_CHROME";
 
 const INSTALL_HINT: &str = "install it with `apt-get install -y chromium` or set \
      CDPMUX_CHROME=/path/to/chrome; the simulated browser (`--sim`, `cdpmux::sim`) needs none";
-
-/// Flags every launch gets. The DevTools port is chosen by Chromium (`=0`) and bound to
-/// loopback only.
-const BASE_FLAGS: [&str; 11] = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    "--remote-debugging-port=0",
-    "--remote-debugging-address=127.0.0.1",
-];
-
-/// Pooled tabs are hidden; without these their timers are throttled.
-const NO_THROTTLING_FLAGS: [&str; 3] = [
-    "--disable-background-timer-throttling",
-    "--disable-renderer-backgrounding",
-    "--disable-backgrounding-occluded-windows",
-];
-
-/// Extra arguments that would move the DevTools port off loopback or the profile out of
-/// our control.
-const RESERVED_FLAGS: [&str; 4] = [
-    "--remote-debugging-address",
-    "--remote-debugging-port",
-    "--remote-debugging-pipe",
-    "--user-data-dir",
-];
 
 const PORT_FILE: &str = "DevToolsActivePort";
 const STDERR_FILE: &str = "chromium-stderr.log";
@@ -98,6 +72,7 @@ pub struct Launch {
     args: Vec<OsString>,
     startup_timeout: Duration,
     background_throttling: bool,
+    sandbox: Sandbox,
 }
 
 impl Default for Launch {
@@ -107,13 +82,14 @@ impl Default for Launch {
             args: Vec::new(),
             startup_timeout: Duration::from_secs(30),
             background_throttling: false,
+            sandbox: Sandbox::Auto,
         }
     }
 }
 
 impl Launch {
     /// The defaults: executable found automatically, no extra arguments, a 30 s startup
-    /// timeout, background throttling off.
+    /// timeout, background throttling off, sandbox [`Sandbox::Auto`].
     pub fn new() -> Self {
         Self::default()
     }
@@ -130,8 +106,10 @@ impl Launch {
     /// The browser opens one `about:blank` tab unless an argument not starting with `-`
     /// (a URL) is given.
     ///
-    /// The DevTools address, port and pipe and `--user-data-dir` are managed by cdpmux;
-    /// passing them makes [`launch`](Self::launch) fail with [`ErrorKind::InvalidInput`].
+    /// The DevTools address, port, pipe and allowed origins, `--user-data-dir` and
+    /// `--no-sandbox` (see [`sandbox`](Self::sandbox)) are managed by cdpmux; passing
+    /// them, with one dash or two, makes [`launch`](Self::launch) fail with
+    /// [`ErrorKind::InvalidInput`].
     pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
         self.args.push(arg.into());
         self
@@ -157,6 +135,18 @@ impl Launch {
     /// are hidden, and throttling them slows crawls down).
     pub fn background_throttling(mut self, enabled: bool) -> Self {
         self.background_throttling = enabled;
+        self
+    }
+
+    /// Whether Chromium keeps its sandbox (default [`Sandbox::Auto`]: on unless running as
+    /// root or the kernel cannot provide it; turning it off is logged once).
+    ///
+    /// The sandbox confines each renderer, the process that runs a crawled page's
+    /// scripts. Without it, a page that exploits a renderer bug runs its code with every
+    /// right of the user running cdpmux (files, credentials, network). `docs/security.md`
+    /// says when turning it off is acceptable.
+    pub fn sandbox(mut self, sandbox: Sandbox) -> Self {
+        self.sandbox = sandbox;
         self
     }
 
@@ -188,8 +178,11 @@ impl Launch {
     }
 
     /// The full argument list for a browser using `profile` as its user data dir.
-    fn command_args(&self, profile: &Path) -> Vec<OsString> {
+    fn command_args(&self, profile: &Path, sandbox: Decision) -> Vec<OsString> {
         let mut args: Vec<OsString> = BASE_FLAGS.iter().map(OsString::from).collect();
+        if let Decision::Off(_) = sandbox {
+            args.push(OsString::from(NO_SANDBOX));
+        }
         let mut dir_flag = OsString::from("--user-data-dir=");
         dir_flag.push(profile);
         args.push(dir_flag);
@@ -212,14 +205,13 @@ impl Launch {
     fn check_args(&self) -> Result<()> {
         for arg in &self.args {
             let text = arg.to_string_lossy();
-            let name = text.split('=').next().unwrap_or_default();
-            if RESERVED_FLAGS.contains(&name) {
+            if let Some(why) = reserved_reason(&text) {
                 return Err(Error::new(
                     ErrorKind::InvalidInput,
                     format!(
-                        "launch argument `{text}` is managed by cdpmux (DevTools stays on \
-                         127.0.0.1 with a fresh private profile); remove it, or start the \
-                         browser yourself and connect to it with an Endpoint"
+                        "launch argument `{}` is managed by cdpmux ({why}); remove it, or \
+                         start the browser yourself and connect to it with an Endpoint",
+                        text.trim()
                     ),
                 ));
             }
@@ -230,6 +222,10 @@ impl Launch {
     /// Starts a headless Chromium with a fresh private profile and waits until its
     /// DevTools endpoint is up.
     ///
+    /// On Linux the browser dies with this process (it gets SIGKILL when the process
+    /// exits or is killed, however it ends), and profiles that a dead process left
+    /// behind are removed first.
+    ///
     /// Cancel-safe: if the returned future is dropped before it completes, the browser
     /// process group is killed and reaped and the profile removed (the drop may block for
     /// up to about two seconds while Chromium exits).
@@ -238,11 +234,16 @@ impl Launch {
     /// browser exits during startup (the message quotes the end of its stderr);
     /// [`ErrorKind::Timeout`]`(`[`TimeoutKind::Launch`]`)` when the endpoint does not
     /// appear within the startup timeout; [`ErrorKind::InvalidInput`] for reserved extra
-    /// arguments; [`ErrorKind::Io`] when the profile cannot be created.
+    /// arguments and for [`Sandbox::On`] as root; [`ErrorKind::Io`] when the profile
+    /// cannot be created.
     pub async fn launch(&self) -> Result<LaunchedBrowser> {
         self.check_args()?;
         let exe = self.find_executable()?;
-        let profile = new_profile_dir()?;
+        let sandbox = sandbox::decide(self.sandbox, euid(), &KernelFacts::probe(&exe))?;
+        if let Decision::Off(reason) = sandbox {
+            sandbox::log_off_once(reason);
+        }
+        let profile = profile::create()?;
         let profile_path = profile.path().to_path_buf();
         let stderr = File::create(profile_path.join(STDERR_FILE)).map_err(|e| {
             Error::new(
@@ -257,14 +258,14 @@ impl Launch {
 
         let mut command = Command::new(&exe);
         command
-            .args(self.command_args(&profile_path))
+            .args(self.command_args(&profile_path, sandbox))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
             // Its own process group, so the whole tree (zygote, renderers) can be killed.
             .process_group(0);
         let started = Instant::now();
-        let child = command.spawn().map_err(|e| spawn_error(&exe, e))?;
+        let child = spawner::spawn(command).map_err(|e| spawn_error(&exe, e))?;
         let pid = child.id();
         tracing::debug!(pid, executable = %exe.display(), profile = %profile_path.display(), "Chromium spawned");
 
@@ -655,36 +656,9 @@ fn spawn_error(exe: &Path, e: io::Error) -> Error {
     .with_source(e)
 }
 
-/// A fresh profile directory only we can read, checked rather than assumed.
-fn new_profile_dir() -> Result<TempDir> {
-    let io_err = |what: &str, e: io::Error| {
-        Error::new(
-            ErrorKind::Io,
-            format!("cannot create a private browser profile: {what}"),
-        )
-        .with_source(e)
-    };
-    let dir = tempfile::Builder::new()
-        .prefix("cdpmux-profile-")
-        .permissions(fs::Permissions::from_mode(0o700))
-        .tempdir()
-        .map_err(|e| io_err("creating the temporary directory", e))?;
-    let meta = fs::symlink_metadata(dir.path()).map_err(|e| io_err("inspecting it", e))?;
+fn euid() -> u32 {
     // SAFETY: geteuid(2) cannot fail and has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    let mode = meta.mode() & 0o7777;
-    if !meta.is_dir() || mode != 0o700 || meta.uid() != euid {
-        return Err(Error::new(
-            ErrorKind::Io,
-            format!(
-                "browser profile {} is not private (mode {mode:o}, owner {}); check the \
-                 temporary directory (TMPDIR)",
-                dir.path().display(),
-                meta.uid()
-            ),
-        ));
-    }
-    Ok(dir)
+    unsafe { libc::geteuid() }
 }
 
 /// The port and browser path from a complete `DevToolsActivePort` file.
@@ -750,6 +724,74 @@ mod tests {
         assert_eq!(parse_port_file("9222\n/devtools/browser/a b"), None);
     }
 
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn no_port_file_panics_the_parser(text in "\\PC{0,200}") {
+                let _ = parse_port_file(&text);
+            }
+
+            #[test]
+            fn accepted_port_files_name_a_real_port_and_a_browser_path(
+                text in "[0-9]{0,6}\n?/devtools/browser/[a-zA-Z0-9_ -]{0,40}\n?",
+            ) {
+                if let Some((port, path)) = parse_port_file(&text) {
+                    prop_assert!(port != 0);
+                    let id = path.strip_prefix("/devtools/browser/").unwrap();
+                    prop_assert!(!id.is_empty());
+                    // The path goes into ws://127.0.0.1:{port}{path}: nothing may change
+                    // the host or start a new line.
+                    let url = url::Url::parse(&format!("ws://127.0.0.1:{port}{path}")).unwrap();
+                    prop_assert_eq!(url.host_str(), Some("127.0.0.1"));
+                    prop_assert_eq!(url.path(), path.as_str());
+                }
+            }
+
+            #[test]
+            fn a_written_port_file_reads_back(
+                port in 1u16..,
+                id in "[a-zA-Z0-9_-]{1,40}",
+                crlf: bool,
+            ) {
+                let nl = if crlf { "\r\n" } else { "\n" };
+                let text = format!("{port}{nl}/devtools/browser/{id}{nl}");
+                prop_assert_eq!(
+                    parse_port_file(&text),
+                    Some((port, format!("/devtools/browser/{id}")))
+                );
+            }
+
+            #[test]
+            fn reserved_switches_are_caught_however_spelled(
+                dashes in 1usize..4,
+                name in proptest::sample::select(vec![
+                    "remote-debugging-address", "remote-debugging-port",
+                    "remote-debugging-pipe", "remote-allow-origins", "user-data-dir",
+                    "no-sandbox",
+                ]),
+                upper in proptest::collection::vec(any::<bool>(), 32),
+                value in proptest::option::of("[ -~]{0,20}"),
+                pad in "[ \t]{0,2}",
+            ) {
+                let name: String = name
+                    .chars()
+                    .zip(upper.iter().cycle())
+                    .map(|(c, up)| if *up { c.to_ascii_uppercase() } else { c })
+                    .collect();
+                let arg = format!(
+                    "{pad}{}{name}{}{pad}",
+                    "-".repeat(dashes),
+                    value.map(|v| format!("={v}")).unwrap_or_default()
+                );
+                let err = Launch::new().arg(&arg).check_args().unwrap_err();
+                prop_assert_eq!(err.kind(), ErrorKind::InvalidInput);
+            }
+        }
+    }
+
     #[test]
     fn reserved_flags_are_rejected() {
         for arg in [
@@ -757,9 +799,14 @@ mod tests {
             "--remote-debugging-port=9222",
             "--remote-debugging-pipe",
             "--user-data-dir=/tmp/x",
+            "-remote-debugging-address=0.0.0.0",
+            "-user-data-dir=/tmp/x",
+            "--remote-allow-origins=*",
+            "--no-sandbox",
         ] {
             let err = Launch::new().arg(arg).check_args().unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidInput, "{arg}");
+            assert!(err.message().contains("managed by cdpmux"), "{err}");
         }
         assert!(Launch::new()
             .arg("--window-size=800,600")
@@ -769,7 +816,7 @@ mod tests {
 
     #[test]
     fn throttling_flags_follow_the_setting() {
-        let off = Launch::new().command_args(Path::new("/p"));
+        let off = Launch::new().command_args(Path::new("/p"), Decision::On);
         assert!(off.iter().any(|a| a == "--disable-renderer-backgrounding"));
         assert!(off.iter().any(|a| a == "--user-data-dir=/p"));
         assert!(off
@@ -778,7 +825,7 @@ mod tests {
         let on = Launch::new()
             .background_throttling(true)
             .arg("--x")
-            .command_args(Path::new("/p"));
+            .command_args(Path::new("/p"), Decision::On);
         assert!(!on.iter().any(|a| a == "--disable-renderer-backgrounding"));
         assert_eq!(
             on.last().map(|a| a.as_os_str()),
@@ -786,7 +833,7 @@ mod tests {
         );
         let url = Launch::new()
             .arg("https://a.test/")
-            .command_args(Path::new("/p"));
+            .command_args(Path::new("/p"), Decision::On);
         assert!(!url.iter().any(|a| a == "about:blank"));
     }
 
@@ -804,9 +851,14 @@ mod tests {
     }
 
     #[test]
-    fn profile_dir_is_private() {
-        let dir = new_profile_dir().unwrap();
-        let mode = fs::metadata(dir.path()).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o700);
+    fn no_sandbox_is_passed_only_when_decided() {
+        let on = Launch::new().command_args(Path::new("/p"), Decision::On);
+        assert!(!on.iter().any(|a| a == NO_SANDBOX), "{on:?}");
+        let off = Launch::new().command_args(Path::new("/p"), Decision::Off("test"));
+        assert_eq!(
+            off.iter().filter(|a| *a == NO_SANDBOX).count(),
+            1,
+            "{off:?}"
+        );
     }
 }

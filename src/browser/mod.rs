@@ -10,10 +10,18 @@
 //! - leave a browser process, a process of its group or a zombie behind: every launched
 //!   browser runs in its own process group, which is killed and reaped on
 //!   [`LaunchedBrowser::shutdown`], on drop, and on every failed or cancelled launch;
-//! - leave a temporary profile directory behind (it holds cookies and caches).
+//! - leave a temporary profile directory behind (it holds cookies and caches): ours are
+//!   removed on shutdown and drop, and those of a killed process at the next launch;
+//! - outlive this process (Linux: the parent-death signal, see `spawner`);
+//! - turn Chromium's sandbox off silently or where it could work (see [`Sandbox`]).
 
 mod endpoint;
+mod flags;
 mod launch;
+mod profile;
+mod sandbox;
+mod spawner;
 
 pub use endpoint::Endpoint;
 pub use launch::{Launch, LaunchedBrowser};
+pub use sandbox::Sandbox;
