@@ -31,7 +31,9 @@
 //!
 //! A third arm per layout runs the same command through `Pool::run` (the fast path: the
 //! closure runs on the shard that owns the page, so a cycle is one message each way);
-//! its wait is measured from calling `run` to the closure starting.
+//! its wait is measured from calling `run` to the closure starting. A fourth runs
+//! `acquire` with `Config::lease_handoff` off: every release goes back through the shard,
+//! which shows what the hand-off line buys.
 //!
 //! Run with `cargo bench --bench acquire_contention`; `CDPMUX_BENCH_QUICK=1` shortens
 //! each block; `CDPMUX_BENCH_ONLY=<text>` runs only the arms whose name contains it (to
@@ -349,6 +351,24 @@ async fn run() {
             format!("cdpmux run {shards} shard(s) x {per_shard}"),
             Contender::CdpmuxRun(pool),
         ));
+        // The same acquire without the hand-off line: every release goes back through
+        // the shard (what the line must beat to earn its complexity).
+        let pool = Pool::builder()
+            .endpoint(sim.ws_url())
+            .shards(shards)
+            .sessions_per_shard(per_shard)
+            .configure(|c| {
+                c.max_queue = TASKS;
+                c.wait_timeout = Duration::from_secs(60);
+                c.lease_handoff = false;
+            })
+            .build()
+            .await
+            .expect("build a cdpmux pool on the simulated browser");
+        arms.push(Arm::new(
+            format!("no line  {shards} shard(s) x {per_shard}"),
+            Contender::Cdpmux(pool),
+        ));
         let (senders, threads): (Vec<_>, Vec<_>) =
             (0..shards).map(|_| spawn_host(sim.ws_url())).unzip();
         hosts.extend(threads);
@@ -423,7 +443,7 @@ async fn run() {
     let (handed_on, across) = (all - handoffs_before.0, across - handoffs_before.1);
     let lease_cycles: u64 = arms
         .iter()
-        .filter(|a| matches!(*a.contender, Contender::Cdpmux(_)))
+        .filter(|a| matches!(*a.contender, Contender::Cdpmux(_)) && !a.name.starts_with("no line"))
         .map(|a| a.cycles)
         .sum();
     if lease_cycles > 0 {
@@ -433,13 +453,13 @@ async fn run() {
             100.0 * handed_on as f64 / lease_cycles as f64
         );
     }
-    // Ratios only for whole layouts (lease, run, deadpool in that order).
+    // Ratios only for whole layouts (lease, run, no line, deadpool in that order).
     let layouts = if only.is_some() { &[][..] } else { &arms[..] };
-    for triple in layouts.chunks_exact(3) {
-        let [lease, run, theirs] = triple else {
+    for layout in layouts.chunks_exact(4) {
+        let [lease, run, no_line, theirs] = layout else {
             continue;
         };
-        for ours in [lease, run] {
+        for ours in [lease, run, no_line] {
             println!(
                 "  {} vs deadpool: p99 ratio {:.2} (target <= 1.0), p50 ratio {:.2}, \
                  throughput ratio {:.2}",

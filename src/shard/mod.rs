@@ -95,6 +95,8 @@ struct Shell {
     tag: u64,
     /// Pages opened so far (numbers each page's initial URL).
     openings: Cell<u64>,
+    /// An empty action buffer kept for the next `feed`.
+    spare: Cell<Option<Vec<Action<Rc<Page>>>>>,
 }
 
 thread_local! {
@@ -174,6 +176,7 @@ async fn run(
         loss,
         tag: fastrand::u64(..),
         openings: Cell::new(0),
+        spare: Cell::new(None),
     });
     let cfg = shell.cfg();
     for browser in 0..shell.links.len() {
@@ -205,14 +208,17 @@ impl Shell {
     /// into the plan: messages, timers and the outcomes of spawned steps all come here.
     fn feed(self: &Rc<Self>, event: impl FnOnce(&mut Plan<Rc<Page>>, Instant, &Config)) {
         let cfg = self.cfg();
-        let actions = {
+        // A spare buffer, unless a feed further up the stack holds it.
+        let mut actions = self.spare.take().unwrap_or_default();
+        {
             let mut plan = self.plan.borrow_mut();
             event(&mut plan, Instant::now(), &cfg);
-            plan.take_actions()
-        };
-        for action in actions {
+            plan.swap_actions(&mut actions);
+        }
+        for action in actions.drain(..) {
             self.execute(action, &cfg);
         }
+        self.spare.set(Some(actions));
         if self.plan.borrow().is_shutting_down() {
             self.returned.notify_waiters();
         }

@@ -145,6 +145,13 @@ impl<P: PageHandle> Plan<P> {
         std::mem::take(&mut self.actions)
     }
 
+    /// Moves what the last events asked for into `into` (empty), keeping both buffers'
+    /// room: the shell's hot path allocates nothing per event.
+    pub(crate) fn swap_actions(&mut self, into: &mut Vec<Action<P>>) {
+        debug_assert!(into.is_empty());
+        std::mem::swap(&mut self.actions, into);
+    }
+
     /// The earliest wait deadline.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.waiters.next_deadline()
