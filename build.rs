@@ -1,6 +1,9 @@
-//! Turns `CDPMUX_LOOM_MUTANT=1` into `--cfg cdpmux_loom_mutant` for this crate alone, so
-//! the loom models can run against the seeded bugs without rebuilding every dependency
-//! (a change of RUSTFLAGS would).
+//! Turns `CDPMUX_LOOM_MUTANT=1` into `--cfg cdpmux_loom_mutant` for this crate alone (a
+//! change of RUSTFLAGS would rebuild every dependency).
+//!
+//! That cfg switches no bug on by itself: it makes the seeded bugs of `src/mutant.rs`
+//! switchable, one at a time, by a loom model calling `loom_api::seed(Mutant::X)`. With it
+//! off (every normal build) each hook is a constant "do the right thing".
 
 fn main() {
     println!("cargo:rerun-if-env-changed=CDPMUX_LOOM_MUTANT");

@@ -1,5 +1,6 @@
 //! Turns `CDPMUX_LOOM_MUTANT=1` into `--cfg cdpmux_loom_mutant` for the models, to match
-//! the library built with the seeded bugs (see the root build.rs).
+//! the library built with switchable seeded bugs (see the root build.rs): under it the
+//! models' `mod seeded` runs each model with its own bug on.
 
 fn main() {
     println!("cargo:rerun-if-env-changed=CDPMUX_LOOM_MUTANT");

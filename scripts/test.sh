@@ -12,8 +12,9 @@ if [ -f loom-tests/tests/models.rs ]; then
   export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-2}"
   export RUSTFLAGS="--cfg cdpmux_loom" CARGO_TARGET_DIR=target/loom
   cargo test -p cdpmux-loom-tests --release
-  # The same models against the seeded bugs (build.rs turns the variable into
-  # --cfg cdpmux_loom_mutant for cdpmux and the models only): each must fail, so each
-  # is `should_panic` there.
+  # The same models in a mutant build (build.rs turns the variable into
+  # --cfg cdpmux_loom_mutant for cdpmux and the models only): every model passes with no
+  # bug on, and again with its own seeded bug on and only its own (`mod seeded`, each
+  # `should_panic` with the message naming what broke).
   CDPMUX_LOOM_MUTANT=1 cargo test -p cdpmux-loom-tests --release
 fi

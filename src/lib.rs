@@ -116,6 +116,7 @@ pub struct ReadmeDoctests;
 #[doc(hidden)]
 pub mod loom_api {
     pub use crate::handoff::{Handoff, Join, Line, Outcome, Successor};
+    pub use crate::mutant::{seed, seeded, Mutant, Seeded};
     pub use crate::pool::{announce_shutdown, publish_config, send_request};
     pub use crate::router::{LoadGauges, LoadGuard};
     pub use crate::shard::msg::{

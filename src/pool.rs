@@ -451,15 +451,18 @@ pub fn publish_config(
     inboxes: &[mpsc::UnboundedSender<Msg>],
     next: Config,
 ) {
-    #[cfg(not(cdpmux_loom_mutant))]
-    cell.store(next);
-    for inbox in inboxes {
-        let _ = inbox.send(Msg::Reconfigured);
+    let tell = || {
+        for inbox in inboxes {
+            let _ = inbox.send(Msg::Reconfigured);
+        }
+    };
+    if crate::mutant::config_told_before_stored() {
+        tell();
+        cell.store(next);
+        return;
     }
-    // Seeded bug for the loom model: telling the shards before storing lets a shard
-    // act on `Reconfigured` with the old configuration.
-    #[cfg(cdpmux_loom_mutant)]
     cell.store(next);
+    tell();
 }
 
 impl Drop for Inner {

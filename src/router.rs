@@ -98,14 +98,15 @@ pub struct LoadGuard<'a> {
 
 impl Drop for LoadGuard<'_> {
     fn drop(&mut self) {
-        #[cfg(not(cdpmux_loom_mutant))]
-        self.gauges.loads[self.shard].fetch_sub(1, Ordering::Relaxed);
-        // Seeded bug for the loom model: a non-atomic read-modify-write loses updates.
-        #[cfg(cdpmux_loom_mutant)]
-        {
-            let v = self.gauges.loads[self.shard].load(Ordering::Relaxed);
-            self.gauges.loads[self.shard].store(v.wrapping_sub(1), Ordering::Relaxed);
+        let load = &self.gauges.loads[self.shard];
+        if crate::mutant::gauge_decrement_torn() {
+            load.store(
+                load.load(Ordering::Relaxed).wrapping_sub(1),
+                Ordering::Relaxed,
+            );
+            return;
         }
+        load.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -75,11 +75,9 @@ impl<T> Overflow<T> {
         let bit = 1u64 << shard;
         self.parked.fetch_or(bit, SeqCst);
         fence(SeqCst); // pairs with the fence in `push`
-        #[cfg(not(cdpmux_loom_mutant))]
-        let waiting = self.queued.load(SeqCst) > 0;
-        // Seeded bug for the loom model: parking without the re-check loses wake-ups.
-        #[cfg(cdpmux_loom_mutant)]
-        let waiting = false;
+
+        // The re-check (module header): without it, a push that missed our bit is lost.
+        let waiting = !crate::mutant::park_skips_recheck() && self.queued.load(SeqCst) > 0;
         if waiting {
             self.parked.fetch_and(!bit, SeqCst);
         }

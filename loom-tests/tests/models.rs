@@ -2,10 +2,12 @@
 //! through `cdpmux::loom_api`; what is not real is the minimum around it (a thread standing
 //! in for a shard's loop or a caller's future).
 //!
-//! Under `--cfg cdpmux_loom` every model passes. Under `--cfg cdpmux_loom
-//! --cfg cdpmux_loom_mutant` the library compiles seeded bugs, one per model, and every
-//! model is `should_panic`, with the message that names what broke: each model is shown
-//! to catch its bug. See `loom-tests/README.md`.
+//! Under `--cfg cdpmux_loom` every model passes. A build with `CDPMUX_LOOM_MUTANT=1`
+//! (`--cfg cdpmux_loom_mutant`) can switch the library's seeded bugs on one at a time
+//! (`cdpmux::loom_api::seed`, see `src/mutant.rs`). There every model still passes as it
+//! is, with no bug on, and `mod seeded` runs each model again with its own bug on, and
+//! only its own: each must fail, with the message that names what broke. See
+//! `loom-tests/README.md`.
 #![cfg(cdpmux_loom)]
 
 use std::future::Future;
@@ -50,10 +52,9 @@ fn acquire_request(tx: GrantTx) -> Request {
 
 /// A shard grants a lease while its caller, on another thread, gives up (deadline or
 /// drop). The session ends up with the caller or back on the shard (a `Release`), exactly
-/// once. Seeded bug: `grant_lease` trusts `is_closed` and defuses the lease `send`
-/// returns.
+/// once. Seeded bug (`GrantTrustsIsClosed`): `grant_lease` trusts `is_closed` and
+/// defuses the lease `send` returns.
 #[test]
-#[cfg_attr(cdpmux_loom_mutant, should_panic(expected = "session lost"))]
 fn lease_grant_races_caller_leaving() {
     loom::model(|| {
         let (inbox_tx, mut inbox) = mpsc::unbounded_channel::<Msg>();
@@ -86,13 +87,12 @@ fn lease_grant_races_caller_leaving() {
 /// A saturated shard offers a request while an idle shard checks for work and parks, as
 /// in the shard's main loop: take, else announce parking (re-checking), else wait for
 /// the wake-up. The request is always taken (no lost wake-up) and taken once. Seeded
-/// bug: `prepare_park` without its re-check.
+/// bug (`ParkSkipsRecheck`): `prepare_park` without its re-check.
 ///
 /// The idle shard does not block when it parks (a loom deadlock aborts the process, so a
 /// `should_panic` model could not show it): it stops, and once the pusher is done the
 /// model checks that a wake-up is waiting for it, which is what would unpark it.
 #[test]
-#[cfg_attr(cdpmux_loom_mutant, should_panic(expected = "lost wake-up"))]
 fn overflow_push_races_idle_shard_parking() {
     loom::model(|| {
         let overflow = Arc::new(Overflow::<u32>::default());
@@ -146,7 +146,6 @@ fn overflow_push_races_idle_shard_parking() {
 /// requests: each request is taken exactly once and the count of offered requests
 /// never underflows.
 #[test]
-#[cfg(not(cdpmux_loom_mutant))]
 fn overflow_takers_race() {
     loom::model(|| {
         let overflow = Arc::new(Overflow::<u32>::default());
@@ -175,10 +174,9 @@ fn overflow_takers_race() {
 
 /// `Pool::shutdown` races a `Pool::acquire` on another thread while the shard serves its
 /// inbox. Every submitted request gets an explicit answer (a lease or `Shutdown`), never
-/// a dropped reply channel; a refused submission says `Shutdown`. Seeded bug:
-/// `close_inbox` drains before closing.
+/// a dropped reply channel; a refused submission says `Shutdown`. Seeded bug
+/// (`DrainBeforeClose`): `close_inbox` drains before closing.
 #[test]
-#[cfg_attr(cdpmux_loom_mutant, should_panic(expected = "no answer"))]
 fn shutdown_races_submission() {
     loom::model(|| {
         let closed = Arc::new(AtomicBool::new(false));
@@ -234,9 +232,8 @@ fn shutdown_races_submission() {
 
 /// Two requests on one shard count in and out concurrently (as `Pool::run` and
 /// `Pool::acquire` do with their `LoadGuard`): the gauge never underflows and returns to
-/// zero. Seeded bug: the decrement as a load and a store.
+/// zero. Seeded bug (`GaugeDecrementTorn`): the decrement as a load and a store.
 #[test]
-#[cfg_attr(cdpmux_loom_mutant, should_panic(expected = "gauge"))]
 fn load_gauges_count_in_and_out() {
     loom::model(|| {
         let gauges = Arc::new(LoadGauges::new(2));
@@ -260,9 +257,9 @@ fn load_gauges_count_in_and_out() {
 
 /// `Pool::reconfigure` publishes a configuration while a shard reads it: the shard sees
 /// the old or the new value, and after the `Reconfigured` message only the new one.
-/// Seeded bug: `publish_config` tells the shards before storing.
+/// Seeded bug (`ConfigToldBeforeStored`): `publish_config` tells the shards before
+/// storing.
 #[test]
-#[cfg_attr(cdpmux_loom_mutant, should_panic(expected = "old configuration"))]
 fn live_config_reaches_shard_before_its_message() {
     loom::model(|| {
         let old = Config::default().sessions_per_shard;
@@ -382,13 +379,10 @@ fn seen(outcome: Outcome) -> Seen {
 /// shard serves its inbox meanwhile, reading the line's outcomes before each message as
 /// `Shard::handle` does. The caller is served exactly once or taken back exactly once;
 /// the session is released exactly once, after its new holder's command when there is
-/// one; the shard reads the hand-off before any command of the new holder. Seeded bug:
-/// `return_session` sends the lease before recording the `Passed`.
+/// one; the shard reads the hand-off before any command of the new holder. Seeded bug
+/// (`PassedRecordedAfterSend`): `return_session` sends the lease before recording the
+/// `Passed`.
 #[test]
-#[cfg_attr(
-    cdpmux_loom_mutant,
-    should_panic(expected = "command before its hand-off")
-)]
 fn handoff_races_reclaim() {
     loom::model(|| {
         let (line, held, inbox) = passable_lease(LEASE);
@@ -420,10 +414,9 @@ fn handoff_races_reclaim() {
 /// that line closed or empty, releases the session to shard 1. The caller is served
 /// exactly once or taken back exactly once; when served, its own shard is told
 /// (`Served`, so it drops its record of the caller) and the session's shard reads the
-/// `Passed` before the new holder's command. Seeded bug: the `Served` goes to the
-/// session's shard instead.
+/// `Passed` before the new holder's command. Seeded bug (`ServedToldToSessionsShard`):
+/// the `Served` goes to the session's shard instead.
 #[test]
-#[cfg_attr(cdpmux_loom_mutant, should_panic(expected = "never told"))]
 fn handoff_serves_another_shards_line() {
     loom::model(|| {
         let lines: Lines = Line::family(2).into();
@@ -554,7 +547,6 @@ fn check_session_log(served: bool, log: &[Seen]) {
 /// `Release` while it holds it, and exactly one `Release` once it lets go. No seeded bug
 /// of its own (the hand-off's is about ordering, which `handoff_races_reclaim` checks).
 #[test]
-#[cfg(not(cdpmux_loom_mutant))]
 fn handoff_skips_a_caller_who_left() {
     loom::model(|| {
         let (line, held, mut inbox) = passable_lease(LEASE);
@@ -602,10 +594,9 @@ fn handoff_skips_a_caller_who_left() {
 /// line and takes everyone back (`Line::close_and_drain`: a higher class or a request
 /// that cannot join arrived, a session turned idle, shutdown). The caller ends up in the
 /// shard's hands, or sees the line closed and withdraws to ask the shard itself: never
-/// waiting in a closed line that nobody drains. Seeded bug: `join` trusts its first look
-/// at `open`.
+/// waiting in a closed line that nobody drains. Seeded bug (`JoinTrustsFirstLook`):
+/// `join` trusts its first look at `open`.
 #[test]
-#[cfg_attr(cdpmux_loom_mutant, should_panic(expected = "stranded"))]
 fn joining_races_the_line_closing() {
     loom::model(|| {
         let line = Arc::new(Line::<GrantTx>::default());
@@ -645,4 +636,76 @@ fn joining_races_the_line_closing() {
         );
         assert_eq!(line.joined(), 0, "the count of callers who joined drifted");
     });
+}
+
+/// Each model against its own seeded bug, and only its own (`src/mutant.rs`): each must
+/// fail with the message that names what broke. The same models pass above, in this same
+/// build, with no bug on: the seeds do not leak.
+#[cfg(cdpmux_loom_mutant)]
+mod seeded {
+    use cdpmux::loom_api::{seed, seeded, Mutant};
+    use loom::thread;
+
+    /// `catches!(model, Mutant, "expected panic")`: `model` with `Mutant` seeded panics
+    /// with a message containing the expected text.
+    macro_rules! catches {
+        ($model:ident, $mutant:ident, $expected:literal) => {
+            #[test]
+            #[should_panic(expected = $expected)]
+            fn $model() {
+                let _on = seed(Mutant::$mutant);
+                super::$model();
+            }
+        };
+    }
+
+    catches!(
+        lease_grant_races_caller_leaving,
+        GrantTrustsIsClosed,
+        "session lost"
+    );
+    catches!(
+        overflow_push_races_idle_shard_parking,
+        ParkSkipsRecheck,
+        "lost wake-up"
+    );
+    catches!(shutdown_races_submission, DrainBeforeClose, "no answer");
+    catches!(load_gauges_count_in_and_out, GaugeDecrementTorn, "gauge");
+    catches!(
+        live_config_reaches_shard_before_its_message,
+        ConfigToldBeforeStored,
+        "old configuration"
+    );
+    catches!(
+        handoff_races_reclaim,
+        PassedRecordedAfterSend,
+        "command before its hand-off"
+    );
+    catches!(
+        handoff_serves_another_shards_line,
+        ServedToldToSessionsShard,
+        "never told"
+    );
+    catches!(
+        joining_races_the_line_closing,
+        JoinTrustsFirstLook,
+        "stranded"
+    );
+
+    /// The claim the seeds rest on: loom runs a model's threads on the thread that called
+    /// `loom::model`, so a seed set there reaches every loom thread of every execution,
+    /// and is off again once its guard is dropped.
+    #[test]
+    fn seed_reaches_every_loom_thread() {
+        assert_eq!(seeded(), None, "a test thread starts with no seed");
+        let on = seed(Mutant::JoinTrustsFirstLook);
+        loom::model(|| {
+            let other = thread::spawn(seeded);
+            let mine = seeded();
+            assert_eq!(other.join().unwrap(), Some(Mutant::JoinTrustsFirstLook));
+            assert_eq!(mine, Some(Mutant::JoinTrustsFirstLook));
+        });
+        drop(on);
+        assert_eq!(seeded(), None, "the seed outlived its guard");
+    }
 }

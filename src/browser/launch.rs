@@ -7,7 +7,9 @@
 //! reap.
 //!
 //! Which flags are set is [`super::flags`]'s business, the sandbox [`super::sandbox`]'s,
-//! the profile [`super::profile`]'s, and how the process is forked [`super::spawner`]'s.
+//! the profile [`super::profile`]'s, how the process is forked [`super::spawner`]'s,
+//! signals and exit status [`super::process`]'s, and reading the DevTools port
+//! [`super::port_file`]'s.
 
 use std::env;
 use std::ffi::{OsStr, OsString};
@@ -22,6 +24,8 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use super::flags::{reserved_reason, BASE_FLAGS, NO_SANDBOX, NO_THROTTLING_FLAGS};
+use super::port_file::{read_port_file, PORT_FILE};
+use super::process::{euid, group_exists, peek_exit, pid_arg, signal};
 use super::sandbox::{self, Decision, KernelFacts, Sandbox};
 use super::{profile, spawner};
 use crate::{Error, ErrorKind, Result, TimeoutKind};
@@ -40,7 +44,6 @@ const ENV_CHROME: &str = "CDPMUX_CHROME";
 const INSTALL_HINT: &str = "install it with `apt-get install -y chromium` or set \
      CDPMUX_CHROME=/path/to/chrome; the simulated browser (`--sim`, `cdpmux::sim`) needs none";
 
-const PORT_FILE: &str = "DevToolsActivePort";
 const STDERR_FILE: &str = "chromium-stderr.log";
 const POLL: Duration = Duration::from_millis(10);
 /// How long Chromium gets to exit on SIGTERM before its group is killed.
@@ -516,95 +519,6 @@ impl Drop for LaunchedBrowser {
     }
 }
 
-/// A child pid as `kill(2)` takes it. Linux pids are at most 2^22, so this never wraps.
-fn pid_arg(pid: u32) -> libc::pid_t {
-    libc::pid_t::try_from(pid).unwrap_or(libc::pid_t::MAX)
-}
-
-/// Sends `sig` to a pid (positive) or a process group (negative). Errors (the process is
-/// already gone) are expected and ignored.
-fn signal(target: i32, sig: libc::c_int) {
-    // SAFETY: kill(2) has no memory-safety preconditions.
-    unsafe {
-        libc::kill(target, sig);
-    }
-}
-
-/// True while a process of group `pgid` is still running or being torn down. Zombies
-/// are not counted: orphaned members are reaped by init, which may take seconds.
-#[cfg(target_os = "linux")]
-fn group_exists(pgid: u32) -> bool {
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return false;
-    };
-    dir.flatten().any(|entry| {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
-        else {
-            return false;
-        };
-        // `/proc/<pid>/stat`: "pid (comm) state ppid pgrp ..."; comm may hold spaces.
-        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            return false;
-        };
-        let mut fields = stat
-            .rsplit_once(')')
-            .map_or("", |(_, r)| r)
-            .split_whitespace();
-        let state = fields.next();
-        let pgrp = fields.nth(1).and_then(|g| g.parse::<u32>().ok());
-        state != Some("Z") && pgrp == Some(pgid)
-    })
-}
-
-/// True while any process (a zombie included) is left in process group `pgid`.
-#[cfg(not(target_os = "linux"))]
-fn group_exists(pgid: u32) -> bool {
-    // SAFETY: kill(2) with signal 0 only checks for existence.
-    unsafe { libc::kill(-pid_arg(pgid), 0) == 0 }
-}
-
-/// If `pid` (our child) has exited, describes how; `None` while it runs. Never reaps it.
-fn peek_exit(pid: u32) -> Option<String> {
-    // SAFETY: siginfo_t is plain data; all-zero is a valid value.
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: `info` is a valid, writable siginfo_t for the duration of the call.
-        let rc = unsafe {
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-            )
-        };
-        if rc == 0 {
-            break;
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() == io::ErrorKind::Interrupted {
-            continue;
-        }
-        // ECHILD: not waitable, e.g. the host set SIGCHLD to SIG_IGN and the kernel reaps
-        // children itself. Fall back to asking whether the pid still exists.
-        // SAFETY: kill(2) with signal 0 only checks for existence.
-        let exists = unsafe { libc::kill(pid_arg(pid), 0) } == 0;
-        return (!exists).then(|| format!("exited (not waitable: {err})"));
-    }
-    // SAFETY: waitid filled `info` (or left it zeroed, meaning no state change).
-    let (who, status) = unsafe { (info.si_pid(), info.si_status()) };
-    if who == 0 {
-        return None;
-    }
-    Some(match info.si_code {
-        libc::CLD_EXITED => format!("exit code {status}"),
-        libc::CLD_KILLED | libc::CLD_DUMPED => format!("killed by signal {status}"),
-        _ => format!("status {status}"),
-    })
-}
-
 /// Resolves a configured command: a path must be an executable file, a bare name is
 /// looked up on `PATH`.
 fn resolve_command(exe: &Path, origin: &str) -> Result<PathBuf> {
@@ -656,28 +570,6 @@ fn spawn_error(exe: &Path, e: io::Error) -> Error {
     .with_source(e)
 }
 
-fn euid() -> u32 {
-    // SAFETY: geteuid(2) cannot fail and has no preconditions.
-    unsafe { libc::geteuid() }
-}
-
-/// The port and browser path from a complete `DevToolsActivePort` file.
-fn read_port_file(path: &Path) -> Option<(u16, String)> {
-    parse_port_file(&fs::read_to_string(path).ok()?)
-}
-
-fn parse_port_file(text: &str) -> Option<(u16, String)> {
-    let mut lines = text.lines();
-    let port: u16 = lines.next()?.trim().parse().ok()?;
-    let path = lines.next()?.trim();
-    let id = path.strip_prefix("/devtools/browser/")?;
-    let valid_id = !id.is_empty()
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    (port != 0 && valid_id).then(|| (port, path.to_string()))
-}
-
 /// The last lines of the browser's stderr, for error messages.
 fn stderr_tail(path: &Path) -> String {
     const MAX_BYTES: u64 = 8 * 1024;
@@ -707,63 +599,11 @@ fn stderr_tail(path: &Path) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn port_file_needs_both_lines() {
-        assert_eq!(
-            parse_port_file("9222\n/devtools/browser/ab-12\n"),
-            Some((9222, "/devtools/browser/ab-12".to_string()))
-        );
-        assert_eq!(parse_port_file(""), None);
-        assert_eq!(parse_port_file("9222"), None);
-        assert_eq!(parse_port_file("9222\n"), None);
-        assert_eq!(parse_port_file("9222\n/devtools/browser/"), None);
-        assert_eq!(parse_port_file("0\n/devtools/browser/x"), None);
-        assert_eq!(parse_port_file("99999\n/devtools/browser/x"), None);
-        assert_eq!(parse_port_file("92x\n/devtools/browser/x"), None);
-        assert_eq!(parse_port_file("9222\n/devtools/page/x"), None);
-        assert_eq!(parse_port_file("9222\n/devtools/browser/a b"), None);
-    }
-
     mod props {
         use super::super::*;
         use proptest::prelude::*;
 
         proptest! {
-            #[test]
-            fn no_port_file_panics_the_parser(text in "\\PC{0,200}") {
-                let _ = parse_port_file(&text);
-            }
-
-            #[test]
-            fn accepted_port_files_name_a_real_port_and_a_browser_path(
-                text in "[0-9]{0,6}\n?/devtools/browser/[a-zA-Z0-9_ -]{0,40}\n?",
-            ) {
-                if let Some((port, path)) = parse_port_file(&text) {
-                    prop_assert!(port != 0);
-                    let id = path.strip_prefix("/devtools/browser/").unwrap();
-                    prop_assert!(!id.is_empty());
-                    // The path goes into ws://127.0.0.1:{port}{path}: nothing may change
-                    // the host or start a new line.
-                    let url = url::Url::parse(&format!("ws://127.0.0.1:{port}{path}")).unwrap();
-                    prop_assert_eq!(url.host_str(), Some("127.0.0.1"));
-                    prop_assert_eq!(url.path(), path.as_str());
-                }
-            }
-
-            #[test]
-            fn a_written_port_file_reads_back(
-                port in 1u16..,
-                id in "[a-zA-Z0-9_-]{1,40}",
-                crlf: bool,
-            ) {
-                let nl = if crlf { "\r\n" } else { "\n" };
-                let text = format!("{port}{nl}/devtools/browser/{id}{nl}");
-                prop_assert_eq!(
-                    parse_port_file(&text),
-                    Some((port, format!("/devtools/browser/{id}")))
-                );
-            }
-
             #[test]
             fn reserved_switches_are_caught_however_spelled(
                 dashes in 1usize..4,

@@ -18,6 +18,8 @@
 mod endpoint;
 mod flags;
 mod launch;
+mod port_file;
+mod process;
 mod profile;
 mod sandbox;
 mod spawner;

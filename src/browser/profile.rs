@@ -17,6 +17,7 @@ use std::path::Path;
 
 use tempfile::TempDir;
 
+use super::process::euid;
 use crate::{Error, ErrorKind, Result};
 
 /// Name prefix of every profile directory.
@@ -191,11 +192,6 @@ pub(super) fn sweep(dir: &Path) -> usize {
         }
     }
     removed
-}
-
-fn euid() -> u32 {
-    // SAFETY: geteuid(2) cannot fail and has no preconditions.
-    unsafe { libc::geteuid() }
 }
 
 #[cfg(test)]

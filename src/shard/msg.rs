@@ -285,19 +285,19 @@ pub fn return_session(shard: usize, lease: u64, link: LeaseLink) {
         if across && !next.joined {
             // The caller's shard forgets it: its place, its deadline (there is no record
             // of a caller who joined by itself).
-            let told = if crate::mutant::SERVED_TOLD_TO_CALLERS_SHARD {
-                from
-            } else {
+            let told = if crate::mutant::served_told_to_sessions_shard() {
                 own
+            } else {
+                from
             };
             told.record(Outcome::Served { successor: next.id });
         }
         // Recorded before the send, unless the seeded bug defers it (see `mutant`).
-        let deferred = if crate::mutant::PASSED_RECORDED_BEFORE_SEND {
+        let deferred = if crate::mutant::passed_recorded_after_send() {
+            Some(h.lines[h.shard].clone())
+        } else {
             own.record(passed);
             None
-        } else {
-            Some(h.lines[h.shard].clone())
         };
         // The link moves on to the new holder's grant (no reference count touched).
         match next.tx.send(Ok(Grant::new(shard, lease, link))) {
