@@ -141,6 +141,7 @@ impl<P: PageHandle> Plan<P> {
     }
 
     /// What the last events asked for, in order.
+    #[cfg(test)]
     pub(crate) fn take_actions(&mut self) -> Vec<Action<P>> {
         std::mem::take(&mut self.actions)
     }
