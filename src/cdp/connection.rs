@@ -26,8 +26,8 @@ use super::deadlines::{self, DirectDeadlines, Waiter};
 use super::events::{EventWaiter, EventWaiters, Unregister, WaitEntry};
 use super::observer::TransportObserver;
 use super::protocol::{
-    classify, encode_call, Event, Frame, FrameText, MethodName, PendingCall, PendingTable, Reply,
-    SessionSlot,
+    classify, encode_call, reply_id, Event, Frame, FrameText, MethodName, PendingCall,
+    PendingTable, Reply, SessionSlot,
 };
 use super::routing::{Ending, EventRoute, Sessions};
 use super::socket::{self, Signals, Wire};
@@ -497,6 +497,15 @@ impl Shared {
         self.report_loss();
     }
 
+    /// Counts a frame that was not valid CDP, here and in the owner's metrics. Called
+    /// with the state not borrowed.
+    fn note_malformed(&self) {
+        self.state.borrow_mut().stats.malformed_frames += 1;
+        if let Some(m) = &*self.metrics.borrow() {
+            m.malformed_frame();
+        }
+    }
+
     fn report_loss(&self) {
         let on_loss = self.on_loss.borrow().clone();
         if let Some(f) = on_loss {
@@ -528,8 +537,24 @@ impl Shared {
         let frame = match classify(&text) {
             Ok(frame) => frame,
             Err(e) => {
-                st.stats.malformed_frames += 1;
                 tracing::warn!(error = %e, len = text.len(), "dropped a malformed CDP frame");
+                // A malformed reply to a call that waits fails it now: the browser has
+                // answered, and nothing better will come before the deadline.
+                let call = reply_id(&text).and_then(|id| st.pending.complete(id));
+                drop(st);
+                self.note_malformed();
+                if let Some(PendingCall {
+                    waiter: Some(w),
+                    method,
+                    ..
+                }) = call
+                {
+                    let error = Error::new(
+                        ErrorKind::Protocol,
+                        format!("{method}: the browser's reply was not valid CDP ({e})"),
+                    );
+                    w.send(&method, Err(error));
+                }
                 return;
             }
         };
@@ -577,10 +602,11 @@ impl Shared {
                     },
                 };
                 waiters.deliver(&method, event);
+                let mut malformed = false;
                 let lost = match st.sessions.ending(slot, &method, &text[params.clone()]) {
                     Ending::Nothing => false,
                     Ending::Malformed => {
-                        st.stats.malformed_frames += 1;
+                        malformed = true;
                         false
                     }
                     Ending::Sessions(slots, why) => {
@@ -592,6 +618,9 @@ impl Shared {
                     }
                 };
                 drop(st);
+                if malformed {
+                    self.note_malformed();
+                }
                 if lost {
                     self.report_loss();
                 }
@@ -639,10 +668,9 @@ impl Wire for Shared {
     }
 
     fn received_binary(&self) {
-        let mut st = self.state.borrow_mut();
         // Counted in both, like a malformed text frame, so malformed <= frames_in.
-        st.stats.frames_in += 1;
-        st.stats.malformed_frames += 1;
+        self.state.borrow_mut().stats.frames_in += 1;
+        self.note_malformed();
     }
 
     fn lost(&self, why: Error) {
