@@ -99,6 +99,7 @@ pub fn kind_name(kind: ErrorKind) -> String {
         ErrorKind::InvalidInput => "invalid_input",
         ErrorKind::Shutdown => "shutdown",
         ErrorKind::Io => "io",
+        ErrorKind::Internal => "internal",
         _ => "other",
     };
     name.to_owned()
@@ -117,6 +118,8 @@ mod tests {
             "timeout_job"
         );
         assert_eq!(kind_name(ErrorKind::SessionCrashed), "session_crashed");
+        // The summary's "the pool broke" verdict looks for this name.
+        assert_eq!(kind_name(ErrorKind::Internal), "internal");
     }
 
     #[test]

@@ -195,10 +195,15 @@ impl Connection {
 
     /// Closes the socket now: pending calls fail with `ConnectionClosed`.
     pub fn close(&self) {
-        self.shared.fail_all(Error::new(
+        self.close_with(Error::new(
             ErrorKind::ConnectionClosed,
             "the connection was closed by its owner",
         ));
+    }
+
+    /// Closes the socket now: pending calls, waits and sessions fail with `why`.
+    pub(crate) fn close_with(&self, why: Error) {
+        self.shared.fail_all(why);
         self.shared.signals.closing.set(true);
         self.shared.signals.wake_writer.notify_one();
     }
