@@ -18,6 +18,9 @@ pub struct PageRecord {
     pub html_bytes: Option<u64>,
     /// Links (`a[href]`) on the page.
     pub links: Option<u64>,
+    /// True when the page had more than the probe returns (a title or URL cut, links
+    /// left out); null when the page was not read.
+    pub truncated: Option<bool>,
     /// Hops from an input URL.
     pub depth: u32,
     /// Time from submission to result, including any wait for a session.
@@ -135,6 +138,7 @@ mod tests {
             "title",
             "html_bytes",
             "links",
+            "truncated",
             "depth",
             "ms",
             "shard",

@@ -42,8 +42,31 @@ pub struct ConnectionConfig {
     pub connect_timeout: Duration,
     /// Most frames the writer sends before one flush. Default 1024.
     pub max_frames_per_flush: usize,
-    /// Largest incoming message accepted (screenshots and big DOMs are large). Default 256 MiB.
+    /// Largest incoming message (and WebSocket frame) accepted. Default
+    /// [`DEFAULT_MAX_MESSAGE_SIZE`](Self::DEFAULT_MAX_MESSAGE_SIZE), 256 MiB.
+    ///
+    /// Why a limit, and why this one:
+    /// - A page decides how big some replies are (its title, its DOM, a screenshot of
+    ///   it), and one socket carries the replies of many sessions. Without a limit one
+    ///   hostile page could make this process hold any amount of memory.
+    /// - Chromium sends each CDP message as one WebSocket frame, so the frame limit is
+    ///   the message limit. tungstenite checks a frame's length from its header, before
+    ///   reading its payload: a message over the limit costs no memory here.
+    /// - It cannot skip that payload and read on, though: the socket is lost. Every call
+    ///   on it fails with [`ConnectionClosed`](crate::ErrorKind::ConnectionClosed),
+    ///   whose message says "over the N MiB limit"; a pool reconnects, and jobs with
+    ///   [`Job::retries`](crate::Job::retries) run again on a fresh page. Only the page
+    ///   that sent the message fails for good (with retries, until they run out).
+    /// - Below the limit a message is held once as it is read and once more when a
+    ///   caller decodes it, so a socket may hold about twice the limit for a moment.
+    ///   256 MiB leaves room for full-page screenshots and big DOM snapshots; lower it
+    ///   if no job of yours reads anything that large.
     pub max_message_size: usize,
+}
+
+impl ConnectionConfig {
+    /// The default [`max_message_size`](Self::max_message_size): 256 MiB.
+    pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 256 << 20;
 }
 
 impl Default for ConnectionConfig {
@@ -52,7 +75,7 @@ impl Default for ConnectionConfig {
             command_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             max_frames_per_flush: 1024,
-            max_message_size: 256 << 20,
+            max_message_size: Self::DEFAULT_MAX_MESSAGE_SIZE,
         }
     }
 }
