@@ -42,6 +42,10 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Most frames a socket writer sends per flush. Default 1024.
     pub max_frames_per_flush: usize,
+    /// Largest message a socket accepts from the browser; a bigger one costs that socket
+    /// (see [`ConnectionConfig::max_message_size`](crate::cdp::ConnectionConfig) for the
+    /// reasons). Applies to sockets opened after a change. Default 256 MiB.
+    pub max_message_size: usize,
     /// How jobs are kept apart in the browser (cookies, storage). Applies to sessions
     /// opened after a change. Default [`Isolation::Shared`].
     pub isolation: Isolation,
@@ -122,6 +126,7 @@ impl Default for Config {
             max_lifetime: Duration::ZERO,
             idle_timeout: Duration::ZERO,
             max_frames_per_flush: 1024,
+            max_message_size: crate::cdp::ConnectionConfig::DEFAULT_MAX_MESSAGE_SIZE,
             isolation: Isolation::Shared,
             max_contexts: 64,
             reset: Reset::None,
@@ -159,6 +164,12 @@ impl Config {
         }
         if self.max_queue == 0 {
             return bad("max_queue must be at least 1".into());
+        }
+        if self.max_message_size < 1 << 20 {
+            return bad(format!(
+                "max_message_size ({} bytes) must be at least 1 MiB: CDP replies are often that big",
+                self.max_message_size
+            ));
         }
         if self.max_frames_per_flush == 0 {
             return bad("max_frames_per_flush must be at least 1".into());

@@ -66,6 +66,11 @@ pub enum ErrorKind {
     Shutdown,
     /// An I/O error outside the WebSocket (spawning a process, reading a file).
     Io,
+    /// A bug inside cdpmux: a shard's thread panicked. Every request it held, and every
+    /// later one routed to it, fails with this kind; the other shards go on. Not
+    /// retryable as such (a retry may land on the same shard): report it, and rebuild
+    /// the pool if too many shards are gone.
+    Internal,
 }
 
 /// The error type of cdpmux: a kind to match on and a message for people.
@@ -173,7 +178,7 @@ impl Error {
     ///
     /// Not retryable: command, job and event deadlines (the page itself was slow; a retry
     /// would hold a page for as long again), CDP protocol errors, navigation and script
-    /// errors, invalid input, shutdown and I/O errors.
+    /// errors, invalid input, shutdown, I/O errors and internal errors.
     pub fn is_retryable(&self) -> bool {
         self.is_crash()
             || matches!(
@@ -258,6 +263,18 @@ pub(crate) fn shutdown_error() -> Error {
     )
 }
 
+/// The error of a request lost because shard `shard` panicked (`what` is the panic's
+/// message).
+pub(crate) fn internal_error(shard: usize, what: &str) -> Error {
+    Error::new(
+        ErrorKind::Internal,
+        format!(
+            "shard {shard} stopped after an internal error (a bug in cdpmux: {what}); \
+             the request was not completed. Please report it; the other shards go on"
+        ),
+    )
+}
+
 /// The error of a request whose wait ended at its `kind` deadline, `limit` after it
 /// asked.
 pub(crate) fn timeout_error(kind: TimeoutKind, limit: std::time::Duration) -> Error {
@@ -305,6 +322,7 @@ mod tests {
             ErrorKind::InvalidInput,
             ErrorKind::Shutdown,
             ErrorKind::Io,
+            ErrorKind::Internal,
         ]);
         kinds
     }

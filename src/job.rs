@@ -242,6 +242,11 @@ pub(crate) fn later(at: Instant, after: Duration) -> Instant {
         .unwrap_or(at)
 }
 
+/// [`later`] for a `std` instant.
+pub(crate) fn later_std(at: std::time::Instant, after: Duration) -> std::time::Instant {
+    later(at.into(), after).into_std()
+}
+
 /// The error of a request whose wait ended at its `kind` deadline.
 pub(crate) fn wait_timeout_error(kind: TimeoutKind, job: &Job, cfg: &Config) -> Error {
     let limit = match kind {

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use crate::browser::{Endpoint, Launch};
 use crate::cdp::{Page, PageOptions};
 use crate::config::Config;
-use crate::error::shutdown_error;
+use crate::error::{internal_error, shutdown_error};
 use crate::fleet::Fleet;
 use crate::handoff::{Join, Line};
 use crate::job::{wait_deadline, Job};
@@ -131,6 +131,7 @@ impl PoolBuilder {
         let config = Arc::new(LiveCell::new(self.config));
         let overflow = Arc::new(Overflow::default());
         let lines: StdArc<[Arc<Line<GrantTx>>]> = Line::family(shards).into();
+        let broken: StdArc<[AtomicBool]> = (0..shards).map(|_| AtomicBool::new(false)).collect();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
 
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -144,6 +145,7 @@ impl PoolBuilder {
                 fleet: fleet.clone(),
                 page_options: self.page_options.clone(),
                 lines: lines.clone(),
+                broken: broken.clone(),
             };
             let pin = self.pin_cores.then_some(id % cores);
             threads.push(shard::spawn(id, shared, inbox, pin, ready_tx.clone())?);
@@ -154,6 +156,7 @@ impl PoolBuilder {
             config,
             gauges: LoadGauges::new(shards),
             lines,
+            broken,
             threads: std::sync::Mutex::new(threads),
             fleet,
             closed: AtomicBool::new(false),
@@ -188,6 +191,8 @@ struct Inner {
     gauges: LoadGauges,
     /// Each shard's line (see `handoff`): a plain `acquire` may join it directly.
     lines: StdArc<[Arc<Line<GrantTx>>]>,
+    /// Each shard's flag, raised when it died of a panic (see `shard`).
+    broken: StdArc<[AtomicBool]>,
     // Touched only by shutdown and drop, never on a request's path.
     threads: std::sync::Mutex<Vec<JoinHandle<()>>>,
     fleet: StdArc<Fleet>,
@@ -271,12 +276,48 @@ impl Pool {
                 attempts: 0,
             },
         )?;
-        rx.await.unwrap_or_else(|_| {
-            Err(Error::new(
-                ErrorKind::Shutdown,
-                "the job was dropped before it finished (the pool shut down or the job panicked)",
-            ))
-        })
+        match rx.await {
+            Ok(result) => result,
+            Err(_) => Err(self.unanswered().await.unwrap_or_else(|| {
+                Error::new(
+                    ErrorKind::Shutdown,
+                    "the job was dropped before it finished (the pool shut down or the job panicked)",
+                )
+            })),
+        }
+    }
+
+    /// Why a reply channel closed with no answer, if a shard died: `Internal`. `None`
+    /// means the pool is shutting down (or, for `run`, the job itself panicked).
+    ///
+    /// A dying shard may drop a request before it raises its flag, but raises it before
+    /// it answers anything else: after a round trip through every inbox, every shard that
+    /// dropped a request as it died has raised its flag. (The request may have moved to
+    /// another shard by stealing, hence every inbox.)
+    async fn unanswered(&self) -> Option<Error> {
+        let mut probes = Vec::new();
+        for inbox in self.inner.inboxes.iter() {
+            let (tx, rx) = oneshot::channel();
+            if inbox.send(Msg::Metrics(tx)).is_ok() {
+                probes.push(rx);
+            }
+        }
+        for rx in probes {
+            let _ = rx.await;
+        }
+        let dead = self
+            .inner
+            .broken
+            .iter()
+            .position(|b| b.load(Ordering::Acquire))?;
+        Some(internal_error(dead, "its thread panicked; see the log"))
+    }
+
+    /// Test-only fault hook: shard `shard` panics when it handles this message, as a bug
+    /// in it would. Not part of the API.
+    #[doc(hidden)]
+    pub fn inject_shard_panic(&self, shard: usize) {
+        let _ = self.inner.inboxes[shard].send(Msg::InjectPanic);
     }
 
     /// Takes a session for the caller's own use: a [`Lease`], usable from any thread and
@@ -299,7 +340,7 @@ impl Pool {
             let cfg = self.inner.config.load();
             let deadline = wait_deadline(&job, submitted, &cfg);
             match line.join(&job, submitted, deadline, tx, cfg.max_queue) {
-                Join::Joined => return leased(rx.await),
+                Join::Joined => return self.leased(rx.await).await,
                 Join::Closed(tx) => tx,
                 Join::Withdraw => {
                     rx.close();
@@ -324,7 +365,16 @@ impl Pool {
                 attempts: 0,
             },
         )?;
-        leased(rx.await)
+        self.leased(rx.await).await
+    }
+
+    /// What an `acquire` caller's channel brought: a lease, an error, or nothing (the
+    /// shard is gone: shut down, or dead).
+    async fn leased<E>(&self, reply: std::result::Result<Result<Grant>, E>) -> Result<Lease> {
+        match reply {
+            Ok(grant) => grant.map(Lease::new),
+            Err(_) => Err(self.unanswered().await.unwrap_or_else(shutdown_error)),
+        }
     }
 
     /// Merged metrics of every shard.
@@ -393,14 +443,6 @@ impl Pool {
             .map(|i| self.inner.gauges.load(i))
             .collect()
     }
-}
-
-/// What an `acquire` caller's channel brought: a lease, an error, or nothing (the
-/// shard is gone).
-fn leased<E>(reply: std::result::Result<Result<Grant>, E>) -> Result<Lease> {
-    reply
-        .unwrap_or_else(|_| Err(shutdown_error()))
-        .map(Lease::new)
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

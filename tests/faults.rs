@@ -290,10 +290,35 @@ async fn malformed_frames_and_unknown_events_never_break_a_connection() {
     })
     .await;
     assert_eq!(out.failed(), 0, "{:?}", kinds(&out));
+    // Proof the garbage arrived: of every 20 frames `send_malformed` cycles through, 14
+    // are not valid CDP (see `garbage` in tests/transport.rs), on each connection.
+    let conns = sim.stats().connections as u64;
+    assert_eq!(conns, 2, "one connection per shard");
+    let want = bursts * conns * 14;
+    let snap = support::metrics_until(&pool, LIMIT, |s| s.counters.malformed_frames >= want).await;
+    assert_eq!(
+        snap.counters.malformed_frames, want,
+        "every malformed frame counted"
+    );
+
+    // A malformed reply to a call that waits fails that call at once with a protocol
+    // error (not its deadline: an hour here), and nothing else.
+    sim.mangle_replies(Some("Runtime.evaluate"));
+    let job = || Job::new().command_timeout(Duration::from_secs(3600));
+    let err = pool
+        .run(job(), async |page| page.evaluate_value("1+1").await)
+        .await
+        .expect_err("its reply was malformed");
+    assert_eq!(err.kind(), ErrorKind::Protocol, "{err}");
+    assert!(err.to_string().contains("not valid CDP"), "{err}");
+    sim.mangle_replies(None);
+    let snap = pool.metrics().await;
+    assert_eq!(snap.counters.malformed_frames, want + 1);
+
     let snap = assert_consistent(&pool, &sim).await;
     assert_eq!(snap.counters.reconnects, 0, "a connection was dropped");
     assert_eq!(snap.counters.sessions_crashed, 0);
-    eprintln!("garbage: {bursts} bursts of 20 malformed frames + 20 unknown events per connection and session, 0 of 2000 jobs lost");
+    eprintln!("garbage: {bursts} bursts of 20 malformed frames + 20 unknown events per connection and session ({want} malformed counted), 0 of 2000 jobs lost");
     pool.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 

@@ -92,3 +92,31 @@ async fn a_short_deadline_fires_on_time_behind_a_long_one() {
         .expect("answered");
     assert!(ended.is_err(), "the long command failed at shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_past_the_clock_saturate_instead_of_killing_the_shard() {
+    let (_sim, pool) = support::one_shard(1).await;
+    // The connection keeps a lease command's deadline on the shard's thread:
+    // `started + Duration::MAX` overflowed `Instant` there and the shard died.
+    let mut lease = acquire(&pool).await;
+    lease.set_command_timeout(Duration::MAX);
+    let v = tokio::time::timeout(LIMIT, lease.evaluate_value("1+1"))
+        .await
+        .expect("answered in time")
+        .expect("a deadline past the clock is just far off");
+    assert_eq!(v, json!(2));
+    drop(lease);
+    let job = cdpmux::Job::new()
+        .wait_timeout(Duration::MAX)
+        .timeout(Duration::MAX)
+        .command_timeout(Duration::MAX);
+    let v = tokio::time::timeout(
+        LIMIT,
+        pool.run(job, async |page| page.evaluate_value("2+2").await),
+    )
+    .await
+    .expect("answered in time")
+    .expect("so are a job's");
+    assert_eq!(v, json!(4));
+    pool.shutdown(Duration::from_secs(1)).await.unwrap();
+}

@@ -385,3 +385,105 @@ async fn sessions_spread_over_browsers_and_avoid_a_dead_one() {
     }
     pool.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+/// Awaits a spawned request, which must be answered within [`LIMIT`] (a hang fails).
+async fn answer<T: std::fmt::Debug>(
+    what: &str,
+    task: tokio::task::JoinHandle<cdpmux::Result<T>>,
+) -> cdpmux::Result<T> {
+    tokio::time::timeout(LIMIT, task)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within {LIMIT:?}"))
+        .expect("the request's task")
+}
+
+fn assert_internal<T: std::fmt::Debug>(what: &str, r: cdpmux::Result<T>) {
+    let err = r.expect_err(what);
+    assert_eq!(err.kind(), ErrorKind::Internal, "{what}: {err}");
+    assert!(!err.is_retryable(), "{what}");
+    assert!(err.to_string().contains("shard 0"), "{what}: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_that_panics_fails_every_request_with_internal_and_shuts_down() {
+    let (sim, pool) = support::one_shard(2).await;
+    // Every deadline is an hour away: only the panic can end these requests in time.
+    let hour = Duration::from_secs(3600);
+    let patient = move || {
+        Job::new()
+            .wait_timeout(hour)
+            .timeout(hour)
+            .command_timeout(hour)
+    };
+    sim.black_hole(Some("Runtime.evaluate"));
+
+    // A job in flight on one session; a lease command in flight on the other.
+    let running = {
+        let pool = pool.clone();
+        tokio::spawn(async move { eval(&pool, patient()).await })
+    };
+    let mut lease = tokio::time::timeout(LIMIT, pool.acquire(patient()))
+        .await
+        .expect("acquire answers in time")
+        .expect("a lease");
+    lease.set_command_timeout(hour);
+    let lease = Arc::new(lease);
+    let leased_call = {
+        let lease = lease.clone();
+        tokio::spawn(async move { lease.evaluate_value("2+2").await })
+    };
+    // Both sessions out: a job and an acquire wait.
+    let queued_run = {
+        let pool = pool.clone();
+        tokio::spawn(async move { eval(&pool, patient()).await })
+    };
+    let queued_acquire = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.acquire(patient()).await.map(drop) })
+    };
+    for _ in 0..2_000 {
+        if sim.stats().black_holed == 2 && pool.load()[0] == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(sim.stats().black_holed, 2, "both calls reached the browser");
+    assert_eq!(
+        pool.load(),
+        [3],
+        "three requests unanswered (the lease's is answered)"
+    );
+
+    pool.inject_shard_panic(0);
+    assert_internal("the running job", answer("the running job", running).await);
+    assert_internal(
+        "the lease's call",
+        answer("the lease's call", leased_call).await,
+    );
+    assert_internal("the queued job", answer("the queued job", queued_run).await);
+    assert_internal(
+        "the queued acquire",
+        answer("the queued acquire", queued_acquire).await,
+    );
+
+    // Requests sent to the dead shard later fail at once, the same way.
+    let later = {
+        let pool = pool.clone();
+        tokio::spawn(async move { eval(&pool, patient()).await })
+    };
+    assert_internal("a later job", answer("a later job", later).await);
+    let later_call = {
+        let lease = lease.clone();
+        tokio::spawn(async move { lease.evaluate_value("3+3").await })
+    };
+    assert_internal(
+        "a later lease call",
+        answer("a later lease call", later_call).await,
+    );
+
+    drop(lease);
+    tokio::time::timeout(LIMIT, pool.shutdown(Duration::from_secs(1)))
+        .await
+        .expect("shutdown returns with a dead shard")
+        .expect("shutdown succeeds");
+}

@@ -411,6 +411,35 @@ async fn bad_frames_and_unknown_events_do_not_break_the_connection() {
 }
 
 #[tokio::test]
+async fn a_malformed_reply_fails_its_call_at_once_and_nothing_else() {
+    local(async {
+        let sim = start_sim();
+        let conn = connect(&sim).await;
+        let page = open(&conn).await;
+        // Only the malformed reply can end the call within the test's bounds.
+        page.set_command_timeout(Duration::from_secs(3600));
+        let before = conn.stats();
+        sim.mangle_replies(Some("Runtime.evaluate"));
+        let err = eval(&page, "1+1")
+            .await
+            .expect_err("its reply was malformed");
+        assert_eq!(err.kind(), ErrorKind::Protocol, "{err}");
+        assert!(err.to_string().contains("Runtime.evaluate"), "{err}");
+        assert!(err.to_string().contains("not valid CDP"), "{err}");
+        let after = conn.stats();
+        assert_eq!(after.malformed_frames - before.malformed_frames, 1);
+        assert_eq!(after.pending_calls, 0);
+
+        sim.mangle_replies(None);
+        let reply = eval(&page, "2+2").await.expect("the page still works");
+        assert_eq!(value(&reply), &json!(4));
+        assert!(!conn.is_closed());
+        assert!(page.is_alive());
+    })
+    .await
+}
+
+#[tokio::test]
 async fn a_killed_renderer_fails_its_calls_and_spares_other_pages() {
     local(async {
         let sim = start_sim();

@@ -522,6 +522,7 @@ impl Crawl<'_> {
                 record.title = Some(page.title);
                 record.html_bytes = Some(page.html_bytes);
                 record.links = Some(page.link_count);
+                record.truncated = Some(page.truncated);
                 if frontier.follows_from(done.depth) && !page.links.is_empty() {
                     follow = Some((record.url.clone(), done.depth, page.links));
                 }

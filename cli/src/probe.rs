@@ -31,10 +31,24 @@ pub struct PageData {
     pub html_bytes: u64,
     /// Number of `a[href]` elements.
     pub link_count: u64,
-    /// Their absolute URLs, when asked for.
+    /// Their absolute URLs, when asked for: at most [`MAX_LINKS`], each at most
+    /// [`MAX_LINK_CHARS`] long (longer ones are left out, not cut).
     #[serde(default)]
     pub links: Vec<String>,
+    /// True when the page had more than the probe returns: a title or URL cut, or
+    /// links left out (see the `MAX_*` bounds).
+    #[serde(default)]
+    pub truncated: bool,
 }
+
+/// Most characters (UTF-16 units) of `document.title` the probe returns.
+pub const MAX_TITLE_CHARS: usize = 1024;
+/// Most characters of `location.href` the probe returns.
+pub const MAX_URL_CHARS: usize = 8192;
+/// Most links the probe returns (the frontier takes at most 1000 from a page anyway).
+pub const MAX_LINKS: usize = 1000;
+/// Longest link the probe returns; longer links are left out.
+pub const MAX_LINK_CHARS: usize = 2048;
 
 /// Why a page could not be read: the pool or the page failed, or the probe's answer did
 /// not have the shape of [`PageData`] (a page can break it, e.g. by replacing globals).
@@ -65,21 +79,47 @@ impl fmt::Display for VisitError {
     }
 }
 
-/// The script behind [`Probe::Full`]; `with_links` also returns every link's URL.
+/// The script behind [`Probe::Full`]; `with_links` also returns the links' URLs.
+///
+/// A page controls its title, its URL and its links, and so the size of this reply,
+/// which shares a socket with other pages' replies. The script bounds the reply itself
+/// (the `MAX_*` constants), so it stays far below the connection's message limit, and
+/// says so in `truncated`. Cuts never split a UTF-16 surrogate pair (a lone surrogate
+/// is not valid JSON text).
 fn full_script(with_links: bool) -> String {
     format!(
         r#"(() => {{
+  let truncated = false;
+  const cut = (s, n) => {{
+    if (typeof s !== 'string') return '';
+    if (s.length <= n) return s;
+    truncated = true;
+    const c = s.charCodeAt(n - 1);
+    return s.slice(0, c >= 0xD800 && c <= 0xDBFF ? n - 1 : n);
+  }};
   const nav = performance.getEntriesByType('navigation')[0];
   const root = document.documentElement;
   const anchors = document.querySelectorAll('a[href]');
-  return {{
-    final_url: location.href,
+  const links = [];
+  if ({with_links}) {{
+    const n = Math.min(anchors.length, {MAX_LINKS});
+    if (anchors.length > n) truncated = true;
+    for (let i = 0; i < n; i++) {{
+      const href = anchors[i].href;
+      if (typeof href === 'string' && href.length <= {MAX_LINK_CHARS}) links.push(href);
+      else truncated = true;
+    }}
+  }}
+  const result = {{
+    final_url: cut(location.href, {MAX_URL_CHARS}),
     status: nav && nav.responseStatus ? nav.responseStatus : null,
-    title: document.title,
+    title: cut(document.title, {MAX_TITLE_CHARS}),
     html_bytes: root ? new TextEncoder().encode(root.outerHTML).length : 0,
     link_count: anchors.length,
-    links: {with_links} ? Array.from(anchors, a => a.href) : [],
+    links,
   }};
+  result.truncated = truncated;
+  return result;
 }})()"#
     )
 }
@@ -114,6 +154,7 @@ impl Probe {
                     html_bytes: html.len() as u64,
                     link_count: 0,
                     links: Vec::new(),
+                    truncated: false,
                 }))
             }
         }
@@ -133,7 +174,10 @@ mod tests {
         let data: PageData = serde_json::from_value(v).unwrap();
         assert_eq!(data.status, None);
         assert_eq!(data.links.len(), 2);
-        assert!(full_script(true).contains("true ? Array.from"));
+        assert!(!data.truncated, "absent means nothing was cut");
+        let script = full_script(true);
+        assert!(script.contains("if (true)"), "{script}");
+        assert!(script.contains("cut(document.title, 1024)"), "{script}");
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub struct PageRecord {
     pub html_bytes: Option<u64>,
     /// Links (`a[href]`) on the page.
     pub links: Option<u64>,
+    /// True when the page had more than the probe returns (a title or URL cut, links
+    /// left out); null when the page was not read.
+    pub truncated: Option<bool>,
     /// Hops from an input URL.
     pub depth: u32,
     /// Time from submission to result, including any wait for a session.
@@ -99,6 +102,7 @@ pub fn kind_name(kind: ErrorKind) -> String {
         ErrorKind::InvalidInput => "invalid_input",
         ErrorKind::Shutdown => "shutdown",
         ErrorKind::Io => "io",
+        ErrorKind::Internal => "internal",
         _ => "other",
     };
     name.to_owned()
@@ -117,6 +121,8 @@ mod tests {
             "timeout_job"
         );
         assert_eq!(kind_name(ErrorKind::SessionCrashed), "session_crashed");
+        // The summary's "the pool broke" verdict looks for this name.
+        assert_eq!(kind_name(ErrorKind::Internal), "internal");
     }
 
     #[test]
@@ -132,6 +138,7 @@ mod tests {
             "title",
             "html_bytes",
             "links",
+            "truncated",
             "depth",
             "ms",
             "shard",

@@ -28,6 +28,7 @@ use super::port_file::{read_port_file, PORT_FILE};
 use super::process::{euid, group_exists, peek_exit, pid_arg, signal};
 use super::sandbox::{self, Decision, KernelFacts, Sandbox};
 use super::{profile, spawner};
+use crate::job::{later, later_std};
 use crate::{Error, ErrorKind, Result, TimeoutKind};
 
 /// Names looked up on `PATH`, in order, when no executable is configured.
@@ -284,7 +285,7 @@ impl Launch {
         };
 
         let port_file = browser.profile_path.join(PORT_FILE);
-        let deadline = tokio::time::Instant::now() + self.startup_timeout;
+        let deadline = later(tokio::time::Instant::now(), self.startup_timeout);
         loop {
             if let Some((port, path)) = read_port_file(&port_file) {
                 browser.ws_url = format!("ws://127.0.0.1:{port}{path}");
@@ -392,7 +393,7 @@ impl LaunchedBrowser {
         self.reap();
         // SIGKILLed members (zygote, renderers) take a moment to be torn down: return
         // only when the group is empty, so a caller never sees a leftover process.
-        let deadline = Instant::now() + KILL_GRACE;
+        let deadline = later_std(Instant::now(), KILL_GRACE);
         while group_exists(self.pid) && Instant::now() < deadline {
             tokio::time::sleep(POLL).await;
         }
@@ -423,7 +424,7 @@ impl LaunchedBrowser {
     }
 
     async fn wait_exit(&self, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
+        let deadline = later_std(Instant::now(), within);
         loop {
             if peek_exit(self.pid).is_some() {
                 return true;
@@ -436,7 +437,7 @@ impl LaunchedBrowser {
     }
 
     fn wait_exit_blocking(&self, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
+        let deadline = later_std(Instant::now(), within);
         loop {
             if peek_exit(self.pid).is_some() {
                 return true;
@@ -497,7 +498,7 @@ impl Drop for LaunchedBrowser {
             self.kill_group();
             self.wait_exit_blocking(KILL_GRACE);
             self.reap();
-            let deadline = Instant::now() + KILL_GRACE;
+            let deadline = later_std(Instant::now(), KILL_GRACE);
             while group_exists(self.pid) && Instant::now() < deadline {
                 std::thread::sleep(POLL);
             }

@@ -26,8 +26,8 @@ use super::deadlines::{self, DirectDeadlines, Waiter};
 use super::events::{EventWaiter, EventWaiters, Unregister, WaitEntry};
 use super::observer::TransportObserver;
 use super::protocol::{
-    classify, encode_call, Event, Frame, FrameText, MethodName, PendingCall, PendingTable, Reply,
-    SessionSlot,
+    classify, encode_call, reply_id, Event, Frame, FrameText, MethodName, PendingCall,
+    PendingTable, Reply, SessionSlot,
 };
 use super::routing::{Ending, EventRoute, Sessions};
 use super::socket::{self, Signals, Wire};
@@ -42,8 +42,31 @@ pub struct ConnectionConfig {
     pub connect_timeout: Duration,
     /// Most frames the writer sends before one flush. Default 1024.
     pub max_frames_per_flush: usize,
-    /// Largest incoming message accepted (screenshots and big DOMs are large). Default 256 MiB.
+    /// Largest incoming message (and WebSocket frame) accepted. Default
+    /// [`DEFAULT_MAX_MESSAGE_SIZE`](Self::DEFAULT_MAX_MESSAGE_SIZE), 256 MiB.
+    ///
+    /// Why a limit, and why this one:
+    /// - A page decides how big some replies are (its title, its DOM, a screenshot of
+    ///   it), and one socket carries the replies of many sessions. Without a limit one
+    ///   hostile page could make this process hold any amount of memory.
+    /// - Chromium sends each CDP message as one WebSocket frame, so the frame limit is
+    ///   the message limit. tungstenite checks a frame's length from its header, before
+    ///   reading its payload: a message over the limit costs no memory here.
+    /// - It cannot skip that payload and read on, though: the socket is lost. Every call
+    ///   on it fails with [`ConnectionClosed`](crate::ErrorKind::ConnectionClosed),
+    ///   whose message says "over the N MiB limit"; a pool reconnects, and jobs with
+    ///   [`Job::retries`](crate::Job::retries) run again on a fresh page. Only the page
+    ///   that sent the message fails for good (with retries, until they run out).
+    /// - Below the limit a message is held once as it is read and once more when a
+    ///   caller decodes it, so a socket may hold about twice the limit for a moment.
+    ///   256 MiB leaves room for full-page screenshots and big DOM snapshots; lower it
+    ///   if no job of yours reads anything that large.
     pub max_message_size: usize,
+}
+
+impl ConnectionConfig {
+    /// The default [`max_message_size`](Self::max_message_size): 256 MiB.
+    pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 256 << 20;
 }
 
 impl Default for ConnectionConfig {
@@ -52,7 +75,7 @@ impl Default for ConnectionConfig {
             command_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             max_frames_per_flush: 1024,
-            max_message_size: 256 << 20,
+            max_message_size: Self::DEFAULT_MAX_MESSAGE_SIZE,
         }
     }
 }
@@ -195,10 +218,15 @@ impl Connection {
 
     /// Closes the socket now: pending calls fail with `ConnectionClosed`.
     pub fn close(&self) {
-        self.shared.fail_all(Error::new(
+        self.close_with(Error::new(
             ErrorKind::ConnectionClosed,
             "the connection was closed by its owner",
         ));
+    }
+
+    /// Closes the socket now: pending calls, waits and sessions fail with `why`.
+    pub(crate) fn close_with(&self, why: Error) {
+        self.shared.fail_all(why);
         self.shared.signals.closing.set(true);
         self.shared.signals.wake_writer.notify_one();
     }
@@ -497,6 +525,15 @@ impl Shared {
         self.report_loss();
     }
 
+    /// Counts a frame that was not valid CDP, here and in the owner's metrics. Called
+    /// with the state not borrowed.
+    fn note_malformed(&self) {
+        self.state.borrow_mut().stats.malformed_frames += 1;
+        if let Some(m) = &*self.metrics.borrow() {
+            m.malformed_frame();
+        }
+    }
+
     fn report_loss(&self) {
         let on_loss = self.on_loss.borrow().clone();
         if let Some(f) = on_loss {
@@ -528,8 +565,24 @@ impl Shared {
         let frame = match classify(&text) {
             Ok(frame) => frame,
             Err(e) => {
-                st.stats.malformed_frames += 1;
                 tracing::warn!(error = %e, len = text.len(), "dropped a malformed CDP frame");
+                // A malformed reply to a call that waits fails it now: the browser has
+                // answered, and nothing better will come before the deadline.
+                let call = reply_id(&text).and_then(|id| st.pending.complete(id));
+                drop(st);
+                self.note_malformed();
+                if let Some(PendingCall {
+                    waiter: Some(w),
+                    method,
+                    ..
+                }) = call
+                {
+                    let error = Error::new(
+                        ErrorKind::Protocol,
+                        format!("{method}: the browser's reply was not valid CDP ({e})"),
+                    );
+                    w.send(&method, Err(error));
+                }
                 return;
             }
         };
@@ -577,10 +630,11 @@ impl Shared {
                     },
                 };
                 waiters.deliver(&method, event);
+                let mut malformed = false;
                 let lost = match st.sessions.ending(slot, &method, &text[params.clone()]) {
                     Ending::Nothing => false,
                     Ending::Malformed => {
-                        st.stats.malformed_frames += 1;
+                        malformed = true;
                         false
                     }
                     Ending::Sessions(slots, why) => {
@@ -592,6 +646,9 @@ impl Shared {
                     }
                 };
                 drop(st);
+                if malformed {
+                    self.note_malformed();
+                }
                 if lost {
                     self.report_loss();
                 }
@@ -639,10 +696,9 @@ impl Wire for Shared {
     }
 
     fn received_binary(&self) {
-        let mut st = self.state.borrow_mut();
         // Counted in both, like a malformed text frame, so malformed <= frames_in.
-        st.stats.frames_in += 1;
-        st.stats.malformed_frames += 1;
+        self.state.borrow_mut().stats.frames_in += 1;
+        self.note_malformed();
     }
 
     fn lost(&self, why: Error) {

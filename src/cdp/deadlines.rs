@@ -79,7 +79,7 @@ impl Waiter {
         match self {
             Waiter::Direct {
                 started, timeout, ..
-            } => Some(*started + *timeout),
+            } => Some(crate::job::later_std(*started, *timeout)),
             Waiter::Awaited(_) => None,
         }
     }

@@ -20,4 +20,7 @@ pub(crate) trait TransportObserver {
 
     /// The writer sent `frames` frames in one flush.
     fn flush(&self, frames: u64);
+
+    /// An incoming frame was not valid CDP and was dropped.
+    fn malformed_frame(&self);
 }

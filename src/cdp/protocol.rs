@@ -155,6 +155,18 @@ pub fn classify(text: &str) -> Result<Frame<'_>, FrameError> {
     }
 }
 
+/// The call a frame that [`classify`] refused still names: its `id`, when that is a
+/// number and the frame is a JSON object whatever its other members hold (an `error`
+/// of the wrong shape, neither `result` nor `error`). The connection fails that call at
+/// once rather than leaving it to its deadline. Never panics, whatever the input.
+pub fn reply_id(text: &str) -> Option<u64> {
+    #[derive(Deserialize)]
+    struct IdOnly {
+        id: u64,
+    }
+    serde_json::from_str::<IdOnly>(text).ok().map(|f| f.id)
+}
+
 /// A successful reply: the frame it came in and where its `result` is.
 #[derive(Clone)]
 pub(crate) struct Reply {
@@ -340,6 +352,27 @@ impl<T> PendingTable<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_reply_still_names_its_call() {
+        for text in [
+            r#"{"id":7,"error":{"code":"x","message":7}}"#,
+            r#"{"id":7}"#,
+            r#"{"sessionId":"S","id":7,"error":"nope"}"#,
+        ] {
+            assert!(classify(text).is_err(), "{text}");
+            assert_eq!(reply_id(text), Some(7), "{text}");
+        }
+        for text in [
+            "{not json",
+            r#"{"id":"seven"}"#,
+            "[]",
+            "",
+            r#"{"method":"A.b"}"#,
+        ] {
+            assert_eq!(reply_id(text), None, "{text}");
+        }
+    }
 
     #[test]
     fn encodes_a_session_call() {

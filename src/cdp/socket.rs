@@ -14,8 +14,9 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::error::CapacityError;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::protocol::FrameText;
@@ -63,7 +64,8 @@ impl Signals {
 }
 
 /// Opens the WebSocket at `ws_url` (only `ws://`), within `connect_timeout`, accepting
-/// messages up to `max_message_size` bytes.
+/// messages and frames up to `max_message_size` bytes (the reasons are on
+/// [`ConnectionConfig::max_message_size`](super::ConnectionConfig::max_message_size)).
 pub(crate) async fn handshake(
     ws_url: &str,
     connect_timeout: Duration,
@@ -182,6 +184,9 @@ async fn read_loop<W: Wire>(weak: Weak<W>, signals: Rc<Signals>, mut stream: Spl
                 )
             }
             Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
+            Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
+                break too_long(size, max_size)
+            }
             Some(Err(e)) => {
                 break Error::new(ErrorKind::ConnectionClosed, "the browser connection broke")
                     .with_source(e)
@@ -199,4 +204,34 @@ async fn read_loop<W: Wire>(weak: Weak<W>, signals: Rc<Signals>, mut stream: Spl
     }
     signals.closing.set(true);
     signals.wake_writer.notify_one();
+}
+
+/// Why the socket closed when the browser sent a message over the limit: tungstenite
+/// refuses it from its header and cannot read on past it.
+fn too_long(size: usize, max_size: usize) -> Error {
+    const MIB: f64 = (1 << 20) as f64;
+    Error::new(
+        ErrorKind::ConnectionClosed,
+        format!(
+            "the browser sent a message of {:.1} MiB, a reply over the {:.0} MiB limit \
+             (ConnectionConfig::max_message_size; a page returned too much?): the socket \
+             closed, every call on it failed, and jobs with retries run again on a fresh page",
+            size as f64 / MIB,
+            max_size as f64 / MIB,
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_oversized_message_is_named_with_its_limit() {
+        let e = too_long(300 << 20, 256 << 20);
+        assert_eq!(e.kind(), ErrorKind::ConnectionClosed);
+        assert!(e.is_crash(), "retried on a fresh page");
+        assert!(e.message().contains("300.0 MiB"), "{e}");
+        assert!(e.message().contains("over the 256 MiB limit"), "{e}");
+    }
 }

@@ -272,6 +272,10 @@ impl crate::cdp::TransportObserver for std::cell::RefCell<ShardMetrics> {
     fn flush(&self, frames: u64) {
         self.borrow_mut().flush(frames);
     }
+
+    fn malformed_frame(&self) {
+        self.borrow_mut().counters.malformed_frames += 1;
+    }
 }
 
 #[cfg(test)]

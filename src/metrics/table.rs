@@ -191,6 +191,12 @@ metric_table! {
             /// Sockets re-opened after one was lost.
             reconnects => "recovery" "reconnects",
         }
+        "malformed_frames_total" "Incoming frames that were not valid CDP, dropped." {
+            /// Incoming frames that were not valid CDP (bad JSON, wrong shape, binary). Each
+            /// is dropped and counted, never a reason to close the socket; a malformed reply
+            /// to a call still waiting fails that call at once.
+            malformed_frames => "recovery" "malformed frames",
+        }
     }
 }
 
@@ -258,7 +264,7 @@ mod tests {
                 seen.push(r.family);
             }
         }
-        assert_eq!(Counters::ROWS.len(), 24);
+        assert_eq!(Counters::ROWS.len(), 25);
         let c = Counters {
             timeouts_job: 7,
             ..Counters::default()

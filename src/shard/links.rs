@@ -236,7 +236,7 @@ impl Links {
             command_timeout: cfg.command_timeout,
             max_frames_per_flush: cfg.max_frames_per_flush,
             connect_timeout: cfg.create_timeout,
-            ..ConnectionConfig::default()
+            max_message_size: cfg.max_message_size,
         };
         let had_one = self.links.borrow()[browser].conn.is_some();
         let connected = Connection::connect(&url, config).await;

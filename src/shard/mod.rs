@@ -10,6 +10,12 @@
 //! Never blocks its thread; never shares state with other threads except through
 //! messages (its inbox), the overflow queues and the hand-off lines. Everything inside
 //! is `Rc`/`RefCell`, borrowed only between `.await`s.
+//!
+//! A panic in the shard (a bug) does not leave callers waiting: it is caught, the shard
+//! raises its `broken` flag before it answers anything else, fails what it can reach
+//! with [`ErrorKind::Internal`] (sockets, its line), drops the rest (the pool turns
+//! those closed reply channels into `Internal`), and then only answers its inbox:
+//! requests and lease commands fail with `Internal` until shutdown.
 
 mod lifecycle;
 mod links;
@@ -21,11 +27,14 @@ mod waiters;
 #[cfg(all(test, not(cdpmux_loom)))]
 mod tests;
 
+use std::any::Any;
 use std::cell::{Cell, RefCell};
+use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::Arc as StdArc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -37,12 +46,13 @@ use self::sessions::PageHandle;
 use self::waiters::SessionKey;
 use crate::cdp::{Page, PageOptions};
 use crate::config::Config;
+use crate::error::internal_error;
 use crate::fleet::Fleet;
 use crate::handoff::Line;
 use crate::job::{later, Job};
 use crate::metrics::ShardMetrics;
 use crate::steal::Overflow;
-use crate::sync::atomic::AtomicBool;
+use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::sync::{mpsc, oneshot, LiveCell};
 use crate::{Error, ErrorKind, Result, TimeoutKind};
 
@@ -60,6 +70,10 @@ pub(crate) struct Shared {
     pub(crate) page_options: PageOptions,
     /// Every shard's line, one arrival counter for all (see `handoff`).
     pub(crate) lines: StdArc<[crate::sync::Arc<Line<GrantTx>>]>,
+    /// One flag per shard, raised when it died of a panic. Raised before the shard
+    /// answers anything else, so a caller whose reply channel closed, after a round trip
+    /// through that shard's inbox, knows whether it died (see `Pool`).
+    pub(crate) broken: StdArc<[AtomicBool]>,
 }
 
 impl PageHandle for Rc<Page> {
@@ -97,6 +111,24 @@ struct Shell {
     openings: Cell<u64>,
     /// An empty action buffer kept for the next `feed`.
     spare: Cell<Option<Vec<Action<Rc<Page>>>>>,
+    /// Set once the plan panicked: the shard is dead, and nothing feeds the plan again.
+    dead: Cell<bool>,
+    /// The panic the plan raised, for the main loop to carry on with.
+    panic: RefCell<Option<Box<dyn Any + Send>>>,
+    /// A shutdown taken from the inbox in a batch, for the next turn.
+    stashed_shutdown: RefCell<Option<(Duration, oneshot::Sender<()>)>>,
+    /// Set once the shard began to shut down.
+    closing: Cell<bool>,
+}
+
+/// What is left of a shard that died of a panic.
+struct Died {
+    /// What its requests fail with.
+    why: Error,
+    /// A shutdown it had taken from its inbox and not begun.
+    shutdown: Option<oneshot::Sender<()>>,
+    /// It died while shutting down: nothing waits for an answer from it.
+    closing: bool,
 }
 
 thread_local! {
@@ -134,9 +166,44 @@ pub(crate) fn spawn(
                     return;
                 }
             };
+            let mut inbox = inbox;
             let local = tokio::task::LocalSet::new();
-            local.block_on(&rt, run(id, shared, inbox, ready));
+            let died = local.block_on(&rt, run(id, shared, &mut inbox, ready));
+            // Drops every task the shard left (jobs, openings, sockets): the callers
+            // they held hear that their reply channel closed.
+            drop(local);
+            if let Some(why) = died {
+                rt.block_on(serve_dead(&mut inbox, why));
+            }
         })
+}
+
+/// The inbox of a shard that died: every request and lease command fails with `why`
+/// until shutdown, which is answered as usual.
+async fn serve_dead(inbox: &mut mpsc::UnboundedReceiver<Msg>, died: Died) {
+    let mut shutdown = died.shutdown;
+    if shutdown.is_none() && !died.closing {
+        while let Some(msg) = inbox.recv().await {
+            if let Msg::Shutdown { done, .. } = msg {
+                shutdown = Some(done);
+                break;
+            }
+            msg::refuse_dead(msg, &died.why);
+        }
+    }
+    msg::close_inbox(inbox).await;
+    if let Some(done) = shutdown {
+        let _ = done.send(());
+    }
+}
+
+/// The message a panic carried.
+fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic")
 }
 
 fn pin_to_core(core: usize) {
@@ -150,12 +217,14 @@ fn pin_to_core(core: usize) {
     }
 }
 
+/// Connects, then runs the shard until shutdown. Returns what is left of it if it died
+/// of a panic.
 async fn run(
     id: usize,
     shared: Shared,
-    mut inbox: mpsc::UnboundedReceiver<Msg>,
+    inbox: &mut mpsc::UnboundedReceiver<Msg>,
     ready: std::sync::mpsc::Sender<Result<()>>,
-) {
+) -> Option<Died> {
     let metrics = Rc::new(RefCell::new(ShardMetrics::default()));
     let loss = Rc::new(Notify::new());
     let plan = Plan::new(
@@ -177,16 +246,23 @@ async fn run(
         tag: fastrand::u64(..),
         openings: Cell::new(0),
         spare: Cell::new(None),
+        dead: Cell::new(false),
+        panic: RefCell::new(None),
+        stashed_shutdown: RefCell::new(None),
+        closing: Cell::new(false),
     });
     let cfg = shell.cfg();
     for browser in 0..shell.links.len() {
         if let Err(e) = shell.links.connection(browser, &cfg).await {
             let _ = ready.send(Err(e));
-            return;
+            return None;
         }
     }
     let _ = ready.send(Ok(()));
-    shell.main_loop(&mut inbox).await;
+    let ended = AssertUnwindSafe(shell.main_loop(inbox))
+        .catch_unwind()
+        .await;
+    ended.err().map(|payload| shell.die(&*payload))
 }
 
 /// The health round's period (an hour when health checks are off).
@@ -206,7 +282,59 @@ impl Shell {
 
     /// Feeds one event to the plan and carries out the actions it returns. The one way
     /// into the plan: messages, timers and the outcomes of spawned steps all come here.
+    ///
+    /// A panic in there (a bug) is caught, even in a spawned task where tokio would
+    /// swallow it: the shard is marked dead at once, the plan is never fed again, and
+    /// the main loop carries the panic on.
     fn feed(self: &Rc<Self>, event: impl FnOnce(&mut Plan<Rc<Page>>, Instant, &Config)) {
+        if self.dead.get() {
+            return;
+        }
+        let fed = std::panic::catch_unwind(AssertUnwindSafe(|| self.feed_plan(event)));
+        if let Err(payload) = fed {
+            self.mark_dead();
+            *self.panic.borrow_mut() = Some(payload);
+            self.loss.notify_one(); // wakes the main loop
+        }
+    }
+
+    /// Raises the shard's flags; before anything else is answered (see `Shared::broken`).
+    fn mark_dead(&self) {
+        self.dead.set(true);
+        self.shared.broken[self.id].store(true, Ordering::Release);
+    }
+
+    /// After a panic: fails what the shard can reach with `Internal` (calls on its
+    /// sockets, so lease commands in flight; callers in its line), and returns the error
+    /// for what reaches it later. What it cannot reach (its queue, jobs in flight) is
+    /// dropped with the shard; the pool tells those callers `Internal` too.
+    fn die(&self, payload: &(dyn Any + Send)) -> Died {
+        self.mark_dead();
+        let what = panic_message(payload);
+        tracing::error!(
+            shard = self.id,
+            panic = what,
+            "a shard panicked; its requests fail with `Internal`"
+        );
+        let why = internal_error(self.id, what);
+        for conn in self.links.take_all() {
+            conn.close_with(why.clone());
+        }
+        for caller in self.shared.lines[self.id].close_and_drain() {
+            let _ = caller.tx.send(Err(why.clone()));
+        }
+        Died {
+            why,
+            shutdown: self
+                .stashed_shutdown
+                .borrow_mut()
+                .take()
+                .map(|(_, done)| done),
+            closing: self.closing.get(),
+        }
+    }
+
+    fn feed_plan(self: &Rc<Self>, event: impl FnOnce(&mut Plan<Rc<Page>>, Instant, &Config)) {
         let cfg = self.cfg();
         // A spare buffer, unless a feed further up the stack holds it.
         let mut actions = self.spare.take().unwrap_or_default();
@@ -285,18 +413,23 @@ impl Shell {
     }
 
     async fn main_loop(self: &Rc<Self>, inbox: &mut mpsc::UnboundedReceiver<Msg>) {
-        let far = || Instant::now() + Duration::from_secs(3600);
+        let far = || later(Instant::now(), Duration::from_secs(3600));
         let sleep = tokio::time::sleep_until(far());
         tokio::pin!(sleep);
         let mut armed: Option<Instant> = None;
         let health = tokio::time::sleep(health_every(&self.cfg()));
         tokio::pin!(health);
-        let mut stashed_shutdown: Option<(Duration, oneshot::Sender<()>)> = None;
         loop {
+            let panic = self.panic.borrow_mut().take();
+            if let Some(payload) = panic {
+                std::panic::resume_unwind(payload);
+            }
             // One configuration for the whole turn.
             *self.cfg.borrow_mut() = self.shared.config.load();
             let cfg = self.cfg();
-            if let Some((grace, done)) = stashed_shutdown.take() {
+            let stashed = self.stashed_shutdown.borrow_mut().take();
+            if let Some((grace, done)) = stashed {
+                self.closing.set(true);
                 self.shared.overflow.unpark(self.id);
                 self.shutdown(grace, inbox).await;
                 let _ = done.send(());
@@ -324,6 +457,7 @@ impl Shell {
                 biased;
                 msg = inbox.recv() => match msg {
                     Some(Msg::Shutdown { grace, done }) => {
+                        self.closing.set(true);
                         self.shared.overflow.unpark(self.id);
                         self.shutdown(grace, inbox).await;
                         let _ = done.send(());
@@ -335,7 +469,7 @@ impl Shell {
                         for _ in 0..INBOX_BATCH {
                             match inbox.try_recv() {
                                 Ok(Msg::Shutdown { grace, done }) => {
-                                    stashed_shutdown = Some((grace, done));
+                                    *self.stashed_shutdown.borrow_mut() = Some((grace, done));
                                     break;
                                 }
                                 Ok(msg) => self.handle(msg),
@@ -344,6 +478,7 @@ impl Shell {
                         }
                     }
                     None => {
+                        self.closing.set(true);
                         self.shared.overflow.unpark(self.id);
                         self.shutdown(Duration::ZERO, inbox).await;
                         return;
@@ -388,6 +523,7 @@ impl Shell {
                 }
                 self.feed(|p, now, cfg| p.reconfigured(now, cfg));
             }
+            Msg::InjectPanic => self.feed(|_, _, _| panic!("injected by the test hook")),
             Msg::Shutdown { .. } => unreachable!("handled by the main loop"),
         }
     }

@@ -143,6 +143,10 @@ pub enum Msg {
     Metrics(oneshot::Sender<ShardReport>),
     /// The live configuration changed.
     Reconfigured,
+    /// Test-only fault: the shard panics while handling it, as a bug in it would
+    /// ([`Pool::inject_shard_panic`](crate::Pool::inject_shard_panic)).
+    #[doc(hidden)]
+    InjectPanic,
     /// Stop after `grace`; answer on `done`.
     Shutdown {
         /// How long running jobs and held leases may go on.
@@ -235,7 +239,20 @@ pub(crate) fn refuse(msg: Msg) {
         }
         // `metrics` skips a shard that does not answer; shutdown closes every session,
         // leased or not.
-        Msg::Metrics(_) | Msg::Release { .. } | Msg::Reconfigured => {}
+        Msg::Metrics(_) | Msg::Release { .. } | Msg::Reconfigured | Msg::InjectPanic => {}
+    }
+}
+
+/// Answers a message to a shard that died of a panic: requests and lease commands fail
+/// with `why` ([`ErrorKind::Internal`]). Not `Shutdown`, which the caller answers.
+pub(crate) fn refuse_dead(msg: Msg, why: &Error) {
+    match msg {
+        Msg::Submit(request) => request.work.fail(why.clone()),
+        Msg::LeaseOp { op, .. } => op.fail(why.clone()),
+        Msg::Shutdown { .. } => unreachable!("the dead shard's loop answers it"),
+        // A dead shard has nothing to report: `metrics` skips it, and a caller whose
+        // reply channel closed learns from that round trip that the shard is gone.
+        Msg::Metrics(_) | Msg::Release { .. } | Msg::Reconfigured | Msg::InjectPanic => {}
     }
 }
 

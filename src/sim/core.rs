@@ -128,6 +128,8 @@ pub(crate) struct Core {
     crash_delay: Duration,
     reply_delay: Delay,
     black_hole: Option<String>,
+    /// Calls to this method are answered with a malformed reply.
+    mangle: Option<String>,
     default_context: String,
     contexts: Vec<String>,
     targets: BTreeMap<String, Target>,
@@ -151,6 +153,7 @@ impl Core {
             crash_delay: config.crash_delay,
             reply_delay: config.reply_delay,
             black_hole: None,
+            mangle: None,
             default_context,
             contexts: Vec::new(),
             targets: BTreeMap::new(),
@@ -196,6 +199,10 @@ impl Core {
 
     pub(crate) fn set_black_hole(&mut self, method: Option<String>) {
         self.black_hole = method;
+    }
+
+    pub(crate) fn set_mangle(&mut self, method: Option<String>) {
+        self.mangle = method;
     }
 
     pub(crate) fn stats(&self) -> SimStats {
@@ -261,6 +268,15 @@ impl Core {
         };
         if self.black_hole.as_deref() == Some(method.as_str()) {
             self.black_holed += 1;
+            return out;
+        }
+        if self.mangle.as_deref() == Some(method.as_str()) {
+            // The reply names the call, but its error has the wrong shape.
+            let mut reply = json!({"id": id, "error": {"code": "x", "message": 7}});
+            if let Some(sid) = msg.session_id {
+                reply["sessionId"] = Value::String(sid);
+            }
+            out.text(conn, &reply);
             return out;
         }
         let cmd = Command {

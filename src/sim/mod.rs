@@ -127,6 +127,7 @@ enum Control {
     DropConnections,
     SetReplyDelay(Delay),
     BlackHole(Option<String>),
+    Mangle(Option<String>),
     SendMalformed(usize),
     SendUnknownEvents(usize),
     Stats,
@@ -221,6 +222,12 @@ impl SimBrowser {
     /// `None` turns it off. Already swallowed calls stay unanswered.
     pub fn black_hole(&self, method: Option<&str>) {
         self.request(Control::BlackHole(method.map(str::to_owned)));
+    }
+
+    /// Calls to `method` are answered from now on with a malformed reply to their id (an
+    /// `error` of the wrong shape); `None` turns it off.
+    pub fn mangle_replies(&self, method: Option<&str>) {
+        self.request(Control::Mangle(method.map(str::to_owned)));
     }
 
     /// Sends `n` garbage frames to every connection: bad JSON, a binary frame, replies to

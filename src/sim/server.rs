@@ -127,6 +127,10 @@ impl Shell {
                 self.core.borrow_mut().set_black_hole(m);
                 return ControlReply::Done;
             }
+            Control::Mangle(m) => {
+                self.core.borrow_mut().set_mangle(m);
+                return ControlReply::Done;
+            }
             Control::SendMalformed(n) => self.core.borrow_mut().malformed_frames(n),
             Control::SendUnknownEvents(n) => self.core.borrow_mut().unknown_events(n),
             Control::Stats => return ControlReply::Stats(self.core.borrow().stats()),
