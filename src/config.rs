@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result};
 
 /// The pool's tunable settings. Every field may be changed at run time with
 /// [`Pool::reconfigure`](crate::Pool::reconfigure) except where noted.
@@ -76,7 +76,7 @@ pub struct Config {
     /// Consecutive failures (connect or session open) after which a browser is marked
     /// down and requests go elsewhere or fail fast. Default 3.
     pub breaker_threshold: u32,
-    /// Under contention, a released [`Lease`](crate::Lease) goes straight to the next
+    /// Under contention, a released [`Lease`](crate::lease::Lease) goes straight to the next
     /// waiting `acquire` caller, in the releasing thread, instead of through its shard's
     /// loop (two fewer cross-thread trips per hand-off). Order between waiters is kept;
     /// it applies only to plain `acquire` requests (no affinity key), with

@@ -155,7 +155,7 @@ impl Error {
     /// True when the page was lost under the call: its renderer crashed or its target went
     /// away ([`ErrorKind::SessionCrashed`]), or the WebSocket to its browser closed
     /// ([`ErrorKind::ConnectionClosed`]). The page is not reused; the same work on a fresh
-    /// page may well succeed. These are the errors [`Job::retries`](crate::Job::retries)
+    /// page may well succeed. These are the errors [`Job::retries`](crate::job::Job::retries)
     /// retries.
     pub fn is_crash(&self) -> bool {
         matches!(

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::browser::{Launch, LaunchedBrowser};
 use crate::sync::LiveCell;
-use crate::Result;
+use crate::error::Result;
 
 /// One browser as the shards see it.
 struct BrowserEntry {

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::error::timeout_error;
-use crate::{Error, ErrorKind, Result, TimeoutKind};
+use crate::error::{Error, ErrorKind, Result, TimeoutKind};
 
 /// Priority class of a request. Strict between classes, FIFO within one; waiting
 /// raises a request's class over time (aging) so `Low` is never starved.

@@ -12,7 +12,7 @@ use crate::cdp::protocol::{MethodName, Reply};
 use crate::cdp::{evaluated_value, EvaluateByValue, EVALUATE};
 use crate::error::shutdown_error;
 use crate::shard::msg::{Grant, LeaseOp, Msg};
-use crate::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result};
 use chromiumoxide_types::Command;
 use serde::Serialize;
 
@@ -21,7 +21,7 @@ use serde::Serialize;
 ///
 /// When other `acquire` callers are waiting for the shard's sessions, dropping a lease
 /// usually hands its session straight to the first of them, in the dropping thread,
-/// without a trip through the shard (see [`Config::lease_handoff`](crate::Config)). The
+/// without a trip through the shard (see [`Config::lease_handoff`](crate::config::Config)). The
 /// order in which waiters are served is the same either way: class first, then arrival.
 pub struct Lease {
     grant: Grant,
@@ -102,7 +102,7 @@ impl Lease {
         self.command(method.clone(), &params).await?.decode(&method)
     }
 
-    /// Navigates and waits for the load event; see [`Page::goto`](crate::Page::goto).
+    /// Navigates and waits for the load event; see [`Page::goto`](crate::cdp::Page::goto).
     pub async fn goto(&self, url: &str) -> Result<()> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         let url = url.to_owned();
@@ -110,7 +110,7 @@ impl Lease {
     }
 
     /// Evaluates an expression and returns its value; see
-    /// [`Page::evaluate_value`](crate::Page::evaluate_value).
+    /// [`Page::evaluate_value`](crate::cdp::Page::evaluate_value).
     pub async fn evaluate_value(&self, expression: &str) -> Result<serde_json::Value> {
         let reply = self
             .command(EVALUATE.into(), &EvaluateByValue::new(expression))

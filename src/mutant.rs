@@ -112,7 +112,7 @@ impl Drop for Seeded {
 
 /// Sends a granted session to its caller: `send`, and a grant handed back (the caller
 /// left) is dropped, which releases it. Seeded: [`Mutant::GrantTrustsIsClosed`].
-pub(crate) fn deliver_grant<T>(tx: oneshot::Sender<crate::Result<T>>, grant: T) {
+pub(crate) fn deliver_grant<T>(tx: oneshot::Sender<crate::error::Result<T>>, grant: T) {
     if on(Mutant::GrantTrustsIsClosed) {
         if !tx.is_closed() {
             if let Err(Ok(grant)) = tx.send(Ok(grant)) {

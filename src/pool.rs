@@ -26,7 +26,7 @@ use crate::shard::msg::{Attempt, Grant, GrantTx, JobTask, LocalFuture, Msg, Requ
 use crate::steal::{Overflow, MAX_SHARDS};
 use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::sync::{mpsc, oneshot, Arc, LiveCell, Notify};
-use crate::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result};
 
 /// Builds a [`Pool`]: which browsers, how many shards, and the [`Config`].
 #[derive(Debug, Default)]

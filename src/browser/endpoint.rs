@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use url::Url;
 
-use crate::{Error, ErrorKind, Result, TimeoutKind};
+use crate::error::{Error, ErrorKind, Result, TimeoutKind};
 
 const ACCEPTED_FORMS: &str = "expected `ws://host:port/devtools/browser/<id>` or \
      `http://host:port` (resolved through /json/version)";

@@ -29,7 +29,7 @@ use super::process::{euid, group_exists, peek_exit, pid_arg, signal};
 use super::sandbox::{self, Decision, KernelFacts, Sandbox};
 use super::{profile, spawner};
 use crate::job::{later, later_std};
-use crate::{Error, ErrorKind, Result, TimeoutKind};
+use crate::error::{Error, ErrorKind, Result, TimeoutKind};
 
 /// Names looked up on `PATH`, in order, when no executable is configured.
 const CANDIDATES: [&str; 4] = [

@@ -18,7 +18,7 @@ use std::path::Path;
 use tempfile::TempDir;
 
 use super::process::euid;
-use crate::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result};
 
 /// Name prefix of every profile directory.
 pub(super) const PREFIX: &str = "cdpmux-profile-";

@@ -12,7 +12,7 @@ use std::fs;
 use std::path::Path;
 use std::sync::Once;
 
-use crate::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result};
 
 /// Whether Chromium's sandbox is used; see [`Launch::sandbox`](super::Launch::sandbox).
 ///

@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 
 use super::connection::Connection;
 use super::protocol::{MethodName, Reply, SessionSlot};
-use crate::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result};
 
 /// A batch being built; see [`Page::batch`](super::Page::batch).
 #[must_use = "a batch does nothing until `run` is awaited"]

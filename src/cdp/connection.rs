@@ -31,7 +31,7 @@ use super::protocol::{
 };
 use super::routing::{Ending, EventRoute, Sessions};
 use super::socket::{self, Signals, Wire};
-use crate::{Error, ErrorKind, Result, TimeoutKind};
+use crate::error::{Error, ErrorKind, Result, TimeoutKind};
 
 /// Settings of one connection.
 #[derive(Debug, Clone)]
@@ -53,9 +53,9 @@ pub struct ConnectionConfig {
     ///   the message limit. tungstenite checks a frame's length from its header, before
     ///   reading its payload: a message over the limit costs no memory here.
     /// - It cannot skip that payload and read on, though: the socket is lost. Every call
-    ///   on it fails with [`ConnectionClosed`](crate::ErrorKind::ConnectionClosed),
+    ///   on it fails with [`ConnectionClosed`](crate::error::ErrorKind::ConnectionClosed),
     ///   whose message says "over the N MiB limit"; a pool reconnects, and jobs with
-    ///   [`Job::retries`](crate::Job::retries) run again on a fresh page. Only the page
+    ///   [`Job::retries`](crate::job::Job::retries) run again on a fresh page. Only the page
     ///   that sent the message fails for good (with retries, until they run out).
     /// - Below the limit a message is held once as it is read and once more when a
     ///   caller decodes it, so a socket may hold about twice the limit for a moment.

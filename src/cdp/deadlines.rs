@@ -23,7 +23,7 @@ use tokio::sync::{oneshot, Notify};
 
 use super::observer::TransportObserver;
 use super::protocol::{PendingCall, PendingTable, Reply};
-use crate::{Error, Result, TimeoutKind};
+use crate::error::{Error, Result, TimeoutKind};
 
 /// Who hears a call's reply.
 pub(crate) enum Waiter {

@@ -14,7 +14,7 @@ use smallvec::SmallVec;
 use tokio::sync::oneshot;
 
 use super::protocol::{Event, MethodName, SessionSlot};
-use crate::{Error, ErrorKind, Result, TimeoutKind};
+use crate::error::{Error, ErrorKind, Result, TimeoutKind};
 
 /// Whoever keeps the lists of waits: told when a handle is dropped unanswered.
 pub(crate) trait Unregister {

@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::{Error, ErrorKind};
+use crate::error::{Error, ErrorKind};
 
 /// The text of one frame as it came off the socket; cheap to clone (reference counted).
 pub(crate) type FrameText = tokio_tungstenite::tungstenite::Utf8Bytes;

@@ -17,7 +17,7 @@ use super::events::EventWaiters;
 use super::protocol::SessionSlot;
 use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::sync::Arc;
-use crate::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result};
 
 /// One flat session on a connection.
 pub(crate) struct SessionState {

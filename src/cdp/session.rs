@@ -20,7 +20,7 @@ use super::batch::Batch;
 use super::connection::{Connection, InFlight};
 use super::events::EventWaiter;
 use super::protocol::{MethodName, Reply, SessionSlot};
-use crate::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result};
 
 /// The method [`Page::evaluate_value`] calls.
 pub(crate) const EVALUATE: &str = "Runtime.evaluate";

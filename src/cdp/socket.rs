@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::protocol::FrameText;
-use crate::{Error, ErrorKind, Result, TimeoutKind};
+use crate::error::{Error, ErrorKind, Result, TimeoutKind};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 

@@ -266,7 +266,7 @@ impl crate::cdp::TransportObserver for std::cell::RefCell<ShardMetrics> {
     fn command_timed_out(&self) {
         self.borrow_mut()
             .counters
-            .timeout(crate::TimeoutKind::Command);
+            .timeout(crate::error::TimeoutKind::Command);
     }
 
     fn flush(&self, frames: u64) {

@@ -9,7 +9,7 @@
 
 use serde::Serialize;
 
-use crate::TimeoutKind;
+use crate::error::TimeoutKind;
 
 /// One metric as the Prometheus text and the human table see it.
 pub(super) struct Row<T> {
@@ -134,7 +134,7 @@ metric_table! {
         }
         "handoffs_total" "Leased sessions handed straight to the next caller." {
             /// Of the reuses, leased sessions handed straight from one `acquire` caller to the
-            /// next without a trip through their shard (see [`Config::lease_handoff`](crate::Config)).
+            /// next without a trip through their shard (see [`Config::lease_handoff`](crate::config::Config)).
             handoffs => "handoffs" "total",
         }
         "joined_handoffs_total" "Hand-offs to callers who joined the line by themselves." {
@@ -233,7 +233,7 @@ metric_table! {
         }
         "open_lines" "Shards whose line plain acquire callers join directly." {
             /// Shards whose line is open: every session out, nobody queued, so a plain
-            /// `acquire` joins the line directly (see [`Config::lease_handoff`](crate::Config)).
+            /// `acquire` joins the line directly (see [`Config::lease_handoff`](crate::config::Config)).
             open_lines => "now" "open lines",
         }
     }

@@ -17,7 +17,7 @@ use super::links::Links;
 use super::plan::Return;
 use crate::cdp::{Connection, Page, PageOptions};
 use crate::config::{Config, Isolation};
-use crate::{Error, ErrorKind, Result, TimeoutKind};
+use crate::error::{Error, ErrorKind, Result, TimeoutKind};
 
 /// How long an interrupted page may take to stop before it is retired.
 const STOP_LIMIT: Duration = Duration::from_secs(2);

@@ -16,7 +16,7 @@ use crate::cdp::{Connection, ConnectionConfig};
 use crate::config::Config;
 use crate::fleet::Fleet;
 use crate::metrics::ShardMetrics;
-use crate::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result};
 
 /// How long a failed opening's URL is looked for among the browser's targets.
 const LOST_OPENING_WATCH: Duration = Duration::from_secs(10);

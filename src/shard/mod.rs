@@ -54,7 +54,7 @@ use crate::metrics::ShardMetrics;
 use crate::steal::Overflow;
 use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::sync::{mpsc, oneshot, LiveCell};
-use crate::{Error, ErrorKind, Result, TimeoutKind};
+use crate::error::{Error, ErrorKind, Result, TimeoutKind};
 
 /// Most inbox messages handled per wake-up before the loop looks at its timers again.
 const INBOX_BATCH: usize = 64;

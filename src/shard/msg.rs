@@ -19,7 +19,7 @@ use crate::job::Job;
 use crate::metrics::ShardReport;
 use crate::sync::atomic::Ordering;
 use crate::sync::{mpsc, oneshot};
-use crate::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result};
 
 /// A boxed future that stays on the shard's thread.
 pub(crate) type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
@@ -35,7 +35,7 @@ pub(crate) enum Attempt {
 /// A `run` closure with its reply channel, type-erased so it can travel in a message.
 pub(crate) trait JobTask: Send {
     /// Runs the job once on `page`, keeping its result for `finish`.
-    fn run<'a>(&'a mut self, page: &'a crate::Page) -> LocalFuture<'a, Attempt>;
+    fn run<'a>(&'a mut self, page: &'a crate::cdp::Page) -> LocalFuture<'a, Attempt>;
     /// Sends the kept result to the caller.
     fn finish(self: Box<Self>);
     /// Sends `err` to the caller instead.
@@ -164,7 +164,7 @@ pub struct LeaseLink {
     pub(crate) handoff: Option<Handoff<GrantTx>>,
 }
 
-/// A session granted to an `acquire` caller: what a [`Lease`](crate::Lease) holds.
+/// A session granted to an `acquire` caller: what a [`Lease`](crate::lease::Lease) holds.
 /// Dropped, by its holder or unused (its caller left with the grant in flight), it
 /// returns the session ([`return_session`]): a session is never lost between the shard
 /// and its callers.

@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::queue::Admit;
 use crate::sync::atomic::AtomicBool;
 use crate::sync::Arc;
-use crate::Priority;
+use crate::job::Priority;
 
 /// What the plan needs of a page: whether it is alive, and the two per-job settings the
 /// shard writes into it.

@@ -23,7 +23,8 @@ use crate::metrics::ShardMetrics;
 use crate::steal::Overflow;
 use crate::sync::atomic::AtomicBool;
 use crate::sync::{mpsc, oneshot, Arc};
-use crate::{Affinity, Error, ErrorKind, Job, Priority, TimeoutKind};
+use crate::error::{Error, ErrorKind, TimeoutKind};
+use crate::job::{Affinity, Job, Priority};
 
 /// A page that is alive until the test says otherwise.
 #[derive(Clone, Default)]
@@ -53,7 +54,7 @@ struct FakeTask {
 }
 
 impl JobTask for FakeTask {
-    fn run<'a>(&'a mut self, _: &'a crate::Page) -> LocalFuture<'a, Attempt> {
+    fn run<'a>(&'a mut self, _: &'a crate::cdp::Page) -> LocalFuture<'a, Attempt> {
         unreachable!("the harness never runs a job's future")
     }
     fn finish(self: Box<Self>) {
@@ -85,7 +86,7 @@ struct Harness {
     /// Pages closed (retired or dead).
     closed: usize,
     /// `acquire` callers by arrival number.
-    callers: Vec<(u64, oneshot::Receiver<crate::Result<Grant>>)>,
+    callers: Vec<(u64, oneshot::Receiver<crate::error::Result<Grant>>)>,
     /// Who got a session, in order (acquire and run alike).
     served: Vec<u64>,
     /// Errors callers got, by arrival number.

@@ -20,7 +20,8 @@ use crate::handoff::{Line, Successor};
 use crate::job::later;
 use crate::queue::{Admit, WaitQueue, Waiting};
 use crate::sync::Arc;
-use crate::{Priority, TimeoutKind};
+use crate::error::TimeoutKind;
+use crate::job::Priority;
 
 /// The key of a session in its shard's slab.
 pub(crate) type SessionKey = u64;

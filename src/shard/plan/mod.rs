@@ -30,7 +30,8 @@ use crate::queue::Admit;
 use crate::steal::Overflow;
 use crate::sync::atomic::Ordering;
 use crate::sync::Arc;
-use crate::{Error, ErrorKind, Priority};
+use crate::error::{Error, ErrorKind};
+use crate::job::Priority;
 
 /// What the shell must do.
 pub(crate) enum Action<P> {

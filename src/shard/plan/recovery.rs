@@ -16,7 +16,7 @@ use crate::shard::sessions::{PageHandle, Session};
 use crate::shard::waiters::{Due, SessionKey};
 use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::sync::Arc;
-use crate::Error;
+use crate::error::Error;
 
 impl<P: PageHandle> Plan<P> {
     /// A session opened (for `owner`, on `browser`) after `took`.
