@@ -43,8 +43,8 @@ pub struct Config {
     /// Most frames a socket writer sends per flush. Default 1024.
     pub max_frames_per_flush: usize,
     /// Largest message a socket accepts from the browser; a bigger one costs that socket
-    /// (see [`ConnectionConfig::max_message_size`](crate::cdp::ConnectionConfig) for the
-    /// reasons). Applies to sockets opened after a change. Default 256 MiB.
+    /// (see `cdp::ConnectionConfig::max_message_size` for the reasons). Applies to
+    /// sockets opened after a change. Default 256 MiB, the transport's own default.
     pub max_message_size: usize,
     /// How jobs are kept apart in the browser (cookies, storage). Applies to sessions
     /// opened after a change. Default [`Isolation::Shared`].
@@ -126,7 +126,7 @@ impl Default for Config {
             max_lifetime: Duration::ZERO,
             idle_timeout: Duration::ZERO,
             max_frames_per_flush: 1024,
-            max_message_size: crate::cdp::ConnectionConfig::DEFAULT_MAX_MESSAGE_SIZE,
+            max_message_size: 256 << 20,
             isolation: Isolation::Shared,
             max_contexts: 64,
             reset: Reset::None,

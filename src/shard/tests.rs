@@ -729,3 +729,11 @@ proptest! {
         prop_assert_eq!(h.plan.busy(), 0);
     }
 }
+
+#[test]
+fn the_pools_message_limit_defaults_to_the_transports() {
+    assert_eq!(
+        Config::default().max_message_size,
+        crate::cdp::ConnectionConfig::DEFAULT_MAX_MESSAGE_SIZE
+    );
+}
