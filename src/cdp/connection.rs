@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::deadlines::{self, DirectDeadlines, Waiter};
-use super::events::{EventWaiter, EventWaiters, Unregister, WaitEntry};
+use super::events::{EventStream, EventWaiter, EventWaiters, Unregister, WaitEntry};
 use super::observer::TransportObserver;
 use super::protocol::{
     classify, encode_call, Event, Frame, FrameText, MethodName, PendingCall, PendingTable, Reply,
@@ -455,11 +455,34 @@ impl Shared {
         session: Option<SessionSlot>,
         method: MethodName,
     ) -> EventWaiter {
+        self.register(session, |registry, id| {
+            WaitEntry::new(registry, session, id, method)
+        })
+    }
+
+    /// Registers a buffered stream of every event of `methods` on `session`.
+    pub(crate) fn register_stream(
+        self: &Rc<Self>,
+        session: SessionSlot,
+        methods: &'static [&'static str],
+    ) -> EventStream {
+        self.register(Some(session), |registry, id| {
+            WaitEntry::stream(registry, Some(session), id, methods)
+        })
+    }
+
+    /// Registers the wait `make` builds, or refuses it at once on a dead session or a
+    /// closed socket.
+    fn register<H>(
+        self: &Rc<Self>,
+        session: Option<SessionSlot>,
+        make: impl FnOnce(Weak<dyn Unregister>, u64) -> (WaitEntry, H),
+    ) -> H {
         let mut st = self.state.borrow_mut();
         let id = st.next_waiter;
         st.next_waiter += 1;
         let registry: Weak<dyn Unregister> = Rc::downgrade(self) as Weak<dyn Unregister>;
-        let (entry, handle) = WaitEntry::new(registry, session, id, method);
+        let (entry, handle) = make(registry, id);
         let refusal = match (&st.closed, session) {
             (Some(err), _) => Some(err.clone()),
             (None, None) => None,
@@ -520,6 +543,28 @@ impl Shared {
         newly
     }
 
+    /// Fails a request the page's blocking paused, without waiting for the reply.
+    fn fail_blocked(&self, session: Option<SessionSlot>, request_id: &str) {
+        let params =
+            serde_json::json!({ "requestId": request_id, "errorReason": "BlockedByClient" });
+        if self
+            .enqueue(session, "Fetch.failRequest".into(), &params, None)
+            .is_ok()
+        {
+            if let Some(m) = &*self.metrics.borrow() {
+                m.blocked_request();
+            }
+        }
+    }
+
+    /// Makes `session` fail every request paused on it (its `Fetch` patterns match only
+    /// what it blocks), or stop doing so.
+    pub(crate) fn set_fails_paused(&self, session: SessionSlot, on: bool) {
+        if let Some(s) = self.state.borrow_mut().sessions.get_mut(session) {
+            s.fails_paused = on;
+        }
+    }
+
     /// Routes one incoming frame: a reply to its call, an event to its waits (and, when
     /// [`routing`](super::routing) says it ends sessions, their death).
     fn dispatch(&self, text: FrameText) {
@@ -568,6 +613,14 @@ impl Shared {
                         return;
                     }
                 };
+                let blocked = st
+                    .sessions
+                    .blocked_request(slot, &method, &text[params.clone()]);
+                if let Some(request_id) = blocked {
+                    drop(st);
+                    self.fail_blocked(slot, &request_id);
+                    st = self.state.borrow_mut();
+                }
                 let event = || Event::new(text.clone(), &method, params.clone());
                 let waiters = match slot {
                     None => &mut st.browser_waiters,

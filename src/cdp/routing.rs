@@ -2,7 +2,8 @@
 //! one connection and the rules read from CHROMIUM-FACTS.md.
 //!
 //! Owns: the sessions a connection knows (by slot and by CDP `sessionId`), whether each is
-//! alive, its event waits, and the decision of which sessions an event kills and why.
+//! alive, its event waits, the decision of which sessions an event kills and why, and
+//! which paused requests a session's resource blocking fails.
 //! Never: does I/O, touches the pending-call table or answers a call; it takes data in
 //! and returns decisions, and the connection acts on them.
 
@@ -28,6 +29,9 @@ pub(crate) struct SessionState {
     /// Cleared when the session dies, before any of its calls hears of it.
     alive: Option<Arc<AtomicBool>>,
     pub(crate) waiters: EventWaiters,
+    /// The page blocks resources with `Fetch` patterns that match only what it blocks:
+    /// every request paused on it is failed (`BlockedByClient`).
+    pub(crate) fails_paused: bool,
 }
 
 impl SessionState {
@@ -98,6 +102,7 @@ impl Sessions {
                 dead: None,
                 alive: None,
                 waiters: EventWaiters::default(),
+                fails_paused: false,
             },
         );
         slot
@@ -149,6 +154,31 @@ impl Sessions {
                 None => EventRoute::Unroutable,
             },
         }
+    }
+
+    /// The `requestId` to fail when the event `method` with `params` arrived on `at`: a
+    /// `Fetch.requestPaused` on a session whose blocking fails what it pauses.
+    pub(crate) fn blocked_request(
+        &self,
+        at: Option<SessionSlot>,
+        method: &str,
+        params: &str,
+    ) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Paused {
+            #[serde(rename = "requestId")]
+            request_id: String,
+        }
+        if method != "Fetch.requestPaused" {
+            return None;
+        }
+        let blocks = at
+            .and_then(|slot| self.by_slot.get(&slot))
+            .is_some_and(|s| s.fails_paused && s.dead.is_none());
+        if !blocks {
+            return None;
+        }
+        parse::<Paused>(params).map(|p| p.request_id)
     }
 
     /// Which sessions the event `method` with `params` (raw JSON, empty when absent)
@@ -331,6 +361,35 @@ mod tests {
                 "{method} {params}"
             );
         }
+    }
+
+    #[test]
+    fn only_a_blocking_session_fails_what_it_pauses() {
+        let (mut s, a, b) = two();
+        let paused = r#"{"requestId":"interception-job-1.0","resourceType":"Image"}"#;
+        assert_eq!(
+            s.blocked_request(Some(a), "Fetch.requestPaused", paused),
+            None
+        );
+        s.get_mut(a).unwrap().fails_paused = true;
+        assert_eq!(
+            s.blocked_request(Some(a), "Fetch.requestPaused", paused)
+                .as_deref(),
+            Some("interception-job-1.0")
+        );
+        assert_eq!(
+            s.blocked_request(Some(b), "Fetch.requestPaused", paused),
+            None
+        );
+        assert_eq!(s.blocked_request(None, "Fetch.requestPaused", paused), None);
+        assert_eq!(
+            s.blocked_request(Some(a), "Network.requestWillBeSent", paused),
+            None
+        );
+        assert_eq!(
+            s.blocked_request(Some(a), "Fetch.requestPaused", "{}"),
+            None
+        );
     }
 
     #[test]

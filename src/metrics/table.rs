@@ -183,6 +183,11 @@ metric_table! {
             /// Requests with a key that got another session.
             affinity_misses {result = "miss"} => "affinity" "misses",
         }
+        "blocked_requests_total" "Requests a page's resource blocking failed." {
+            /// Requests failed by a page's resource blocking (`Fetch.failRequest` with
+            /// `BlockedByClient`): never sent to the network.
+            blocked_requests => "pages" "blocked requests",
+        }
         "retries_total" "Jobs re-run after a lost session." {
             /// Jobs re-run on a fresh session after their session was lost.
             retries => "recovery" "retries",
@@ -258,7 +263,7 @@ mod tests {
                 seen.push(r.family);
             }
         }
-        assert_eq!(Counters::ROWS.len(), 24);
+        assert_eq!(Counters::ROWS.len(), 25);
         let c = Counters {
             timeouts_job: 7,
             ..Counters::default()

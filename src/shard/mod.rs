@@ -407,12 +407,16 @@ impl Shell {
                 let timeout = timeout.unwrap_or_else(|| page.command_timeout());
                 page.call_direct(method, &*params, timeout, reply);
             }
-            LeaseOp::Goto { url, reply } => {
+            LeaseOp::Goto {
+                url,
+                options,
+                reply,
+            } => {
                 tokio::task::spawn_local(async move {
                     if let Some(t) = timeout {
                         page.set_command_timeout(t);
                     }
-                    let _ = reply.send(page.goto(&url).await);
+                    let _ = reply.send(page.goto_with(&url, &options).await);
                 });
             }
         }
@@ -508,8 +512,28 @@ impl Shell {
             key,
             how: Return::Interrupted,
         };
-        let attempt = tokio::time::timeout_at(deadline, task.run(&page)).await;
+        let attempt = tokio::time::timeout_at(deadline, async {
+            match lifecycle::block_for_job(&page, job.block.as_deref()).await {
+                Ok(()) => task.run(&page).await,
+                Err(e) => Attempt::NotRun(e),
+            }
+        })
+        .await;
+        // The page's own blocking is back before anyone else gets it.
+        if !lifecycle::unblock_after_job(&page).await {
+            guard.how = Return::Dead;
+        }
         drop(page);
+        // A job that never ran fails like one that did, with the preparation's error.
+        let mut not_run = None;
+        let attempt = match attempt {
+            Ok(Attempt::NotRun(e)) => {
+                let kind = e.kind();
+                not_run = Some(e);
+                Ok(Attempt::Failed(kind))
+            }
+            other => other,
+        };
         let ok = matches!(attempt, Ok(Attempt::Ok));
         match attempt {
             Ok(Attempt::Ok) => {
@@ -541,9 +565,12 @@ impl Shell {
                     self.feed(|p, now, cfg| p.submit(retry, now, cfg));
                     return;
                 }
-                task.finish();
+                match not_run {
+                    Some(e) => task.fail(e),
+                    None => task.finish(),
+                }
             }
-            Ok(Attempt::Abandoned) => drop(guard),
+            Ok(Attempt::Abandoned | Attempt::NotRun(_)) => drop(guard),
             Err(_) => {
                 drop(guard);
                 self.metrics.borrow_mut().counters.timeout(TimeoutKind::Job);

@@ -28,6 +28,8 @@ pub(crate) type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 pub(crate) enum Attempt {
     Ok,
     Failed(ErrorKind),
+    /// The page could not be prepared for the job (its blocking); the job never ran.
+    NotRun(Error),
     /// The caller stopped waiting.
     Abandoned,
 }
@@ -102,7 +104,8 @@ pub(crate) enum LeaseOp {
     },
     Goto {
         url: String,
-        reply: tokio::sync::oneshot::Sender<Result<()>>,
+        options: crate::GotoOptions,
+        reply: tokio::sync::oneshot::Sender<Result<crate::Navigation>>,
     },
 }
 
