@@ -402,3 +402,44 @@ async fn a_lease_gets_the_navigation_too() {
     drop(lease);
     pool.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+/// The simulated browser answers what `goto` needs: each condition ends, and the
+/// document's response is reported (always 200 there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulated_browser_reports_each_condition_and_the_response() {
+    let (_sim, pool) = support::one_shard(1).await;
+    let conditions = [
+        WaitUntil::Commit,
+        WaitUntil::DomContentLoaded,
+        WaitUntil::Load,
+        WaitUntil::NetworkIdle {
+            idle: Duration::from_millis(20),
+            max_inflight: 0,
+        },
+    ];
+    let navs = within(
+        LIMIT,
+        pool.run(
+            Job::new().block(Blocking::none().resource(ResourceType::Image)),
+            async move |page| {
+                let mut navs = Vec::new();
+                for (i, wait) in conditions.into_iter().enumerate() {
+                    let url = format!("https://a.test/{i}");
+                    navs.push(
+                        page.goto_with(&url, &GotoOptions::new().wait_until(wait))
+                            .await?,
+                    );
+                }
+                Ok(navs)
+            },
+        ),
+    )
+    .await
+    .unwrap();
+    for (i, nav) in navs.iter().enumerate() {
+        assert_eq!(nav.url, format!("https://a.test/{i}"));
+        assert_eq!(nav.status, Some(200));
+        assert_eq!(nav.mime_type.as_deref(), Some("text/html"));
+    }
+    pool.shutdown(Duration::from_secs(5)).await.unwrap();
+}
