@@ -29,7 +29,7 @@ use super::protocol::{
     classify, encode_call, Event, Frame, FrameText, MethodName, PendingCall, PendingTable, Reply,
     SessionSlot,
 };
-use super::routing::{Ending, EventRoute, Sessions};
+use super::routing::{Blocked, Ending, EventRoute, Sessions};
 use super::socket::{self, Signals, Wire};
 use crate::{Error, ErrorKind, Result, TimeoutKind};
 
@@ -543,16 +543,21 @@ impl Shared {
         newly
     }
 
-    /// Fails a request the page's blocking paused, without waiting for the reply.
-    fn fail_blocked(&self, session: Option<SessionSlot>, request_id: &str) {
-        let params =
-            serde_json::json!({ "requestId": request_id, "errorReason": "BlockedByClient" });
-        if self
-            .enqueue(session, "Fetch.failRequest".into(), &params, None)
-            .is_ok()
-        {
-            if let Some(m) = &*self.metrics.borrow() {
-                m.blocked_request();
+    /// Fails a request the page's blocking paused (without waiting for the reply), or
+    /// counts one it failed.
+    fn blocked(&self, session: Option<SessionSlot>, blocked: Blocked) {
+        match blocked {
+            Blocked::Fail(request_id) => {
+                let params = serde_json::json!({
+                    "requestId": request_id,
+                    "errorReason": "BlockedByClient",
+                });
+                let _ = self.enqueue(session, "Fetch.failRequest".into(), &params, None);
+            }
+            Blocked::Failed => {
+                if let Some(m) = &*self.metrics.borrow() {
+                    m.blocked_request();
+                }
             }
         }
     }
@@ -613,12 +618,10 @@ impl Shared {
                         return;
                     }
                 };
-                let blocked = st
-                    .sessions
-                    .blocked_request(slot, &method, &text[params.clone()]);
-                if let Some(request_id) = blocked {
+                let blocked = st.sessions.blocked(slot, &method, &text[params.clone()]);
+                if let Some(blocked) = blocked {
                     drop(st);
-                    self.fail_blocked(slot, &request_id);
+                    self.blocked(slot, blocked);
                     st = self.state.borrow_mut();
                 }
                 let event = || Event::new(text.clone(), &method, params.clone());

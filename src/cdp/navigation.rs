@@ -98,9 +98,14 @@ impl GotoOptions {
 
     /// Follows up to `max` client-side redirects (a meta refresh, a script that sets
     /// `location`): after each navigation reaches its condition, waits up to `window`
-    /// for the main frame to start another one, then waits for that one instead. Each
-    /// hop is recorded in [`Navigation::redirects`] with no status. A redirect scheduled
-    /// later than `window` is not followed.
+    /// for the main frame to start another one, then waits for that one instead; one that
+    /// starts earlier is followed at once. Each hop is recorded in
+    /// [`Navigation::redirects`] with no status. A redirect scheduled later than `window`
+    /// is not followed.
+    ///
+    /// Without it (and past `max`), a navigation that another one replaces before it
+    /// reaches its condition returns when the next one starts, with what it got (its
+    /// URL and response): it would never reach the condition.
     pub fn follow_client_redirects(mut self, max: u32, window: Duration) -> Self {
         self.client_redirects = max;
         self.client_redirect_window = window;
@@ -513,19 +518,24 @@ impl Page {
         let mut window_ends: Option<Instant> = None;
         loop {
             let now = Instant::now();
-            if tracker.done(now) || window_ends.is_some() {
-                if hops < options.client_redirects && tracker.has_next() {
-                    tracker.follow_next();
-                    hops += 1;
-                    window_ends = None;
-                    continue;
+            let follow = hops < options.client_redirects;
+            if tracker.has_next() {
+                if !follow {
+                    // Replaced before (or after) reaching its condition: it never will
+                    // now, so it ends here.
+                    return Ok(tracker.into_navigation());
                 }
-                let follow = hops < options.client_redirects;
+                tracker.follow_next();
+                hops += 1;
+                window_ends = None;
+                continue;
+            }
+            if tracker.done(now) {
                 match window_ends {
                     None if follow => {
                         window_ends = Some(now + options.client_redirect_window);
                     }
-                    Some(end) if follow && now < end => {}
+                    Some(end) if now < end => {}
                     _ => return Ok(tracker.into_navigation()),
                 }
             }

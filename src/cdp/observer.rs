@@ -19,7 +19,8 @@ pub(crate) trait TransportObserver {
     /// A command passed its deadline (recorded besides its [`command`](Self::command)).
     fn command_timed_out(&self);
 
-    /// A page's resource blocking failed one request (`Fetch.failRequest`).
+    /// A page's resource blocking failed one request (reported by Chromium's
+    /// `Network.loadingFailed`, so only on pages with the `Network` domain on).
     fn blocked_request(&self);
 
     /// The writer sent `frames` frames in one flush.

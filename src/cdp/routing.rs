@@ -76,6 +76,17 @@ pub(crate) enum EventRoute {
     Unroutable,
 }
 
+/// A request a page's resource blocking stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Blocked {
+    /// Paused by a blocking `Fetch` pattern: fail it (`BlockedByClient`).
+    Fail(String),
+    /// Failed by the page's blocking (`Network.setBlockedURLs`, or a `Fetch` pattern
+    /// through `Fetch.failRequest`): count it. Each blocked request is reported this way
+    /// once.
+    Failed,
+}
+
 /// What an event means for the sessions of the connection.
 #[derive(Debug)]
 pub(crate) enum Ending {
@@ -156,29 +167,42 @@ impl Sessions {
         }
     }
 
-    /// The `requestId` to fail when the event `method` with `params` arrived on `at`: a
-    /// `Fetch.requestPaused` on a session whose blocking fails what it pauses.
-    pub(crate) fn blocked_request(
+    /// What the event `method` with `params`, arrived on `at`, means for resource
+    /// blocking: a request paused on a session whose blocking fails what it pauses, or a
+    /// request the blocking failed (to count).
+    pub(crate) fn blocked(
         &self,
         at: Option<SessionSlot>,
         method: &str,
         params: &str,
-    ) -> Option<String> {
+    ) -> Option<Blocked> {
         #[derive(Deserialize)]
         struct Paused {
             #[serde(rename = "requestId")]
             request_id: String,
         }
-        if method != "Fetch.requestPaused" {
-            return None;
+        #[derive(Deserialize)]
+        struct Failed<'a> {
+            #[serde(rename = "blockedReason", borrow, default)]
+            blocked_reason: Option<&'a str>,
         }
-        let blocks = at
-            .and_then(|slot| self.by_slot.get(&slot))
-            .is_some_and(|s| s.fails_paused && s.dead.is_none());
-        if !blocks {
-            return None;
+        match method {
+            "Fetch.requestPaused" => {
+                let blocks = at
+                    .and_then(|slot| self.by_slot.get(&slot))
+                    .is_some_and(|s| s.fails_paused && s.dead.is_none());
+                if !blocks {
+                    return None;
+                }
+                parse::<Paused>(params).map(|p| Blocked::Fail(p.request_id))
+            }
+            // `inspector`: blocked by the DevTools client, that is by us.
+            "Network.loadingFailed" if at.is_some() && params.contains("\"inspector\"") => {
+                let failed: Failed = serde_json::from_str(params).ok()?;
+                (failed.blocked_reason == Some("inspector")).then_some(Blocked::Failed)
+            }
+            _ => None,
         }
-        parse::<Paused>(params).map(|p| p.request_id)
     }
 
     /// Which sessions the event `method` with `params` (raw JSON, empty when absent)
@@ -364,32 +388,29 @@ mod tests {
     }
 
     #[test]
-    fn only_a_blocking_session_fails_what_it_pauses() {
+    fn only_a_blocking_session_fails_what_it_pauses_and_url_blocks_are_counted() {
         let (mut s, a, b) = two();
         let paused = r#"{"requestId":"interception-job-1.0","resourceType":"Image"}"#;
-        assert_eq!(
-            s.blocked_request(Some(a), "Fetch.requestPaused", paused),
-            None
-        );
+        assert_eq!(s.blocked(Some(a), "Fetch.requestPaused", paused), None);
         s.get_mut(a).unwrap().fails_paused = true;
         assert_eq!(
-            s.blocked_request(Some(a), "Fetch.requestPaused", paused)
-                .as_deref(),
-            Some("interception-job-1.0")
+            s.blocked(Some(a), "Fetch.requestPaused", paused),
+            Some(Blocked::Fail("interception-job-1.0".into()))
         );
+        assert_eq!(s.blocked(Some(b), "Fetch.requestPaused", paused), None);
+        assert_eq!(s.blocked(None, "Fetch.requestPaused", paused), None);
         assert_eq!(
-            s.blocked_request(Some(b), "Fetch.requestPaused", paused),
+            s.blocked(Some(a), "Network.requestWillBeSent", paused),
             None
         );
-        assert_eq!(s.blocked_request(None, "Fetch.requestPaused", paused), None);
+        assert_eq!(s.blocked(Some(a), "Fetch.requestPaused", "{}"), None);
+        let by_url = r#"{"requestId":"7","errorText":"net::ERR_BLOCKED_BY_CLIENT","canceled":false,"blockedReason":"inspector"}"#;
         assert_eq!(
-            s.blocked_request(Some(a), "Network.requestWillBeSent", paused),
-            None
+            s.blocked(Some(b), "Network.loadingFailed", by_url),
+            Some(Blocked::Failed)
         );
-        assert_eq!(
-            s.blocked_request(Some(a), "Fetch.requestPaused", "{}"),
-            None
-        );
+        let other = r#"{"requestId":"7","errorText":"net::ERR_FAILED","blockedReason":"mixed-content","x":"inspector"}"#;
+        assert_eq!(s.blocked(Some(b), "Network.loadingFailed", other), None);
     }
 
     #[test]

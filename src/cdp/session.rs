@@ -240,36 +240,33 @@ impl Page {
         Ok(page)
     }
 
-    /// Makes the page block exactly `blocking` from now on (see [`Blocking`]): one
-    /// command, none when it already does.
+    /// Makes the page block exactly `blocking` from now on (see [`Blocking`]): a command
+    /// for each part that changes (types, URL patterns), pipelined; none when it already
+    /// does.
     ///
-    /// Cancel-safe: dropped before it returns, the page's blocking is unknown and the
-    /// next call sets it again.
+    /// Cancel-safe: dropped before it returns, or failed, the page's blocking is unknown
+    /// and the next call sets all of it again.
     pub async fn set_blocking(&self, blocking: &Blocking) -> Result<()> {
-        if self.blocking.borrow().as_ref() == Some(blocking) {
+        let was = self.blocking.borrow_mut().take();
+        if was.as_ref() == Some(blocking) {
+            *self.blocking.borrow_mut() = was;
             return Ok(());
         }
-        let was = self.blocking.borrow_mut().take();
-        let (method, params) = blocking.command();
         // Failing what is paused is harmless before the patterns apply (nothing is
         // paused yet) and needed from the moment they do.
-        let fails = !blocking.is_empty();
-        if fails {
+        if blocking.pauses() {
             self.conn.shared.set_fails_paused(self.slot, true);
         }
-        let result = self.call(method, params).await;
-        match &result {
-            Ok(_) => {
-                if !fails {
-                    self.conn.shared.set_fails_paused(self.slot, false);
-                }
-                *self.blocking.borrow_mut() = Some(blocking.clone());
-            }
-            // Still as it was if the command was refused outright.
-            Err(e) if e.kind() == ErrorKind::Protocol => *self.blocking.borrow_mut() = was,
-            Err(_) => {}
+        let calls = blocking
+            .commands(was.as_ref())
+            .into_iter()
+            .map(|(method, params)| self.call(method, params));
+        futures_util::future::try_join_all(calls).await?;
+        if !blocking.pauses() {
+            self.conn.shared.set_fails_paused(self.slot, false);
         }
-        result.map(|_| ())
+        *self.blocking.borrow_mut() = Some(blocking.clone());
+        Ok(())
     }
 
     /// What the page blocks when no job asks for anything else (its

@@ -184,8 +184,9 @@ metric_table! {
             affinity_misses {result = "miss"} => "affinity" "misses",
         }
         "blocked_requests_total" "Requests a page's resource blocking failed." {
-            /// Requests failed by a page's resource blocking (`Fetch.failRequest` with
-            /// `BlockedByClient`): never sent to the network.
+            /// Requests failed by a page's resource blocking, never sent to the network
+            /// (counted from `Network.loadingFailed`: pages without the `Network` domain
+            /// report none).
             blocked_requests => "pages" "blocked requests",
         }
         "retries_total" "Jobs re-run after a lost session." {

@@ -128,6 +128,8 @@ impl Core {
                 s.network = method == "Network.enable";
                 Ok(json!({}))
             }
+            // Accepted; the simulated pages load no subresources to block.
+            "Network.setBlockedURLs" | "Fetch.failRequest" => Ok(json!({})),
             "Page.setLifecycleEventsEnabled" => {
                 s.lifecycle = cmd.params["enabled"].as_bool().unwrap_or(false);
                 Ok(json!({}))
