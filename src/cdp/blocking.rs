@@ -9,8 +9,8 @@
 //! Two mechanisms, measured with `examples/blocking_cost.rs` (figures in
 //! `docs/crawl-profile.md`):
 //! - URL patterns go to `Network.setBlockedURLs`, which fails a request inside Chromium
-//!   with no round trip: about 40% less browser CPU per page than `Fetch` on the same
-//!   page.
+//!   with no round trip: about half the browser CPU per page of `Fetch` blocking the
+//!   same requests.
 //! - a resource type goes to both: its usual file extensions as URL patterns (the cheap
 //!   path, which catches most of its requests), and a `Fetch.enable` pattern naming the
 //!   type, which pauses the rest (an image at `/img?id=3`) for cdpmux to fail. Together
