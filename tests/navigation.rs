@@ -446,3 +446,53 @@ async fn the_simulated_browser_reports_each_condition_and_the_response() {
     }
     pool.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+/// The reset between jobs is a `goto("about:blank")` too: it must reach its own load
+/// (not the previous page's, still loading), or the page would be retired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_reset_to_about_blank_between_jobs_is_reused() {
+    if !support::require_browser() {
+        return;
+    }
+    let site = Site::start(vec![
+        (
+            "/p",
+            no_store(Route::html(r#"<title>p</title><img src="/p.png">"#)),
+        ),
+        (
+            "/p.png",
+            no_store(Route::ok("image/png", vec![0u8; 16]).delay(Duration::from_secs(1))),
+        ),
+    ])
+    .await;
+    let pool = Pool::builder()
+        .launch(Launch::new())
+        .shards(1)
+        .sessions_per_shard(1)
+        .configure(|c| c.reset = cdpmux::Reset::AboutBlank)
+        .build()
+        .await
+        .expect("launch Chromium and build a pool");
+    for _ in 0..3 {
+        let url = site.url("/p");
+        let commit = GotoOptions::new().wait_until(WaitUntil::Commit);
+        within(
+            LIMIT,
+            pool.run(Job::new(), async move |page| {
+                page.goto_with(&url, &commit).await
+            }),
+        )
+        .await
+        .unwrap();
+    }
+    let snap = support::settled(&pool, LIMIT, "after three jobs").await;
+    assert_eq!(
+        (
+            snap.counters.sessions_created,
+            snap.counters.sessions_crashed
+        ),
+        (1, 0),
+        "one page, reset and reused"
+    );
+    pool.shutdown(Duration::from_secs(5)).await.unwrap();
+}

@@ -216,7 +216,7 @@ impl Page {
             closed: Cell::new(false),
             uses: Cell::new(0),
             default_blocking: options.block.clone(),
-            blocking: RefCell::new(Some(Blocking::none())),
+            blocking: RefCell::new(None),
         };
         // Pipelined: all enables (and the blocking) go out before the first reply comes
         // back. Dropping `page` on failure (or cancellation) closes the target.
@@ -230,13 +230,18 @@ impl Page {
             let on = serde_json::json!({ "enabled": true });
             setup.push(("Page.setLifecycleEventsEnabled".into(), on));
         }
+        // The pool's blocking, in the same flight: the page blocks nothing yet. Commands
+        // on a session run in order, so `Network.setBlockedURLs` follows `Network.enable`.
+        if options.block.pauses() {
+            conn.shared.set_fails_paused(page.slot, true);
+        }
+        let blocking = options.block.commands(Some(&Blocking::none()));
+        setup.extend(blocking.into_iter().map(|(m, p)| (m.into(), p)));
         let calls = setup
             .into_iter()
             .map(|(method, params)| page.call(method, params));
         futures_util::future::try_join_all(calls).await?;
-        if !options.block.is_empty() {
-            page.set_blocking(&options.block).await?;
-        }
+        *page.blocking.borrow_mut() = Some(options.block.clone());
         Ok(page)
     }
 
@@ -278,8 +283,12 @@ impl Page {
     /// Puts the page's default blocking back if a job changed it. True when the page
     /// blocks its default again (or never stopped).
     pub(crate) async fn restore_blocking(&self) -> bool {
-        let default = self.default_blocking.clone();
-        self.set_blocking(&default).await.is_ok()
+        self.set_blocking(&self.default_blocking).await.is_ok()
+    }
+
+    /// True when the page is known to block its default (no job changed it).
+    pub(crate) fn blocks_default(&self) -> bool {
+        self.blocking.borrow().as_ref() == Some(&self.default_blocking)
     }
 
     /// Subscribes to every event of `methods` on this page, buffered from now on.

@@ -240,8 +240,8 @@ pub(crate) async fn block_for_job(page: &Page, block: Option<&Blocking>) -> Resu
 /// Puts a page's own blocking back after a job, before the page is returned: false if
 /// it could not (the page is then retired, never handed on blocking the wrong things).
 pub(crate) async fn unblock_after_job(page: &Page) -> bool {
-    if !page.is_alive() {
-        return true; // retired anyway
+    if page.blocks_default() || !page.is_alive() {
+        return true; // nothing to do, or retired anyway
     }
     matches!(
         tokio::time::timeout(STOP_LIMIT, page.restore_blocking()).await,
