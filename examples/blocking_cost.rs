@@ -18,6 +18,7 @@
 //! the pool's blocked-request counter.
 //!
 //! `cargo run --release --example blocking_cost [pages_per_round] [rounds]`
+//! (`BLOCKING_COST_DEBUG=1` prints every path the server was asked for).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
