@@ -496,3 +496,46 @@ async fn a_page_reset_to_about_blank_between_jobs_is_reused() {
     );
     pool.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+/// A page whose own blocking cannot be put back after a job that changed it is retired,
+/// whatever the job's outcome: the next job never gets a page blocking the wrong things.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_whose_blocking_cannot_be_restored_is_retired() {
+    let (sim, pool) = support::sim_pool(cdpmux::sim::SimConfig::default(), 1, |c| {
+        c.sessions_per_shard = 1;
+        c.command_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let sim = std::sync::Arc::new(sim);
+    let hole = sim.clone();
+    // The job blocks images for itself (Fetch.enable answered); then putting the pool's
+    // blocking back (Fetch.disable) is never answered.
+    let uses = within(
+        LIMIT,
+        pool.run(
+            Job::new().block(Blocking::none().resource(ResourceType::Image)),
+            async move |page| {
+                hole.black_hole(Some("Fetch.disable"));
+                page.goto("https://a.test/").await?;
+                Ok(page.uses())
+            },
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(uses, 1);
+    sim.black_hole(None);
+    let next = within(LIMIT, pool.run(Job::new(), async |page| Ok(page.uses())))
+        .await
+        .unwrap();
+    assert_eq!(next, 1, "the next job gets a fresh page");
+    let snap = support::settled(&pool, LIMIT, "after both jobs").await;
+    assert_eq!(
+        (
+            snap.counters.sessions_created,
+            snap.counters.sessions_crashed
+        ),
+        (2, 1)
+    );
+    pool.shutdown(Duration::from_secs(5)).await.unwrap();
+}

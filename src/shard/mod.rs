@@ -511,6 +511,7 @@ impl Shell {
             shell: self.clone(),
             key,
             how: Return::Interrupted,
+            retire: false,
         };
         let attempt = tokio::time::timeout_at(deadline, async {
             match lifecycle::block_for_job(&page, job.block.as_deref()).await {
@@ -519,10 +520,8 @@ impl Shell {
             }
         })
         .await;
-        // The page's own blocking is back before anyone else gets it.
-        if !lifecycle::unblock_after_job(&page).await {
-            guard.how = Return::Dead;
-        }
+        // The page's own blocking is back before anyone else gets it, or it is retired.
+        guard.retire = !lifecycle::unblock_after_job(&page).await;
         drop(page);
         // A job that never ran fails like one that did, with the preparation's error.
         let mut not_run = None;
@@ -620,11 +619,14 @@ struct ReturnOnDrop {
     shell: Rc<Shell>,
     key: SessionKey,
     how: Return,
+    /// Returned `Dead` whatever `how` says (its blocking could not be put back).
+    retire: bool,
 }
 
 impl Drop for ReturnOnDrop {
     fn drop(&mut self) {
-        let (key, how) = (self.key, self.how);
+        let key = self.key;
+        let how = if self.retire { Return::Dead } else { self.how };
         self.shell
             .feed(|p, now, cfg| p.returned(key, how, now, cfg));
     }
