@@ -57,6 +57,9 @@ pub enum ErrorKind {
     /// The browser answered the command with a CDP error (see [`Error::cdp_code`]).
     Protocol,
     /// The page could not load the URL (DNS failure, refused connection, bad certificate...).
+    /// The message carries Chromium's `net::ERR_*` text (`net::ERR_NAME_NOT_RESOLVED`).
+    /// An HTTP error status is not one: `goto` returns it in its
+    /// [`Navigation`](crate::cdp::Navigation). Not retryable: the site answered that way.
     Navigation,
     /// The page's JavaScript threw while evaluating an expression.
     Script,

@@ -11,8 +11,8 @@ use std::thread::JoinHandle;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::browser::{Launch, LaunchedBrowser};
-use crate::sync::LiveCell;
 use crate::error::Result;
+use crate::sync::LiveCell;
 
 /// One browser as the shards see it.
 struct BrowserEntry {

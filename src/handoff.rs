@@ -41,10 +41,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::error::TimeoutKind;
 use crate::job::Job;
 use crate::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::sync::{Arc, SegQueue};
-use crate::error::TimeoutKind;
 
 /// A caller waiting in a shard's line: all of its request. `T` is where its session
 /// goes (the waiting `acquire`'s reply channel); the line never looks inside it.

@@ -150,6 +150,8 @@ pub struct Job {
     pub(crate) command_timeout: Option<Duration>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) retries: u32,
+    /// Boxed: most jobs block what the pool blocks, and a job waits in queues by value.
+    pub(crate) block: Option<Arc<crate::cdp::Blocking>>,
 }
 
 impl Job {
@@ -208,6 +210,16 @@ impl Job {
     /// its connection is lost. Only for idempotent jobs.
     pub fn retries(mut self, n: u32) -> Self {
         self.retries = n;
+        self
+    }
+
+    /// Blocks `blocking` on the job's page instead of the pool's
+    /// [`PageOptions::block`](crate::cdp::PageOptions): one command before the job runs
+    /// and one after, which puts the pool's blocking back before anyone else gets the
+    /// page. Nothing is sent when it equals the pool's. For [`Pool::run`](crate::Pool::run)
+    /// jobs; a lease blocks what the pool blocks.
+    pub fn block(mut self, blocking: crate::cdp::Blocking) -> Self {
+        self.block = Some(Arc::new(blocking));
         self
     }
 

@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use crate::cdp::protocol::{MethodName, Reply};
 use crate::cdp::{evaluated_value, EvaluateByValue, EVALUATE};
+use crate::cdp::{GotoOptions, Navigation};
 use crate::error::shutdown_error;
-use crate::shard::msg::{Grant, LeaseOp, Msg};
 use crate::error::{Error, ErrorKind, Result};
+use crate::shard::msg::{Grant, LeaseOp, Msg};
 use chromiumoxide_types::Command;
 use serde::Serialize;
 
@@ -102,11 +103,30 @@ impl Lease {
         self.command(method.clone(), &params).await?.decode(&method)
     }
 
-    /// Navigates and waits for the load event; see [`Page::goto`](crate::cdp::Page::goto).
-    pub async fn goto(&self, url: &str) -> Result<()> {
+    /// Navigates and waits for this navigation's `load`; see
+    /// [`Page::goto`](crate::cdp::Page::goto).
+    pub async fn goto(&self, url: &str) -> Result<Navigation> {
+        self.goto_with(url, &GotoOptions::default()).await
+    }
+
+    /// Navigates and waits for `options`' condition; see
+    /// [`Page::goto_with`](crate::cdp::Page::goto_with). Runs on the page's shard.
+    ///
+    /// Cancel-safe: dropping the future stops waiting for the answer; the navigation
+    /// itself goes on on the shard and ends there.
+    pub async fn goto_with(&self, url: &str, options: &GotoOptions) -> Result<Navigation> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         let url = url.to_owned();
-        self.op(LeaseOp::Goto { url, reply }, rx).await
+        let options = options.clone();
+        self.op(
+            LeaseOp::Goto {
+                url,
+                options,
+                reply,
+            },
+            rx,
+        )
+        .await
     }
 
     /// Evaluates an expression and returns its value; see

@@ -85,7 +85,7 @@ mod steal;
 pub(crate) mod sync;
 
 #[doc(inline)]
-pub use cdp::Page;
+pub use cdp::{Blocking, GotoOptions, Navigation, Page, ResourceType, WaitUntil};
 pub use config::{Config, Isolation, Reset};
 pub use error::{Error, ErrorKind, Result, TimeoutKind};
 pub use job::{Affinity, AffinityMode, Job, Priority};

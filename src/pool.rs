@@ -15,6 +15,7 @@ use crate::browser::{Endpoint, Launch};
 use crate::cdp::{Page, PageOptions};
 use crate::config::Config;
 use crate::error::{internal_error, shutdown_error};
+use crate::error::{Error, ErrorKind, Result};
 use crate::fleet::Fleet;
 use crate::handoff::{Join, Line};
 use crate::job::{wait_deadline, Job};
@@ -26,7 +27,6 @@ use crate::shard::msg::{Attempt, Grant, GrantTx, JobTask, LocalFuture, Msg, Requ
 use crate::steal::{Overflow, MAX_SHARDS};
 use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::sync::{mpsc, oneshot, Arc, LiveCell, Notify};
-use crate::error::{Error, ErrorKind, Result};
 
 /// Builds a [`Pool`]: which browsers, how many shards, and the [`Config`].
 #[derive(Debug, Default)]

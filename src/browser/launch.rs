@@ -28,8 +28,8 @@ use super::port_file::{read_port_file, PORT_FILE};
 use super::process::{euid, group_exists, peek_exit, pid_arg, signal};
 use super::sandbox::{self, Decision, KernelFacts, Sandbox};
 use super::{profile, spawner};
-use crate::job::{later, later_std};
 use crate::error::{Error, ErrorKind, Result, TimeoutKind};
+use crate::job::{later, later_std};
 
 /// Names looked up on `PATH`, in order, when no executable is configured.
 const CANDIDATES: [&str; 4] = [

@@ -23,13 +23,13 @@ use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::deadlines::{self, DirectDeadlines, Waiter};
-use super::events::{EventWaiter, EventWaiters, Unregister, WaitEntry};
+use super::events::{EventStream, EventWaiter, EventWaiters, Unregister, WaitEntry};
 use super::observer::TransportObserver;
 use super::protocol::{
     classify, encode_call, reply_id, Event, Frame, FrameText, MethodName, PendingCall,
     PendingTable, Reply, SessionSlot,
 };
-use super::routing::{Ending, EventRoute, Sessions};
+use super::routing::{Blocked, Ending, EventRoute, Sessions};
 use super::socket::{self, Signals, Wire};
 use crate::error::{Error, ErrorKind, Result, TimeoutKind};
 
@@ -483,11 +483,34 @@ impl Shared {
         session: Option<SessionSlot>,
         method: MethodName,
     ) -> EventWaiter {
+        self.register(session, |registry, id| {
+            WaitEntry::new(registry, session, id, method)
+        })
+    }
+
+    /// Registers a buffered stream of every event of `methods` on `session`.
+    pub(crate) fn register_stream(
+        self: &Rc<Self>,
+        session: SessionSlot,
+        methods: &'static [&'static str],
+    ) -> EventStream {
+        self.register(Some(session), |registry, id| {
+            WaitEntry::stream(registry, Some(session), id, methods)
+        })
+    }
+
+    /// Registers the wait `make` builds, or refuses it at once on a dead session or a
+    /// closed socket.
+    fn register<H>(
+        self: &Rc<Self>,
+        session: Option<SessionSlot>,
+        make: impl FnOnce(Weak<dyn Unregister>, u64) -> (WaitEntry, H),
+    ) -> H {
         let mut st = self.state.borrow_mut();
         let id = st.next_waiter;
         st.next_waiter += 1;
         let registry: Weak<dyn Unregister> = Rc::downgrade(self) as Weak<dyn Unregister>;
-        let (entry, handle) = WaitEntry::new(registry, session, id, method);
+        let (entry, handle) = make(registry, id);
         let refusal = match (&st.closed, session) {
             (Some(err), _) => Some(err.clone()),
             (None, None) => None,
@@ -557,6 +580,33 @@ impl Shared {
         newly
     }
 
+    /// Fails a request the page's blocking paused (without waiting for the reply), or
+    /// counts one it failed.
+    fn blocked(&self, session: Option<SessionSlot>, blocked: Blocked) {
+        match blocked {
+            Blocked::Fail(request_id) => {
+                let params = serde_json::json!({
+                    "requestId": request_id,
+                    "errorReason": "BlockedByClient",
+                });
+                let _ = self.enqueue(session, "Fetch.failRequest".into(), &params, None);
+            }
+            Blocked::Failed => {
+                if let Some(m) = &*self.metrics.borrow() {
+                    m.blocked_request();
+                }
+            }
+        }
+    }
+
+    /// Makes `session` fail every request paused on it (its `Fetch` patterns match only
+    /// what it blocks), or stop doing so.
+    pub(crate) fn set_fails_paused(&self, session: SessionSlot, on: bool) {
+        if let Some(s) = self.state.borrow_mut().sessions.get_mut(session) {
+            s.fails_paused = on;
+        }
+    }
+
     /// Routes one incoming frame: a reply to its call, an event to its waits (and, when
     /// [`routing`](super::routing) says it ends sessions, their death).
     fn dispatch(&self, text: FrameText) {
@@ -621,6 +671,12 @@ impl Shared {
                         return;
                     }
                 };
+                let blocked = st.sessions.blocked(slot, &method, &text[params.clone()]);
+                if let Some(blocked) = blocked {
+                    drop(st);
+                    self.blocked(slot, blocked);
+                    st = self.state.borrow_mut();
+                }
                 let event = || Event::new(text.clone(), &method, params.clone());
                 let waiters = match slot {
                     None => &mut st.browser_waiters,

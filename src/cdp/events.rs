@@ -1,4 +1,5 @@
-//! Waits for CDP events: the handle a caller holds ([`EventWaiter`]) and the list of
+//! Waits for CDP events: the handles a caller holds ([`EventWaiter`] for one event,
+//! [`EventStream`] for every event of a few methods, buffered) and the list of
 //! registered waits an event is delivered to ([`EventWaiters`]).
 //!
 //! Owns: handing one event to every wait registered for its method, failing waits when
@@ -11,7 +12,7 @@ use std::rc::Weak;
 use std::time::Duration;
 
 use smallvec::SmallVec;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use super::protocol::{Event, MethodName, SessionSlot};
 use crate::error::{Error, ErrorKind, Result, TimeoutKind};
@@ -22,11 +23,44 @@ pub(crate) trait Unregister {
     fn unregister(&self, session: Option<SessionSlot>, id: u64);
 }
 
+/// Where a registered wait's events go.
+enum Sink {
+    /// One event of `method`, then the wait is done.
+    Once {
+        method: MethodName,
+        tx: oneshot::Sender<Result<Event>>,
+    },
+    /// Every event of these methods, buffered until read, while the handle lives.
+    Stream {
+        methods: &'static [&'static str],
+        tx: mpsc::UnboundedSender<Result<Event>>,
+    },
+}
+
+impl Sink {
+    fn wants(&self, method: &str) -> bool {
+        match self {
+            Sink::Once { method: m, .. } => m == method,
+            Sink::Stream { methods, .. } => methods.contains(&method),
+        }
+    }
+
+    fn fail(self, why: Error) {
+        match self {
+            Sink::Once { tx, .. } => {
+                let _ = tx.send(Err(why));
+            }
+            Sink::Stream { tx, .. } => {
+                let _ = tx.send(Err(why));
+            }
+        }
+    }
+}
+
 /// One registered wait, as the connection keeps it.
 pub(crate) struct WaitEntry {
     id: u64,
-    method: MethodName,
-    tx: oneshot::Sender<Result<Event>>,
+    sink: Sink,
 }
 
 impl WaitEntry {
@@ -41,8 +75,10 @@ impl WaitEntry {
         let (tx, rx) = oneshot::channel();
         let entry = WaitEntry {
             id,
-            method: method.clone(),
-            tx,
+            sink: Sink::Once {
+                method: method.clone(),
+                tx,
+            },
         };
         let handle = EventWaiter {
             registry,
@@ -54,9 +90,32 @@ impl WaitEntry {
         (entry, handle)
     }
 
+    /// A new stream `id` of every event of `methods`: the entry to register, and the
+    /// handle for the caller, which unregisters itself from `registry` when dropped.
+    pub(crate) fn stream(
+        registry: Weak<dyn Unregister>,
+        session: Option<SessionSlot>,
+        id: u64,
+        methods: &'static [&'static str],
+    ) -> (WaitEntry, EventStream) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let entry = WaitEntry {
+            id,
+            sink: Sink::Stream { methods, tx },
+        };
+        let handle = EventStream {
+            registry,
+            session,
+            id,
+            rx,
+            ended: false,
+        };
+        (entry, handle)
+    }
+
     /// Fails the wait at once instead of registering it.
     pub(crate) fn refuse(self, why: Error) {
-        let _ = self.tx.send(Err(why));
+        self.sink.fail(why);
     }
 }
 
@@ -70,16 +129,23 @@ impl EventWaiters {
         self.0.push(entry);
     }
 
-    /// Hands an event to every wait registered for `method`; each hears it once and is
-    /// removed. `event` is built only for a wait that takes it.
+    /// Hands an event to every wait registered for `method`: a one-event wait hears it
+    /// once and is removed, a stream keeps it buffered and stays. `event` is built only
+    /// for a wait that takes it.
     pub(crate) fn deliver(&mut self, method: &str, event: impl Fn() -> Event) {
         let mut i = 0;
         while i < self.0.len() {
-            if self.0[i].method == method {
-                let w = self.0.swap_remove(i);
-                let _ = w.tx.send(Ok(event()));
-            } else {
+            if !self.0[i].sink.wants(method) {
                 i += 1;
+                continue;
+            }
+            if let Sink::Stream { tx, .. } = &self.0[i].sink {
+                let _ = tx.send(Ok(event()));
+                i += 1;
+                continue;
+            }
+            if let Sink::Once { tx, .. } = self.0.swap_remove(i).sink {
+                let _ = tx.send(Ok(event()));
             }
         }
     }
@@ -87,7 +153,7 @@ impl EventWaiters {
     /// Fails every wait with `why` and empties the list.
     pub(crate) fn fail_all(&mut self, why: &Error) {
         for w in self.0.drain(..) {
-            let _ = w.tx.send(Err(why.clone()));
+            w.sink.fail(why.clone());
         }
     }
 
@@ -132,6 +198,55 @@ impl EventWaiter {
 }
 
 impl Drop for EventWaiter {
+    fn drop(&mut self) {
+        if let Some(registry) = self.registry.upgrade() {
+            registry.unregister(self.session, self.id);
+        }
+    }
+}
+
+/// A registered subscription to every event of a few methods on one session, buffered
+/// from the moment it is registered until read: events that arrive while its holder
+/// awaits something else (a command's reply) are not lost. Dropping it unregisters it.
+///
+/// Cancel-safe: [`next`](Self::next) dropped before it returns loses no event.
+pub(crate) struct EventStream {
+    registry: Weak<dyn Unregister>,
+    session: Option<SessionSlot>,
+    id: u64,
+    rx: mpsc::UnboundedReceiver<Result<Event>>,
+    /// Set once the stream failed (its session or socket ended).
+    ended: bool,
+}
+
+impl EventStream {
+    /// The next event, in arrival order. Fails (and keeps failing) once the page or the
+    /// connection is gone.
+    pub(crate) async fn next(&mut self) -> Result<Event> {
+        if self.ended {
+            return Err(Error::new(
+                ErrorKind::ConnectionClosed,
+                "the page's events ended (it died or its connection closed)",
+            ));
+        }
+        match self.rx.recv().await {
+            Some(Ok(event)) => Ok(event),
+            Some(Err(e)) => {
+                self.ended = true;
+                Err(e)
+            }
+            None => {
+                self.ended = true;
+                Err(Error::new(
+                    ErrorKind::ConnectionClosed,
+                    "the page's events ended: the connection is gone",
+                ))
+            }
+        }
+    }
+}
+
+impl Drop for EventStream {
     fn drop(&mut self) {
         if let Some(registry) = self.registry.upgrade() {
             registry.unregister(self.session, self.id);
@@ -215,6 +330,68 @@ mod tests {
         let err = a.wait(Duration::from_secs(60)).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::SessionCrashed);
         assert_eq!(list.0.borrow().len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_stream_keeps_every_event_of_its_methods_in_order_until_dropped() {
+        let list = Rc::new(List::default());
+        let registry: Weak<dyn Unregister> = Rc::downgrade(&list) as Weak<dyn Unregister>;
+        const METHODS: &[&str] = &["Page.lifecycleEvent", "Network.loadingFinished"];
+        let (entry, mut stream) = WaitEntry::stream(registry, Some(1), 7, METHODS);
+        list.0.borrow_mut().push(entry);
+        let once = wait(&list, 8, "Page.lifecycleEvent");
+        let a = event(r#"{"method":"Page.lifecycleEvent","params":{"name":"init"}}"#);
+        let skip = event(r#"{"method":"Page.frameNavigated","params":{}}"#);
+        let b = event(r#"{"method":"Network.loadingFinished","params":{"requestId":"1"}}"#);
+        for ev in [&a, &skip, &b, &a] {
+            list.0.borrow_mut().deliver(ev.method(), || ev.clone());
+        }
+        assert_eq!(
+            list.0.borrow().len(),
+            1,
+            "the one-event wait left, the stream stays"
+        );
+        let long = Duration::from_secs(60);
+        assert_eq!(
+            once.wait(long).await.unwrap().method(),
+            "Page.lifecycleEvent"
+        );
+        let got: Vec<String> = [
+            stream.next().await.unwrap(),
+            stream.next().await.unwrap(),
+            stream.next().await.unwrap(),
+        ]
+        .iter()
+        .map(|e| e.method().to_owned())
+        .collect();
+        assert_eq!(
+            got,
+            [
+                "Page.lifecycleEvent",
+                "Network.loadingFinished",
+                "Page.lifecycleEvent"
+            ]
+        );
+        let why = Error::new(ErrorKind::SessionCrashed, "the page crashed");
+        list.0.borrow_mut().fail_all(&why);
+        assert_eq!(
+            stream.next().await.unwrap_err().kind(),
+            ErrorKind::SessionCrashed
+        );
+        assert!(stream.next().await.is_err(), "an ended stream stays ended");
+        let (entry, stream) = WaitEntry::stream(
+            Rc::downgrade(&list) as Weak<dyn Unregister>,
+            Some(1),
+            9,
+            METHODS,
+        );
+        list.0.borrow_mut().push(entry);
+        drop(stream);
+        assert_eq!(
+            list.0.borrow().len(),
+            0,
+            "a dropped stream unregisters itself"
+        );
     }
 
     #[tokio::test]

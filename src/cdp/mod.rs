@@ -7,7 +7,9 @@
 //! session); `deadlines` (who hears a reply, direct-call deadlines); `socket` (the
 //! WebSocket's handshake, writer and reader tasks); `connection` ([`Connection`], the
 //! thin async shell that ties them together around one socket); `batch` ([`Batch`], pipelined raw calls);
-//! `session` ([`Page`], one flat session, and opening it). All are `!Send`: they live on
+//! `session` ([`Page`], one flat session, and opening it); `blocking` ([`Blocking`], what
+//! a page never loads); `navigation` ([`Page::goto_with`], a navigation matched to its
+//! own loader, and the [`Navigation`] it returns). All are `!Send`: they live on
 //! the thread (and in the tokio `LocalSet`) that created them, which is what lets them
 //! share state without locks.
 
@@ -19,17 +21,21 @@ pub mod protocol;
 pub(crate) mod protocol;
 
 mod batch;
+mod blocking;
 mod connection;
 mod deadlines;
 mod events;
+mod navigation;
 mod observer;
 mod routing;
 mod session;
 mod socket;
 
 pub use batch::{Batch, BatchResults, Slot};
+pub use blocking::{Blocking, ResourceType};
 pub use connection::{Connection, ConnectionConfig, ConnectionStats};
 pub use events::EventWaiter;
+pub use navigation::{GotoOptions, Navigation, Redirect, WaitUntil};
 pub(crate) use observer::TransportObserver;
 pub use protocol::Event;
 pub(crate) use session::{evaluated_value, EvaluateByValue, EVALUATE};

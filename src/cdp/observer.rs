@@ -1,8 +1,9 @@
 //! What the transport reports about its own work, for whoever measures it.
 //!
 //! Owns: the [`TransportObserver`] trait, the only way command latencies, command
-//! deadlines and flush sizes leave the transport. Never: names a pool or shard type; the
-//! pool's metrics implement this trait on their side (`crate::metrics`).
+//! deadlines, blocked requests and flush sizes leave the transport. Never: names a pool
+//! or shard type; the pool's metrics implement this trait on their side
+//! (`crate::metrics`).
 
 use std::time::Duration;
 
@@ -17,6 +18,10 @@ pub(crate) trait TransportObserver {
 
     /// A command passed its deadline (recorded besides its [`command`](Self::command)).
     fn command_timed_out(&self);
+
+    /// A page's resource blocking failed one request (reported by Chromium's
+    /// `Network.loadingFailed`, so only on pages with the `Network` domain on).
+    fn blocked_request(&self);
 
     /// The writer sent `frames` frames in one flush.
     fn flush(&self, frames: u64);

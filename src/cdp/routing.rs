@@ -2,7 +2,8 @@
 //! one connection and the rules read from CHROMIUM-FACTS.md.
 //!
 //! Owns: the sessions a connection knows (by slot and by CDP `sessionId`), whether each is
-//! alive, its event waits, and the decision of which sessions an event kills and why.
+//! alive, its event waits, the decision of which sessions an event kills and why, and
+//! which paused requests a session's resource blocking fails.
 //! Never: does I/O, touches the pending-call table or answers a call; it takes data in
 //! and returns decisions, and the connection acts on them.
 
@@ -15,9 +16,9 @@ use smallvec::SmallVec;
 
 use super::events::EventWaiters;
 use super::protocol::SessionSlot;
+use crate::error::{Error, ErrorKind, Result};
 use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::sync::Arc;
-use crate::error::{Error, ErrorKind, Result};
 
 /// One flat session on a connection.
 pub(crate) struct SessionState {
@@ -28,6 +29,9 @@ pub(crate) struct SessionState {
     /// Cleared when the session dies, before any of its calls hears of it.
     alive: Option<Arc<AtomicBool>>,
     pub(crate) waiters: EventWaiters,
+    /// The page blocks resources with `Fetch` patterns that match only what it blocks:
+    /// every request paused on it is failed (`BlockedByClient`).
+    pub(crate) fails_paused: bool,
 }
 
 impl SessionState {
@@ -72,6 +76,17 @@ pub(crate) enum EventRoute {
     Unroutable,
 }
 
+/// A request a page's resource blocking stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Blocked {
+    /// Paused by a blocking `Fetch` pattern: fail it (`BlockedByClient`).
+    Fail(String),
+    /// Failed by the page's blocking (`Network.setBlockedURLs`, or a `Fetch` pattern
+    /// through `Fetch.failRequest`): count it. Each blocked request is reported this way
+    /// once.
+    Failed,
+}
+
 /// What an event means for the sessions of the connection.
 #[derive(Debug)]
 pub(crate) enum Ending {
@@ -98,6 +113,7 @@ impl Sessions {
                 dead: None,
                 alive: None,
                 waiters: EventWaiters::default(),
+                fails_paused: false,
             },
         );
         slot
@@ -148,6 +164,44 @@ impl Sessions {
                 Some(slot) => EventRoute::Session(*slot),
                 None => EventRoute::Unroutable,
             },
+        }
+    }
+
+    /// What the event `method` with `params`, arrived on `at`, means for resource
+    /// blocking: a request paused on a session whose blocking fails what it pauses, or a
+    /// request the blocking failed (to count).
+    pub(crate) fn blocked(
+        &self,
+        at: Option<SessionSlot>,
+        method: &str,
+        params: &str,
+    ) -> Option<Blocked> {
+        #[derive(Deserialize)]
+        struct Paused {
+            #[serde(rename = "requestId")]
+            request_id: String,
+        }
+        #[derive(Deserialize)]
+        struct Failed<'a> {
+            #[serde(rename = "blockedReason", borrow, default)]
+            blocked_reason: Option<&'a str>,
+        }
+        match method {
+            "Fetch.requestPaused" => {
+                let blocks = at
+                    .and_then(|slot| self.by_slot.get(&slot))
+                    .is_some_and(|s| s.fails_paused && s.dead.is_none());
+                if !blocks {
+                    return None;
+                }
+                parse::<Paused>(params).map(|p| Blocked::Fail(p.request_id))
+            }
+            // `inspector`: blocked by the DevTools client, that is by us.
+            "Network.loadingFailed" if at.is_some() && params.contains("\"inspector\"") => {
+                let failed: Failed = serde_json::from_str(params).ok()?;
+                (failed.blocked_reason == Some("inspector")).then_some(Blocked::Failed)
+            }
+            _ => None,
         }
     }
 
@@ -331,6 +385,32 @@ mod tests {
                 "{method} {params}"
             );
         }
+    }
+
+    #[test]
+    fn only_a_blocking_session_fails_what_it_pauses_and_url_blocks_are_counted() {
+        let (mut s, a, b) = two();
+        let paused = r#"{"requestId":"interception-job-1.0","resourceType":"Image"}"#;
+        assert_eq!(s.blocked(Some(a), "Fetch.requestPaused", paused), None);
+        s.get_mut(a).unwrap().fails_paused = true;
+        assert_eq!(
+            s.blocked(Some(a), "Fetch.requestPaused", paused),
+            Some(Blocked::Fail("interception-job-1.0".into()))
+        );
+        assert_eq!(s.blocked(Some(b), "Fetch.requestPaused", paused), None);
+        assert_eq!(s.blocked(None, "Fetch.requestPaused", paused), None);
+        assert_eq!(
+            s.blocked(Some(a), "Network.requestWillBeSent", paused),
+            None
+        );
+        assert_eq!(s.blocked(Some(a), "Fetch.requestPaused", "{}"), None);
+        let by_url = r#"{"requestId":"7","errorText":"net::ERR_BLOCKED_BY_CLIENT","canceled":false,"blockedReason":"inspector"}"#;
+        assert_eq!(
+            s.blocked(Some(b), "Network.loadingFailed", by_url),
+            Some(Blocked::Failed)
+        );
+        let other = r#"{"requestId":"7","errorText":"net::ERR_FAILED","blockedReason":"mixed-content","x":"inspector"}"#;
+        assert_eq!(s.blocked(Some(b), "Network.loadingFailed", other), None);
     }
 
     #[test]

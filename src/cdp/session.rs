@@ -7,7 +7,7 @@
 //! dropped. Never: touches the socket or the pending-call table except through
 //! [`Connection`]'s calls; the connection below it knows nothing of pages.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::rc::Rc;
 use std::time::Duration;
@@ -17,8 +17,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::batch::Batch;
+use super::blocking::Blocking;
 use super::connection::{Connection, InFlight};
-use super::events::EventWaiter;
+use super::events::{EventStream, EventWaiter};
 use super::protocol::{MethodName, Reply, SessionSlot};
 use crate::error::{Error, ErrorKind, Result};
 
@@ -88,8 +89,14 @@ pub struct PageOptions {
     /// The browser context to open it in; `None` is the default context.
     pub browser_context_id: Option<String>,
     /// Domains to enable besides `Inspector` (always on, for crash events), e.g. `Page`
-    /// (needed for load events) or `Runtime`, `Network`. Default: `["Page"]`.
+    /// (needed by [`Page::goto`]: with it, lifecycle events are switched on too) or
+    /// `Runtime`. `Network` gives [`Page::goto`] the navigation's status, headers and
+    /// redirects, and `NetworkIdle` the page's requests. Default: `["Page", "Network"]`.
     pub enable: Vec<&'static str>,
+    /// What the page never loads, set up once when it opens (no round trip per job).
+    /// Default: nothing. A job can ask for other blocking for itself
+    /// ([`Job::block`](crate::job::Job::block)).
+    pub block: Blocking,
     /// The URL the target is created with. Default `about:blank`. The pool gives each
     /// page it opens its own `about:blank#…` URL, so that a target whose creation reply
     /// was lost with its socket can still be found (by `Target.getTargets`) and closed.
@@ -101,7 +108,8 @@ impl Default for PageOptions {
         PageOptions {
             background: true,
             browser_context_id: None,
-            enable: vec!["Page"],
+            enable: vec!["Page", "Network"],
+            block: Blocking::none(),
             initial_url: "about:blank".to_owned(),
         }
     }
@@ -121,6 +129,10 @@ pub struct Page {
     command_timeout: Cell<Duration>,
     closed: Cell<bool>,
     uses: Cell<u32>,
+    /// What the page blocks when no job asked for anything else.
+    default_blocking: Blocking,
+    /// What it blocks now; `None` when unknown (a change failed half-way).
+    blocking: RefCell<Option<Blocking>>,
 }
 
 #[derive(Deserialize)]
@@ -203,14 +215,85 @@ impl Page {
             command_timeout: Cell::new(conn.command_timeout()),
             closed: Cell::new(false),
             uses: Cell::new(0),
+            default_blocking: options.block.clone(),
+            blocking: RefCell::new(None),
         };
-        // Pipelined: all enables go out before the first reply comes back. Dropping `page`
-        // on failure (or cancellation) closes the target.
-        let enables = std::iter::once("Inspector")
+        // Pipelined: all enables (and the blocking) go out before the first reply comes
+        // back. Dropping `page` on failure (or cancellation) closes the target.
+        let mut setup: Vec<(MethodName, serde_json::Value)> = std::iter::once("Inspector")
             .chain(options.enable.iter().copied().filter(|d| *d != "Inspector"))
-            .map(|domain| page.call(format!("{domain}.enable"), serde_json::json!({})));
-        futures_util::future::try_join_all(enables).await?;
+            .map(|domain| (format!("{domain}.enable").into(), serde_json::json!({})))
+            .collect();
+        if options.enable.contains(&"Page") {
+            // Lifecycle events name their frame and loader: `goto` matches them to its own
+            // navigation.
+            let on = serde_json::json!({ "enabled": true });
+            setup.push(("Page.setLifecycleEventsEnabled".into(), on));
+        }
+        // The pool's blocking, in the same flight: the page blocks nothing yet. Commands
+        // on a session run in order, so `Network.setBlockedURLs` follows `Network.enable`.
+        if options.block.pauses() {
+            conn.shared.set_fails_paused(page.slot, true);
+        }
+        let blocking = options.block.commands(Some(&Blocking::none()));
+        setup.extend(blocking.into_iter().map(|(m, p)| (m.into(), p)));
+        let calls = setup
+            .into_iter()
+            .map(|(method, params)| page.call(method, params));
+        futures_util::future::try_join_all(calls).await?;
+        *page.blocking.borrow_mut() = Some(options.block.clone());
         Ok(page)
+    }
+
+    /// Makes the page block exactly `blocking` from now on (see [`Blocking`]): a command
+    /// for each part that changes (types, URL patterns), pipelined; none when it already
+    /// does.
+    ///
+    /// Cancel-safe: dropped before it returns, or failed, the page's blocking is unknown
+    /// and the next call sets all of it again.
+    pub async fn set_blocking(&self, blocking: &Blocking) -> Result<()> {
+        let was = self.blocking.borrow_mut().take();
+        if was.as_ref() == Some(blocking) {
+            *self.blocking.borrow_mut() = was;
+            return Ok(());
+        }
+        // Failing what is paused is harmless before the patterns apply (nothing is
+        // paused yet) and needed from the moment they do.
+        if blocking.pauses() {
+            self.conn.shared.set_fails_paused(self.slot, true);
+        }
+        let calls = blocking
+            .commands(was.as_ref())
+            .into_iter()
+            .map(|(method, params)| self.call(method, params));
+        futures_util::future::try_join_all(calls).await?;
+        if !blocking.pauses() {
+            self.conn.shared.set_fails_paused(self.slot, false);
+        }
+        *self.blocking.borrow_mut() = Some(blocking.clone());
+        Ok(())
+    }
+
+    /// What the page blocks when no job asks for anything else (its
+    /// [`PageOptions::block`]).
+    pub fn default_blocking(&self) -> &Blocking {
+        &self.default_blocking
+    }
+
+    /// Puts the page's default blocking back if a job changed it. True when the page
+    /// blocks its default again (or never stopped).
+    pub(crate) async fn restore_blocking(&self) -> bool {
+        self.set_blocking(&self.default_blocking).await.is_ok()
+    }
+
+    /// True when the page is known to block its default (no job changed it).
+    pub(crate) fn blocks_default(&self) -> bool {
+        self.blocking.borrow().as_ref() == Some(&self.default_blocking)
+    }
+
+    /// Subscribes to every event of `methods` on this page, buffered from now on.
+    pub(crate) fn event_stream(&self, methods: &'static [&'static str]) -> EventStream {
+        self.conn.shared.register_stream(self.slot, methods)
     }
 
     /// Runs a typed command from `spider_chromiumoxide_cdp` on this page, e.g.
@@ -267,41 +350,6 @@ impl Page {
         self.conn
             .shared
             .register_waiter(Some(self.slot), method.into())
-    }
-
-    /// Navigates to `url` and waits for its load event, both within the command deadline.
-    ///
-    /// A URL the page cannot load (refused connection, DNS failure) is an
-    /// [`ErrorKind::Navigation`] error; a malformed one is [`ErrorKind::InvalidInput`].
-    pub async fn goto(&self, url: &str) -> Result<()> {
-        #[derive(Deserialize)]
-        struct Navigated {
-            #[serde(rename = "errorText")]
-            error_text: Option<String>,
-        }
-        url::Url::parse(url).map_err(|e| {
-            Error::new(ErrorKind::InvalidInput, format!("bad URL {url:?}")).with_source(e)
-        })?;
-        let loaded = self.wait_for_event("Page.loadEventFired");
-        let nav: Navigated = serde_json::from_value(
-            self.call("Page.navigate", serde_json::json!({ "url": url }))
-                .await?,
-        )
-        .map_err(|e| Error::new(ErrorKind::Protocol, "bad Page.navigate reply").with_source(e))?;
-        if let Some(err) = nav.error_text.filter(|t| !t.is_empty()) {
-            // A renderer killed mid-navigation answers ERR_ABORTED before its crash event:
-            // a round trip turns that into SessionCrashed (retryable) on a dead page.
-            if err == "net::ERR_ABORTED" {
-                self.call("Runtime.evaluate", serde_json::json!({ "expression": "0" }))
-                    .await?;
-            }
-            return Err(Error::new(
-                ErrorKind::Navigation,
-                format!("could not load {url}: {err}"),
-            ));
-        }
-        loaded.wait(self.command_timeout.get()).await?;
-        Ok(())
     }
 
     /// Evaluates a JavaScript expression (promises are awaited) and returns its value as

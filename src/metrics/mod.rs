@@ -269,6 +269,10 @@ impl crate::cdp::TransportObserver for std::cell::RefCell<ShardMetrics> {
             .timeout(crate::error::TimeoutKind::Command);
     }
 
+    fn blocked_request(&self) {
+        self.borrow_mut().counters.blocked_requests += 1;
+    }
+
     fn flush(&self, frames: u64) {
         self.borrow_mut().flush(frames);
     }

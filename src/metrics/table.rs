@@ -183,6 +183,12 @@ metric_table! {
             /// Requests with a key that got another session.
             affinity_misses {result = "miss"} => "affinity" "misses",
         }
+        "blocked_requests_total" "Requests a page's resource blocking failed." {
+            /// Requests failed by a page's resource blocking, never sent to the network
+            /// (counted from `Network.loadingFailed`: pages without the `Network` domain
+            /// report none).
+            blocked_requests => "pages" "blocked requests",
+        }
         "retries_total" "Jobs re-run after a lost session." {
             /// Jobs re-run on a fresh session after their session was lost.
             retries => "recovery" "retries",

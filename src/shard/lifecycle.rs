@@ -1,6 +1,6 @@
 //! A page's life on a shard, as IO steps: open it (in the context isolation asks for),
-//! stop it after an interrupted job, reset it between jobs, probe it while idle, close
-//! it. deadpool's `create` / `recycle` shape: each step reports how it went, and the plan
+//! give a job the blocking it asked for and put the page's own back after, stop it
+//! after an interrupted job, reset it between jobs, probe it while idle, close it. deadpool's `create` / `recycle` shape: each step reports how it went, and the plan
 //! decides what follows.
 //!
 //! Never decides who gets a page; never touches the plan.
@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::links::Links;
 use super::plan::Return;
-use crate::cdp::{Connection, Page, PageOptions};
+use crate::cdp::{Blocking, Connection, Page, PageOptions};
 use crate::config::{Config, Isolation};
 use crate::error::{Error, ErrorKind, Result, TimeoutKind};
 
@@ -225,9 +225,28 @@ pub(crate) async fn stop(page: Rc<Page>) -> Return {
 /// Resets a page between jobs: `Reset` once it shows `about:blank`, `Dead` if it cannot.
 pub(crate) async fn reset(page: Rc<Page>) -> Return {
     match tokio::time::timeout(RESET_LIMIT, page.goto("about:blank")).await {
-        Ok(Ok(())) => Return::Reset,
+        Ok(Ok(_)) => Return::Reset,
         _ => Return::Dead,
     }
+}
+
+/// Gives a job's page the blocking the job asked for (`None`: the page's own). One
+/// command when it differs from what the page blocks now, none otherwise.
+pub(crate) async fn block_for_job(page: &Page, block: Option<&Blocking>) -> Result<()> {
+    page.set_blocking(block.unwrap_or(page.default_blocking()))
+        .await
+}
+
+/// Puts a page's own blocking back after a job, before the page is returned: false if
+/// it could not (the page is then retired, never handed on blocking the wrong things).
+pub(crate) async fn unblock_after_job(page: &Page) -> bool {
+    if page.blocks_default() || !page.is_alive() {
+        return true; // nothing to do, or retired anyway
+    }
+    matches!(
+        tokio::time::timeout(STOP_LIMIT, page.restore_blocking()).await,
+        Ok(true)
+    )
 }
 
 /// Probes an idle page with a cheap command under `limit`: true if it answered.

@@ -14,9 +14,9 @@ use tokio::time::Instant;
 
 use crate::cdp::{Connection, ConnectionConfig};
 use crate::config::Config;
+use crate::error::{Error, ErrorKind, Result};
 use crate::fleet::Fleet;
 use crate::metrics::ShardMetrics;
-use crate::error::{Error, ErrorKind, Result};
 
 /// How long a failed opening's URL is looked for among the browser's targets.
 const LOST_OPENING_WATCH: Duration = Duration::from_secs(10);

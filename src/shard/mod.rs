@@ -47,6 +47,7 @@ use self::waiters::SessionKey;
 use crate::cdp::{Page, PageOptions};
 use crate::config::Config;
 use crate::error::internal_error;
+use crate::error::{Error, ErrorKind, Result, TimeoutKind};
 use crate::fleet::Fleet;
 use crate::handoff::Line;
 use crate::job::{later, Job};
@@ -54,7 +55,6 @@ use crate::metrics::ShardMetrics;
 use crate::steal::Overflow;
 use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::sync::{mpsc, oneshot, LiveCell};
-use crate::error::{Error, ErrorKind, Result, TimeoutKind};
 
 /// Most inbox messages handled per wake-up before the loop looks at its timers again.
 const INBOX_BATCH: usize = 64;
@@ -549,12 +549,16 @@ impl Shell {
                 let timeout = timeout.unwrap_or_else(|| page.command_timeout());
                 page.call_direct(method, &*params, timeout, reply);
             }
-            LeaseOp::Goto { url, reply } => {
+            LeaseOp::Goto {
+                url,
+                options,
+                reply,
+            } => {
                 tokio::task::spawn_local(async move {
                     if let Some(t) = timeout {
                         page.set_command_timeout(t);
                     }
-                    let _ = reply.send(page.goto(&url).await);
+                    let _ = reply.send(page.goto_with(&url, &options).await);
                 });
             }
         }
@@ -649,9 +653,28 @@ impl Shell {
             shell: self.clone(),
             key,
             how: Return::Interrupted,
+            retire: false,
         };
-        let attempt = tokio::time::timeout_at(deadline, task.run(&page)).await;
+        let attempt = tokio::time::timeout_at(deadline, async {
+            match lifecycle::block_for_job(&page, job.block.as_deref()).await {
+                Ok(()) => task.run(&page).await,
+                Err(e) => Attempt::NotRun(e),
+            }
+        })
+        .await;
+        // The page's own blocking is back before anyone else gets it, or it is retired.
+        guard.retire = !lifecycle::unblock_after_job(&page).await;
         drop(page);
+        // A job that never ran fails like one that did, with the preparation's error.
+        let mut not_run = None;
+        let attempt = match attempt {
+            Ok(Attempt::NotRun(e)) => {
+                let kind = e.kind();
+                not_run = Some(e);
+                Ok(Attempt::Failed(kind))
+            }
+            other => other,
+        };
         let ok = matches!(attempt, Ok(Attempt::Ok));
         match attempt {
             Ok(Attempt::Ok) => {
@@ -683,9 +706,12 @@ impl Shell {
                     self.feed(|p, now, cfg| p.submit(retry, now, cfg));
                     return;
                 }
-                task.finish();
+                match not_run {
+                    Some(e) => task.fail(e),
+                    None => task.finish(),
+                }
             }
-            Ok(Attempt::Abandoned) => drop(guard),
+            Ok(Attempt::Abandoned | Attempt::NotRun(_)) => drop(guard),
             Err(_) => {
                 drop(guard);
                 self.metrics.borrow_mut().counters.timeout(TimeoutKind::Job);
@@ -735,11 +761,14 @@ struct ReturnOnDrop {
     shell: Rc<Shell>,
     key: SessionKey,
     how: Return,
+    /// Returned `Dead` whatever `how` says (its blocking could not be put back).
+    retire: bool,
 }
 
 impl Drop for ReturnOnDrop {
     fn drop(&mut self) {
-        let (key, how) = (self.key, self.how);
+        let key = self.key;
+        let how = if self.retire { Return::Dead } else { self.how };
         self.shell
             .feed(|p, now, cfg| p.returned(key, how, now, cfg));
     }

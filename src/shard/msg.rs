@@ -14,12 +14,12 @@ use tokio::time::Instant;
 
 use crate::cdp::protocol::{MethodName, Reply};
 use crate::error::{shutdown_error, timeout_error};
+use crate::error::{Error, ErrorKind, Result};
 use crate::handoff::{Handoff, Line, Outcome};
 use crate::job::Job;
 use crate::metrics::ShardReport;
 use crate::sync::atomic::Ordering;
 use crate::sync::{mpsc, oneshot};
-use crate::error::{Error, ErrorKind, Result};
 
 /// A boxed future that stays on the shard's thread.
 pub(crate) type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
@@ -28,6 +28,8 @@ pub(crate) type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 pub(crate) enum Attempt {
     Ok,
     Failed(ErrorKind),
+    /// The page could not be prepared for the job (its blocking); the job never ran.
+    NotRun(Error),
     /// The caller stopped waiting.
     Abandoned,
 }
@@ -102,7 +104,8 @@ pub(crate) enum LeaseOp {
     },
     Goto {
         url: String,
-        reply: tokio::sync::oneshot::Sender<Result<()>>,
+        options: crate::cdp::GotoOptions,
+        reply: tokio::sync::oneshot::Sender<Result<crate::cdp::Navigation>>,
     },
 }
 

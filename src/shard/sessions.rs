@@ -13,10 +13,10 @@ use tokio::time::Instant;
 
 use super::waiters::SessionKey;
 use crate::config::Config;
+use crate::job::Priority;
 use crate::queue::Admit;
 use crate::sync::atomic::AtomicBool;
 use crate::sync::Arc;
-use crate::job::Priority;
 
 /// What the plan needs of a page: whether it is alive, and the two per-job settings the
 /// shard writes into it.

@@ -18,13 +18,13 @@ use super::plan::{Action, Plan, Return};
 use super::sessions::PageHandle;
 use super::waiters::SessionKey;
 use crate::config::{Config, Isolation};
+use crate::error::{Error, ErrorKind, TimeoutKind};
 use crate::handoff::Line;
+use crate::job::{Affinity, Job, Priority};
 use crate::metrics::ShardMetrics;
 use crate::steal::Overflow;
 use crate::sync::atomic::AtomicBool;
 use crate::sync::{mpsc, oneshot, Arc};
-use crate::error::{Error, ErrorKind, TimeoutKind};
-use crate::job::{Affinity, Job, Priority};
 
 /// A page that is alive until the test says otherwise.
 #[derive(Clone, Default)]

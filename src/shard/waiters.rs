@@ -16,12 +16,12 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::msg::{GrantTx, Request, Work};
+use crate::error::TimeoutKind;
 use crate::handoff::{Line, Successor};
 use crate::job::later;
+use crate::job::Priority;
 use crate::queue::{Admit, WaitQueue, Waiting};
 use crate::sync::Arc;
-use crate::error::TimeoutKind;
-use crate::job::Priority;
 
 /// The key of a session in its shard's slab.
 pub(crate) type SessionKey = u64;

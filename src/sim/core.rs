@@ -106,6 +106,8 @@ struct Session {
     runtime: bool,
     inspector: bool,
     lifecycle: bool,
+    /// `Network.enable`d: a navigation reports its document's request and response.
+    network: bool,
     /// The id of the evaluate that hung the renderer.
     hung: Option<u64>,
     /// Commands that arrived while the renderer was hung, in order.

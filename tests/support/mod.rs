@@ -304,3 +304,4 @@ pub async fn hold_session(pool: &cdpmux::Pool, job: cdpmux::Job) -> Held {
         task,
     }
 }
+pub mod site;

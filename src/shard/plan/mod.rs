@@ -23,15 +23,15 @@ use super::waiters::{SessionKey, Waiter, Waiters};
 use crate::affinity::AffinityMap;
 use crate::config::{Config, Isolation, Reset};
 use crate::error::{shutdown_error, timeout_error};
+use crate::error::{Error, ErrorKind};
 use crate::handoff::{Handoff, Line};
+use crate::job::Priority;
 use crate::job::{later, wait_deadline, wait_timeout_error, AffinityMode, Job};
 use crate::metrics::{Gauges, ShardMetrics, ShardReport};
 use crate::queue::Admit;
 use crate::steal::Overflow;
 use crate::sync::atomic::Ordering;
 use crate::sync::Arc;
-use crate::error::{Error, ErrorKind};
-use crate::job::Priority;
 
 /// What the shell must do.
 pub(crate) enum Action<P> {

@@ -10,13 +10,13 @@ use tokio::time::Instant;
 use super::{Action, Plan, Return};
 use crate::config::{Config, Reset};
 use crate::error::shutdown_error;
+use crate::error::Error;
 use crate::job::wait_timeout_error;
 use crate::queue::Admit;
 use crate::shard::sessions::{PageHandle, Session};
 use crate::shard::waiters::{Due, SessionKey};
 use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::sync::Arc;
-use crate::error::Error;
 
 impl<P: PageHandle> Plan<P> {
     /// A session opened (for `owner`, on `browser`) after `took`.

@@ -124,6 +124,12 @@ impl Core {
                 s.inspector = method == "Inspector.enable";
                 Ok(json!({}))
             }
+            "Network.enable" | "Network.disable" => {
+                s.network = method == "Network.enable";
+                Ok(json!({}))
+            }
+            // Accepted; the simulated pages load no subresources to block.
+            "Network.setBlockedURLs" | "Fetch.failRequest" => Ok(json!({})),
             "Page.setLifecycleEventsEnabled" => {
                 s.lifecycle = cmd.params["enabled"].as_bool().unwrap_or(false);
                 Ok(json!({}))
@@ -232,10 +238,31 @@ impl Core {
                 continue;
             };
             let (conn, page, runtime, lifecycle) = (s.conn, s.page, s.runtime, s.lifecycle);
+            let network = s.network && frame["url"].as_str().is_some_and(|u| u.starts_with("http"));
             let mut event = |method: &str, params: Value| {
                 let ev = json!({"method": method, "params": params, "sessionId": sid});
                 out.text(conn, &ev);
             };
+            if network {
+                // The document's request, answered 200 at once: what `goto` reports.
+                let (loader, url) = (&frame["loaderId"], &frame["url"]);
+                event(
+                    "Network.requestWillBeSent",
+                    json!({"requestId": loader, "loaderId": loader, "frameId": tid,
+                        "type": "Document", "request": {"url": url}, "timestamp": ts}),
+                );
+                event(
+                    "Network.responseReceived",
+                    json!({"requestId": loader, "loaderId": loader, "frameId": tid,
+                        "type": "Document", "timestamp": ts, "response": {"url": url,
+                        "status": 200, "statusText": "OK", "mimeType": "text/html",
+                        "headers": {"Content-Type": "text/html"}}}),
+                );
+                event(
+                    "Network.loadingFinished",
+                    json!({"requestId": loader, "timestamp": ts, "encodedDataLength": 0}),
+                );
+            }
             if runtime {
                 event("Runtime.executionContextsCleared", json!({}));
             }

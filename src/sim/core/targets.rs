@@ -196,6 +196,7 @@ impl Core {
                 runtime: false,
                 inspector: false,
                 lifecycle: false,
+                network: false,
                 hung: None,
                 queued: VecDeque::new(),
                 stuck: Vec::new(),
