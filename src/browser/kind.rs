@@ -154,7 +154,7 @@ mod tests {
     use super::*;
 
     /// A machine with exactly these executables (absolute paths or names on PATH).
-    fn machine(installed: &[&str]) -> impl Fn(BrowserKind) -> Option<PathBuf> + '_ {
+    fn machine<'a>(installed: &'a [&'a str]) -> impl Fn(BrowserKind) -> Option<PathBuf> + 'a {
         move |kind| {
             kind.find(
                 |p| installed.iter().any(|i| Path::new(i) == p),
