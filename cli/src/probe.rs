@@ -1,5 +1,5 @@
 //! What a crawl job does on its page, on the shard thread: navigate, then read the page
-//! in one `Runtime.evaluate`.
+//! in one `Runtime.evaluate`, and take a screenshot when asked.
 
 use std::fmt;
 
@@ -18,6 +18,16 @@ pub enum Probe {
     Basic,
 }
 
+/// What content a crawl keeps from each page besides the counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Wanted {
+    /// The rendered HTML, at most this many characters (UTF-16 units, as JavaScript
+    /// counts; the crawl cuts it to bytes afterwards).
+    pub html_chars: Option<usize>,
+    /// A PNG of the viewport.
+    pub screenshot: bool,
+}
+
 /// What was read from a page.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct PageData {
@@ -34,6 +44,15 @@ pub struct PageData {
     /// Their absolute URLs, when asked for.
     #[serde(default)]
     pub links: Vec<String>,
+    /// The rendered HTML, when [`Wanted::html_chars`] asked for it.
+    #[serde(default)]
+    pub html: Option<String>,
+    /// The viewport's CSS size `[innerWidth, innerHeight]`, read with a screenshot.
+    #[serde(default)]
+    pub viewport: Option<[u32; 2]>,
+    /// The screenshot as Chromium sends it (base64 PNG), decoded off the shard.
+    #[serde(skip)]
+    pub screenshot_base64: Option<String>,
 }
 
 /// Why a page could not be read: the pool or the page failed, or the probe's answer did
@@ -44,6 +63,8 @@ pub enum VisitError {
     Pool(cdpmux::Error),
     /// The probe script answered something that is not a [`PageData`].
     Shape(serde_json::Error),
+    /// The page's content could not be saved (--save-html, --screenshot).
+    Save(std::io::Error),
 }
 
 impl VisitError {
@@ -52,6 +73,7 @@ impl VisitError {
         match self {
             VisitError::Pool(e) => kind_name(e.kind()),
             VisitError::Shape(_) => kind_name(ErrorKind::Protocol),
+            VisitError::Save(_) => kind_name(ErrorKind::Io),
         }
     }
 }
@@ -61,24 +83,33 @@ impl fmt::Display for VisitError {
         match self {
             VisitError::Pool(e) => e.fmt(f),
             VisitError::Shape(e) => write!(f, "the page probe returned an unexpected shape: {e}"),
+            VisitError::Save(e) => write!(f, "the page's content was not saved: {e}"),
         }
     }
 }
 
 /// The script behind [`Probe::Full`]; `with_links` also returns every link's URL.
-fn full_script(with_links: bool) -> String {
+fn full_script(with_links: bool, wanted: Wanted) -> String {
+    let html_chars = wanted
+        .html_chars
+        .map_or_else(|| "null".to_owned(), |n| n.to_string());
+    let viewport = wanted.screenshot;
     format!(
         r#"(() => {{
   const nav = performance.getEntriesByType('navigation')[0];
   const root = document.documentElement;
+  const html = root ? root.outerHTML : '';
   const anchors = document.querySelectorAll('a[href]');
+  const htmlChars = {html_chars};
   return {{
     final_url: location.href,
     status: nav && nav.responseStatus ? nav.responseStatus : null,
     title: document.title,
-    html_bytes: root ? new TextEncoder().encode(root.outerHTML).length : 0,
+    html_bytes: new TextEncoder().encode(html).length,
     link_count: anchors.length,
     links: {with_links} ? Array.from(anchors, a => a.href) : [],
+    html: htmlChars === null ? null : html.slice(0, htmlChars),
+    viewport: {viewport} ? [window.innerWidth, window.innerHeight] : null,
   }};
 }})()"#
     )
@@ -92,12 +123,33 @@ impl Probe {
         page: &Page,
         url: &str,
         with_links: bool,
+        wanted: Wanted,
     ) -> Result<Result<PageData, VisitError>> {
         page.goto(url).await?;
         match self {
             Probe::Full => {
-                let value = page.evaluate_value(&full_script(with_links)).await?;
-                Ok(serde_json::from_value(value).map_err(VisitError::Shape))
+                let value = page
+                    .evaluate_value(&full_script(with_links, wanted))
+                    .await?;
+                let mut data: PageData = match serde_json::from_value(value) {
+                    Ok(data) => data,
+                    Err(e) => return Ok(Err(VisitError::Shape(e))),
+                };
+                if wanted.screenshot {
+                    let shot = page
+                        .call(
+                            "Page.captureScreenshot",
+                            serde_json::json!({ "format": "png" }),
+                        )
+                        .await?;
+                    data.screenshot_base64 = shot["data"].as_str().map(str::to_owned);
+                    if data.screenshot_base64.is_none() {
+                        return Ok(Err(VisitError::Shape(serde::de::Error::custom(
+                            "Page.captureScreenshot returned no data",
+                        ))));
+                    }
+                }
+                Ok(Ok(data))
             }
             Probe::Basic => {
                 let text = |v: serde_json::Value| v.as_str().unwrap_or_default().to_owned();
@@ -107,13 +159,17 @@ impl Probe {
                     page.evaluate_value("document.documentElement.outerHTML")
                         .await?,
                 );
+                let html_bytes = html.len() as u64;
                 Ok(Ok(PageData {
                     final_url,
                     status: None,
                     title,
-                    html_bytes: html.len() as u64,
+                    html_bytes,
                     link_count: 0,
                     links: Vec::new(),
+                    html: wanted.html_chars.map(|_| html),
+                    viewport: None,
+                    screenshot_base64: None,
                 }))
             }
         }
@@ -133,7 +189,19 @@ mod tests {
         let data: PageData = serde_json::from_value(v).unwrap();
         assert_eq!(data.status, None);
         assert_eq!(data.links.len(), 2);
-        assert!(full_script(true).contains("true ? Array.from"));
+        assert!(full_script(true, Wanted::default()).contains("true ? Array.from"));
+        let with_html = full_script(
+            false,
+            Wanted {
+                html_chars: Some(10),
+                screenshot: true,
+            },
+        );
+        assert!(with_html.contains("const htmlChars = 10;"), "{with_html}");
+        assert!(
+            with_html.contains("true ? [window.innerWidth"),
+            "{with_html}"
+        );
     }
 
     #[test]
