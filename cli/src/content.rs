@@ -89,7 +89,7 @@ mod tests {
     fn names_are_readable_and_distinct() {
         let a = file_name("http://127.0.0.1:8080/p/3?x=1", "png");
         assert!(
-            a.starts_with("127.0.0.1_8080_p_3_x-1-") && a.ends_with(".png"),
+            a.starts_with("127.0.0.1_8080_p_3_x_1-") && a.ends_with(".png"),
             "{a}"
         );
         assert_ne!(a, file_name("http://127.0.0.1:8080/p/3?x=2", "png"));
