@@ -42,6 +42,10 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Most frames a socket writer sends per flush. Default 1024.
     pub max_frames_per_flush: usize,
+    /// When a socket writer flushes: at once (the default,
+    /// [`FlushPolicy::SelfClocking`](crate::cdp::FlushPolicy)), or held briefly under load
+    /// for bigger batches. Live: applies to open connections on reconfigure.
+    pub flush_policy: crate::cdp::FlushPolicy,
     /// How jobs are kept apart in the browser (cookies, storage). Applies to sessions
     /// opened after a change. Default [`Isolation::Shared`].
     pub isolation: Isolation,
@@ -122,6 +126,7 @@ impl Default for Config {
             max_lifetime: Duration::ZERO,
             idle_timeout: Duration::ZERO,
             max_frames_per_flush: 1024,
+            flush_policy: crate::cdp::FlushPolicy::SelfClocking,
             isolation: Isolation::Shared,
             max_contexts: 64,
             reset: Reset::None,

@@ -5,7 +5,8 @@
 //! `observer` (what the transport reports, for metrics); `events` (event waits);
 //! `routing` (pure: the session registry, where an event goes, which events end a
 //! session); `deadlines` (who hears a reply, direct-call deadlines); `socket` (the
-//! WebSocket's handshake, writer and reader tasks); `connection` ([`Connection`], the
+//! WebSocket's handshake, writer and reader tasks, with `batching`, the pure rule for
+//! when the writer flushes); `connection` ([`Connection`], the
 //! thin async shell that ties them together around one socket); `batch` ([`Batch`], pipelined raw calls);
 //! `session` ([`Page`], one flat session, and opening it). All are `!Send`: they live on
 //! the thread (and in the tokio `LocalSet`) that created them, which is what lets them
@@ -19,6 +20,7 @@ pub mod protocol;
 pub(crate) mod protocol;
 
 mod batch;
+mod batching;
 mod connection;
 mod deadlines;
 mod events;
@@ -28,6 +30,7 @@ mod session;
 mod socket;
 
 pub use batch::{Batch, BatchResults, Slot};
+pub use batching::FlushPolicy;
 pub use connection::{Connection, ConnectionConfig, ConnectionStats};
 pub use events::EventWaiter;
 pub(crate) use observer::TransportObserver;
