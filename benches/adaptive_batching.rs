@@ -2,7 +2,9 @@
 //!
 //! One connection to the simulated browser, 1, 16 and 64 busy pages (each with one
 //! `Runtime.evaluate` in flight, back to back), on one current-thread runtime as in a
-//! shard. Arms: `FlushPolicy::SelfClocking` and `FlushPolicy::Adaptive` with a hold of at
+//! shard. Two browsers: one that answers at once (replies arrive together, the pages
+//! move in lock step) and one whose replies take 0.2-2 ms, drawn per command (replies
+//! trickle in one by one, the case a hold could help). Arms: `FlushPolicy::SelfClocking` and `FlushPolicy::Adaptive` with a hold of at
 //! most 100 µs and 1 ms, switched live on the same connection and pages, phases
 //! interleaved A-B-C-C-B-A so drift hits every arm alike. Reports round-trip p50/p99,
 //! throughput, frames per flush and the share of flushes held.
@@ -14,7 +16,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use cdpmux::cdp::{Connection, ConnectionConfig, FlushPolicy, Page, PageOptions};
-use cdpmux::sim::{SimBrowser, SimConfig};
+use cdpmux::sim::{Delay, SimBrowser, SimConfig};
 use hdrhistogram::Histogram;
 use serde_json::json;
 
@@ -76,15 +78,15 @@ async fn phase(pages: &[Page], phase: Duration, latency: &Rc<RefCell<Histogram<u
     futures_util::future::join_all(workers).await.iter().sum()
 }
 
-async fn measure() {
-    let sim = SimBrowser::start(SimConfig::default()).expect("start the simulated browser");
+async fn measure(title: &str, sim: SimConfig) {
+    let sim = SimBrowser::start(sim).expect("start the simulated browser");
     let (reps, len) = if quick() {
         (1, Duration::from_millis(300))
     } else {
         (3, Duration::from_secs(2))
     };
     println!(
-        "Runtime.evaluate round trips on one connection to the simulated browser; \
+        "\n{title}: Runtime.evaluate round trips on one connection; \
          {reps} x 2 phases of {len:?} per arm and page count\n"
     );
     println!(
@@ -155,5 +157,12 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    tokio::task::LocalSet::new().block_on(&rt, measure());
+    tokio::task::LocalSet::new().block_on(&rt, async {
+        measure("instant replies", SimConfig::default()).await;
+        let jittered = SimConfig::default().with_reply_delay(Delay::Uniform(
+            Duration::from_micros(200),
+            Duration::from_millis(2),
+        ));
+        measure("replies in 0.2-2 ms", jittered).await;
+    });
 }
