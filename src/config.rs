@@ -46,6 +46,10 @@ pub struct Config {
     /// (see `cdp::ConnectionConfig::max_message_size` for the reasons). Applies to
     /// sockets opened after a change. Default 256 MiB, the transport's own default.
     pub max_message_size: usize,
+    /// When a socket writer flushes: at once (the default,
+    /// [`FlushPolicy::SelfClocking`](crate::cdp::FlushPolicy)), or held briefly under load
+    /// for bigger batches. Live: applies to open connections on reconfigure.
+    pub flush_policy: crate::cdp::FlushPolicy,
     /// How jobs are kept apart in the browser (cookies, storage). Applies to sessions
     /// opened after a change. Default [`Isolation::Shared`].
     pub isolation: Isolation,
@@ -127,6 +131,7 @@ impl Default for Config {
             idle_timeout: Duration::ZERO,
             max_frames_per_flush: 1024,
             max_message_size: 256 << 20,
+            flush_policy: crate::cdp::FlushPolicy::SelfClocking,
             isolation: Isolation::Shared,
             max_contexts: 64,
             reset: Reset::None,

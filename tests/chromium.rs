@@ -34,6 +34,8 @@ fn demo_site(pages: usize) -> DemoSite {
         pages,
         slow_every: 0,
         heavy_every: 0,
+        // Bare pages: these tests are about sharing sessions, not about page weight.
+        assets: false,
         ..SiteConfig::default()
     })
     .expect("start the demo site")

@@ -7,9 +7,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use cdpmux::browser::{Endpoint, Launch, LaunchedBrowser};
+use cdpmux::browser::{BrowserKind, Endpoint, Launch, LaunchedBrowser};
 use cdpmux::{ErrorKind, TimeoutKind};
-use support::{require_browser, serve_html};
+use support::{require_browser, require_browser_kind, serve_html};
 
 /// Every await in these tests is bounded.
 async fn bounded<F: Future>(what: &str, fut: F) -> F::Output {
@@ -137,6 +137,43 @@ async fn launch_resolve_and_shutdown_leave_nothing_behind() {
         .expect("shutdown");
     eprintln!("shutdown took {:?}", started.elapsed());
     assert_nothing_left(pid, &profile).await;
+}
+
+/// Each kind starts the build it names, as the browser process itself (no wrapper script
+/// between us and it, so SIGTERM and the parent-death signal reach the browser), and stops
+/// leaving nothing behind.
+#[tokio::test]
+async fn each_browser_kind_launches_itself_and_leaves_nothing_behind() {
+    for kind in [BrowserKind::Shell, BrowserKind::Chromium] {
+        if !require_browser_kind(kind) {
+            continue;
+        }
+        let overridden = std::env::var_os("CDPMUX_CHROME").is_some_and(|v| !v.is_empty());
+        let mut browser = bounded("launch", Launch::new().kind(kind).launch())
+            .await
+            .unwrap_or_else(|e| panic!("launch {kind}: {e}"));
+        assert!(browser.is_running());
+        if !overridden {
+            assert_eq!(browser.kind(), kind);
+        }
+        let exe = std::fs::read_link(format!("/proc/{}/exe", browser.pid())).unwrap();
+        assert_eq!(
+            BrowserKind::of_executable(&exe),
+            browser.kind(),
+            "the launched pid runs {} (a wrapper script?)",
+            exe.display()
+        );
+        assert!(
+            !exe.to_string_lossy().ends_with("/sh") && !exe.to_string_lossy().contains("bash"),
+            "the browser pid is a shell: {}",
+            exe.display()
+        );
+        let (pid, profile) = (browser.pid(), browser.profile_dir().to_path_buf());
+        bounded("shutdown", browser.shutdown())
+            .await
+            .unwrap_or_else(|e| panic!("shutdown {kind}: {e}"));
+        assert_nothing_left(pid, &profile).await;
+    }
 }
 
 #[tokio::test]

@@ -85,6 +85,12 @@ async fn a_thousand_jobs_survive_limits_changing_under_them() {
         match pool.reconfigure(|c| {
             c.sessions_per_shard = limit;
             c.max_frames_per_flush = 1 + limit;
+            // The writer's policy flips live too; no frame may be lost either way.
+            c.flush_policy = if limit % 2 == 0 {
+                cdpmux::cdp::FlushPolicy::adaptive(Duration::from_micros(200))
+            } else {
+                cdpmux::cdp::FlushPolicy::SelfClocking
+            };
         }) {
             Ok(()) => assert_eq!(pool.config().sessions_per_shard, limit),
             Err(e) => {

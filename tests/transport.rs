@@ -12,7 +12,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use cdpmux::browser_protocol::browser::GetVersionParams;
-use cdpmux::cdp::{Connection, ConnectionConfig, Page, PageOptions};
+use cdpmux::cdp::{Connection, ConnectionConfig, FlushPolicy, Page, PageOptions};
 use cdpmux::js_protocol::runtime::EvaluateParams;
 use cdpmux::sim::{Delay, SimBrowser, SimConfig};
 use cdpmux::{Error, ErrorKind, TimeoutKind};
@@ -665,6 +665,49 @@ async fn the_writer_coalesces_frames_and_obeys_its_flush_limit() {
         let after = conn.stats();
         assert_eq!(after.frames_out - before.frames_out, 320);
         assert_eq!(after.flushes - before.flushes, 320, "one frame per flush");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_adaptive_window_loses_no_frame_and_never_holds_a_lone_caller() {
+    local(async {
+        let sim = start_sim();
+        let conn = connect(&sim).await;
+        let pages = join_all((0..16).map(|_| open(&conn))).await;
+        conn.set_flush_policy(FlushPolicy::adaptive(Duration::from_millis(1)));
+
+        // One caller, one frame at a time: nothing piles up, so no flush is held.
+        let before = conn.stats();
+        for i in 0..50 {
+            let reply = eval(&pages[0], &format!("{i}*2")).await.unwrap();
+            assert_eq!(value(&reply), &json!(i * 2));
+        }
+        let after = conn.stats();
+        assert_eq!(after.frames_out - before.frames_out, 50);
+        assert_eq!(
+            after.held_flushes, before.held_flushes,
+            "a lone caller was held"
+        );
+
+        // Many callers: every frame goes out and every reply reaches its caller.
+        let before = conn.stats();
+        for _ in 0..5 {
+            within("a burst of 320 calls, adaptive", burst(&pages)).await;
+        }
+        let after = conn.stats();
+        assert_eq!(after.frames_out - before.frames_out, 1600);
+        eprintln!(
+            "adaptive: 1600 frames in {} flushes, {} held",
+            after.flushes - before.flushes,
+            after.held_flushes - before.held_flushes
+        );
+
+        // Back to self-clocking, live: no more holds.
+        conn.set_flush_policy(FlushPolicy::SelfClocking);
+        let before = conn.stats();
+        within("a burst of 320 calls, self-clocking", burst(&pages)).await;
+        assert_eq!(conn.stats().held_flushes, before.held_flushes);
     })
     .await
 }

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use cdpmux::browser::BrowserKind;
 use cdpmux::{Isolation, Priority, Reset};
 use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -35,7 +36,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Crawl URLs (from a file, stdin or the embedded demo site) and write one JSON line per page.
-    Crawl(CrawlArgs),
+    Crawl(Box<CrawlArgs>),
     /// Compare a fresh page per job (the baseline) with the pool, on the same browser.
     Bench(BenchArgs),
 }
@@ -52,6 +53,14 @@ pub struct BrowserArgs {
     /// chromium-browser, google-chrome on PATH).
     #[arg(long, value_name = "PATH")]
     pub browser: Option<PathBuf>,
+
+    /// Which build to launch when --browser is not given: `auto` (the headless shell when
+    /// installed, else chromium), `shell` (chromium-headless-shell only) or `chromium`
+    /// (the full browser only). $CDPMUX_CHROME wins over it. The shell costs less per
+    /// page; docs/browsers.md says what differs.
+    #[arg(long, value_name = "KIND", default_value = "chromium", value_parser = parse_browser_kind,
+          conflicts_with = "sim")]
+    pub browser_kind: BrowserKind,
 
     /// Connect to a running browser instead of launching one: ws://host:port/devtools/browser/<id>
     /// or http://host:port (repeat for several).
@@ -151,6 +160,28 @@ pub struct CrawlArgs {
     /// Stop after this many pages (input and followed links together).
     #[arg(long, value_name = "N")]
     pub max_pages: Option<u64>,
+
+    /// Put each page's rendered HTML (`document.documentElement.outerHTML`) in its JSON
+    /// line, as `html`.
+    #[arg(long)]
+    pub html: bool,
+
+    /// Write each page's rendered HTML to DIR, one file per page named after its URL; the
+    /// line gets `html_file`. The directory is created if missing.
+    #[arg(long, value_name = "DIR")]
+    pub save_html: Option<PathBuf>,
+
+    /// Most bytes of HTML kept per page for --html and --save-html; longer HTML is cut
+    /// (on a character boundary) and the line says `"html_truncated": true`.
+    #[arg(long, value_name = "BYTES", default_value_t = 5 * 1024 * 1024,
+          value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    pub max_html_bytes: usize,
+
+    /// Write a PNG screenshot of each page's viewport to DIR (`Page.captureScreenshot`),
+    /// one file per page named after its URL; the line gets `screenshot` with the file
+    /// and the viewport's CSS size. Needs a real browser (not --sim).
+    #[arg(long, value_name = "DIR", conflicts_with = "sim")]
+    pub screenshot: Option<PathBuf>,
 
     /// Print the pool's final metrics snapshot in this format.
     #[arg(long, value_enum, value_name = "FORMAT")]
@@ -304,6 +335,10 @@ impl BenchJob {
             BenchJob::Batch => "batch",
         }
     }
+}
+
+fn parse_browser_kind(s: &str) -> Result<BrowserKind, String> {
+    s.parse()
 }
 
 fn parse_priority(s: &str) -> Result<Priority, String> {

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use cdpmux::browser::{Endpoint, Launch, LaunchedBrowser};
+use cdpmux::browser::{BrowserKind, Endpoint, Launch, LaunchedBrowser};
 use cdpmux::sim::{SimBrowser, SimConfig};
 use cdpmux::{ErrorKind, PoolBuilder};
 
@@ -103,16 +103,20 @@ impl BrowserSetup {
         let mut launches = Vec::new();
         let mut description = Vec::new();
         if args.endpoint.is_empty() || args.browser.is_some() {
-            let mut launch = Launch::new();
+            let mut launch = Launch::new().kind(args.browser_kind);
             if let Some(path) = &args.browser {
                 launch = launch.executable(path);
             }
             let exe = launch.find_executable()?;
             let n = args.browsers as usize;
+            let name = match BrowserKind::of_executable(&exe) {
+                BrowserKind::Shell => "headless shell",
+                _ => "Chromium",
+            };
             description.push(if n == 1 {
-                format!("Chromium at {}", exe.display())
+                format!("{name} at {}", exe.display())
             } else {
-                format!("{n} Chromiums at {}", exe.display())
+                format!("{n} × {name} at {}", exe.display())
             });
             launches = vec![launch; n];
         }

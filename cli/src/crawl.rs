@@ -16,7 +16,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,10 +29,11 @@ use tokio::task::{self, JoinError, JoinSet};
 
 use crate::args::{AffinityArg, CrawlArgs, IsolationArg, MetricsFormat};
 use crate::browser::{BrowserSetup, Fatal};
+use crate::content;
 use crate::frontier::{Frontier, Limits, Offer};
 use crate::metrics_http;
-use crate::probe::{PageData, Probe, VisitError};
-use crate::record::{PageRecord, CANCELLED};
+use crate::probe::{PageData, Probe, VisitError, Wanted};
+use crate::record::{PageRecord, Screenshot, CANCELLED};
 use crate::stats::CrawlStats;
 use crate::stop::{Stop, StopSignal};
 
@@ -64,6 +65,12 @@ pub async fn run(args: CrawlArgs, mut stop: Stop) -> Result<(), Fatal> {
     let input = open_input(&args)?;
     check_output(args.output.as_deref(), &input)?;
     let setup = BrowserSetup::prepare(&args.browser)?;
+    if let Some(dir) = &args.save_html {
+        content::prepare_dir(dir, "--save-html").map_err(Fatal::usage)?;
+    }
+    if let Some(dir) = &args.screenshot {
+        content::prepare_dir(dir, "--screenshot").map_err(Fatal::usage)?;
+    }
     let reports = Reports {
         to_stdout: args.output.is_some(),
     };
@@ -244,11 +251,88 @@ struct Crawl<'a> {
     signal: Option<StopSignal>,
 }
 
+/// Where a page's content goes, besides its counts.
+#[derive(Clone)]
+struct Keep {
+    /// HTML in the JSON line.
+    html_inline: bool,
+    save_html: Option<PathBuf>,
+    max_html_bytes: usize,
+    screenshot: Option<PathBuf>,
+}
+
+impl Keep {
+    fn of(args: &CrawlArgs) -> Keep {
+        Keep {
+            html_inline: args.html,
+            save_html: args.save_html.clone(),
+            max_html_bytes: args.max_html_bytes,
+            screenshot: args.screenshot.clone(),
+        }
+    }
+
+    /// What the probe must read. JavaScript counts UTF-16 units, at most one per byte:
+    /// reading as many as the byte cap always covers it.
+    fn wanted(&self) -> Wanted {
+        Wanted {
+            html_chars: (self.html_inline || self.save_html.is_some())
+                .then_some(self.max_html_bytes),
+            screenshot: self.screenshot.is_some(),
+        }
+    }
+
+    /// Caps the HTML, writes the files, and leaves in `page` only what its line shows.
+    /// Runs in the page's task, off the shard.
+    async fn apply(&self, url: &str, page: &mut PageData) -> Result<Saved, VisitError> {
+        let mut saved = Saved::default();
+        if let Some(html) = page.html.as_mut() {
+            // The probe already cut it to as many characters: judge by the full size.
+            let cut = content::cap_html(html, self.max_html_bytes);
+            saved.html_truncated = Some(cut || page.html_bytes > self.max_html_bytes as u64);
+            if let Some(dir) = &self.save_html {
+                let path = content::save(dir, url, "html", html.clone().into_bytes())
+                    .await
+                    .map_err(VisitError::Save)?;
+                saved.html_file = Some(path.display().to_string());
+            }
+        }
+        if !self.html_inline {
+            page.html = None;
+            if self.save_html.is_none() {
+                saved.html_truncated = None;
+            }
+        }
+        if let (Some(dir), Some(data)) = (&self.screenshot, page.screenshot_base64.take()) {
+            let png = data_encoding::BASE64
+                .decode(data.as_bytes())
+                .map_err(|e| VisitError::Save(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+            let path = content::save(dir, url, "png", png)
+                .await
+                .map_err(VisitError::Save)?;
+            let [width, height] = page.viewport.unwrap_or_default();
+            saved.screenshot = Some(Screenshot {
+                file: path.display().to_string(),
+                width,
+                height,
+            });
+        }
+        Ok(saved)
+    }
+}
+
+/// What [`Keep::apply`] wrote, for the page's line.
+#[derive(Default)]
+struct Saved {
+    html_truncated: Option<bool>,
+    html_file: Option<String>,
+    screenshot: Option<Screenshot>,
+}
+
 /// What a page job sends back.
 struct Finished {
     url: String,
     depth: u32,
-    result: Result<PageData, VisitError>,
+    result: Result<(PageData, Saved), VisitError>,
     elapsed: Duration,
     shard: Option<usize>,
     reused: Option<bool>,
@@ -439,6 +523,8 @@ impl Crawl<'_> {
         let pool = self.pool.clone();
         let probe = self.probe;
         let job = self.job_for(&url);
+        let keep = Keep::of(self.args);
+        let wanted = keep.wanted();
         async move {
             let trace = Arc::new(Trace::default());
             let seen = trace.clone();
@@ -452,11 +538,18 @@ impl Crawl<'_> {
                     );
                     seen.reused
                         .store(if page.uses() > 1 { 2 } else { 1 }, Ordering::Relaxed);
-                    probe.visit(page, &target, with_links).await
+                    probe.visit(page, &target, with_links, wanted).await
                 })
                 .await
                 .map_err(VisitError::Pool)
                 .and_then(|read| read);
+            let result = match result {
+                Ok(mut page) => match keep.apply(&url, &mut page).await {
+                    Ok(saved) => Ok((page, saved)),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
             Finished {
                 url,
                 depth,
@@ -516,7 +609,11 @@ impl Crawl<'_> {
         };
         let mut follow = None;
         match done.result {
-            Ok(page) => {
+            Ok((page, saved)) => {
+                record.html = page.html;
+                record.html_truncated = saved.html_truncated;
+                record.html_file = saved.html_file;
+                record.screenshot = saved.screenshot;
                 record.final_url = Some(page.final_url);
                 record.status = page.status.filter(|s| *s != 0);
                 record.title = Some(page.title);

@@ -14,6 +14,7 @@
 mod args;
 mod bench;
 mod browser;
+mod content;
 mod crawl;
 mod frontier;
 mod metrics_http;
@@ -39,7 +40,7 @@ fn main() -> ExitCode {
             .and_then(|rt| {
                 rt.block_on(async {
                     let stop = stop::Stop::install()?;
-                    crawl::run(args, stop).await
+                    crawl::run(*args, stop).await
                 })
             }),
         Command::Bench(args) => bench::run(args),

@@ -1,5 +1,5 @@
 //! What a crawl job does on its page, on the shard thread: navigate, then read the page
-//! in one `Runtime.evaluate`.
+//! in one `Runtime.evaluate`, and take a screenshot when asked.
 
 use std::fmt;
 
@@ -16,6 +16,16 @@ pub enum Probe {
     /// Plain property reads only: the simulated browser's toy evaluator knows no more
     /// (no status, no links).
     Basic,
+}
+
+/// What content a crawl keeps from each page besides the counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Wanted {
+    /// The rendered HTML, at most this many characters (UTF-16 units, as JavaScript
+    /// counts; the crawl cuts it to bytes afterwards).
+    pub html_chars: Option<usize>,
+    /// A PNG of the viewport.
+    pub screenshot: bool,
 }
 
 /// What was read from a page.
@@ -39,6 +49,15 @@ pub struct PageData {
     /// links left out (see the `MAX_*` bounds).
     #[serde(default)]
     pub truncated: bool,
+    /// The rendered HTML, when [`Wanted::html_chars`] asked for it.
+    #[serde(default)]
+    pub html: Option<String>,
+    /// The viewport's CSS size `[innerWidth, innerHeight]`, read with a screenshot.
+    #[serde(default)]
+    pub viewport: Option<[u32; 2]>,
+    /// The screenshot as Chromium sends it (base64 PNG), decoded off the shard.
+    #[serde(skip)]
+    pub screenshot_base64: Option<String>,
 }
 
 /// Most characters (UTF-16 units) of `document.title` the probe returns.
@@ -58,6 +77,8 @@ pub enum VisitError {
     Pool(cdpmux::Error),
     /// The probe script answered something that is not a [`PageData`].
     Shape(serde_json::Error),
+    /// The page's content could not be saved (--save-html, --screenshot).
+    Save(std::io::Error),
 }
 
 impl VisitError {
@@ -66,6 +87,7 @@ impl VisitError {
         match self {
             VisitError::Pool(e) => kind_name(e.kind()),
             VisitError::Shape(_) => kind_name(ErrorKind::Protocol),
+            VisitError::Save(_) => kind_name(ErrorKind::Io),
         }
     }
 }
@@ -75,18 +97,24 @@ impl fmt::Display for VisitError {
         match self {
             VisitError::Pool(e) => e.fmt(f),
             VisitError::Shape(e) => write!(f, "the page probe returned an unexpected shape: {e}"),
+            VisitError::Save(e) => write!(f, "the page's content was not saved: {e}"),
         }
     }
 }
 
-/// The script behind [`Probe::Full`]; `with_links` also returns the links' URLs.
+/// The script behind [`Probe::Full`]; `with_links` also returns the links' URLs, and
+/// `wanted` the rendered HTML and the viewport's size.
 ///
 /// A page controls its title, its URL and its links, and so the size of this reply,
 /// which shares a socket with other pages' replies. The script bounds the reply itself
-/// (the `MAX_*` constants), so it stays far below the connection's message limit, and
-/// says so in `truncated`. Cuts never split a UTF-16 surrogate pair (a lone surrogate
-/// is not valid JSON text).
-fn full_script(with_links: bool) -> String {
+/// (the `MAX_*` constants, and `wanted.html_chars` for the HTML), so it stays far below
+/// the connection's message limit, and says so in `truncated`. Cuts never split a UTF-16
+/// surrogate pair (a lone surrogate is not valid JSON text).
+fn full_script(with_links: bool, wanted: Wanted) -> String {
+    let html_chars = wanted
+        .html_chars
+        .map_or_else(|| "null".to_owned(), |n| n.to_string());
+    let viewport = wanted.screenshot;
     format!(
         r#"(() => {{
   let truncated = false;
@@ -99,6 +127,7 @@ fn full_script(with_links: bool) -> String {
   }};
   const nav = performance.getEntriesByType('navigation')[0];
   const root = document.documentElement;
+  const html = root ? root.outerHTML : '';
   const anchors = document.querySelectorAll('a[href]');
   const links = [];
   if ({with_links}) {{
@@ -110,13 +139,16 @@ fn full_script(with_links: bool) -> String {
       else truncated = true;
     }}
   }}
+  const htmlChars = {html_chars};
   const result = {{
     final_url: cut(location.href, {MAX_URL_CHARS}),
     status: nav && nav.responseStatus ? nav.responseStatus : null,
     title: cut(document.title, {MAX_TITLE_CHARS}),
-    html_bytes: root ? new TextEncoder().encode(root.outerHTML).length : 0,
+    html_bytes: new TextEncoder().encode(html).length,
     link_count: anchors.length,
     links,
+    html: htmlChars === null ? null : html.slice(0, htmlChars),
+    viewport: {viewport} ? [window.innerWidth, window.innerHeight] : null,
   }};
   result.truncated = truncated;
   return result;
@@ -132,12 +164,33 @@ impl Probe {
         page: &Page,
         url: &str,
         with_links: bool,
+        wanted: Wanted,
     ) -> Result<Result<PageData, VisitError>> {
         page.goto(url).await?;
         match self {
             Probe::Full => {
-                let value = page.evaluate_value(&full_script(with_links)).await?;
-                Ok(serde_json::from_value(value).map_err(VisitError::Shape))
+                let value = page
+                    .evaluate_value(&full_script(with_links, wanted))
+                    .await?;
+                let mut data: PageData = match serde_json::from_value(value) {
+                    Ok(data) => data,
+                    Err(e) => return Ok(Err(VisitError::Shape(e))),
+                };
+                if wanted.screenshot {
+                    let shot = page
+                        .call(
+                            "Page.captureScreenshot",
+                            serde_json::json!({ "format": "png" }),
+                        )
+                        .await?;
+                    data.screenshot_base64 = shot["data"].as_str().map(str::to_owned);
+                    if data.screenshot_base64.is_none() {
+                        return Ok(Err(VisitError::Shape(serde::de::Error::custom(
+                            "Page.captureScreenshot returned no data",
+                        ))));
+                    }
+                }
+                Ok(Ok(data))
             }
             Probe::Basic => {
                 let text = |v: serde_json::Value| v.as_str().unwrap_or_default().to_owned();
@@ -147,14 +200,18 @@ impl Probe {
                     page.evaluate_value("document.documentElement.outerHTML")
                         .await?,
                 );
+                let html_bytes = html.len() as u64;
                 Ok(Ok(PageData {
                     final_url,
                     status: None,
                     title,
-                    html_bytes: html.len() as u64,
+                    html_bytes,
                     link_count: 0,
                     links: Vec::new(),
                     truncated: false,
+                    html: wanted.html_chars.map(|_| html),
+                    viewport: None,
+                    screenshot_base64: None,
                 }))
             }
         }
@@ -175,9 +232,21 @@ mod tests {
         assert_eq!(data.status, None);
         assert_eq!(data.links.len(), 2);
         assert!(!data.truncated, "absent means nothing was cut");
-        let script = full_script(true);
+        let script = full_script(true, Wanted::default());
         assert!(script.contains("if (true)"), "{script}");
         assert!(script.contains("cut(document.title, 1024)"), "{script}");
+        let with_html = full_script(
+            false,
+            Wanted {
+                html_chars: Some(10),
+                screenshot: true,
+            },
+        );
+        assert!(with_html.contains("const htmlChars = 10;"), "{with_html}");
+        assert!(
+            with_html.contains("true ? [window.innerWidth"),
+            "{with_html}"
+        );
     }
 
     #[test]

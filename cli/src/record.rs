@@ -33,6 +33,30 @@ pub struct PageRecord {
     pub error: Option<String>,
     /// What went wrong, for people.
     pub message: Option<String>,
+    /// The rendered HTML (`--html`); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub html: Option<String>,
+    /// True when the HTML was cut at `--max-html-bytes`; absent when not asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub html_truncated: Option<bool>,
+    /// Where the HTML was saved (`--save-html`); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub html_file: Option<String>,
+    /// The screenshot (`--screenshot`); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub screenshot: Option<Screenshot>,
+}
+
+/// A saved screenshot of a page's viewport.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Screenshot {
+    /// The PNG file.
+    pub file: String,
+    /// The viewport's CSS width and height when it was taken (`innerWidth`,
+    /// `innerHeight`); the PNG has these times the device pixel ratio.
+    pub width: u32,
+    /// See [`width`](Self::width).
+    pub height: u32,
 }
 
 impl PageRecord {

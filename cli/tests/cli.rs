@@ -763,3 +763,130 @@ async fn a_crawl_where_no_page_succeeds_exits_3() {
     assert!(stderr.contains("no page succeeded"), "{stderr}");
     assert_eq!(json_lines(&out).len(), 3);
 }
+
+/// Width and height from a PNG's IHDR chunk, after checking the signature.
+fn png_size(png: &[u8]) -> (u32, u32) {
+    assert!(
+        png.len() > 33,
+        "a PNG is more than its header: {} bytes",
+        png.len()
+    );
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "PNG signature");
+    assert_eq!(&png[12..16], b"IHDR", "the first chunk is IHDR");
+    let be = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().unwrap());
+    (be(16), be(20))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crawl_keeps_rendered_html_and_screenshots() {
+    if !require_browser() {
+        return;
+    }
+    let site = DemoSite::start(SiteConfig {
+        pages: 3,
+        slow_every: 0,
+        heavy_every: 0,
+        ..SiteConfig::default()
+    })
+    .expect("start the demo site");
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let (shots, html_dir) = (dir.path().join("shots"), dir.path().join("html/nested"));
+    let input = (0..3)
+        .map(|n| site.url(&format!("/p/{n}")))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let out = run(
+        cdpmux(&[
+            "crawl",
+            "-",
+            "--quiet",
+            "--html",
+            "--save-html",
+            html_dir.to_str().unwrap(),
+            "--screenshot",
+            shots.to_str().unwrap(),
+        ]),
+        Some(input),
+    )
+    .await;
+    assert_ok(&out);
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 3, "{}", text(&out.stdout));
+    for line in &lines {
+        let n: usize = line["url"]
+            .as_str()
+            .unwrap()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        // The rendered DOM: the title, the three links, and the images the page pulled.
+        let html = line["html"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no html in {line}"));
+        assert!(html.starts_with("<html"), "{html}");
+        assert!(
+            html.contains(&format!("<title>{}</title>", DemoSite::title_of(n))),
+            "{html}"
+        );
+        assert_eq!(html.matches("<a href").count(), 3, "{html}");
+        assert_eq!(line["html_truncated"], false, "{line}");
+        assert_eq!(line["html_bytes"], html.len() as u64, "{line}");
+        let saved = std::path::Path::new(line["html_file"].as_str().unwrap());
+        assert_eq!(saved.parent(), Some(html_dir.as_path()));
+        assert_eq!(std::fs::read_to_string(saved).unwrap(), html);
+
+        let shot = &line["screenshot"];
+        let file = std::path::Path::new(shot["file"].as_str().unwrap_or_else(|| panic!("{line}")));
+        assert_eq!(file.parent(), Some(shots.as_path()));
+        let (w, h) = png_size(&std::fs::read(file).unwrap());
+        // Headless Chromium's device pixel ratio is 1: the PNG is the viewport's size.
+        assert_eq!(
+            (w, h),
+            (
+                shot["width"].as_u64().unwrap() as u32,
+                shot["height"].as_u64().unwrap() as u32
+            ),
+            "{line}"
+        );
+        assert!(w >= 100 && h >= 100, "a real viewport, not a stub: {w}x{h}");
+    }
+    let names: BTreeSet<_> = std::fs::read_dir(&shots)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 3, "one PNG per page: {names:?}");
+
+    // The cap cuts the HTML (and says so); the headless shell takes screenshots too.
+    let out = run(
+        cdpmux(&[
+            "crawl",
+            "-",
+            "--quiet",
+            "--html",
+            "--max-html-bytes",
+            "100",
+            "--browser-kind",
+            "shell",
+            "--screenshot",
+            shots.to_str().unwrap(),
+        ]),
+        Some(site.url("/p/1")),
+    )
+    .await;
+    assert_ok(&out);
+    let line = &json_lines(&out)[0];
+    assert_eq!(line["html"].as_str().unwrap().len(), 100, "{line}");
+    assert_eq!(line["html_truncated"], true, "{line}");
+    assert!(line.get("html_file").is_none(), "{line}");
+    let shot = &line["screenshot"];
+    let (w, h) = png_size(&std::fs::read(shot["file"].as_str().unwrap()).unwrap());
+    assert_eq!(
+        (w as u64, h as u64),
+        (
+            shot["width"].as_u64().unwrap(),
+            shot["height"].as_u64().unwrap()
+        )
+    );
+}

@@ -26,23 +26,17 @@ use tempfile::TempDir;
 use super::flags::{reserved_reason, BASE_FLAGS, NO_SANDBOX, NO_THROTTLING_FLAGS};
 use super::port_file::{read_port_file, PORT_FILE};
 use super::process::{euid, group_exists, peek_exit, pid_arg, signal};
+use super::kind::BrowserKind;
 use super::sandbox::{self, Decision, KernelFacts, Sandbox};
 use super::{profile, spawner};
 use crate::error::{Error, ErrorKind, Result, TimeoutKind};
 use crate::job::{later, later_std};
 
-/// Names looked up on `PATH`, in order, when no executable is configured.
-const CANDIDATES: [&str; 4] = [
-    "chromium",
-    "chromium-browser",
-    "google-chrome",
-    "google-chrome-stable",
-];
-
 /// Environment variable naming the browser executable (a path or a name on `PATH`).
 const ENV_CHROME: &str = "CDPMUX_CHROME";
 
-const INSTALL_HINT: &str = "install it with `apt-get install -y chromium` or set \
+const INSTALL_HINT: &str = "install it with `apt-get install -y chromium` (the full browser) or \
+     `apt-get install -y chromium-headless-shell` (the headless shell), or set \
      CDPMUX_CHROME=/path/to/chrome; the simulated browser (`--sim`, `cdpmux::sim`) needs none";
 
 const STDERR_FILE: &str = "chromium-stderr.log";
@@ -77,6 +71,7 @@ pub struct Launch {
     startup_timeout: Duration,
     background_throttling: bool,
     sandbox: Sandbox,
+    kind: BrowserKind,
 }
 
 impl Default for Launch {
@@ -87,19 +82,21 @@ impl Default for Launch {
             startup_timeout: Duration::from_secs(30),
             background_throttling: false,
             sandbox: Sandbox::Auto,
+            kind: BrowserKind::default(),
         }
     }
 }
 
 impl Launch {
-    /// The defaults: executable found automatically, no extra arguments, a 30 s startup
-    /// timeout, background throttling off, sandbox [`Sandbox::Auto`].
+    /// The defaults: executable found automatically (the full browser,
+    /// [`BrowserKind::Chromium`]), no extra arguments, a 30 s startup timeout, background
+    /// throttling off, sandbox [`Sandbox::Auto`].
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Uses this executable instead of looking at `CDPMUX_CHROME` and `PATH`. A bare name
-    /// (no `/`) is looked up on `PATH`.
+    /// (no `/`) is looked up on `PATH`. Overrides [`kind`](Self::kind).
     pub fn executable(mut self, path: impl Into<PathBuf>) -> Self {
         self.executable = Some(path.into());
         self
@@ -154,9 +151,19 @@ impl Launch {
         self
     }
 
+    /// Which browser build to look for when no executable is configured (default
+    /// [`BrowserKind::Chromium`], the full browser). An explicit
+    /// [`executable`](Self::executable) and `CDPMUX_CHROME` both win over it.
+    pub fn kind(mut self, kind: BrowserKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
     /// The executable [`launch`](Self::launch) would start: the configured one, else
-    /// `CDPMUX_CHROME`, else the first of `chromium`, `chromium-browser`, `google-chrome`,
-    /// `google-chrome-stable` on `PATH`.
+    /// `CDPMUX_CHROME`, else the first installed one of the [`kind`](Self::kind): for the
+    /// full browser `chromium`, `chromium-browser`, `google-chrome`, `google-chrome-stable`
+    /// on `PATH`; for the headless shell Debian's `/usr/lib/chromium/chromium-headless-shell`,
+    /// then `chromium-headless-shell`, `chrome-headless-shell`, `headless_shell` on `PATH`.
     ///
     /// Fails with [`ErrorKind::BrowserUnavailable`] and a message that says how to install
     /// one.
@@ -167,15 +174,18 @@ impl Launch {
         if let Some(exe) = env::var_os(ENV_CHROME).filter(|v| !v.is_empty()) {
             return resolve_command(Path::new(&exe), ENV_CHROME);
         }
-        CANDIDATES
-            .iter()
-            .find_map(|name| search_path(OsStr::new(name)))
+        self.kind
+            .find(is_executable_file, |name| search_path(OsStr::new(name)))
             .ok_or_else(|| {
                 Error::new(
                     ErrorKind::BrowserUnavailable,
                     format!(
-                        "no Chromium found (looked at {ENV_CHROME} and {} on PATH); {INSTALL_HINT}",
-                        CANDIDATES.join(", ")
+                        "no {} browser found (looked at {ENV_CHROME}, {}); install it with \
+                         `{}`, or set {ENV_CHROME}=/path/to/chrome; the simulated browser \
+                         (`--sim`, `cdpmux::sim`) needs none",
+                        self.kind,
+                        self.kind.looked_at(),
+                        self.kind.install_hint(),
                     ),
                 )
             })
@@ -278,6 +288,7 @@ impl Launch {
         let mut browser = LaunchedBrowser {
             child,
             pid,
+            kind: BrowserKind::of_executable(&exe),
             ws_url: String::new(),
             profile_path,
             profile: Some(profile),
@@ -338,6 +349,7 @@ impl Launch {
 pub struct LaunchedBrowser {
     child: Child,
     pid: u32,
+    kind: BrowserKind,
     ws_url: String,
     profile_path: PathBuf,
     /// Removes the profile if our own removal never ran (a safety net); `None` once the
@@ -351,6 +363,13 @@ impl LaunchedBrowser {
     /// The browser-level DevTools WebSocket URL, `ws://127.0.0.1:<port>/devtools/browser/<id>`.
     pub fn ws_url(&self) -> &str {
         &self.ws_url
+    }
+
+    /// Which build is running, judged by the executable's name
+    /// ([`BrowserKind::of_executable`]): [`BrowserKind::Shell`] or
+    /// [`BrowserKind::Chromium`], never `Auto`.
+    pub fn kind(&self) -> BrowserKind {
+        self.kind
     }
 
     /// The process id of the browser, which is also its process-group id.
@@ -689,6 +708,19 @@ mod tests {
             err.message().contains("apt-get install -y chromium"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_missing_kind_names_its_package() {
+        // PATH empty and CDPMUX_CHROME unset only within the kind lookup: call it directly.
+        let none = BrowserKind::Shell.find(|_| false, |_| None);
+        assert_eq!(none, None);
+        assert!(BrowserKind::Shell
+            .install_hint()
+            .contains("chromium-headless-shell"));
+        assert!(BrowserKind::Auto
+            .looked_at()
+            .contains("chromium-headless-shell"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Finding, launching and addressing browsers.
 //!
-//! This module owns the life of a locally launched Chromium ([`Launch`] starts one,
+//! This module owns the life of a locally launched Chromium ([`Launch`] starts one, the
+//! full browser or the headless shell as [`BrowserKind`] says;
 //! [`LaunchedBrowser`] stops it) and the parsing and resolution of remote DevTools
 //! addresses ([`Endpoint`]). It speaks no CDP: it only produces a `ws://` URL for the
 //! transport to connect to.
@@ -17,6 +18,7 @@
 
 mod endpoint;
 mod flags;
+mod kind;
 mod launch;
 mod port_file;
 mod process;
@@ -25,5 +27,6 @@ mod sandbox;
 mod spawner;
 
 pub use endpoint::Endpoint;
+pub use kind::BrowserKind;
 pub use launch::{Launch, LaunchedBrowser};
 pub use sandbox::Sandbox;

@@ -22,6 +22,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::batching::FlushPolicy;
 use super::deadlines::{self, DirectDeadlines, Waiter};
 use super::events::{EventStream, EventWaiter, EventWaiters, Unregister, WaitEntry};
 use super::observer::TransportObserver;
@@ -62,6 +63,8 @@ pub struct ConnectionConfig {
     ///   256 MiB leaves room for full-page screenshots and big DOM snapshots; lower it
     ///   if no job of yours reads anything that large.
     pub max_message_size: usize,
+    /// When the writer flushes. Default [`FlushPolicy::SelfClocking`].
+    pub flush_policy: FlushPolicy,
 }
 
 impl ConnectionConfig {
@@ -76,6 +79,7 @@ impl Default for ConnectionConfig {
             connect_timeout: Duration::from_secs(10),
             max_frames_per_flush: 1024,
             max_message_size: Self::DEFAULT_MAX_MESSAGE_SIZE,
+            flush_policy: FlushPolicy::SelfClocking,
         }
     }
 }
@@ -92,6 +96,8 @@ pub struct ConnectionStats {
     pub flushes: u64,
     /// Most frames sent in one flush.
     pub max_frames_per_flush: u64,
+    /// Flushes the writer held back for more frames ([`FlushPolicy::Adaptive`]).
+    pub held_flushes: u64,
     /// Frames that were not valid CDP (bad JSON, wrong shape, binary).
     pub malformed_frames: u64,
     /// Replies to ids nobody waits for (unknown, or given up on after a deadline).
@@ -125,6 +131,7 @@ pub(crate) struct Shared {
     signals: Rc<Signals>,
     command_timeout: Duration,
     max_frames_per_flush: Cell<usize>,
+    flush_policy: Cell<FlushPolicy>,
 }
 
 #[derive(Default)]
@@ -156,6 +163,7 @@ impl Connection {
             signals: signals.clone(),
             command_timeout: config.command_timeout,
             max_frames_per_flush: Cell::new(config.max_frames_per_flush.max(1)),
+            flush_policy: Cell::new(config.flush_policy),
         });
         tokio::task::spawn_local(enforce_deadlines(Rc::downgrade(&shared), signals.clone()));
         socket::spawn(ws, Rc::downgrade(&shared), signals);
@@ -214,6 +222,11 @@ impl Connection {
     /// Changes the most frames written before one flush (at least 1).
     pub fn set_max_frames_per_flush(&self, frames: usize) {
         self.shared.max_frames_per_flush.set(frames.max(1));
+    }
+
+    /// Changes when the writer flushes; applies from its next flush.
+    pub fn set_flush_policy(&self, policy: FlushPolicy) {
+        self.shared.flush_policy.set(policy);
     }
 
     /// Closes the socket now: pending calls fail with `ConnectionClosed`.
@@ -731,10 +744,22 @@ impl Wire for Shared {
         !self.state.borrow().outbox.is_empty()
     }
 
+    fn outgoing_len(&self) -> usize {
+        self.state.borrow().outbox.len()
+    }
+
+    fn max_hold(&self) -> Duration {
+        self.flush_policy.get().max_hold()
+    }
+
     fn take_outgoing(&self, batch: &mut Vec<Message>) {
         let mut st = self.state.borrow_mut();
         let n = st.outbox.len().min(self.max_frames_per_flush.get());
         batch.extend(st.outbox.drain(..n));
+    }
+
+    fn held(&self) {
+        self.state.borrow_mut().stats.held_flushes += 1;
     }
 
     fn flushed(&self, frames: u64) {

@@ -5,7 +5,8 @@
 //! `observer` (what the transport reports, for metrics); `events` (event waits);
 //! `routing` (pure: the session registry, where an event goes, which events end a
 //! session); `deadlines` (who hears a reply, direct-call deadlines); `socket` (the
-//! WebSocket's handshake, writer and reader tasks); `connection` ([`Connection`], the
+//! WebSocket's handshake, writer and reader tasks, with `batching`, the pure rule for
+//! when the writer flushes); `connection` ([`Connection`], the
 //! thin async shell that ties them together around one socket); `batch` ([`Batch`], pipelined raw calls);
 //! `session` ([`Page`], one flat session, and opening it); `blocking` ([`Blocking`], what
 //! a page never loads); `navigation` ([`Page::goto_with`], a navigation matched to its
@@ -22,6 +23,7 @@ pub(crate) mod protocol;
 
 mod batch;
 mod blocking;
+mod batching;
 mod connection;
 mod deadlines;
 mod events;
@@ -33,6 +35,7 @@ mod socket;
 
 pub use batch::{Batch, BatchResults, Slot};
 pub use blocking::{Blocking, ResourceType};
+pub use batching::FlushPolicy;
 pub use connection::{Connection, ConnectionConfig, ConnectionStats};
 pub use events::EventWaiter;
 pub use navigation::{GotoOptions, Navigation, Redirect, WaitUntil};

@@ -2,7 +2,9 @@
 //! connection, and the wake-ups between them and the connection's handles.
 //!
 //! Owns: moving frames between the socket and the connection, coalescing queued frames
-//! into one flush per wake-up, and noticing that the socket closed or broke.
+//! into one flush per wake-up (held a little longer under load when the connection's
+//! [`FlushPolicy`](super::batching::FlushPolicy) says so), and noticing that the socket
+//! closed or broke.
 //! Never: looks inside a frame or at the connection's state; it only asks the
 //! connection, through [`Wire`], for frames to send and hands it what arrives.
 
@@ -19,6 +21,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use super::batching::AdaptiveWindow;
 use super::protocol::FrameText;
 use crate::error::{Error, ErrorKind, Result, TimeoutKind};
 
@@ -28,8 +31,14 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 pub(crate) trait Wire {
     /// True while frames wait to be sent.
     fn has_outgoing(&self) -> bool;
+    /// How many frames wait to be sent.
+    fn outgoing_len(&self) -> usize;
+    /// The longest the writer may hold a flush for more frames (zero: never).
+    fn max_hold(&self) -> Duration;
     /// Moves the frames of the next flush (at most the flush limit) into `batch`.
     fn take_outgoing(&self, batch: &mut Vec<Message>);
+    /// The writer held a flush for more frames (adaptive batching).
+    fn held(&self);
     /// `frames` frames went out in one flush.
     fn flushed(&self, frames: u64);
     /// A text frame arrived.
@@ -120,6 +129,7 @@ async fn write_loop<W: Wire>(
     mut sink: SplitSink<Ws, Message>,
 ) {
     let mut batch: Vec<Message> = Vec::new();
+    let mut window = AdaptiveWindow::default();
     'wake: loop {
         signals.wake_writer.notified().await;
         loop {
@@ -128,6 +138,21 @@ async fn write_loop<W: Wire>(
             };
             if signals.closing.get() && !wire.has_outgoing() {
                 break 'wake;
+            }
+            let max_hold = wire.max_hold();
+            if let Some(hold) = window.plan(wire.outgoing_len(), max_hold) {
+                // Yield rather than sleep: the shard's jobs and the reader run in between,
+                // and a hold may be far shorter than a timer tick.
+                let before = wire.outgoing_len();
+                let until = std::time::Instant::now() + hold.within;
+                while wire.outgoing_len() < hold.frames
+                    && !signals.closing.get()
+                    && std::time::Instant::now() < until
+                {
+                    tokio::task::yield_now().await;
+                }
+                window.held(before, wire.outgoing_len(), max_hold);
+                wire.held();
             }
             wire.take_outgoing(&mut batch);
             if batch.is_empty() {
@@ -152,6 +177,7 @@ async fn write_loop<W: Wire>(
                 );
                 break 'wake;
             }
+            window.flushed(n as usize);
             wire.flushed(n);
         }
     }

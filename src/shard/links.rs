@@ -235,6 +235,7 @@ impl Links {
         let config = ConnectionConfig {
             command_timeout: cfg.command_timeout,
             max_frames_per_flush: cfg.max_frames_per_flush,
+            flush_policy: cfg.flush_policy,
             connect_timeout: cfg.create_timeout,
             max_message_size: cfg.max_message_size,
         };

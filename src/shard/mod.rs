@@ -517,9 +517,10 @@ impl Shell {
             }
             Msg::Reconfigured => {
                 *self.cfg.borrow_mut() = self.shared.config.load();
-                let frames = self.cfg().max_frames_per_flush;
+                let (frames, policy) = (self.cfg().max_frames_per_flush, self.cfg().flush_policy);
                 for conn in self.links.all_live() {
                     conn.set_max_frames_per_flush(frames);
+                    conn.set_flush_policy(policy);
                 }
                 self.feed(|p, now, cfg| p.reconfigured(now, cfg));
             }

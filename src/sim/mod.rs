@@ -22,12 +22,13 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+mod assets;
 mod core;
 mod eval;
 mod server;
 mod site;
 
-pub use site::{DemoSite, SiteConfig};
+pub use site::{Asset, AssetKind, DemoSite, SiteConfig};
 
 use std::fmt;
 use std::sync::mpsc as std_mpsc;

@@ -1,15 +1,23 @@
-//! A generated demo website on 127.0.0.1: pages with titles and links, a few slow
-//! ones, a few heavy ones with scripts, and pages whose content appears from a timer.
-//! For the demo, the CLI's `--demo`, benches and tests.
+//! A generated demo website on 127.0.0.1: pages with titles and links that pull
+//! stylesheets, scripts, a web font and images like a real site (bytes from
+//! [`super::assets`]), a few slow pages, a few heavy ones, and pages whose content
+//! appears from a timer. For the demo, the CLI's `--demo`, benches and tests.
+//!
+//! It counts every request by path, so a test can tell what Chromium fetched. A page's
+//! title and links never depend on its subresources: crawls that block some of them
+//! read the same titles and links.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
+
+pub use super::assets::{Asset, AssetKind};
 
 /// Shape of the generated site.
 #[derive(Debug, Clone)]
@@ -22,6 +30,10 @@ pub struct SiteConfig {
     pub slow_delay: Duration,
     /// Every n-th page carries a script that builds a large DOM (0: none). Default 30.
     pub heavy_every: usize,
+    /// Whether pages pull their stylesheets, scripts, font and images (about 350 KB the
+    /// first time, 130 KB of images per page after that; [`DemoSite::assets_of`]).
+    /// Default `true`; `false` gives bare 1 KB pages.
+    pub assets: bool,
 }
 
 impl Default for SiteConfig {
@@ -31,6 +43,7 @@ impl Default for SiteConfig {
             slow_every: 25,
             slow_delay: Duration::from_millis(300),
             heavy_every: 30,
+            assets: true,
         }
     }
 }
@@ -39,7 +52,7 @@ impl Default for SiteConfig {
 pub struct DemoSite {
     base: String,
     config: SiteConfig,
-    requests: Arc<AtomicU64>,
+    requests: Arc<Requests>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -50,7 +63,7 @@ impl DemoSite {
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
         let base = format!("http://{}", listener.local_addr()?);
-        let requests = Arc::new(AtomicU64::new(0));
+        let requests = Arc::new(Requests::default());
         let (stop, stopped) = oneshot::channel();
         let site = Arc::new(config.clone());
         let counter = requests.clone();
@@ -112,9 +125,60 @@ impl DemoSite {
         format!("Demo page {n}")
     }
 
-    /// HTTP requests answered so far.
+    /// HTTP requests received so far, whatever their path.
     pub fn requests(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
+        self.requests.total.load(Ordering::Relaxed)
+    }
+
+    /// Requests received so far for `path` (query string ignored).
+    pub fn requests_for(&self, path: &str) -> u64 {
+        let by_path = self
+            .requests
+            .by_path
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        by_path.get(path).copied().unwrap_or(0)
+    }
+
+    /// Requests received so far, by path (query strings ignored).
+    pub fn request_counts(&self) -> BTreeMap<String, u64> {
+        let by_path = self
+            .requests
+            .by_path
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        by_path.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+
+    /// Requests received so far for subresources of `kind` (summed over their paths).
+    pub fn requests_of(&self, kind: AssetKind) -> u64 {
+        let by_path = self
+            .requests
+            .by_path
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        by_path
+            .iter()
+            .filter(|(path, _)| super::assets::kind_of(path) == Some(kind))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// The subresources page `n` pulls, in document order (none when
+    /// [`SiteConfig::assets`] is off). Shared ones (stylesheets, scripts, font, logo) are
+    /// the same paths on every page; the other images are the page's own.
+    pub fn assets_of(&self, n: usize) -> Vec<Asset> {
+        if self.config.assets {
+            super::assets::page_assets(n)
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// The path of an image that is answered after `delay` (for tests of waiting for a
+    /// page's load against its `DOMContentLoaded`).
+    pub fn slow_image_path(delay: Duration) -> String {
+        format!("/img/slow/{}.png", delay.as_millis())
     }
 
     /// The site's shape.
@@ -142,10 +206,35 @@ impl std::fmt::Debug for DemoSite {
     }
 }
 
+/// Request counts, written by the site's thread and read by the caller's.
+#[derive(Default)]
+struct Requests {
+    total: AtomicU64,
+    by_path: Mutex<HashMap<String, u64>>,
+}
+
+impl Requests {
+    fn count(&self, path: &str) {
+        self.total.fetch_add(1, Ordering::Relaxed);
+        let mut by_path = self.by_path.lock().unwrap_or_else(|e| e.into_inner());
+        *by_path.entry(path.to_owned()).or_default() += 1;
+    }
+}
+
+/// What the site answers to one request.
+struct Reply {
+    delay: Duration,
+    status: &'static str,
+    content_type: &'static str,
+    /// Subresources may be cached by the browser for an hour, as on a real site.
+    cacheable: bool,
+    body: Vec<u8>,
+}
+
 async fn serve(
     mut stream: TcpStream,
     site: &SiteConfig,
-    counter: &AtomicU64,
+    requests: &Requests,
 ) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
@@ -157,26 +246,70 @@ async fn serve(
         head.extend_from_slice(&buf[..n]);
     }
     let text = String::from_utf8_lossy(&head);
-    let path = text.split_whitespace().nth(1).unwrap_or("/").to_owned();
-    counter.fetch_add(1, Ordering::Relaxed);
-    let (status, body) = match page(site, &path) {
-        Some((delay, body)) => {
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await; // the page is slow on purpose
-            }
-            ("200 OK", body)
-        }
-        None => (
-            "404 Not Found",
-            "<title>Not found</title>not found".to_owned(),
-        ),
+    let target = text.split_whitespace().nth(1).unwrap_or("/");
+    let path = target.split(['?', '#']).next().unwrap_or("/").to_owned();
+    requests.count(&path);
+    let reply = reply(site, &path);
+    if !reply.delay.is_zero() {
+        tokio::time::sleep(reply.delay).await; // slow on purpose
+    }
+    let cache = if reply.cacheable {
+        "public, max-age=3600"
+    } else {
+        "no-cache"
     };
-    let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+    let head = format!(
+        "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: {cache}\r\n\
+         Connection: close\r\n\r\n",
+        reply.status,
+        reply.content_type,
+        reply.body.len()
     );
-    stream.write_all(response.as_bytes()).await?;
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(&reply.body).await?;
     stream.shutdown().await
+}
+
+fn reply(site: &SiteConfig, path: &str) -> Reply {
+    let html = |delay, body: String| Reply {
+        delay,
+        status: "200 OK",
+        content_type: "text/html; charset=utf-8",
+        cacheable: false,
+        body: body.into_bytes(),
+    };
+    if let Some((delay, body)) = page(site, path) {
+        return html(delay, body);
+    }
+    if let Some(ms) = path
+        .strip_prefix("/img/slow/")
+        .and_then(|rest| rest.strip_suffix(".png"))
+        .and_then(|ms| ms.parse::<u64>().ok())
+    {
+        return Reply {
+            delay: Duration::from_millis(ms),
+            status: "200 OK",
+            content_type: "image/png",
+            cacheable: false,
+            body: super::assets::png(16, 16, 1),
+        };
+    }
+    if let Some((content_type, body)) = site.assets.then(|| super::assets::asset(path)).flatten() {
+        return Reply {
+            delay: Duration::ZERO,
+            status: "200 OK",
+            content_type,
+            cacheable: true,
+            body,
+        };
+    }
+    Reply {
+        status: "404 Not Found",
+        ..html(
+            Duration::ZERO,
+            "<title>Not found</title>not found".to_owned(),
+        )
+    }
 }
 
 /// The body of `path` and how long to hold it back, or `None` for a 404.
@@ -221,6 +354,11 @@ fn page(site: &SiteConfig, path: &str) -> Option<(Duration, String)> {
     } else {
         ""
     };
+    let (head, top) = if site.assets {
+        super::assets::page_markup(i)
+    } else {
+        Default::default()
+    };
     let slow = site.slow_every > 0 && i % site.slow_every == site.slow_every - 1;
     let delay = if slow {
         site.slow_delay
@@ -230,8 +368,9 @@ fn page(site: &SiteConfig, path: &str) -> Option<(Duration, String)> {
     Some((
         delay,
         format!(
-            "<!doctype html><html><head><title>{}</title></head><body><h1>Page {i}</h1>\
-             <p>Generated page {i} of {n}.</p><nav>{links}</nav>{script}</body></html>",
+            "<!doctype html><html><head><meta charset=utf-8><title>{}</title>{head}</head>\
+             <body>{top}<h1>Page {i}</h1><p>Generated page {i} of {n}.</p><nav>{links}</nav>\
+             {script}</body></html>",
             DemoSite::title_of(i)
         ),
     ))
@@ -252,5 +391,39 @@ mod tests {
         assert!(page(&site, "/p/300").is_none());
         assert!(page(&site, "/nope").is_none());
         assert!(page(&site, "/timer/20").unwrap().1.contains("setTimeout"));
+    }
+
+    #[test]
+    fn pages_pull_their_assets_unless_turned_off() {
+        let site = SiteConfig::default();
+        let (_, body) = page(&site, "/p/4").unwrap();
+        for a in super::super::assets::page_assets(4) {
+            if a.kind != AssetKind::Font {
+                assert!(body.contains(&a.path), "{} not in {body}", a.path);
+            }
+            assert_eq!(reply(&site, &a.path).status, "200 OK", "{}", a.path);
+        }
+        let bare = SiteConfig {
+            assets: false,
+            ..SiteConfig::default()
+        };
+        let (_, bare_body) = page(&bare, "/p/4").unwrap();
+        assert!(!bare_body.contains("<link") && !bare_body.contains("<img"));
+        assert_eq!(reply(&bare, "/static/css/base.css").status, "404 Not Found");
+        // The same title and the same links either way.
+        let links = |b: &str| b.matches("<a href").count();
+        assert_eq!(links(&body), links(&bare_body));
+        assert!(
+            bare_body.contains("<title>Demo page 4</title>")
+                && body.contains("<title>Demo page 4</title>")
+        );
+    }
+
+    #[test]
+    fn the_slow_image_waits_its_delay() {
+        let path = DemoSite::slow_image_path(Duration::from_millis(700));
+        let r = reply(&SiteConfig::default(), &path);
+        assert_eq!((r.status, r.delay), ("200 OK", Duration::from_millis(700)));
+        assert_eq!(&r.body[..4], b"\x89PNG");
     }
 }

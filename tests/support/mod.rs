@@ -25,6 +25,29 @@ pub fn require_browser() -> bool {
     }
 }
 
+/// True when a browser of `kind` is installed; like [`require_browser`], a missing one
+/// fails under `CDPMUX_REQUIRE_BROWSER=1` and is a loud SKIPPED line otherwise.
+pub fn require_browser_kind(kind: cdpmux::browser::BrowserKind) -> bool {
+    match Launch::new().kind(kind).find_executable() {
+        Ok(exe) => {
+            if std::env::var_os("CDPMUX_CHROME").is_some_and(|v| !v.is_empty()) {
+                eprintln!(
+                    "note: CDPMUX_CHROME={} overrides browser kind {kind}",
+                    exe.display()
+                );
+            }
+            true
+        }
+        Err(e) if std::env::var("CDPMUX_REQUIRE_BROWSER").as_deref() == Ok("1") => {
+            panic!("CDPMUX_REQUIRE_BROWSER=1 but no {kind} browser is available: {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED: no {kind} browser ({e})");
+            false
+        }
+    }
+}
+
 /// Serves `pages` (path, HTML body) over plain HTTP on 127.0.0.1; any other path is a 404.
 ///
 /// Returns the base URL (`http://127.0.0.1:<port>`, no trailing slash) and the server
