@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use super::flags::{reserved_reason, BASE_FLAGS, NO_SANDBOX, NO_THROTTLING_FLAGS};
+use super::kind::BrowserKind;
 use super::port_file::{read_port_file, PORT_FILE};
 use super::process::{euid, group_exists, peek_exit, pid_arg, signal};
-use super::kind::BrowserKind;
 use super::sandbox::{self, Decision, KernelFacts, Sandbox};
 use super::{profile, spawner};
 use crate::error::{Error, ErrorKind, Result, TimeoutKind};

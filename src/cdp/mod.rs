@@ -22,8 +22,8 @@ pub mod protocol;
 pub(crate) mod protocol;
 
 mod batch;
-mod blocking;
 mod batching;
+mod blocking;
 mod connection;
 mod deadlines;
 mod events;
@@ -31,11 +31,12 @@ mod navigation;
 mod observer;
 mod routing;
 mod session;
+mod settings;
 mod socket;
 
 pub use batch::{Batch, BatchResults, Slot};
-pub use blocking::{Blocking, ResourceType};
 pub use batching::FlushPolicy;
+pub use blocking::{Blocking, ResourceType};
 pub use connection::{Connection, ConnectionConfig, ConnectionStats};
 pub use events::EventWaiter;
 pub use navigation::{GotoOptions, Navigation, Redirect, WaitUntil};
