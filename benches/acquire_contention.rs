@@ -319,6 +319,22 @@ async fn handoffs(arms: &[Arm]) -> (u64, u64) {
     (all, across)
 }
 
+/// A pool of `SESSIONS` over `shards` shards on `sim`, with or without the hand-off line.
+async fn cdpmux_pool(sim: &SimBrowser, shards: usize, lease_handoff: bool) -> Pool {
+    Pool::builder()
+        .endpoint(sim.ws_url())
+        .shards(shards)
+        .sessions_per_shard(SESSIONS / shards)
+        .configure(|c| {
+            c.max_queue = TASKS;
+            c.wait_timeout = Duration::from_secs(60);
+            c.lease_handoff = lease_handoff;
+        })
+        .build()
+        .await
+        .expect("build a cdpmux pool on the simulated browser")
+}
+
 async fn run() {
     let quick = std::env::var("CDPMUX_BENCH_QUICK").as_deref() == Ok("1");
     let length = if quick {
@@ -332,17 +348,7 @@ async fn run() {
     let mut hosts = Vec::new();
     for shards in [1, 2] {
         let per_shard = SESSIONS / shards;
-        let pool = Pool::builder()
-            .endpoint(sim.ws_url())
-            .shards(shards)
-            .sessions_per_shard(per_shard)
-            .configure(|c| {
-                c.max_queue = TASKS;
-                c.wait_timeout = Duration::from_secs(60);
-            })
-            .build()
-            .await
-            .expect("build a cdpmux pool on the simulated browser");
+        let pool = cdpmux_pool(&sim, shards, true).await;
         arms.push(Arm::new(
             format!("cdpmux   {shards} shard(s) x {per_shard}"),
             Contender::Cdpmux(pool.clone()),
@@ -353,18 +359,7 @@ async fn run() {
         ));
         // The same acquire without the hand-off line: every release goes back through
         // the shard (what the line must beat to earn its complexity).
-        let pool = Pool::builder()
-            .endpoint(sim.ws_url())
-            .shards(shards)
-            .sessions_per_shard(per_shard)
-            .configure(|c| {
-                c.max_queue = TASKS;
-                c.wait_timeout = Duration::from_secs(60);
-                c.lease_handoff = false;
-            })
-            .build()
-            .await
-            .expect("build a cdpmux pool on the simulated browser");
+        let pool = cdpmux_pool(&sim, shards, false).await;
         arms.push(Arm::new(
             format!("no line  {shards} shard(s) x {per_shard}"),
             Contender::Cdpmux(pool),
