@@ -270,7 +270,7 @@ mod tests {
                 seen.push(r.family);
             }
         }
-        assert_eq!(Counters::ROWS.len(), 25);
+        assert_eq!(Counters::ROWS.len(), 26);
         let c = Counters {
             timeouts_job: 7,
             ..Counters::default()
