@@ -335,6 +335,9 @@ async fn blocked_resources_are_never_requested_and_a_job_can_change_that_for_its
             ResourceType::Image,
             ResourceType::Stylesheet,
             ResourceType::Font,
+            // Chromium refuses a `TextTrack` fetch pattern: blocking media must not ask
+            // for one, or no page opens.
+            ResourceType::Media,
         ])
         .url("*/tracker.js");
     let pool = chromium_pool(PageOptions {

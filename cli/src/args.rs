@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cdpmux::browser::BrowserKind;
-use cdpmux::{Isolation, Priority, Reset};
+use cdpmux::{Isolation, Priority, Reset, ResourceType, WaitUntil};
 use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -57,10 +57,10 @@ pub struct BrowserArgs {
     /// Which build to launch when --browser is not given: `auto` (the headless shell when
     /// installed, else chromium), `shell` (chromium-headless-shell only) or `chromium`
     /// (the full browser only). $CDPMUX_CHROME wins over it. The shell costs less per
-    /// page; docs/browsers.md says what differs.
-    #[arg(long, value_name = "KIND", default_value = "chromium", value_parser = parse_browser_kind,
-          conflicts_with = "sim")]
-    pub browser_kind: BrowserKind,
+    /// page; docs/browsers.md says what differs. [default: chromium; auto with
+    /// `crawl --profile fast`]
+    #[arg(long, value_name = "KIND", value_parser = parse_browser_kind, conflicts_with = "sim")]
+    pub browser_kind: Option<BrowserKind>,
 
     /// Connect to a running browser instead of launching one: ws://host:port/devtools/browser/<id>
     /// or http://host:port (repeat for several).
@@ -183,6 +183,29 @@ pub struct CrawlArgs {
     #[arg(long, value_name = "DIR", conflicts_with = "sim")]
     pub screenshot: Option<PathBuf>,
 
+    /// A preset of the options below that cut Chromium's work per page. `fast`: the
+    /// headless shell when installed (--browser-kind auto), --block
+    /// images,fonts,media,stylesheets and --wait-until domcontentloaded. What it gives
+    /// up: content that depends on layout or styles (no stylesheets are applied), images
+    /// and fonts are never loaded (screenshots show neither), and requests made after
+    /// the document is parsed may not have finished. Scripts still run, so content they
+    /// build is there. Options given explicitly win over the preset.
+    #[arg(long, value_enum, value_name = "PROFILE")]
+    pub profile: Option<ProfileArg>,
+
+    /// Resource types pages never load, comma-separated: images, fonts, media,
+    /// stylesheets, scripts, other. A blocked request fails inside the browser and is
+    /// counted in the metrics (`blocked_requests`). Blocking scripts changes what pages
+    /// show: content built by scripts is never built. [default: none; see --profile]
+    #[arg(long, value_name = "TYPES", value_delimiter = ',', value_parser = parse_resource_type)]
+    pub block: Option<Vec<ResourceType>>,
+
+    /// When a navigation counts as done: commit (the response is in place), domcontentloaded
+    /// (the document is parsed), load (its `load` event) or networkidle (after load, no
+    /// request of the page's own for 500 ms). [default: load; see --profile]
+    #[arg(long, value_name = "EVENT", value_parser = parse_wait_until)]
+    pub wait_until: Option<WaitUntil>,
+
     /// Print the pool's final metrics snapshot in this format.
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub metrics: Option<MetricsFormat>,
@@ -199,6 +222,52 @@ pub struct CrawlArgs {
     /// Which browser.
     #[command(flatten)]
     pub browser: BrowserArgs,
+}
+
+impl CrawlArgs {
+    /// What pages never load: `--block`, else the profile's.
+    pub fn blocked(&self) -> Vec<ResourceType> {
+        match (&self.block, self.profile) {
+            (Some(types), _) => types.clone(),
+            (None, Some(ProfileArg::Fast)) => FAST_BLOCKS.to_vec(),
+            (None, None) => Vec::new(),
+        }
+    }
+
+    /// When a navigation is done: `--wait-until`, else the profile's, else `load`.
+    pub fn wait_until(&self) -> WaitUntil {
+        match (self.wait_until, self.profile) {
+            (Some(w), _) => w,
+            (None, Some(ProfileArg::Fast)) => WaitUntil::DomContentLoaded,
+            (None, None) => WaitUntil::Load,
+        }
+    }
+
+    /// The browser options with the profile's browser kind filled in when none was given.
+    pub fn browser_args(&self) -> BrowserArgs {
+        let mut browser = self.browser.clone();
+        if browser.browser_kind.is_none() && self.profile == Some(ProfileArg::Fast) {
+            browser.browser_kind = Some(BrowserKind::Auto);
+        }
+        browser
+    }
+}
+
+/// What `--profile fast` blocks: everything that only paints. Scripts stay, because
+/// content they build would be lost.
+pub const FAST_BLOCKS: [ResourceType; 4] = [
+    ResourceType::Image,
+    ResourceType::Font,
+    ResourceType::Media,
+    ResourceType::Stylesheet,
+];
+
+/// `--profile` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProfileArg {
+    /// The headless shell when installed, no images, fonts, media or stylesheets, done
+    /// at DOMContentLoaded.
+    Fast,
 }
 
 /// `cdpmux bench`.
@@ -341,6 +410,14 @@ fn parse_browser_kind(s: &str) -> Result<BrowserKind, String> {
     s.parse()
 }
 
+fn parse_resource_type(s: &str) -> Result<ResourceType, String> {
+    s.parse::<ResourceType>().map_err(|e| e.to_string())
+}
+
+fn parse_wait_until(s: &str) -> Result<WaitUntil, String> {
+    s.parse::<WaitUntil>().map_err(|e| e.to_string())
+}
+
 fn parse_priority(s: &str) -> Result<Priority, String> {
     s.parse::<Priority>().map_err(|e| e.to_string())
 }
@@ -469,6 +546,50 @@ mod tests {
         assert!(parse_loopback_addr("10.1.2.3:80").is_err());
         assert!(parse_loopback_addr("127.0.0.1").is_err());
         assert!(parse_loopback_addr("localhost:x").is_err());
+    }
+
+    fn crawl_args(line: &[&str]) -> CrawlArgs {
+        let cli = Cli::try_parse_from(["cdpmux", "crawl"].iter().chain(line)).expect("parses");
+        match cli.command {
+            Command::Crawl(args) => *args,
+            other => panic!("not a crawl: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_fast_profile_fills_in_what_was_not_given() {
+        let plain = crawl_args(&[]);
+        assert_eq!(plain.blocked(), Vec::new());
+        assert_eq!(plain.wait_until(), WaitUntil::Load);
+        assert_eq!(plain.browser_args().browser_kind, None);
+
+        let fast = crawl_args(&["--profile", "fast"]);
+        assert_eq!(fast.blocked(), FAST_BLOCKS.to_vec());
+        assert_eq!(fast.wait_until(), WaitUntil::DomContentLoaded);
+        assert_eq!(fast.browser_args().browser_kind, Some(BrowserKind::Auto));
+
+        let own = crawl_args(&[
+            "--profile",
+            "fast",
+            "--block",
+            "images,scripts",
+            "--wait-until",
+            "commit",
+            "--browser-kind",
+            "chromium",
+        ]);
+        assert_eq!(
+            own.blocked(),
+            vec![ResourceType::Image, ResourceType::Script]
+        );
+        assert_eq!(own.wait_until(), WaitUntil::Commit);
+        assert_eq!(own.browser_args().browser_kind, Some(BrowserKind::Chromium));
+
+        let err = Cli::try_parse_from(["cdpmux", "crawl", "--block", "images,pictures"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown resource type \"pictures\""), "{err}");
+        assert!(Cli::try_parse_from(["cdpmux", "crawl", "--wait-until", "idle"]).is_err());
     }
 
     #[test]

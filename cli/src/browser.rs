@@ -103,7 +103,7 @@ impl BrowserSetup {
         let mut launches = Vec::new();
         let mut description = Vec::new();
         if args.endpoint.is_empty() || args.browser.is_some() {
-            let mut launch = Launch::new().kind(args.browser_kind);
+            let mut launch = Launch::new().kind(args.browser_kind.unwrap_or(BrowserKind::Chromium));
             if let Some(path) = &args.browser {
                 launch = launch.executable(path);
             }

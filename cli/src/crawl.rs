@@ -21,8 +21,9 @@ use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cdpmux::cdp::PageOptions;
 use cdpmux::sim::{DemoSite, SiteConfig};
-use cdpmux::{Affinity, Job, Pool};
+use cdpmux::{Affinity, Blocking, GotoOptions, Job, Pool};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::mpsc;
 use tokio::task::{self, JoinError, JoinSet};
@@ -64,7 +65,7 @@ pub async fn run(args: CrawlArgs, mut stop: Stop) -> Result<(), Fatal> {
     }
     let input = open_input(&args)?;
     check_output(args.output.as_deref(), &input)?;
-    let setup = BrowserSetup::prepare(&args.browser)?;
+    let setup = BrowserSetup::prepare(&args.browser_args())?;
     if let Some(dir) = &args.save_html {
         content::prepare_dir(dir, "--save-html").map_err(Fatal::usage)?;
     }
@@ -88,8 +89,13 @@ pub async fn run(args: CrawlArgs, mut stop: Stop) -> Result<(), Fatal> {
 
     let concurrency = args.concurrency as usize;
     let (isolation, reset) = (args.isolation.into(), args.reset.into());
+    let page_options = PageOptions {
+        block: Blocking::none().resources(args.blocked()),
+        ..PageOptions::default()
+    };
     let building = setup
         .apply(Pool::builder())
+        .page_options(page_options)
         .shards(args.browser.shards)
         .sessions_per_shard(args.sessions as usize)
         .configure(|c| {
@@ -525,6 +531,7 @@ impl Crawl<'_> {
         let job = self.job_for(&url);
         let keep = Keep::of(self.args);
         let wanted = keep.wanted();
+        let goto = GotoOptions::new().wait_until(self.args.wait_until());
         async move {
             let trace = Arc::new(Trace::default());
             let seen = trace.clone();
@@ -538,7 +545,7 @@ impl Crawl<'_> {
                     );
                     seen.reused
                         .store(if page.uses() > 1 { 2 } else { 1 }, Ordering::Relaxed);
-                    probe.visit(page, &target, with_links, wanted).await
+                    probe.visit(page, &target, &goto, with_links, wanted).await
                 })
                 .await
                 .map_err(VisitError::Pool)

@@ -1,9 +1,10 @@
-//! What a crawl job does on its page, on the shard thread: navigate, then read the page
-//! in one `Runtime.evaluate`, and take a screenshot when asked.
+//! What a crawl job does on its page, on the shard thread: navigate (status and final URL
+//! come from the navigation itself), then read the page in one `Runtime.evaluate`, and
+//! take a screenshot when asked.
 
 use std::fmt;
 
-use cdpmux::{ErrorKind, Page, Result};
+use cdpmux::{ErrorKind, GotoOptions, Navigation, Page, Result};
 use serde::Deserialize;
 
 use crate::record::kind_name;
@@ -11,7 +12,8 @@ use crate::record::kind_name;
 /// How the page is read after navigating.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Probe {
-    /// One script returning final URL, status, title, HTML size and links (Chromium).
+    /// Status and final URL from the navigation, then one script returning title, HTML
+    /// size and links (Chromium).
     Full,
     /// Plain property reads only: the simulated browser's toy evaluator knows no more
     /// (no status, no links).
@@ -31,9 +33,12 @@ pub struct Wanted {
 /// What was read from a page.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct PageData {
-    /// `location.href`.
+    /// The navigation's final URL (after HTTP redirects), at most [`MAX_URL_CHARS`]
+    /// bytes; `location.href` on the simulated browser.
+    #[serde(default)]
     pub final_url: String,
-    /// The navigation entry's `responseStatus`, when known (0 means unknown).
+    /// The main document's HTTP status, when the navigation knows it.
+    #[serde(default)]
     pub status: Option<u16>,
     /// `document.title`.
     pub title: String,
@@ -62,7 +67,7 @@ pub struct PageData {
 
 /// Most characters (UTF-16 units) of `document.title` the probe returns.
 pub const MAX_TITLE_CHARS: usize = 1024;
-/// Most characters of `location.href` the probe returns.
+/// Most bytes of the final URL the probe returns.
 pub const MAX_URL_CHARS: usize = 8192;
 /// Most links the probe returns (the frontier takes at most 1000 from a page anyway).
 pub const MAX_LINKS: usize = 1000;
@@ -102,7 +107,8 @@ impl fmt::Display for VisitError {
     }
 }
 
-/// The script behind [`Probe::Full`]; `with_links` also returns the links' URLs, and
+/// The script behind [`Probe::Full`] (status and final URL are the navigation's, not
+/// the script's); `with_links` also returns the links' URLs, and
 /// `wanted` the rendered HTML and the viewport's size.
 ///
 /// A page controls its title, its URL and its links, and so the size of this reply,
@@ -125,7 +131,6 @@ fn full_script(with_links: bool, wanted: Wanted) -> String {
     const c = s.charCodeAt(n - 1);
     return s.slice(0, c >= 0xD800 && c <= 0xDBFF ? n - 1 : n);
   }};
-  const nav = performance.getEntriesByType('navigation')[0];
   const root = document.documentElement;
   const html = root ? root.outerHTML : '';
   const anchors = document.querySelectorAll('a[href]');
@@ -141,8 +146,6 @@ fn full_script(with_links: bool, wanted: Wanted) -> String {
   }}
   const htmlChars = {html_chars};
   const result = {{
-    final_url: cut(location.href, {MAX_URL_CHARS}),
-    status: nav && nav.responseStatus ? nav.responseStatus : null,
     title: cut(document.title, {MAX_TITLE_CHARS}),
     html_bytes: new TextEncoder().encode(html).length,
     link_count: anchors.length,
@@ -156,17 +159,36 @@ fn full_script(with_links: bool, wanted: Wanted) -> String {
     )
 }
 
+impl PageData {
+    /// Takes status and final URL from the navigation, cutting the URL to
+    /// [`MAX_URL_CHARS`] bytes (and saying so in `truncated`): the page controls it.
+    fn take_navigation(&mut self, nav: Navigation) {
+        self.status = nav.status;
+        let mut url = nav.url;
+        if url.len() > MAX_URL_CHARS {
+            let mut end = MAX_URL_CHARS;
+            while !url.is_char_boundary(end) {
+                end -= 1;
+            }
+            url.truncate(end);
+            self.truncated = true;
+        }
+        self.final_url = url;
+    }
+}
+
 impl Probe {
-    /// Navigates `page` to `url` and reads it. The outer error is the pool's (a job must
-    /// return one); the inner one is a probe answer of the wrong shape.
+    /// Navigates `page` to `url` as `goto` says and reads it. The outer error is the
+    /// pool's (a job must return one); the inner one is a probe answer of the wrong shape.
     pub async fn visit(
         self,
         page: &Page,
         url: &str,
+        goto: &GotoOptions,
         with_links: bool,
         wanted: Wanted,
     ) -> Result<Result<PageData, VisitError>> {
-        page.goto(url).await?;
+        let nav = page.goto_with(url, goto).await?;
         match self {
             Probe::Full => {
                 let value = page
@@ -176,6 +198,7 @@ impl Probe {
                     Ok(data) => data,
                     Err(e) => return Ok(Err(VisitError::Shape(e))),
                 };
+                data.take_navigation(nav);
                 if wanted.screenshot {
                     let shot = page
                         .call(
@@ -247,6 +270,25 @@ mod tests {
             with_html.contains("true ? [window.innerWidth"),
             "{with_html}"
         );
+    }
+
+    #[test]
+    fn status_and_final_url_come_from_the_navigation_within_the_cap() {
+        let mut nav = Navigation::default();
+        nav.url = "http://a.test/final".to_owned();
+        nav.status = Some(404);
+        let mut data = PageData::default();
+        data.take_navigation(nav.clone());
+        assert_eq!(data.final_url, "http://a.test/final");
+        assert_eq!(data.status, Some(404));
+        assert!(!data.truncated);
+
+        // A page-chosen URL longer than the cap is cut on a character boundary.
+        nav.url = format!("http://a.test/{}é", "x".repeat(MAX_URL_CHARS - 15));
+        let mut data = PageData::default();
+        data.take_navigation(nav);
+        assert_eq!(data.final_url.len(), MAX_URL_CHARS - 1);
+        assert!(data.truncated);
     }
 
     #[test]

@@ -890,3 +890,99 @@ async fn crawl_keeps_rendered_html_and_screenshots() {
         )
     );
 }
+
+/// Crawls `site`'s pages with `extra` options; returns each page's (title, links), in
+/// page order, after checking every line is a 200 on its own URL.
+async fn crawl_titles_and_links(site: &DemoSite, extra: &[&str]) -> Vec<(Value, Value)> {
+    let urls = site.page_urls();
+    let mut args = vec!["crawl", "-", "--quiet", "--concurrency", "4"];
+    args.extend_from_slice(extra);
+    let out = run(cdpmux(&args), Some(urls.join("\n"))).await;
+    assert_ok(&out);
+    let mut lines = json_lines(&out);
+    assert_eq!(lines.len(), urls.len(), "{}", text(&out.stdout));
+    lines.sort_by_key(|l| page_number(l["url"].as_str().unwrap()));
+    lines
+        .iter()
+        .map(|l| {
+            let url = l["url"].as_str().unwrap();
+            assert_eq!(l["error"], Value::Null, "{l}");
+            assert_eq!(
+                (&l["status"], l["final_url"].as_str()),
+                (&Value::from(200), Some(url))
+            );
+            (l["title"].clone(), l["links"].clone())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fast_profile_never_fetches_what_it_blocks_and_reads_the_same_pages() {
+    use cdpmux::sim::AssetKind;
+    if !require_browser() {
+        return;
+    }
+    let config = SiteConfig {
+        pages: 6,
+        slow_every: 0,
+        heavy_every: 0,
+        ..SiteConfig::default()
+    };
+    // Each crawl gets its own site, so its request counts are its own.
+    let plain_site = DemoSite::start(config.clone()).expect("start the demo site");
+    let plain = crawl_titles_and_links(&plain_site, &[]).await;
+    for kind in [
+        AssetKind::Image,
+        AssetKind::Font,
+        AssetKind::Stylesheet,
+        AssetKind::Script,
+    ] {
+        assert!(
+            plain_site.requests_of(kind) > 0,
+            "a default crawl loads {kind:?}: {:?}",
+            plain_site.request_counts()
+        );
+    }
+
+    let fast_site = DemoSite::start(config.clone()).expect("start the demo site");
+    let fast = crawl_titles_and_links(&fast_site, &["--profile", "fast"]).await;
+    assert_eq!(fast, plain, "the same titles and link counts");
+    for kind in [AssetKind::Image, AssetKind::Font, AssetKind::Stylesheet] {
+        assert_eq!(
+            fast_site.requests_of(kind),
+            0,
+            "--profile fast fetched {kind:?}: {:?}",
+            fast_site.request_counts()
+        );
+    }
+    assert!(
+        fast_site.requests_of(AssetKind::Script) > 0,
+        "scripts still run: {:?}",
+        fast_site.request_counts()
+    );
+
+    // --block alone, scripts too, on chromium, waiting for the load event.
+    let bare_site = DemoSite::start(config).expect("start the demo site");
+    let bare = crawl_titles_and_links(
+        &bare_site,
+        &[
+            "--block",
+            "images,fonts,media,stylesheets,scripts",
+            "--wait-until",
+            "load",
+            "--browser-kind",
+            "chromium",
+        ],
+    )
+    .await;
+    assert_eq!(bare, plain);
+    let counts = bare_site.request_counts();
+    // The browser's own `/favicon.ico` request is not the page's: Chromium may send it
+    // through a path the page's blocking does not see.
+    assert!(
+        counts
+            .keys()
+            .all(|path| path.starts_with("/p/") || path == "/favicon.ico"),
+        "only the pages themselves were fetched: {counts:?}"
+    );
+}
