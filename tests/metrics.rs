@@ -91,10 +91,11 @@ async fn counters_match_a_scripted_workload() {
     assert_eq!(s.acquire_wait.count, acquisitions);
     assert_eq!(s.job.count, acquisitions);
     assert_eq!(s.session_create.count, c.sessions_created);
-    // Commands: 4 to open each session (create, attach, two enables), one evaluate per
-    // job that sent one, and one Page.stopLoading per interrupted job.
+    // Commands: 6 to open each session (create, attach, the Inspector, Page and Network
+    // enables, lifecycle events on), one evaluate per job that sent one, and one
+    // Page.stopLoading per interrupted job.
     let evaluates = N_OK + 1 + N_CRASH + N_TIMEOUT;
-    assert_eq!(c.commands, 4 * c.sessions_created + evaluates + N_TIMEOUT);
+    assert_eq!(c.commands, 6 * c.sessions_created + evaluates + N_TIMEOUT);
     assert_eq!(c.command_failures, N_CRASH + N_TIMEOUT);
     assert_eq!(s.command.runtime.count, evaluates);
     assert_eq!(
