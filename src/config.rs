@@ -80,11 +80,15 @@ pub struct Config {
     /// Consecutive failures (connect or session open) after which a browser is marked
     /// down and requests go elsewhere or fail fast. Default 3.
     pub breaker_threshold: u32,
-    /// Under contention, a released [`Lease`](crate::lease::Lease) goes straight to the next
-    /// waiting `acquire` caller, in the releasing thread, instead of through its shard's
-    /// loop (two fewer cross-thread trips per hand-off). Order between waiters is kept;
-    /// it applies only to plain `acquire` requests (no affinity key), with
-    /// [`Isolation::Shared`] and [`Reset::None`]. Default true.
+    /// The hand-off line. Under contention, plain requests (no affinity key, `Normal`,
+    /// the pool's default deadlines) wait in a lock-free line per shard, joining it
+    /// without a message to the shard, and the pool's lines are served as one queue in
+    /// arrival order: a session freed on any shard takes the earliest caller of any open
+    /// line. A released [`Lease`](crate::lease::Lease) goes straight to the next waiting
+    /// `acquire` caller, in the releasing thread, instead of through its shard's loop
+    /// (two fewer cross-thread trips per hand-off) where nothing has to happen between
+    /// two holders ([`Isolation::Shared`] and [`Reset::None`]). Not used with
+    /// [`Isolation::ContextPerKey`]. Default true.
     pub lease_handoff: bool,
 }
 

@@ -1,41 +1,52 @@
-//! Handing a leased session straight to the next caller, in the releasing caller's thread.
+//! The hand-off line: callers waiting for a session, served in arrival order across the
+//! pool, handed a session without a trip through a shard's loop where possible.
 //!
-//! Without this, every lease cycle under contention goes through its shard's loop three
-//! times: the request, the release, the grant to the next waiter. Instead each shard has
-//! a [`Line`] of callers that releasing leases serve directly:
+//! Without this, every cycle under contention goes through its shard's loop more often
+//! than it must (the request, the release, the grant to the next waiter), and each
+//! shard serves only its own queue, so a shard whose thread is held up holds up its
+//! callers while another shard serves later ones. Instead each shard has a [`Line`] of
+//! callers, `acquire` and `run` alike:
 //!
-//! - While leases are out, the shard moves the heads of its wait queue there (plain
-//!   `acquire` requests: no affinity key), in order, up to the first that is not plain.
+//! - While every session is out, the shard moves the heads of its wait queue there
+//!   (plain requests: no affinity key, first attempt), in order, up to the first that is
+//!   not plain.
 //! - While its queue is empty and every session is out, the shard holds the line open,
-//!   and a plain `Normal` `acquire` with the default deadlines joins at the back by
+//!   and a plain `Normal` request with the default deadlines joins at the back by
 //!   itself, with no message to the shard. Its wait deadline is at least the pool's wait
 //!   limit after the line opened, so the shard takes the line back into its queue, where
 //!   its timers apply, when that much time has passed with the line open.
+//! - A session that turns idle on its shard serves the line first (it holds the oldest
+//!   requests), and while its own line is open (nothing queued there comes first) it
+//!   serves whichever open line's first caller came earliest, its own or another
+//!   shard's. A job runs on the session's shard, whichever line it waited in. A shard
+//!   with sessions to spare takes callers from other shards' open lines, and a shard
+//!   with callers in its line wakes such a shard.
 //! - Dropping a lease whose session may be passed on pops the first caller still
-//!   waiting, records the hand-off for the shard (an [`Outcome`] the shard reads before
-//!   it handles any message, so before anything the new holder sends), and hands it a
-//!   lease on the same session. A caller past its deadline is told so and skipped.
-//! - A session that turns idle serves the line first (it holds the oldest requests).
-//! - A releasing lease whose shard holds its own line open (nothing queued there, so
-//!   nothing of its own comes first) serves whichever open line's first caller came
-//!   earliest, its own or another shard's: the lines of a pool then drain as one queue,
-//!   in arrival order, so a shard whose thread is held up does not hold up its callers.
-//!   The caller's shard learns of it from an [`Outcome::Served`] in its own line; the
-//!   session's shard from the `Passed`.
+//!   waiting, chosen the same way. An `acquire` caller gets a lease on the same session:
+//!   the hand-off is recorded for the shard (an [`Outcome`] the shard reads before any
+//!   event, so before anything the new holder sends). A `run` job goes to the session's
+//!   shard, ahead of the session, which then runs it. A caller past its deadline is told
+//!   so and skipped.
+//! - A caller taken from another shard's line is recorded there as
+//!   [`Outcome::Served`], so that shard forgets it. The lines of a pool thus drain as
+//!   one queue, in arrival order.
 //!
 //! Callers who join and requests sent to the shards draw their ids from one counter per
 //! pool ([`Line::next_id`], shared by a [`Line::family`]) when they ask, so arrival
 //! order holds across both paths and all shards, and lines can be compared. The shard
 //! takes everyone in the line back into its queue, each in its place, whenever order or a
 //! deadline demands it: a higher class arrives, a deadline falls due with nobody
-//! releasing, the configuration changes, shutdown. Whether a session may be
-//! passed on (`passable`) is the shard's call, made when it grants or learns of a
+//! serving, the configuration changes, shutdown. A `run` caller who sees the line close
+//! as it joins cannot take its job back out of the line: it asks the shard to take back
+//! its line once more (`Msg::Reclaim`). Whether a session may be passed from one lease
+//! to the next (`passable`) is the shard's call, made when it grants or learns of a
 //! hand-off: the session must be fit for another use (alive, not due for retirement,
 //! nobody waiting for it by affinity) and the configuration must not ask for work
 //! between two holders (`Reset::AboutBlank`, per-key or per-job contexts).
 //!
-//! Checked by `loom-tests` (`handoff_races_reclaim`, `handoff_skips_a_caller_who_left`,
-//! `joining_races_the_line_closing`).
+//! Checked by `loom-tests` (`handoff_races_reclaim`, `handoff_serves_another_shards_line`,
+//! `handoff_skips_a_caller_who_left`, `joining_races_the_line_closing`,
+//! `a_run_joining_as_the_line_closes_is_reclaimed`).
 
 use std::time::Duration;
 
@@ -46,12 +57,14 @@ use crate::job::Job;
 use crate::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::sync::{Arc, SegQueue};
 
-/// A caller waiting in a shard's line: all of its request. `T` is where its session
-/// goes (the waiting `acquire`'s reply channel); the line never looks inside it.
+/// A caller waiting in a shard's line: all of its request. `T` is what the caller wants
+/// done with a session (in a pool: lend it to a waiting `acquire`, or run a `run` job on
+/// it); the line never looks inside it.
 pub struct Successor<T> {
     /// Its arrival number ([`Line::next_id`]), also its id in the shard's wait queue.
     pub id: u64,
-    /// The waiting `acquire`'s reply channel.
+    /// What it wants done with the session: lend it (an `acquire`'s reply channel) or
+    /// run a job on it.
     pub tx: T,
     /// Its job (priority, deadlines).
     pub job: Job,
@@ -81,8 +94,9 @@ pub enum Outcome {
         /// It waited in another shard's line.
         across: bool,
     },
-    /// `successor` was served by another shard's session (recorded in its own line;
-    /// the session's shard has the `Passed`).
+    /// `successor` was taken out of this line by someone other than its shard: another
+    /// shard's session served it, or a releasing lease sent its job to the session's
+    /// shard. Recorded in its own line, for its shard to forget it.
     Served {
         /// The caller's id.
         successor: u64,
@@ -235,10 +249,26 @@ impl<T> Line<T> {
         Some(self.arrivals[popped as usize % ARRIVALS].load(Ordering::Relaxed))
     }
 
+    /// The arrival number of the last caller pushed, if anyone is in the line. A hint,
+    /// like [`first`](Line::first).
+    pub(crate) fn last(&self) -> Option<u64> {
+        let pushed = self.pushed.load(Ordering::Relaxed);
+        if self.popped.load(Ordering::Relaxed) >= pushed || pushed == 0 {
+            return None;
+        }
+        Some(self.arrivals[(pushed - 1) as usize % ARRIVALS].load(Ordering::Relaxed))
+    }
+
     /// Records what a releasing lease did with a caller it took from this line, for the
     /// shard to read before anything the new holder sends.
     pub fn record(&self, outcome: Outcome) {
         self.outcomes.push(outcome);
+    }
+
+    /// Callers in the line, however they came (a hint while others push or pop).
+    pub(crate) fn len(&self) -> usize {
+        let popped = self.popped.load(Ordering::Relaxed);
+        self.pushed.load(Ordering::Relaxed).saturating_sub(popped) as usize
     }
 
     /// Callers in the line who joined by themselves.
@@ -252,8 +282,9 @@ impl<T> Line<T> {
         std::iter::from_fn(|| self.outcomes.pop())
     }
 
-    /// A plain `acquire` caller joins at the back if the line is open and shorter than
-    /// `bound`.
+    /// A plain caller joins at the back if the line is open and holds fewer than `bound`
+    /// callers (the pool's `max_queue`: the shard's queue is empty while the line is
+    /// open).
     pub fn join(
         &self,
         job: &Job,
@@ -262,7 +293,7 @@ impl<T> Line<T> {
         tx: T,
         bound: usize,
     ) -> Join<T> {
-        if !self.open.load(Ordering::SeqCst) || self.joined() >= bound {
+        if !self.open.load(Ordering::SeqCst) || self.len() >= bound {
             return Join::Closed(tx);
         }
         self.joined.fetch_add(1, Ordering::AcqRel);
@@ -322,22 +353,56 @@ impl<T> Handoff<T> {
     /// The line to serve next: the shard's own, unless the shard holds it open (nothing
     /// queued there comes first) and another open line's first caller came earlier.
     pub(crate) fn next_line(&self) -> &Line<T> {
-        let own = &self.lines[self.shard];
-        if self.lines.len() == 1 || !own.is_open() {
-            return own;
-        }
-        let mut best = own;
-        let mut best_first = own.first().unwrap_or(u64::MAX);
-        for line in self.lines.iter() {
-            if let Some(first) = line.first().filter(|f| *f < best_first) {
-                if line.is_open() {
-                    best = line;
-                    best_first = first;
-                }
+        next_line(&self.lines, self.shard)
+    }
+}
+
+/// The line a session of shard `shard` serves next: its own, unless the shard holds it
+/// open (nothing queued there comes first) and another open line's first caller came
+/// earlier. Releasing leases and sessions turning idle on their shard choose alike, so a
+/// pool's open lines drain as one queue, in arrival order.
+pub(crate) fn next_line<T>(lines: &[Arc<Line<T>>], shard: usize) -> &Line<T> {
+    let own = &lines[shard];
+    if lines.len() == 1 || !own.is_open() {
+        return own;
+    }
+    let mut best = own;
+    let mut best_first = own.first().unwrap_or(u64::MAX);
+    for line in lines.iter() {
+        if let Some(first) = line.first().filter(|f| *f < best_first) {
+            if line.is_open() {
+                best = line;
+                best_first = first;
             }
         }
-        best
     }
+    best
+}
+
+/// The line whose first caller came earliest, open or not, if anyone waits in one.
+pub(crate) fn earliest_line<T>(lines: &[Arc<Line<T>>]) -> Option<usize> {
+    let firsts = lines.iter().enumerate();
+    let (i, _) = firsts
+        .filter_map(|(i, line)| line.first().map(|first| (i, first)))
+        .min_by_key(|(_, first)| *first)?;
+    Some(i)
+}
+
+/// The open line of another shard than `shard` whose first caller came earliest, if any
+/// caller waits in one: what a shard with sessions to spare helps with.
+pub(crate) fn earliest_other<T>(lines: &[Arc<Line<T>>], shard: usize) -> Option<usize> {
+    let mut best: Option<(usize, u64)> = None;
+    for (i, line) in lines.iter().enumerate() {
+        if i == shard || !line.is_open() {
+            continue;
+        }
+        if let Some(first) = line.first() {
+            if best.is_none_or(|(_, f)| first < f) {
+                best = Some((i, first));
+            }
+        }
+    }
+    best.map(|(i, _)| i)
 }
 
 #[cfg(all(test, not(cdpmux_loom)))]

@@ -129,4 +129,10 @@ pub mod loom_api {
     pub fn lease(grant: Grant) -> crate::Lease {
         crate::Lease::new(grant)
     }
+
+    /// A `run` job as `Pool::run` makes it (its closure does nothing), and the receiver
+    /// its caller waits on.
+    pub fn run_job() -> (Work, oneshot::Receiver<crate::Result<()>>) {
+        crate::pool::run_work(async |_: &crate::cdp::Page| Ok(()))
+    }
 }

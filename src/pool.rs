@@ -23,7 +23,7 @@ use crate::lease::Lease;
 use crate::metrics::Snapshot;
 use crate::router::{shard_for, LoadGauges};
 use crate::shard;
-use crate::shard::msg::{Attempt, Grant, GrantTx, JobTask, LocalFuture, Msg, Request, Work};
+use crate::shard::msg::{Attempt, Grant, JobTask, LocalFuture, Msg, Request, Work};
 use crate::steal::{Overflow, MAX_SHARDS};
 use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::sync::{mpsc, oneshot, Arc, LiveCell, Notify};
@@ -130,7 +130,7 @@ impl PoolBuilder {
         let wakers: StdArc<[Notify]> = (0..shards).map(|_| Notify::new()).collect();
         let config = Arc::new(LiveCell::new(self.config));
         let overflow = Arc::new(Overflow::default());
-        let lines: StdArc<[Arc<Line<GrantTx>>]> = Line::family(shards).into();
+        let lines: StdArc<[Arc<Line<Work>>]> = Line::family(shards).into();
         let broken: StdArc<[AtomicBool]> = (0..shards).map(|_| AtomicBool::new(false)).collect();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
 
@@ -190,7 +190,7 @@ struct Inner {
     config: Arc<LiveCell<Config>>,
     gauges: LoadGauges,
     /// Each shard's line (see `handoff`): a plain `acquire` may join it directly.
-    lines: StdArc<[Arc<Line<GrantTx>>]>,
+    lines: StdArc<[Arc<Line<Work>>]>,
     /// Each shard's flag, raised when it died of a panic (see `shard`).
     broken: StdArc<[AtomicBool]>,
     // Touched only by shutdown and drop, never on a request's path.
@@ -260,23 +260,51 @@ impl Pool {
     {
         let shard = self.route(&job);
         let _load = self.inner.gauges.enter(shard);
-        let (tx, rx) = oneshot::channel();
-        let task = Box::new(RunTask {
-            f,
-            tx: Some(tx),
-            result: None,
-        });
+        let submitted = Instant::now();
+        let (work, rx) = run_work(f);
+        // Under contention a plain job joins the shard's line by itself, with no message
+        // to the shard, and the first session free anywhere in the pool runs it, in
+        // arrival order (see `handoff`); otherwise, or if the line is closed, the shard
+        // decides.
+        let line = &self.inner.lines[shard];
+        let joinable =
+            job.joins_lines() && line.is_open() && !self.inner.closed.load(Ordering::Acquire);
+        let work = if joinable {
+            let cfg = self.inner.config.load();
+            let deadline = wait_deadline(&job, submitted, &cfg);
+            match line.join(&job, submitted, deadline, work, cfg.max_queue) {
+                Join::Joined => return self.ran(rx.await).await,
+                Join::Closed(work) => work,
+                Join::Withdraw => {
+                    // The line closed as the job joined: the shard's drain may have
+                    // missed it. The job cannot be taken back out, so the shard takes
+                    // back its whole line again; the job is answered through `rx`.
+                    if self.inner.inboxes[shard].send(Msg::Reclaim).is_err() {
+                        return Err(shutdown_error());
+                    }
+                    return self.ran(rx.await).await;
+                }
+            }
+        } else {
+            work
+        };
         self.submit(
             shard,
             Request {
                 job,
-                work: Work::Run(task),
-                submitted: Instant::now(),
-                arrival: self.inner.lines[shard].next_id(),
+                work,
+                submitted,
+                arrival: line.next_id(),
                 attempts: 0,
             },
         )?;
-        match rx.await {
+        self.ran(rx.await).await
+    }
+
+    /// What a `run` caller's channel brought: the job's result, or nothing (the shard is
+    /// gone, or the job panicked).
+    async fn ran<T, E>(&self, reply: std::result::Result<Result<T>, E>) -> Result<T> {
+        match reply {
             Ok(result) => result,
             Err(_) => Err(self.unanswered().await.unwrap_or_else(|| {
                 Error::new(
@@ -336,12 +364,12 @@ impl Pool {
         let line = &self.inner.lines[shard];
         let joinable =
             job.joins_lines() && line.is_open() && !self.inner.closed.load(Ordering::Acquire);
-        let tx = if joinable {
+        let work = if joinable {
             let cfg = self.inner.config.load();
             let deadline = wait_deadline(&job, submitted, &cfg);
-            match line.join(&job, submitted, deadline, tx, cfg.max_queue) {
+            match line.join(&job, submitted, deadline, Work::Acquire(tx), cfg.max_queue) {
                 Join::Joined => return self.leased(rx.await).await,
-                Join::Closed(tx) => tx,
+                Join::Closed(work) => work,
                 Join::Withdraw => {
                     rx.close();
                     if let Ok(served) = rx.try_recv() {
@@ -349,17 +377,17 @@ impl Pool {
                     }
                     let (tx, fresh) = oneshot::channel();
                     rx = fresh;
-                    tx
+                    Work::Acquire(tx)
                 }
             }
         } else {
-            tx
+            Work::Acquire(tx)
         };
         self.submit(
             shard,
             Request {
                 job,
-                work: Work::Acquire(tx),
+                work,
                 submitted,
                 arrival: line.next_id(),
                 attempts: 0,
@@ -524,6 +552,21 @@ impl Drop for Inner {
 }
 
 /// The typed side of a `run` request.
+/// A `run` job as it travels to a shard, and the receiver its caller waits on.
+pub(crate) fn run_work<F, T>(f: F) -> (Work, oneshot::Receiver<Result<T>>)
+where
+    F: AsyncFn(&Page) -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    let (tx, rx) = oneshot::channel();
+    let task = RunTask {
+        f,
+        tx: Some(tx),
+        result: None,
+    };
+    (Work::Run(Box::new(task)), rx)
+}
+
 struct RunTask<F, T> {
     f: F,
     tx: Option<oneshot::Sender<Result<T>>>,

@@ -105,8 +105,9 @@ impl<T> Overflow<T> {
         self.len() == 0
     }
 
-    /// Clears one parked bit and returns its shard.
-    fn claim_parked(&self) -> Option<usize> {
+    /// Clears one parked bit and returns its shard, for the caller to wake (a shard
+    /// whose line has callers, for a parked shard to help with).
+    pub(crate) fn claim_parked(&self) -> Option<usize> {
         let mut mask = self.parked.load(SeqCst);
         while mask != 0 {
             let shard = mask.trailing_zeros() as usize;

@@ -103,9 +103,11 @@ async fn ten_thousand_requests_in_four_classes_are_served_fifo_per_class_and_sha
         c.sessions_per_shard = 32; // 64 sessions in all
         c.max_queue = 10_000;
         c.wait_timeout = Duration::from_secs(120);
-        // No stealing: a moved request would start on a shard it was not queued on, and
-        // the order checked below is the order of each shard's own queue.
+        // No stealing and no hand-off line (which serves the pool's lines as one queue,
+        // in arrival order): a moved request would start on a shard it was not queued
+        // on, and the order checked below is the order of each shard's own queue.
         c.steal_watermark = 1_000_000;
+        c.lease_handoff = false;
     })
     .await;
 

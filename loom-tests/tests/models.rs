@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use cdpmux::loom_api::{
     announce_shutdown, close_inbox, grant_lease, lease as into_lease, mpsc, oneshot,
-    publish_config, send_request, Grant, GrantTx, Handoff, Join, Line, LiveCell, LoadGauges, Msg,
-    Notify, Outcome, Overflow, Request, Successor, Work,
+    publish_config, run_job, send_request, Grant, GrantTx, Handoff, Join, Line, LiveCell,
+    LoadGauges, Msg, Notify, Outcome, Overflow, Request, Successor, Work,
 };
 use cdpmux::{Config, ErrorKind, Job, TimeoutKind};
 use loom::future::block_on;
@@ -292,17 +292,11 @@ type LeaseTx = GrantTx;
 type LeaseRx = oneshot::Receiver<cdpmux::Result<Grant>>;
 
 /// A pool's lines, one per shard.
-type Lines = std::sync::Arc<[Arc<Line<GrantTx>>]>;
+type Lines = std::sync::Arc<[Arc<Line<Work>>]>;
 
 /// A one-shard pool's line and lease `lease` on a passable session served from it (see
 /// `lease_on`).
-fn passable_lease(
-    lease: u64,
-) -> (
-    Arc<Line<GrantTx>>,
-    cdpmux::Lease,
-    mpsc::UnboundedReceiver<Msg>,
-) {
+fn passable_lease(lease: u64) -> (Arc<Line<Work>>, cdpmux::Lease, mpsc::UnboundedReceiver<Msg>) {
     let lines: Lines = Line::family(1).into();
     let (held, inbox) = lease_on(&lines, 0, lease);
     (lines[0].clone(), held, inbox)
@@ -325,12 +319,12 @@ fn lease_on(
 }
 
 /// A caller waiting in `line` under queue id `id`: its reply channel's receiving end.
-fn line_up(line: &Line<GrantTx>, id: u64) -> LeaseRx {
+fn line_up(line: &Line<Work>, id: u64) -> LeaseRx {
     let (tx, rx): (LeaseTx, LeaseRx) = oneshot::channel();
     let now = tokio::time::Instant::now();
     line.push(Successor {
         id,
-        tx,
+        tx: Work::Acquire(tx),
         job: Job::new(),
         submitted: now,
         deadline: (now + Duration::from_secs(60), TimeoutKind::Wait),
@@ -458,13 +452,13 @@ fn handoff_serves_another_shards_line() {
 const LEASE: u64 = 7;
 const WAITER: u64 = 3;
 
-fn ids(taken: Vec<Successor<GrantTx>>) -> Vec<u64> {
+fn ids(taken: Vec<Successor<Work>>) -> Vec<u64> {
     taken.into_iter().map(|s| s.id).collect()
 }
 
 /// A model's shard loop: serves `inbox` until every lease is gone, reading `line`'s
 /// outcomes before each message as `Shard::handle` does; what it saw, in order.
-fn serve_inbox(line: &Line<GrantTx>, mut inbox: mpsc::UnboundedReceiver<Msg>) -> Vec<Seen> {
+fn serve_inbox(line: &Line<Work>, mut inbox: mpsc::UnboundedReceiver<Msg>) -> Vec<Seen> {
     let mut log = Vec::new();
     while let Some(msg) = block_on(inbox.recv()) {
         log.extend(line.outcomes().map(seen));
@@ -638,6 +632,74 @@ fn joining_races_the_line_closing() {
     });
 }
 
+/// A plain `run` joins the line by itself while its shard closes the line and takes
+/// everyone back, as `joining_races_the_line_closing`, but a job cannot withdraw: it is
+/// in the line and its caller cannot take it out. So a job that sees the line closed asks
+/// the shard (`Msg::Reclaim`) to take back its line once more, and waits. The shard's
+/// first take-back or the one the message asks for finds it, exactly once: the job is
+/// never stranded in a closed line, and never answered twice. The same seeded bug as the
+/// acquire model (`JoinTrustsFirstLook`) strands it.
+#[test]
+fn a_run_joining_as_the_line_closes_is_reclaimed() {
+    loom::model(|| {
+        let line = Arc::new(Line::<Work>::default());
+        line.set_open(true);
+        let (inbox_tx, mut inbox) = mpsc::unbounded_channel::<Msg>();
+        let shard = {
+            let line = line.clone();
+            thread::spawn(move || {
+                // Closes the line, takes everyone back; then serves its inbox, where a
+                // `Reclaim` takes back the line again (`Plan::reclaim`).
+                let mut taken = line.close_and_drain();
+                while let Some(msg) = block_on(inbox.recv()) {
+                    if let Msg::Reclaim = msg {
+                        taken.extend(line.close_and_drain());
+                    }
+                }
+                // Dropped, as failing it would: its caller's channel closes.
+                taken.len()
+            })
+        };
+        let (work, rx) = run_job();
+        let now = tokio::time::Instant::now();
+        let pushed = match line.join(
+            &Job::new(),
+            now,
+            (now + Duration::from_secs(60), TimeoutKind::Wait),
+            work,
+            8,
+        ) {
+            Join::Joined => true,
+            Join::Withdraw => {
+                assert!(
+                    inbox_tx.send(Msg::Reclaim).is_ok(),
+                    "the shard's inbox is open"
+                );
+                true
+            }
+            Join::Closed(_) => false,
+        };
+        drop(inbox_tx);
+        let taken = shard.join().unwrap();
+        let left_in_line = line.close_and_drain().len();
+        if pushed {
+            assert_eq!(
+                taken, 1,
+                "a job stranded in a closed line: the shard never took it back"
+            );
+        }
+        assert_eq!(
+            taken + left_in_line,
+            usize::from(pushed),
+            "a job found {} times",
+            taken + left_in_line
+        );
+        if taken == 1 {
+            assert!(block_on(rx).is_err(), "the job taken back was not answered");
+        }
+    });
+}
+
 /// Each model against its own seeded bug, and only its own (`src/mutant.rs`): each must
 /// fail with the message that names what broke. The same models pass above, in this same
 /// build, with no bug on: the seeds do not leak.
@@ -688,6 +750,11 @@ mod seeded {
     );
     catches!(
         joining_races_the_line_closing,
+        JoinTrustsFirstLook,
+        "stranded"
+    );
+    catches!(
+        a_run_joining_as_the_line_closes_is_reclaimed,
         JoinTrustsFirstLook,
         "stranded"
     );

@@ -142,7 +142,7 @@ metric_table! {
             /// themselves, without a message to the shard.
             joined_handoffs => "handoffs" "joined",
         }
-        "cross_shard_handoffs_total" "Hand-offs to callers in another shard's line." {
+        "cross_shard_handoffs_total" "Callers served from another shard's line (leases handed on, jobs run)." {
             /// Of the hand-offs, those to a caller waiting in another shard's line (a pool's
             /// open lines drain as one).
             cross_shard_handoffs => "handoffs" "cross-shard",

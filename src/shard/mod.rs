@@ -40,7 +40,7 @@ use tokio::time::Instant;
 
 use self::lifecycle::{Contexts, Opening};
 use self::links::Links;
-use self::msg::{grant_lease, Attempt, GrantTx, JobTask, LeaseOp, Msg, Request, Work};
+use self::msg::{grant_lease, Attempt, JobTask, LeaseOp, Msg, Request, Work};
 use self::plan::{Action, Plan, Return};
 use self::sessions::PageHandle;
 use self::waiters::SessionKey;
@@ -69,7 +69,7 @@ pub(crate) struct Shared {
     pub(crate) fleet: StdArc<Fleet>,
     pub(crate) page_options: PageOptions,
     /// Every shard's line, one arrival counter for all (see `handoff`).
-    pub(crate) lines: StdArc<[crate::sync::Arc<Line<GrantTx>>]>,
+    pub(crate) lines: StdArc<[crate::sync::Arc<Line<Work>>]>,
     /// One flag per shard, raised when it died of a panic. Raised before the shard
     /// answers anything else, so a caller whose reply channel closed, after a round trip
     /// through that shard's inbox, knows whether it died (see `Pool`).
@@ -129,6 +129,8 @@ struct Died {
     shutdown: Option<oneshot::Sender<()>>,
     /// It died while shutting down: nothing waits for an answer from it.
     closing: bool,
+    /// Its line: a caller who joined it as it closed is failed with `why` too.
+    line: crate::sync::Arc<Line<Work>>,
 }
 
 thread_local! {
@@ -184,16 +186,28 @@ async fn serve_dead(inbox: &mut mpsc::UnboundedReceiver<Msg>, died: Died) {
     let mut shutdown = died.shutdown;
     if shutdown.is_none() && !died.closing {
         while let Some(msg) = inbox.recv().await {
-            if let Msg::Shutdown { done, .. } = msg {
-                shutdown = Some(done);
-                break;
+            match msg {
+                Msg::Shutdown { done, .. } => {
+                    shutdown = Some(done);
+                    break;
+                }
+                Msg::Reclaim => fail_line(&died.line, &died.why),
+                msg => msg::refuse_dead(msg, &died.why),
             }
-            msg::refuse_dead(msg, &died.why);
         }
     }
     msg::close_inbox(inbox).await;
+    fail_line(&died.line, &died.why);
     if let Some(done) = shutdown {
         let _ = done.send(());
+    }
+}
+
+/// Fails every caller still in `line` with `why` (a shard that is gone: nobody else
+/// serves its line).
+fn fail_line(line: &Line<Work>, why: &Error) {
+    for caller in line.close_and_drain() {
+        caller.tx.fail(why.clone());
     }
 }
 
@@ -320,11 +334,13 @@ impl Shell {
         for conn in self.links.take_all() {
             conn.close_with(why.clone());
         }
-        for caller in self.shared.lines[self.id].close_and_drain() {
-            let _ = caller.tx.send(Err(why.clone()));
+        let line = self.shared.lines[self.id].clone();
+        for caller in line.close_and_drain() {
+            caller.tx.fail(why.clone());
         }
         Died {
             why,
+            line,
             shutdown: self
                 .stashed_shutdown
                 .borrow_mut()
@@ -340,7 +356,12 @@ impl Shell {
         let mut actions = self.spare.take().unwrap_or_default();
         {
             let mut plan = self.plan.borrow_mut();
-            event(&mut plan, Instant::now(), &cfg);
+            let now = Instant::now();
+            // Hand-offs first, before any event: a lease's new holder sends nothing
+            // before its hand-off is recorded, and a caller another shard served is
+            // forgotten before this one counts its line.
+            plan.take_outcomes(now, &cfg);
+            event(&mut plan, now, &cfg);
             plan.swap_actions(&mut actions);
         }
         for action in actions.drain(..) {
@@ -442,6 +463,14 @@ impl Shell {
                     self.feed(|p, now, cfg| p.stolen(request, now, cfg));
                     continue;
                 }
+                // Callers waiting in another shard's line: the earliest first.
+                if self.plan.borrow().others_wait_in_line() {
+                    let helped = Cell::new(false);
+                    self.feed(|p, now, cfg| helped.set(p.help_lines(now, cfg)));
+                    if helped.get() {
+                        continue;
+                    }
+                }
                 if self.shared.overflow.prepare_park(self.id) {
                     tokio::task::yield_now().await; // a push is landing right now
                     continue;
@@ -505,14 +534,13 @@ impl Shell {
     }
 
     fn handle(self: &Rc<Self>, msg: Msg) {
-        // Hand-offs first: a lease's new holder sends nothing before its hand-off is
-        // recorded.
-        self.feed(|p, now, cfg| p.take_outcomes(now, cfg));
         match msg {
             Msg::Submit(request) => self.feed(|p, now, cfg| p.submit(request, now, cfg)),
             Msg::LeaseOp { lease, op, timeout } => self.lease_op(lease, op, timeout),
             Msg::Release { lease } => self.feed(|p, now, cfg| p.released(lease, now, cfg)),
+            Msg::Reclaim => self.feed(|p, now, cfg| p.reclaim(now, cfg)),
             Msg::Metrics(reply) => {
+                self.feed(|_, _, _| {}); // counts the hand-offs recorded so far
                 let _ = reply.send(self.plan.borrow().report());
             }
             Msg::Reconfigured => {
@@ -740,15 +768,20 @@ impl Shell {
                 _ = tokio::time::sleep_until(deadline) => break,
                 _ = returned => {}
                 msg = inbox.recv(), if inbox_open => match msg {
-                    Some(msg @ (Msg::LeaseOp { .. } | Msg::Release { .. } | Msg::Metrics(_))) => {
-                        self.handle(msg)
-                    }
+                    Some(msg @ (Msg::LeaseOp { .. }
+                        | Msg::Release { .. }
+                        | Msg::Reclaim
+                        | Msg::Metrics(_))) => self.handle(msg),
                     Some(msg) => msg::refuse(msg),
                     None => inbox_open = false,
                 },
             }
         }
         msg::close_inbox(inbox).await;
+        // A caller who joined the line as it closed and whose `Reclaim` reached the inbox
+        // before it closed is still there: it hears now. (One whose send failed answers
+        // itself.)
+        fail_line(&self.shared.lines[self.id], &crate::error::shutdown_error());
         let pages = self.plan.borrow_mut().close_all();
         lifecycle::close_all(pages).await;
         for conn in self.links.take_all() {

@@ -142,6 +142,9 @@ pub enum Msg {
         /// The lease.
         lease: u64,
     },
+    /// A `run` caller joined the line as it closed, so the shard may not have taken it
+    /// back: take back what is in the line (see `handoff`).
+    Reclaim,
     /// Report the shard's metrics and gauges.
     Metrics(oneshot::Sender<ShardReport>),
     /// The live configuration changed.
@@ -164,7 +167,7 @@ pub enum Msg {
 pub struct LeaseLink {
     pub(crate) inbox: mpsc::UnboundedSender<Msg>,
     /// How to pass the session straight to the next caller, when its shard allows it.
-    pub(crate) handoff: Option<Handoff<GrantTx>>,
+    pub(crate) handoff: Option<Handoff<Work>>,
 }
 
 /// A session granted to an `acquire` caller: what a [`Lease`](crate::lease::Lease) holds.
@@ -215,7 +218,7 @@ pub fn grant_lease(
     shard: usize,
     lease: u64,
     inbox: &mpsc::UnboundedSender<Msg>,
-    handoff: Option<Handoff<GrantTx>>,
+    handoff: Option<Handoff<Work>>,
 ) {
     let link = LeaseLink {
         inbox: inbox.clone(),
@@ -242,7 +245,12 @@ pub(crate) fn refuse(msg: Msg) {
         }
         // `metrics` skips a shard that does not answer; shutdown closes every session,
         // leased or not.
-        Msg::Metrics(_) | Msg::Release { .. } | Msg::Reconfigured | Msg::InjectPanic => {}
+        // The shard drains its line once its inbox is closed (`Shell::shutdown`).
+        Msg::Metrics(_)
+        | Msg::Release { .. }
+        | Msg::Reclaim
+        | Msg::Reconfigured
+        | Msg::InjectPanic => {}
     }
 }
 
@@ -254,14 +262,20 @@ pub(crate) fn refuse_dead(msg: Msg, why: &Error) {
         Msg::LeaseOp { op, .. } => op.fail(why.clone()),
         Msg::Shutdown { .. } => unreachable!("the dead shard's loop answers it"),
         // A dead shard has nothing to report: `metrics` skips it, and a caller whose
-        // reply channel closed learns from that round trip that the shard is gone.
-        Msg::Metrics(_) | Msg::Release { .. } | Msg::Reconfigured | Msg::InjectPanic => {}
+        // reply channel closed learns from that round trip that the shard is gone. Its
+        // line is drained by `serve_dead`.
+        Msg::Metrics(_)
+        | Msg::Release { .. }
+        | Msg::Reclaim
+        | Msg::Reconfigured
+        | Msg::InjectPanic => {}
     }
 }
 
 /// Gives lease `lease`'s session back: to the first caller in the line who still waits
 /// (recorded for the shard first, as [`Outcome::Passed`], so it is there before anything
-/// the new holder sends), or else to the shard (`Release`). Callers past their deadline
+/// the new holder sends), or else to the shard (`Release`). A `run` job first in line
+/// goes to the session's shard ahead of the session, which then serves it there. Callers past their deadline
 /// are told so and skipped; a caller who leaves as the lease reaches it hands the lease
 /// back, and the next one is tried. The session is never lost, and never held twice.
 /// Checked by `loom-tests` (`handoff_*`).
@@ -273,11 +287,11 @@ pub fn return_session(shard: usize, lease: u64, link: LeaseLink) {
         .filter(|h| h.passable.load(Ordering::Acquire))
     {
         let from = h.next_line();
-        let own: &Line<GrantTx> = &h.lines[h.shard];
+        let own: &Line<Work> = &h.lines[h.shard];
         let Some(next) = from.pop() else {
             break;
         };
-        if next.tx.is_closed() {
+        if next.tx.is_abandoned() {
             from.record(Outcome::Left { successor: next.id });
             continue;
         }
@@ -286,13 +300,35 @@ pub fn return_session(shard: usize, lease: u64, link: LeaseLink) {
         if deadline <= now {
             // Too late for it: it hears so now, and the session goes on.
             let limit = deadline.saturating_duration_since(next.submitted);
-            let _ = next.tx.send(Err(timeout_error(kind, limit)));
+            next.tx.fail(timeout_error(kind, limit));
             from.record(Outcome::Expired {
                 successor: next.id,
                 kind,
             });
             continue;
         }
+        let tx = match next.tx {
+            Work::Acquire(tx) => tx,
+            Work::Run(task) => {
+                // A job runs on the session's own thread: the session goes back to its
+                // shard, and the job, the oldest caller, goes there first, keeping its
+                // arrival number so it is served before anyone who came later.
+                if !next.joined {
+                    from.record(Outcome::Served { successor: next.id });
+                }
+                let request = Request {
+                    job: next.job,
+                    work: Work::Run(task),
+                    submitted: next.submitted,
+                    arrival: next.id,
+                    attempts: 0,
+                };
+                if let Err(refused) = link.inbox.send(Msg::Submit(request)) {
+                    refuse(refused.0);
+                }
+                break;
+            }
+        };
         let across = !std::ptr::eq(from, own);
         let passed = Outcome::Passed {
             lease,
@@ -320,7 +356,7 @@ pub fn return_session(shard: usize, lease: u64, link: LeaseLink) {
             None
         };
         // The link moves on to the new holder's grant (no reference count touched).
-        match next.tx.send(Ok(Grant::new(shard, lease, link))) {
+        match tx.send(Ok(Grant::new(shard, lease, link))) {
             Ok(()) => {
                 if let Some(own) = deferred {
                     own.record(passed);

@@ -13,7 +13,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use tokio::time::Instant;
 
-use super::msg::{grant_lease, Attempt, Grant, GrantTx, JobTask, LocalFuture, Msg, Request, Work};
+use super::msg::{grant_lease, Attempt, Grant, JobTask, LocalFuture, Msg, Request, Work};
 use super::plan::{Action, Plan, Return};
 use super::sessions::PageHandle;
 use super::waiters::SessionKey;
@@ -78,7 +78,8 @@ struct Harness {
     plan: Plan<FakePage>,
     cfg: Config,
     now: Instant,
-    next_arrival: u64,
+    /// The pool's lines: arrival numbers come from their one counter, as in `Pool`.
+    lines: std::sync::Arc<[Arc<Line<Work>>]>,
     /// Pages asked for and not yet opened, by owner.
     to_open: VecDeque<Option<std::sync::Arc<str>>>,
     /// Sessions out, by key.
@@ -120,7 +121,7 @@ impl Harness {
 
     fn shard_of(
         shard: usize,
-        lines: std::sync::Arc<[Arc<Line<GrantTx>>]>,
+        lines: std::sync::Arc<[Arc<Line<Work>>]>,
         overflow: Arc<Overflow<Request>>,
         cfg: Config,
     ) -> Self {
@@ -128,10 +129,10 @@ impl Harness {
         let (answered_tx, answered) = std_mpsc::channel();
         let (inbox, inbox_rx) = mpsc::unbounded_channel();
         Harness {
-            plan: Plan::new(shard, lines, overflow, metrics),
+            plan: Plan::new(shard, lines.clone(), overflow, metrics),
             cfg,
             now: Instant::now(),
-            next_arrival: 0,
+            lines,
             to_open: VecDeque::new(),
             out: Vec::new(),
             closed: 0,
@@ -154,8 +155,7 @@ impl Harness {
     }
 
     fn request(&mut self, job: Job, run: bool) -> (u64, Request) {
-        self.next_arrival += 1;
-        let id = self.next_arrival;
+        let id = self.lines[0].next_id();
         let work = if run {
             Work::Run(Box::new(FakeTask {
                 id,
@@ -180,6 +180,7 @@ impl Harness {
     fn ask(&mut self, job: Job) -> u64 {
         let (id, request) = self.request(job, true);
         let (now, cfg) = (self.now, self.cfg.clone());
+        self.plan.take_outcomes(now, &cfg);
         self.plan.submit(request, now, &cfg);
         self.settle();
         id
@@ -188,6 +189,7 @@ impl Harness {
     fn acquire(&mut self, job: Job) -> u64 {
         let (id, request) = self.request(job, false);
         let (now, cfg) = (self.now, self.cfg.clone());
+        self.plan.take_outcomes(now, &cfg);
         self.plan.submit(request, now, &cfg);
         self.settle();
         id
@@ -198,6 +200,9 @@ impl Harness {
         loop {
             let actions = self.plan.take_actions();
             if actions.is_empty() {
+                // The turn is over and nothing else is in the inbox: the line may open.
+                let (now, cfg) = (self.now, self.cfg.clone());
+                self.plan.open_line_if_allowed(now, &cfg);
                 break;
             }
             for action in actions {
@@ -290,6 +295,7 @@ impl Harness {
     fn give_back(&mut self, how: Return) {
         let (key, _page, holder) = self.out.remove(0);
         let (now, cfg) = (self.now, self.cfg.clone());
+        self.plan.take_outcomes(now, &cfg);
         match holder {
             Holder::Job => self.plan.returned(key, how, now, &cfg),
             Holder::Lease(mut grant) => {
@@ -471,7 +477,7 @@ fn a_sticky_request_waits_for_its_own_session_until_its_deadline() {
 #[test]
 fn a_saturated_shard_offers_movable_requests_to_a_parked_one() {
     let overflow = Arc::new(Overflow::default());
-    let lines: std::sync::Arc<[Arc<Line<GrantTx>>]> = Line::family(2).into();
+    let lines: std::sync::Arc<[Arc<Line<Work>>]> = Line::family(2).into();
     let cfg = Config {
         steal_watermark: 0,
         ..config(1)
@@ -497,6 +503,78 @@ fn a_saturated_shard_offers_movable_requests_to_a_parked_one() {
     assert_eq!(busy.served(), [1, movable]);
     busy.give_back(Return::Clean);
     assert_eq!(busy.served(), [sticky]);
+}
+
+/// Issue 20: `run` requests queued at two shards start in the order they arrived, pool
+/// wide, whichever shard's sessions free up first. A shard whose own line is open (nothing
+/// queued there comes first) serves the open line whose first caller came earliest.
+#[test]
+fn run_requests_at_two_shards_start_in_arrival_order() {
+    let lines: std::sync::Arc<[Arc<Line<Work>>]> = Line::family(2).into();
+    let overflow = Arc::new(Overflow::default());
+    let cfg = Config {
+        lease_handoff: true,
+        ..config(2)
+    };
+    let mut a = Harness::shard_of(0, lines.clone(), overflow.clone(), cfg.clone());
+    let mut b = Harness::shard_of(1, lines.clone(), overflow, cfg);
+    // Both shards' sessions busy with a job each.
+    for h in [&mut a, &mut b] {
+        h.ask(Job::new());
+        h.ask(Job::new());
+        h.open_all();
+        assert_eq!(h.out.len(), 2);
+        h.served();
+    }
+    // A run of arrivals at shard 0, then at shard 1, then at shard 0 again (what routing
+    // by load does when one shard's callers pile up).
+    let mut asked = Vec::new();
+    asked.extend([a.ask(Job::new()), a.ask(Job::new()), a.ask(Job::new())]);
+    asked.extend([b.ask(Job::new()), b.ask(Job::new())]);
+    asked.push(a.ask(Job::new()));
+    assert!(lines.iter().all(|l| l.is_open()), "both lines open");
+    // Sessions free up, shard 1's first: each starts the earliest caller in the pool.
+    let mut started = Vec::new();
+    for from_b in [true, true, false, false, true, true] {
+        let h = if from_b { &mut b } else { &mut a };
+        h.give_back(Return::Clean);
+        // One job starts per step; its answer reaches the harness that asked.
+        for h in [&mut a, &mut b] {
+            h.collect();
+            started.extend(h.served());
+        }
+    }
+    assert_eq!(started, asked, "started out of arrival order");
+    for h in [&mut a, &mut b] {
+        h.give_back(Return::Clean); // reads the other shard's `Served` records
+        h.check();
+        assert!(
+            h.plan.waiters.line_is_empty(),
+            "a served caller is still on record"
+        );
+    }
+}
+
+/// Without the line (`lease_handoff` off) each shard serves its own queue: the same
+/// arrivals start out of order. What the test above guards against.
+#[test]
+fn without_the_line_each_shard_serves_only_its_own_queue() {
+    let lines: std::sync::Arc<[Arc<Line<Work>>]> = Line::family(2).into();
+    let overflow = Arc::new(Overflow::default());
+    let cfg = config(1);
+    let mut a = Harness::shard_of(0, lines.clone(), overflow.clone(), cfg.clone());
+    let mut b = Harness::shard_of(1, lines, overflow, cfg);
+    for h in [&mut a, &mut b] {
+        h.ask(Job::new());
+        h.open_all();
+        h.served();
+    }
+    let first = a.ask(Job::new());
+    let second = b.ask(Job::new());
+    b.give_back(Return::Clean);
+    assert_eq!(b.served(), [second], "shard 1 serves its own, later caller");
+    a.give_back(Return::Clean);
+    assert_eq!(a.served(), [first]);
 }
 
 #[test]

@@ -3,8 +3,9 @@
 //! A waiting request is in exactly one of three places:
 //! - the wait queue (priority, FIFO, aging: `queue`),
 //! - parked for the busy session its affinity key is bound to (`parked`),
-//! - the hand-off line, where releasing leases serve it directly (`handoff`; this type
-//!   keeps the shard's record of who it put there).
+//! - the hand-off line, where freed sessions of any shard and releasing leases serve it
+//!   in arrival order (`handoff`; this type keeps the shard's record of who it put
+//!   there).
 //!
 //! Each has exactly one entry in `deadlines`, and the entry goes when the request leaves.
 //! Only this type touches those fields, so the index cannot drift from the places: moving
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::msg::{GrantTx, Request, Work};
+use super::msg::{Request, Work};
 use crate::error::TimeoutKind;
 use crate::handoff::{Line, Successor};
 use crate::job::later;
@@ -72,8 +73,10 @@ pub(crate) struct Waiters {
     parked: HashMap<SessionKey, VecDeque<Parked>>,
     parked_count: usize,
     next_parked: u64,
-    line: Arc<Line<GrantTx>>,
+    line: Arc<Line<Work>>,
     lined: HashMap<u64, Lined>,
+    /// `lined` counted by class, `Low` first: the line's class questions in O(1).
+    lined_by_class: [usize; 4],
     /// While the line is open to callers joining by themselves: when it must be taken
     /// back (the earliest deadline any of them can have).
     line_open_until: Option<Instant>,
@@ -81,7 +84,7 @@ pub(crate) struct Waiters {
 }
 
 impl Waiters {
-    pub(crate) fn new(line: Arc<Line<GrantTx>>) -> Self {
+    pub(crate) fn new(line: Arc<Line<Work>>) -> Self {
         Waiters {
             queue: WaitQueue::default(),
             parked: HashMap::new(),
@@ -89,13 +92,14 @@ impl Waiters {
             next_parked: 0,
             line,
             lined: HashMap::new(),
+            lined_by_class: [0; 4],
             line_open_until: None,
             deadlines: BTreeSet::new(),
         }
     }
 
     /// The shard's line.
-    pub(crate) fn line(&self) -> &Arc<Line<GrantTx>> {
+    pub(crate) fn line(&self) -> &Arc<Line<Work>> {
         &self.line
     }
 
@@ -128,8 +132,8 @@ impl Waiters {
     /// themselves count as `Normal`).
     pub(crate) fn by_class(&self) -> [usize; 4] {
         let mut by_class = self.queue.len_by_class();
-        for e in self.lined.values() {
-            by_class[e.priority.index()] += 1;
+        for (n, lined) in by_class.iter_mut().zip(self.lined_by_class) {
+            *n += lined;
         }
         by_class[Priority::Normal.index()] += self.line.joined();
         for p in self.parked.values().flatten() {
@@ -145,7 +149,7 @@ impl Waiters {
     // The refused request comes back whole, for its caller to hear why.
     #[allow(clippy::result_large_err)]
     pub(crate) fn enqueue(&mut self, waiter: Waiter, bound: usize) -> Result<(), Waiter> {
-        let bound = bound.saturating_sub(self.parked_count + self.lined.len());
+        let bound = bound.saturating_sub(self.parked_count + self.lined.len() + self.line.joined());
         let (id, priority, since) = (
             waiter.request.arrival,
             waiter.request.job.priority,
@@ -263,7 +267,8 @@ impl Waiters {
 
     // ---- the line ----
 
-    /// Puts a plain `acquire` request into the line under its arrival number.
+    /// Puts a plain request (no key, first attempt) into the line under its arrival
+    /// number.
     pub(crate) fn line_up(&mut self, waiter: Waiter) {
         let Waiter {
             request,
@@ -272,14 +277,13 @@ impl Waiters {
         } = waiter;
         let id = request.arrival;
         let priority = request.job.priority;
-        let Work::Acquire(tx) = request.work else {
-            unreachable!("only acquire requests are lined up")
-        };
-        if tx.is_closed() {
+        let tx = request.work;
+        if tx.is_abandoned() {
             return; // its caller left
         }
         self.deadlines.insert((deadline, Deadline::Line(id)));
         self.lined.insert(id, Lined { priority, deadline });
+        self.lined_by_class[priority.index()] += 1;
         self.line.push(Successor {
             id,
             tx,
@@ -290,15 +294,31 @@ impl Waiters {
         });
     }
 
+    /// True when `request` must be served before the line's last caller: it outranks
+    /// it, or is of its class and came earlier. (Callers who joined by themselves are
+    /// `Normal`.) Lining it up would put it out of order.
+    pub(crate) fn goes_before_line(&self, request: &Request) -> bool {
+        let Some(last) = self.line.last() else {
+            return false;
+        };
+        let class = self
+            .lined
+            .get(&last)
+            .map_or(Priority::Normal, |e| e.priority);
+        let priority = request.job.priority;
+        priority > class || (priority == class && request.arrival < last)
+    }
+
     /// A caller the shard put in the line is out of it (served, left or expired).
     pub(crate) fn out_of_line(&mut self, id: u64) {
         if let Some(e) = self.lined.remove(&id) {
+            self.lined_by_class[e.priority.index()] -= 1;
             self.deadlines.remove(&(e.deadline, Deadline::Line(id)));
         }
     }
 
     /// Takes the first caller of the line (a session turned idle serves it first).
-    pub(crate) fn pop_line(&mut self) -> Option<Successor<GrantTx>> {
+    pub(crate) fn pop_line(&mut self) -> Option<Successor<Work>> {
         let s = self.line.pop()?;
         self.out_of_line(s.id);
         Some(s)
@@ -307,12 +327,19 @@ impl Waiters {
     /// Someone in the line is of a lower class than `priority`.
     pub(crate) fn line_has_below(&self, priority: Priority) -> bool {
         (self.line.joined() > 0 && priority > Priority::Normal)
-            || self.lined.values().any(|e| e.priority < priority)
+            || self.lined_by_class[..priority.index()].iter().any(|n| *n > 0)
+    }
+
+    /// Every request the shard put in the line is `Normal` (callers who joined by
+    /// themselves are).
+    pub(crate) fn line_all_normal(&self) -> bool {
+        let normal = Priority::Normal.index();
+        self.lined_by_class[normal] == self.lined.len()
     }
 
     /// Every request the shard put in the line is at least `Normal`.
     pub(crate) fn line_all_normal_or_above(&self) -> bool {
-        self.lined.values().all(|e| e.priority >= Priority::Normal)
+        self.lined_by_class[Priority::Low.index()] == 0
     }
 
     /// Closes the line and takes everyone still in it back into the queue, each in its
@@ -322,14 +349,14 @@ impl Waiters {
         self.line_closed();
         for s in taken {
             self.out_of_line(s.id);
-            if s.tx.is_closed() {
+            if s.tx.is_abandoned() {
                 continue; // its caller left
             }
             let (deadline, kind) = s.deadline;
             self.requeue(Waiter {
                 request: Request {
                     job: s.job,
-                    work: Work::Acquire(s.tx),
+                    work: s.tx,
                     submitted: s.submitted,
                     arrival: s.id,
                     attempts: 0,
@@ -390,7 +417,9 @@ impl Waiters {
                 // Still in the line: nobody released a lease since its deadline. The
                 // line goes back to the queue, and this caller with it unless a lease has
                 // just taken it.
-                self.lined.remove(&id);
+                if let Some(e) = self.lined.remove(&id) {
+                    self.lined_by_class[e.priority.index()] -= 1;
+                }
                 self.take_back_line();
                 match self.queue.remove(id) {
                     Some(w) => {
@@ -452,6 +481,11 @@ impl Waiters {
             self.parked_count,
             self.parked.values().map(VecDeque::len).sum::<usize>()
         );
+        let mut by_class = [0; 4];
+        for e in self.lined.values() {
+            by_class[e.priority.index()] += 1;
+        }
+        assert_eq!(by_class, self.lined_by_class, "line counts out of step");
     }
 }
 

@@ -22,7 +22,7 @@ use super::sessions::{admit_at, general_room, room, PageHandle, Sessions};
 use super::waiters::{SessionKey, Waiter, Waiters};
 use crate::affinity::AffinityMap;
 use crate::config::{Config, Isolation, Reset};
-use crate::error::{shutdown_error, timeout_error};
+use crate::error::shutdown_error;
 use crate::error::{Error, ErrorKind};
 use crate::handoff::{Handoff, Line};
 use crate::job::Priority;
@@ -39,7 +39,7 @@ pub(crate) enum Action<P> {
     Grant {
         tx: GrantTx,
         lease: u64,
-        handoff: Option<Handoff<GrantTx>>,
+        handoff: Option<Handoff<Work>>,
     },
     /// Run a job on session `key`; report `returned` when it is done.
     Run {
@@ -109,7 +109,7 @@ pub(crate) struct Plan<P> {
     /// The line may open once the inbox is empty (see `open_line_if_allowed`).
     line_may_open: bool,
     overflow: Arc<Overflow<Request>>,
-    lines: StdArc<[Arc<Line<GrantTx>>]>,
+    lines: StdArc<[Arc<Line<Work>>]>,
     pub(crate) metrics: Rc<RefCell<ShardMetrics>>,
     actions: Vec<Action<P>>,
 }
@@ -118,7 +118,7 @@ impl<P: PageHandle> Plan<P> {
     /// The plan of shard `shard` of `lines.len()`.
     pub(crate) fn new(
         shard: usize,
-        lines: StdArc<[Arc<Line<GrantTx>>]>,
+        lines: StdArc<[Arc<Line<Work>>]>,
         overflow: Arc<Overflow<Request>>,
         metrics: Rc<RefCell<ShardMetrics>>,
     ) -> Self {
@@ -313,37 +313,7 @@ impl<P: PageHandle> Plan<P> {
     /// sessions for the rest up to the limit, and offers movable waiters to other shards
     /// when saturated. Run after every change of capacity or of the queue.
     fn pump(&mut self, now: Instant, cfg: &Config) {
-        while !self.shutting_down
-            && !self.sessions.idle.is_empty()
-            && self.sessions.busy < general_room(cfg)
-            && !self.waiters.line_is_empty()
-        {
-            let Some(key) = self.take_idle(None, now, cfg) else {
-                break;
-            };
-            let Some(s) = self.waiters.pop_line() else {
-                self.sessions.idle.push(key);
-                break;
-            };
-            let (deadline, kind) = s.deadline;
-            if s.tx.is_closed() || deadline <= now {
-                self.sessions.idle.push(key);
-                if !s.tx.is_closed() {
-                    self.metrics.borrow_mut().counters.timeout(kind);
-                    let limit = deadline.saturating_duration_since(s.submitted);
-                    self.fail(Work::Acquire(s.tx), timeout_error(kind, limit));
-                }
-                continue;
-            }
-            let request = Request {
-                job: s.job,
-                work: Work::Acquire(s.tx),
-                submitted: s.submitted,
-                arrival: s.id,
-                attempts: 0,
-            };
-            self.start(key, request, now, cfg);
-        }
+        self.serve_lines(now, cfg);
         while !self.waiters.queue_is_empty() && !self.shutting_down {
             let Some(admit) = admit_at(cfg, self.sessions.busy) else {
                 break;
