@@ -119,6 +119,23 @@ struct Shell {
     stashed_shutdown: RefCell<Option<(Duration, oneshot::Sender<()>)>>,
     /// Set once the shard began to shut down.
     closing: Cell<bool>,
+    /// The session a job task is giving back right now, and the next job the plan gave
+    /// it, for that task to run (see `run_jobs`).
+    handing_over: Cell<Option<SessionKey>>,
+    handed: RefCell<Option<RunArgs>>,
+    /// Job tasks spawned and not yet started.
+    unstarted: Cell<usize>,
+}
+
+/// A job to run on a session, as the plan handed it out.
+struct RunArgs {
+    key: SessionKey,
+    page: Rc<Page>,
+    job: Job,
+    task: Box<dyn JobTask>,
+    submitted: Instant,
+    attempts: u32,
+    deadline: Instant,
 }
 
 /// What is left of a shard that died of a panic.
@@ -264,6 +281,9 @@ async fn run(
         panic: RefCell::new(None),
         stashed_shutdown: RefCell::new(None),
         closing: Cell::new(false),
+        handing_over: Cell::new(None),
+        handed: RefCell::new(None),
+        unstarted: Cell::new(0),
     });
     let cfg = shell.cfg();
     for browser in 0..shell.links.len() {
@@ -387,11 +407,31 @@ impl Shell {
                 attempts,
                 deadline,
             } => {
+                let handing_over = self.handing_over.get();
+                let run = RunArgs {
+                    key,
+                    page,
+                    job,
+                    task,
+                    submitted,
+                    attempts,
+                    deadline,
+                };
+                // The session a job task is giving back goes straight on to the next job
+                // in that same task: no spawn, and the job starts the moment it left the
+                // line, before anything else on this thread runs.
+                // Jobs start in the order the plan gave them out: not while a job spawned
+                // earlier has yet to start, and nothing given out after a spawned one.
+                self.handing_over.set(None);
+                if handing_over == Some(key) && self.unstarted.get() == 0 {
+                    *self.handed.borrow_mut() = Some(run);
+                    return;
+                }
+                self.unstarted.set(self.unstarted.get() + 1);
                 let shell = self.clone();
                 tokio::task::spawn_local(async move {
-                    shell
-                        .run_job(key, page, job, task, submitted, attempts, deadline)
-                        .await;
+                    shell.unstarted.set(shell.unstarted.get() - 1);
+                    shell.run_jobs(run).await;
                 });
             }
             Action::Open { owner } => self.open_session(owner),
@@ -666,17 +706,31 @@ impl Shell {
         });
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn run_job(
-        self: Rc<Self>,
-        key: SessionKey,
-        page: Rc<Page>,
-        job: Job,
-        mut task: Box<dyn JobTask>,
-        submitted: Instant,
-        attempts: u32,
-        deadline: Instant,
-    ) {
+    /// Runs `run`, then each job the plan hands this session on to as it comes back, in
+    /// this one task (see `execute`).
+    async fn run_jobs(self: Rc<Self>, mut run: RunArgs) {
+        loop {
+            let Some(next) = self.clone().run_job(run).await else {
+                return;
+            };
+            run = next;
+            // A job that never waits must not keep the shard's other tasks out.
+            tokio::task::consume_budget().await;
+        }
+    }
+
+    /// Runs one job and gives its session back; returns the next job the plan gave that
+    /// session to, if any.
+    async fn run_job(self: Rc<Self>, run: RunArgs) -> Option<RunArgs> {
+        let RunArgs {
+            key,
+            page,
+            job,
+            mut task,
+            submitted,
+            attempts,
+            deadline,
+        } = run;
         // Returns the session even if this task is dropped (shutdown aborts it).
         let mut guard = ReturnOnDrop {
             shell: self.clone(),
@@ -705,10 +759,11 @@ impl Shell {
             other => other,
         };
         let ok = matches!(attempt, Ok(Attempt::Ok));
+        let next;
         match attempt {
             Ok(Attempt::Ok) => {
                 guard.how = Return::Clean;
-                drop(guard);
+                next = guard.give_back();
                 task.finish();
             }
             Ok(Attempt::Failed(kind)) => {
@@ -721,7 +776,7 @@ impl Shell {
                     ErrorKind::Timeout(_) => Return::Interrupted,
                     _ => Return::Clean,
                 };
-                drop(guard);
+                next = guard.give_back();
                 if lost && attempts < job.retries {
                     self.metrics.borrow_mut().counters.retries += 1;
                     let retry = Request {
@@ -733,22 +788,23 @@ impl Shell {
                         attempts: attempts + 1,
                     };
                     self.feed(|p, now, cfg| p.submit(retry, now, cfg));
-                    return;
+                    return next;
                 }
                 match not_run {
                     Some(e) => task.fail(e),
                     None => task.finish(),
                 }
             }
-            Ok(Attempt::Abandoned | Attempt::NotRun(_)) => drop(guard),
+            Ok(Attempt::Abandoned | Attempt::NotRun(_)) => next = guard.give_back(),
             Err(_) => {
-                drop(guard);
+                next = guard.give_back();
                 self.metrics.borrow_mut().counters.timeout(TimeoutKind::Job);
                 let limit = job.timeout.unwrap_or(self.cfg().job_timeout);
                 task.fail(Error::timeout(TimeoutKind::Job, "job", limit));
             }
         }
         self.metrics.borrow_mut().job_done(submitted.elapsed(), ok);
+        next
     }
 
     /// Fails every waiter, gives running jobs and held leases `grace` to finish, then
@@ -797,6 +853,19 @@ struct ReturnOnDrop {
     how: Return,
     /// Returned `Dead` whatever `how` says (its blocking could not be put back).
     retire: bool,
+}
+
+impl ReturnOnDrop {
+    /// Gives the session back now. If the plan hands it straight on to another job, that
+    /// job comes back here, for the returning task to run next (see `Shell::execute`).
+    fn give_back(self) -> Option<RunArgs> {
+        let shell = self.shell.clone();
+        shell.handing_over.set(Some(self.key));
+        drop(self); // feeds `returned`
+        shell.handing_over.set(None);
+        let next = shell.handed.borrow_mut().take();
+        next
+    }
 }
 
 impl Drop for ReturnOnDrop {

@@ -327,7 +327,9 @@ impl Waiters {
     /// Someone in the line is of a lower class than `priority`.
     pub(crate) fn line_has_below(&self, priority: Priority) -> bool {
         (self.line.joined() > 0 && priority > Priority::Normal)
-            || self.lined_by_class[..priority.index()].iter().any(|n| *n > 0)
+            || self.lined_by_class[..priority.index()]
+                .iter()
+                .any(|n| *n > 0)
     }
 
     /// Every request the shard put in the line is `Normal` (callers who joined by
