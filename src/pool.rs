@@ -244,6 +244,30 @@ impl Pool {
         send_request(&self.inner.closed, &self.inner.inboxes[shard], request)
     }
 
+    /// Joins `shard`'s line by itself, if the job may and the line is open (see
+    /// `handoff`); otherwise `work` comes back as [`Join::Closed`], for the shard.
+    fn join_line(&self, shard: usize, job: &Job, submitted: Instant, work: Work) -> Join<Work> {
+        let line = &self.inner.lines[shard];
+        if !job.joins_lines() || !line.is_open() || self.inner.closed.load(Ordering::Acquire) {
+            return Join::Closed(work);
+        }
+        let cfg = self.inner.config.load();
+        let deadline = wait_deadline(job, submitted, &cfg);
+        line.join(job, submitted, deadline, work, cfg.max_queue)
+    }
+
+    /// Sends a request for `work` to `shard`, taking its arrival number now.
+    fn ask_shard(&self, shard: usize, job: Job, work: Work, submitted: Instant) -> Result<()> {
+        let request = Request {
+            job,
+            work,
+            submitted,
+            arrival: self.inner.lines[shard].next_id(),
+            attempts: 0,
+        };
+        self.submit(shard, request)
+    }
+
     /// Runs `job` on a pooled page: the closure runs on the shard that owns the page, so
     /// its commands never cross threads.
     ///
@@ -266,38 +290,20 @@ impl Pool {
         // to the shard, and the first session free anywhere in the pool runs it, in
         // arrival order (see `handoff`); otherwise, or if the line is closed, the shard
         // decides.
-        let line = &self.inner.lines[shard];
-        let joinable =
-            job.joins_lines() && line.is_open() && !self.inner.closed.load(Ordering::Acquire);
-        let work = if joinable {
-            let cfg = self.inner.config.load();
-            let deadline = wait_deadline(&job, submitted, &cfg);
-            match line.join(&job, submitted, deadline, work, cfg.max_queue) {
-                Join::Joined => return self.ran(rx.await).await,
-                Join::Closed(work) => work,
-                Join::Withdraw => {
-                    // The line closed as the job joined: the shard's drain may have
-                    // missed it. The job cannot be taken back out, so the shard takes
-                    // back its whole line again; the job is answered through `rx`.
-                    if self.inner.inboxes[shard].send(Msg::Reclaim).is_err() {
-                        return Err(shutdown_error());
-                    }
-                    return self.ran(rx.await).await;
+        let work = match self.join_line(shard, &job, submitted, work) {
+            Join::Joined => return self.ran(rx.await).await,
+            Join::Closed(work) => work,
+            Join::Withdraw => {
+                // The line closed as the job joined: the shard's drain may have missed
+                // it. The job cannot be taken back out, so the shard takes back its
+                // whole line again; the job is answered through `rx`.
+                if self.inner.inboxes[shard].send(Msg::Reclaim).is_err() {
+                    return Err(shutdown_error());
                 }
+                return self.ran(rx.await).await;
             }
-        } else {
-            work
         };
-        self.submit(
-            shard,
-            Request {
-                job,
-                work,
-                submitted,
-                arrival: line.next_id(),
-                attempts: 0,
-            },
-        )?;
+        self.ask_shard(shard, job, work, submitted)?;
         self.ran(rx.await).await
     }
 
@@ -361,38 +367,20 @@ impl Pool {
         // Under contention a plain request joins the shard's line by itself, with no
         // message to the shard (see `handoff`); otherwise, or if the line closes as it
         // joins, the shard decides.
-        let line = &self.inner.lines[shard];
-        let joinable =
-            job.joins_lines() && line.is_open() && !self.inner.closed.load(Ordering::Acquire);
-        let work = if joinable {
-            let cfg = self.inner.config.load();
-            let deadline = wait_deadline(&job, submitted, &cfg);
-            match line.join(&job, submitted, deadline, Work::Acquire(tx), cfg.max_queue) {
-                Join::Joined => return self.leased(rx.await).await,
-                Join::Closed(work) => work,
-                Join::Withdraw => {
-                    rx.close();
-                    if let Ok(served) = rx.try_recv() {
-                        return served.map(Lease::new);
-                    }
-                    let (tx, fresh) = oneshot::channel();
-                    rx = fresh;
-                    Work::Acquire(tx)
+        let work = match self.join_line(shard, &job, submitted, Work::Acquire(tx)) {
+            Join::Joined => return self.leased(rx.await).await,
+            Join::Closed(work) => work,
+            Join::Withdraw => {
+                rx.close();
+                if let Ok(served) = rx.try_recv() {
+                    return served.map(Lease::new);
                 }
+                let (tx, fresh) = oneshot::channel();
+                rx = fresh;
+                Work::Acquire(tx)
             }
-        } else {
-            Work::Acquire(tx)
         };
-        self.submit(
-            shard,
-            Request {
-                job,
-                work,
-                submitted,
-                arrival: line.next_id(),
-                attempts: 0,
-            },
-        )?;
+        self.ask_shard(shard, job, work, submitted)?;
         self.leased(rx.await).await
     }
 
