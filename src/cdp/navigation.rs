@@ -265,9 +265,17 @@ pub(crate) struct Tracker {
     /// Since when the page has been quiet enough (`NetworkIdle`), once loaded.
     quiet_since: Option<Instant>,
     nav: Navigation,
-    /// A navigation of the main frame that started after this one committed: a
-    /// client-side redirect (its loader and URL).
-    next: Option<(String, String)>,
+    /// A navigation of the main frame that started after this one: a client-side
+    /// redirect.
+    next: Option<NextNavigation>,
+}
+
+/// The main frame's navigation that followed the tracked one, as its document request
+/// announced it.
+struct NextNavigation {
+    loader: String,
+    url: String,
+    request: String,
 }
 
 impl Tracker {
@@ -335,8 +343,18 @@ impl Tracker {
                 let document = ev.kind.as_deref() == Some("Document")
                     && ev.frame_id.as_deref() == Some(self.frame.as_str());
                 if ev.loader_id != self.loader {
-                    if document && self.committed && !ev.loader_id.is_empty() {
-                        self.next.get_or_insert((ev.loader_id, ev.request.url));
+                    // Chromium sends the document requests itself, in the order they
+                    // start, but forwards commit and lifecycle events from the renderer,
+                    // which may be late: the next navigation's request can come before
+                    // this one's commit. One that comes after this one's own request
+                    // started after it; an earlier navigation's came before.
+                    let started = self.committed || self.document.is_some();
+                    if document && started && !ev.loader_id.is_empty() {
+                        self.next.get_or_insert(NextNavigation {
+                            loader: ev.loader_id,
+                            url: ev.request.url,
+                            request: ev.request_id,
+                        });
                     }
                     return;
                 }
@@ -414,10 +432,10 @@ impl Tracker {
         }
     }
 
-    /// Switches to the main frame's next navigation, if one started after this one
-    /// committed: a client-side redirect from the current URL. True if it switched.
+    /// Switches to the main frame's next navigation, if one started after this one: a
+    /// client-side redirect from the current URL. True if it switched.
     pub(crate) fn follow_next(&mut self) -> bool {
-        let Some((loader, url)) = self.next.take() else {
+        let Some(next) = self.next.take() else {
             return false;
         };
         let mut redirects = std::mem::take(&mut self.nav.redirects);
@@ -425,8 +443,12 @@ impl Tracker {
             url: std::mem::take(&mut self.nav.url),
             status: None,
         });
-        *self = Tracker::new(self.wait, &self.frame, &loader, &url);
+        *self = Tracker::new(self.wait, &self.frame, &next.loader, &next.url);
         self.nav.redirects = redirects;
+        // Its document request is already read: it is how the switch was seen. The
+        // redirect after it may come before its commit too.
+        self.inflight.insert(next.request.clone());
+        self.document = Some(next.request);
         true
     }
 
@@ -596,6 +618,43 @@ mod tests {
         )
     }
 
+    fn response(id: &str, url: &str) -> Event {
+        event(
+            "Network.responseReceived",
+            serde_json::json!({"requestId": id, "loaderId": id, "frameId": "F",
+                "type": "Document", "response": {"url": url, "status": 200,
+                "mimeType": "text/html", "headers": {}}}),
+        )
+    }
+
+    fn navigated(loader: &str, url: &str) -> Event {
+        event(
+            "Page.frameNavigated",
+            serde_json::json!({"frame": {"id": "F", "loaderId": loader, "url": url},
+                "type": "Navigation"}),
+        )
+    }
+
+    /// Reads `events` the way `goto_with` does when it follows every client-side
+    /// redirect: a navigation that starts is switched to at once.
+    fn follow_all(t: &mut Tracker, events: &[Event], now: Instant) -> usize {
+        let mut hops = 0;
+        for e in events {
+            t.on_event(e, now);
+            if t.follow_next() {
+                hops += 1;
+            }
+        }
+        hops
+    }
+
+    fn chain(nav: &Navigation) -> Vec<(&str, Option<u16>)> {
+        nav.redirects
+            .iter()
+            .map(|r| (r.url.as_str(), r.status))
+            .collect()
+    }
+
     #[test]
     fn an_earlier_navigations_events_never_complete_this_one() {
         let now = Instant::now();
@@ -714,6 +773,67 @@ mod tests {
                 ("http://a/2", Some(302)),
                 ("http://a/3", None)
             ]
+        );
+    }
+
+    #[test]
+    fn a_client_redirect_whose_request_comes_before_the_commit_is_a_hop() {
+        // Chromium 156 under load (tests/navigation.rs, the followed goto): the meta
+        // refresh's request for /scripted came before /meta's own `init` and
+        // `frameNavigated`, and /end's request before /scripted's `load`.
+        let now = Instant::now();
+        let mut t = Tracker::new(WaitUntil::Load, "F", "M", "http://a/meta");
+        let events = [
+            request("M", "M", "Document", "http://a/meta"),
+            response("M", "http://a/meta"),
+            request("S", "S", "Document", "http://a/scripted"),
+            lifecycle("M", "init"),
+            navigated("M", "http://a/meta"),
+            response("S", "http://a/scripted"),
+            lifecycle("S", "init"),
+            navigated("S", "http://a/scripted"),
+            done("S"),
+            lifecycle("S", "DOMContentLoaded"),
+            request("E", "E", "Document", "http://a/end"),
+            lifecycle("S", "load"),
+            response("E", "http://a/end"),
+            lifecycle("E", "init"),
+            navigated("E", "http://a/end"),
+            done("E"),
+            lifecycle("E", "DOMContentLoaded"),
+            lifecycle("E", "load"),
+        ];
+        assert_eq!(follow_all(&mut t, &events, now), 2, "one switch per hop");
+        assert!(t.done(now));
+        let nav = t.into_navigation();
+        assert_eq!(nav.url, "http://a/end");
+        assert_eq!(nav.status, Some(200), "the last document's own response");
+        assert_eq!(
+            chain(&nav),
+            [("http://a/meta", None), ("http://a/scripted", None)]
+        );
+    }
+
+    #[test]
+    fn every_hop_is_recorded_when_each_request_overtakes_the_commit_before_it() {
+        let now = Instant::now();
+        let mut t = Tracker::new(WaitUntil::Load, "F", "M", "http://a/meta");
+        // An earlier navigation's request (before this one's own) is not a hop.
+        let events = [
+            request("OLD", "OLD", "Document", "http://a/old"),
+            request("M", "M", "Document", "http://a/meta"),
+            request("S", "S", "Document", "http://a/scripted"),
+            request("E", "E", "Document", "http://a/end"),
+            lifecycle("M", "load"),
+            lifecycle("S", "load"),
+            lifecycle("E", "load"),
+        ];
+        assert_eq!(follow_all(&mut t, &events, now), 2);
+        let nav = t.into_navigation();
+        assert_eq!(nav.url, "http://a/end");
+        assert_eq!(
+            chain(&nav),
+            [("http://a/meta", None), ("http://a/scripted", None)]
         );
     }
 
