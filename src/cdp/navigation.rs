@@ -100,8 +100,9 @@ impl GotoOptions {
     /// `location`): after each navigation reaches its condition, waits up to `window`
     /// for the main frame to start another one, then waits for that one instead; one that
     /// starts earlier is followed at once. Each hop is recorded in
-    /// [`Navigation::redirects`] with no status. A redirect scheduled later than `window`
-    /// is not followed.
+    /// [`Navigation::redirects`] with no status; a redirect whose navigation failed and
+    /// was started again is one hop. A redirect scheduled later than `window` is not
+    /// followed.
     ///
     /// Without it (and past `max`), a navigation that another one replaces before it
     /// reaches its condition returns when the next one starts, with what it got (its
@@ -268,6 +269,13 @@ pub(crate) struct Tracker {
     /// A navigation of the main frame that started after this one: a client-side
     /// redirect.
     next: Option<NextNavigation>,
+    /// This navigation is a client-side redirect being followed.
+    followed: bool,
+    /// Its document request failed: it never replaced the page that started it.
+    failed: bool,
+    /// The followed redirect this one was switched from, while it may still fail (its
+    /// document request), and where its hop is in `nav.redirects`.
+    from: Option<(String, usize)>,
 }
 
 /// The main frame's navigation that followed the tracked one, as its document request
@@ -296,6 +304,9 @@ impl Tracker {
                 ..Navigation::default()
             },
             next: None,
+            followed: false,
+            failed: false,
+            from: None,
         }
     }
 
@@ -389,9 +400,23 @@ impl Tracker {
                         .collect();
                 }
             }
-            "Network.loadingFinished" | "Network.loadingFailed" => {
+            "Network.loadingFinished" => {
                 if let Ok(ev) = event.params::<RequestDone>() {
                     self.inflight.remove(&ev.request_id);
+                }
+            }
+            "Network.loadingFailed" => {
+                let Ok(ev) = event.params::<RequestDone>() else {
+                    return;
+                };
+                self.inflight.remove(&ev.request_id);
+                if self.document.as_deref() == Some(ev.request_id.as_str()) {
+                    self.failed = true;
+                }
+                // Chromium may abort a meta refresh's navigation and start it again
+                // (seen under load); the failure can come after the retry's request.
+                if let Some((_, at)) = self.from.take_if(|(r, _)| *r == ev.request_id) {
+                    self.nav.redirects.remove(at);
                 }
             }
             _ => {}
@@ -434,17 +459,29 @@ impl Tracker {
 
     /// Switches to the main frame's next navigation, if one started after this one: a
     /// client-side redirect from the current URL. True if it switched.
+    ///
+    /// A followed redirect whose document fails (before or after the switch) was no
+    /// hop: the page that started it is still there, and what it starts next is the
+    /// same redirect again.
     pub(crate) fn follow_next(&mut self) -> bool {
         let Some(next) = self.next.take() else {
             return false;
         };
         let mut redirects = std::mem::take(&mut self.nav.redirects);
-        redirects.push(Redirect {
-            url: std::mem::take(&mut self.nav.url),
-            status: None,
-        });
+        let mut from = None;
+        if self.next_is_hop() {
+            redirects.push(Redirect {
+                url: std::mem::take(&mut self.nav.url),
+                status: None,
+            });
+            if self.followed {
+                from = self.document.take().map(|r| (r, redirects.len() - 1));
+            }
+        }
         *self = Tracker::new(self.wait, &self.frame, &next.loader, &next.url);
         self.nav.redirects = redirects;
+        self.followed = true;
+        self.from = from;
         // Its document request is already read: it is how the switch was seen. The
         // redirect after it may come before its commit too.
         self.inflight.insert(next.request.clone());
@@ -455,6 +492,21 @@ impl Tracker {
     /// True when another navigation of the main frame has started.
     pub(crate) fn has_next(&self) -> bool {
         self.next.is_some()
+    }
+
+    /// False when following the next navigation adds no hop: it retries a followed
+    /// redirect that failed.
+    pub(crate) fn next_is_hop(&self) -> bool {
+        !(self.followed && self.failed)
+    }
+
+    /// The client-side redirects recorded so far.
+    pub(crate) fn hops(&self) -> usize {
+        self.nav
+            .redirects
+            .iter()
+            .filter(|r| r.status.is_none())
+            .count()
     }
 
     /// What this navigation returned.
@@ -535,20 +587,18 @@ impl Page {
         let limit = options.timeout.unwrap_or_else(|| self.command_timeout());
         let deadline = crate::job::later(Instant::now(), limit);
         let mut tracker = Tracker::new(options.wait_until, &navigated.frame_id, &loader, url);
-        let mut hops = 0;
         // Set while waiting for a client-side redirect to start.
         let mut window_ends: Option<Instant> = None;
         loop {
             let now = Instant::now();
-            let follow = hops < options.client_redirects;
+            let follow = tracker.hops() < options.client_redirects as usize;
             if tracker.has_next() {
-                if !follow {
+                if !follow && tracker.next_is_hop() {
                     // Replaced before (or after) reaching its condition: it never will
                     // now, so it ends here.
                     return Ok(tracker.into_navigation());
                 }
                 tracker.follow_next();
-                hops += 1;
                 window_ends = None;
                 continue;
             }
@@ -637,15 +687,19 @@ mod tests {
 
     /// Reads `events` the way `goto_with` does when it follows every client-side
     /// redirect: a navigation that starts is switched to at once.
-    fn follow_all(t: &mut Tracker, events: &[Event], now: Instant) -> usize {
-        let mut hops = 0;
+    fn follow_all(t: &mut Tracker, events: &[Event], now: Instant) {
         for e in events {
             t.on_event(e, now);
-            if t.follow_next() {
-                hops += 1;
-            }
+            t.follow_next();
         }
-        hops
+    }
+
+    fn failed(id: &str) -> Event {
+        event(
+            "Network.loadingFailed",
+            serde_json::json!({"requestId": id, "type": "Document",
+                "errorText": "net::ERR_ABORTED", "canceled": true}),
+        )
     }
 
     fn chain(nav: &Navigation) -> Vec<(&str, Option<u16>)> {
@@ -803,7 +857,8 @@ mod tests {
             lifecycle("E", "DOMContentLoaded"),
             lifecycle("E", "load"),
         ];
-        assert_eq!(follow_all(&mut t, &events, now), 2, "one switch per hop");
+        follow_all(&mut t, &events, now);
+        assert_eq!(t.hops(), 2);
         assert!(t.done(now));
         let nav = t.into_navigation();
         assert_eq!(nav.url, "http://a/end");
@@ -828,13 +883,57 @@ mod tests {
             lifecycle("S", "load"),
             lifecycle("E", "load"),
         ];
-        assert_eq!(follow_all(&mut t, &events, now), 2);
+        follow_all(&mut t, &events, now);
+        assert_eq!(t.hops(), 2);
         let nav = t.into_navigation();
         assert_eq!(nav.url, "http://a/end");
         assert_eq!(
             chain(&nav),
             [("http://a/meta", None), ("http://a/scripted", None)]
         );
+    }
+
+    #[test]
+    fn a_followed_redirect_that_fails_and_starts_again_is_one_hop() {
+        // Chromium 156 under load: the meta refresh's first navigation to /scripted
+        // was aborted at /meta's load and started again with a new loader. Its
+        // failure came before the retry's request here, and may come after it.
+        let now = Instant::now();
+        let head = [
+            request("M", "M", "Document", "http://a/meta"),
+            response("M", "http://a/meta"),
+            request("S1", "S1", "Document", "http://a/scripted"),
+            lifecycle("M", "init"),
+            navigated("M", "http://a/meta"),
+            done("M"),
+            lifecycle("M", "load"),
+        ];
+        let tail = [
+            response("S2", "http://a/scripted"),
+            lifecycle("S2", "init"),
+            lifecycle("S2", "load"),
+            request("E", "E", "Document", "http://a/end"),
+            lifecycle("E", "load"),
+        ];
+        let retry = request("S2", "S2", "Document", "http://a/scripted");
+        for (name, middle) in [
+            ("failure first", [failed("S1"), retry.clone()]),
+            ("retry first", [retry.clone(), failed("S1")]),
+        ] {
+            let mut t = Tracker::new(WaitUntil::Load, "F", "M", "http://a/meta");
+            follow_all(&mut t, &head, now);
+            follow_all(&mut t, &middle, now);
+            follow_all(&mut t, &tail, now);
+            assert_eq!(t.hops(), 2, "{name}");
+            assert!(t.done(now), "{name}");
+            let nav = t.into_navigation();
+            assert_eq!(nav.url, "http://a/end", "{name}");
+            assert_eq!(
+                chain(&nav),
+                [("http://a/meta", None), ("http://a/scripted", None)],
+                "{name}"
+            );
+        }
     }
 
     #[test]
