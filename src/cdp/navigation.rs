@@ -100,9 +100,9 @@ impl GotoOptions {
     /// `location`): after each navigation reaches its condition, waits up to `window`
     /// for the main frame to start another one, then waits for that one instead; one that
     /// starts earlier is followed at once. Each hop is recorded in
-    /// [`Navigation::redirects`] with no status; a redirect whose navigation failed and
-    /// was started again is one hop. A redirect scheduled later than `window` is not
-    /// followed.
+    /// [`Navigation::redirects`] with no status; one that Chromium starts twice (it
+    /// does with a meta refresh under load) is one hop. A redirect scheduled later than
+    /// `window` is not followed.
     ///
     /// Without it (and past `max`), a navigation that another one replaces before it
     /// reaches its condition returns when the next one starts, with what it got (its
@@ -269,13 +269,9 @@ pub(crate) struct Tracker {
     /// A navigation of the main frame that started after this one: a client-side
     /// redirect.
     next: Option<NextNavigation>,
-    /// This navigation is a client-side redirect being followed.
-    followed: bool,
-    /// Its document request failed: it never replaced the page that started it.
-    failed: bool,
-    /// The followed redirect this one was switched from, while it may still fail (its
-    /// document request), and where its hop is in `nav.redirects`.
-    from: Option<(String, usize)>,
+    /// The URL this navigation was started for, when it is a followed client-side
+    /// redirect.
+    hop_url: Option<String>,
 }
 
 /// The main frame's navigation that followed the tracked one, as its document request
@@ -304,9 +300,7 @@ impl Tracker {
                 ..Navigation::default()
             },
             next: None,
-            followed: false,
-            failed: false,
-            from: None,
+            hop_url: None,
         }
     }
 
@@ -400,23 +394,9 @@ impl Tracker {
                         .collect();
                 }
             }
-            "Network.loadingFinished" => {
+            "Network.loadingFinished" | "Network.loadingFailed" => {
                 if let Ok(ev) = event.params::<RequestDone>() {
                     self.inflight.remove(&ev.request_id);
-                }
-            }
-            "Network.loadingFailed" => {
-                let Ok(ev) = event.params::<RequestDone>() else {
-                    return;
-                };
-                self.inflight.remove(&ev.request_id);
-                if self.document.as_deref() == Some(ev.request_id.as_str()) {
-                    self.failed = true;
-                }
-                // Chromium may abort a meta refresh's navigation and start it again
-                // (seen under load); the failure can come after the retry's request.
-                if let Some((_, at)) = self.from.take_if(|(r, _)| *r == ev.request_id) {
-                    self.nav.redirects.remove(at);
                 }
             }
             _ => {}
@@ -460,28 +440,23 @@ impl Tracker {
     /// Switches to the main frame's next navigation, if one started after this one: a
     /// client-side redirect from the current URL. True if it switched.
     ///
-    /// A followed redirect whose document fails (before or after the switch) was no
-    /// hop: the page that started it is still there, and what it starts next is the
-    /// same redirect again.
+    /// When the next navigation only starts this one again (see
+    /// [`next_is_hop`](Self::next_is_hop)), it takes this one's place: no hop.
     pub(crate) fn follow_next(&mut self) -> bool {
+        let hop = self.next_is_hop();
         let Some(next) = self.next.take() else {
             return false;
         };
         let mut redirects = std::mem::take(&mut self.nav.redirects);
-        let mut from = None;
-        if self.next_is_hop() {
+        if hop {
             redirects.push(Redirect {
                 url: std::mem::take(&mut self.nav.url),
                 status: None,
             });
-            if self.followed {
-                from = self.document.take().map(|r| (r, redirects.len() - 1));
-            }
         }
         *self = Tracker::new(self.wait, &self.frame, &next.loader, &next.url);
         self.nav.redirects = redirects;
-        self.followed = true;
-        self.from = from;
+        self.hop_url = Some(next.url);
         // Its document request is already read: it is how the switch was seen. The
         // redirect after it may come before its commit too.
         self.inflight.insert(next.request.clone());
@@ -494,10 +469,17 @@ impl Tracker {
         self.next.is_some()
     }
 
-    /// False when following the next navigation adds no hop: it retries a followed
-    /// redirect that failed.
+    /// False when following the next navigation adds no hop: this one is a followed
+    /// redirect, not yet parsed, and the next one goes to the same URL. That is the
+    /// page before it starting the same redirect again: under load Chromium 156 starts
+    /// a meta refresh's navigation twice, the first one aborted, or committed and
+    /// replaced at once. (A page that redirects to itself once parsed is a hop each
+    /// time.)
     pub(crate) fn next_is_hop(&self) -> bool {
-        !(self.followed && self.failed)
+        match (&self.hop_url, &self.next) {
+            (Some(url), Some(next)) => self.dom_ready || next.url != *url,
+            _ => true,
+        }
     }
 
     /// The client-side redirects recorded so far.
@@ -894,10 +876,10 @@ mod tests {
     }
 
     #[test]
-    fn a_followed_redirect_that_fails_and_starts_again_is_one_hop() {
-        // Chromium 156 under load: the meta refresh's first navigation to /scripted
-        // was aborted at /meta's load and started again with a new loader. Its
-        // failure came before the retry's request here, and may come after it.
+    fn a_followed_redirect_started_again_before_it_was_parsed_is_one_hop() {
+        // Chromium 156 under load: the meta refresh's navigation to /scripted was
+        // started a second time (new loader) at /meta's load, the first one aborted
+        // or committed and replaced at once.
         let now = Instant::now();
         let head = [
             request("M", "M", "Document", "http://a/meta"),
@@ -917,8 +899,23 @@ mod tests {
         ];
         let retry = request("S2", "S2", "Document", "http://a/scripted");
         for (name, middle) in [
-            ("failure first", [failed("S1"), retry.clone()]),
-            ("retry first", [retry.clone(), failed("S1")]),
+            (
+                "aborted, then started again",
+                vec![failed("S1"), retry.clone()],
+            ),
+            (
+                "started again, then aborted",
+                vec![retry.clone(), failed("S1")],
+            ),
+            (
+                "started again, then the first commits",
+                vec![
+                    response("S1", "http://a/scripted"),
+                    retry.clone(),
+                    lifecycle("S1", "init"),
+                    navigated("S1", "http://a/scripted"),
+                ],
+            ),
         ] {
             let mut t = Tracker::new(WaitUntil::Load, "F", "M", "http://a/meta");
             follow_all(&mut t, &head, now);
@@ -934,6 +931,26 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn a_page_that_redirects_to_itself_once_parsed_is_a_hop_each_time() {
+        let now = Instant::now();
+        let mut t = Tracker::new(WaitUntil::Load, "F", "M", "http://a/meta");
+        let events = [
+            request("M", "M", "Document", "http://a/meta"),
+            lifecycle("M", "load"),
+            request("S1", "S1", "Document", "http://a/self"),
+            lifecycle("S1", "DOMContentLoaded"),
+            request("S2", "S2", "Document", "http://a/self"),
+            lifecycle("S2", "load"),
+        ];
+        follow_all(&mut t, &events, now);
+        assert_eq!(t.hops(), 2);
+        assert_eq!(
+            chain(&t.into_navigation()),
+            [("http://a/meta", None), ("http://a/self", None)]
+        );
     }
 
     #[test]
