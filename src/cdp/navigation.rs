@@ -100,8 +100,9 @@ impl GotoOptions {
     /// `location`): after each navigation reaches its condition, waits up to `window`
     /// for the main frame to start another one, then waits for that one instead; one that
     /// starts earlier is followed at once. Each hop is recorded in
-    /// [`Navigation::redirects`] with no status. A redirect scheduled later than `window`
-    /// is not followed.
+    /// [`Navigation::redirects`] with no status; one that Chromium starts twice (it
+    /// does with a meta refresh under load) is one hop. A redirect scheduled later than
+    /// `window` is not followed.
     ///
     /// Without it (and past `max`), a navigation that another one replaces before it
     /// reaches its condition returns when the next one starts, with what it got (its
@@ -265,9 +266,20 @@ pub(crate) struct Tracker {
     /// Since when the page has been quiet enough (`NetworkIdle`), once loaded.
     quiet_since: Option<Instant>,
     nav: Navigation,
-    /// A navigation of the main frame that started after this one committed: a
-    /// client-side redirect (its loader and URL).
-    next: Option<(String, String)>,
+    /// A navigation of the main frame that started after this one: a client-side
+    /// redirect.
+    next: Option<NextNavigation>,
+    /// The URL this navigation was started for, when it is a followed client-side
+    /// redirect.
+    hop_url: Option<String>,
+}
+
+/// The main frame's navigation that followed the tracked one, as its document request
+/// announced it.
+struct NextNavigation {
+    loader: String,
+    url: String,
+    request: String,
 }
 
 impl Tracker {
@@ -288,6 +300,7 @@ impl Tracker {
                 ..Navigation::default()
             },
             next: None,
+            hop_url: None,
         }
     }
 
@@ -335,8 +348,18 @@ impl Tracker {
                 let document = ev.kind.as_deref() == Some("Document")
                     && ev.frame_id.as_deref() == Some(self.frame.as_str());
                 if ev.loader_id != self.loader {
-                    if document && self.committed && !ev.loader_id.is_empty() {
-                        self.next.get_or_insert((ev.loader_id, ev.request.url));
+                    // Chromium sends the document requests itself, in the order they
+                    // start, but forwards commit and lifecycle events from the renderer,
+                    // which may be late: the next navigation's request can come before
+                    // this one's commit. One that comes after this one's own request
+                    // started after it; an earlier navigation's came before.
+                    let started = self.committed || self.document.is_some();
+                    if document && started && !ev.loader_id.is_empty() {
+                        self.next.get_or_insert(NextNavigation {
+                            loader: ev.loader_id,
+                            url: ev.request.url,
+                            request: ev.request_id,
+                        });
                     }
                     return;
                 }
@@ -414,25 +437,58 @@ impl Tracker {
         }
     }
 
-    /// Switches to the main frame's next navigation, if one started after this one
-    /// committed: a client-side redirect from the current URL. True if it switched.
+    /// Switches to the main frame's next navigation, if one started after this one: a
+    /// client-side redirect from the current URL. True if it switched.
+    ///
+    /// When the next navigation only starts this one again (see
+    /// [`next_is_hop`](Self::next_is_hop)), it takes this one's place: no hop.
     pub(crate) fn follow_next(&mut self) -> bool {
-        let Some((loader, url)) = self.next.take() else {
+        let hop = self.next_is_hop();
+        let Some(next) = self.next.take() else {
             return false;
         };
         let mut redirects = std::mem::take(&mut self.nav.redirects);
-        redirects.push(Redirect {
-            url: std::mem::take(&mut self.nav.url),
-            status: None,
-        });
-        *self = Tracker::new(self.wait, &self.frame, &loader, &url);
+        if hop {
+            redirects.push(Redirect {
+                url: std::mem::take(&mut self.nav.url),
+                status: None,
+            });
+        }
+        *self = Tracker::new(self.wait, &self.frame, &next.loader, &next.url);
         self.nav.redirects = redirects;
+        self.hop_url = Some(next.url);
+        // Its document request is already read: it is how the switch was seen. The
+        // redirect after it may come before its commit too.
+        self.inflight.insert(next.request.clone());
+        self.document = Some(next.request);
         true
     }
 
     /// True when another navigation of the main frame has started.
     pub(crate) fn has_next(&self) -> bool {
         self.next.is_some()
+    }
+
+    /// False when following the next navigation adds no hop: this one is a followed
+    /// redirect, not yet parsed, and the next one goes to the same URL. That is the
+    /// page before it starting the same redirect again: under load Chromium 156 starts
+    /// a meta refresh's navigation twice, the first one aborted, or committed and
+    /// replaced at once. (A page that redirects to itself once parsed is a hop each
+    /// time.)
+    pub(crate) fn next_is_hop(&self) -> bool {
+        match (&self.hop_url, &self.next) {
+            (Some(url), Some(next)) => self.dom_ready || next.url != *url,
+            _ => true,
+        }
+    }
+
+    /// The client-side redirects recorded so far.
+    pub(crate) fn hops(&self) -> usize {
+        self.nav
+            .redirects
+            .iter()
+            .filter(|r| r.status.is_none())
+            .count()
     }
 
     /// What this navigation returned.
@@ -513,20 +569,18 @@ impl Page {
         let limit = options.timeout.unwrap_or_else(|| self.command_timeout());
         let deadline = crate::job::later(Instant::now(), limit);
         let mut tracker = Tracker::new(options.wait_until, &navigated.frame_id, &loader, url);
-        let mut hops = 0;
         // Set while waiting for a client-side redirect to start.
         let mut window_ends: Option<Instant> = None;
         loop {
             let now = Instant::now();
-            let follow = hops < options.client_redirects;
+            let follow = tracker.hops() < options.client_redirects as usize;
             if tracker.has_next() {
-                if !follow {
+                if !follow && tracker.next_is_hop() {
                     // Replaced before (or after) reaching its condition: it never will
                     // now, so it ends here.
                     return Ok(tracker.into_navigation());
                 }
                 tracker.follow_next();
-                hops += 1;
                 window_ends = None;
                 continue;
             }
@@ -594,6 +648,47 @@ mod tests {
             "Network.loadingFinished",
             serde_json::json!({ "requestId": id }),
         )
+    }
+
+    fn response(id: &str, url: &str) -> Event {
+        event(
+            "Network.responseReceived",
+            serde_json::json!({"requestId": id, "loaderId": id, "frameId": "F",
+                "type": "Document", "response": {"url": url, "status": 200,
+                "mimeType": "text/html", "headers": {}}}),
+        )
+    }
+
+    fn navigated(loader: &str, url: &str) -> Event {
+        event(
+            "Page.frameNavigated",
+            serde_json::json!({"frame": {"id": "F", "loaderId": loader, "url": url},
+                "type": "Navigation"}),
+        )
+    }
+
+    /// Reads `events` the way `goto_with` does when it follows every client-side
+    /// redirect: a navigation that starts is switched to at once.
+    fn follow_all(t: &mut Tracker, events: &[Event], now: Instant) {
+        for e in events {
+            t.on_event(e, now);
+            t.follow_next();
+        }
+    }
+
+    fn failed(id: &str) -> Event {
+        event(
+            "Network.loadingFailed",
+            serde_json::json!({"requestId": id, "type": "Document",
+                "errorText": "net::ERR_ABORTED", "canceled": true}),
+        )
+    }
+
+    fn chain(nav: &Navigation) -> Vec<(&str, Option<u16>)> {
+        nav.redirects
+            .iter()
+            .map(|r| (r.url.as_str(), r.status))
+            .collect()
     }
 
     #[test]
@@ -714,6 +809,147 @@ mod tests {
                 ("http://a/2", Some(302)),
                 ("http://a/3", None)
             ]
+        );
+    }
+
+    #[test]
+    fn a_client_redirect_whose_request_comes_before_the_commit_is_a_hop() {
+        // Chromium 156 under load (tests/navigation.rs, the followed goto): the meta
+        // refresh's request for /scripted came before /meta's own `init` and
+        // `frameNavigated`, and /end's request before /scripted's `load`.
+        let now = Instant::now();
+        let mut t = Tracker::new(WaitUntil::Load, "F", "M", "http://a/meta");
+        let events = [
+            request("M", "M", "Document", "http://a/meta"),
+            response("M", "http://a/meta"),
+            request("S", "S", "Document", "http://a/scripted"),
+            lifecycle("M", "init"),
+            navigated("M", "http://a/meta"),
+            response("S", "http://a/scripted"),
+            lifecycle("S", "init"),
+            navigated("S", "http://a/scripted"),
+            done("S"),
+            lifecycle("S", "DOMContentLoaded"),
+            request("E", "E", "Document", "http://a/end"),
+            lifecycle("S", "load"),
+            response("E", "http://a/end"),
+            lifecycle("E", "init"),
+            navigated("E", "http://a/end"),
+            done("E"),
+            lifecycle("E", "DOMContentLoaded"),
+            lifecycle("E", "load"),
+        ];
+        follow_all(&mut t, &events, now);
+        assert_eq!(t.hops(), 2);
+        assert!(t.done(now));
+        let nav = t.into_navigation();
+        assert_eq!(nav.url, "http://a/end");
+        assert_eq!(nav.status, Some(200), "the last document's own response");
+        assert_eq!(
+            chain(&nav),
+            [("http://a/meta", None), ("http://a/scripted", None)]
+        );
+    }
+
+    #[test]
+    fn every_hop_is_recorded_when_each_request_overtakes_the_commit_before_it() {
+        let now = Instant::now();
+        let mut t = Tracker::new(WaitUntil::Load, "F", "M", "http://a/meta");
+        // An earlier navigation's request (before this one's own) is not a hop.
+        let events = [
+            request("OLD", "OLD", "Document", "http://a/old"),
+            request("M", "M", "Document", "http://a/meta"),
+            request("S", "S", "Document", "http://a/scripted"),
+            request("E", "E", "Document", "http://a/end"),
+            lifecycle("M", "load"),
+            lifecycle("S", "load"),
+            lifecycle("E", "load"),
+        ];
+        follow_all(&mut t, &events, now);
+        assert_eq!(t.hops(), 2);
+        let nav = t.into_navigation();
+        assert_eq!(nav.url, "http://a/end");
+        assert_eq!(
+            chain(&nav),
+            [("http://a/meta", None), ("http://a/scripted", None)]
+        );
+    }
+
+    #[test]
+    fn a_followed_redirect_started_again_before_it_was_parsed_is_one_hop() {
+        // Chromium 156 under load: the meta refresh's navigation to /scripted was
+        // started a second time (new loader) at /meta's load, the first one aborted
+        // or committed and replaced at once.
+        let now = Instant::now();
+        let head = [
+            request("M", "M", "Document", "http://a/meta"),
+            response("M", "http://a/meta"),
+            request("S1", "S1", "Document", "http://a/scripted"),
+            lifecycle("M", "init"),
+            navigated("M", "http://a/meta"),
+            done("M"),
+            lifecycle("M", "load"),
+        ];
+        let tail = [
+            response("S2", "http://a/scripted"),
+            lifecycle("S2", "init"),
+            lifecycle("S2", "load"),
+            request("E", "E", "Document", "http://a/end"),
+            lifecycle("E", "load"),
+        ];
+        let retry = request("S2", "S2", "Document", "http://a/scripted");
+        for (name, middle) in [
+            (
+                "aborted, then started again",
+                vec![failed("S1"), retry.clone()],
+            ),
+            (
+                "started again, then aborted",
+                vec![retry.clone(), failed("S1")],
+            ),
+            (
+                "started again, then the first commits",
+                vec![
+                    response("S1", "http://a/scripted"),
+                    retry.clone(),
+                    lifecycle("S1", "init"),
+                    navigated("S1", "http://a/scripted"),
+                ],
+            ),
+        ] {
+            let mut t = Tracker::new(WaitUntil::Load, "F", "M", "http://a/meta");
+            follow_all(&mut t, &head, now);
+            follow_all(&mut t, &middle, now);
+            follow_all(&mut t, &tail, now);
+            assert_eq!(t.hops(), 2, "{name}");
+            assert!(t.done(now), "{name}");
+            let nav = t.into_navigation();
+            assert_eq!(nav.url, "http://a/end", "{name}");
+            assert_eq!(
+                chain(&nav),
+                [("http://a/meta", None), ("http://a/scripted", None)],
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_page_that_redirects_to_itself_once_parsed_is_a_hop_each_time() {
+        let now = Instant::now();
+        let mut t = Tracker::new(WaitUntil::Load, "F", "M", "http://a/meta");
+        let events = [
+            request("M", "M", "Document", "http://a/meta"),
+            lifecycle("M", "load"),
+            request("S1", "S1", "Document", "http://a/self"),
+            lifecycle("S1", "DOMContentLoaded"),
+            request("S2", "S2", "Document", "http://a/self"),
+            lifecycle("S2", "load"),
+        ];
+        follow_all(&mut t, &events, now);
+        assert_eq!(t.hops(), 2);
+        assert_eq!(
+            chain(&t.into_navigation()),
+            [("http://a/meta", None), ("http://a/self", None)]
         );
     }
 
