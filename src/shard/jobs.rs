@@ -1,0 +1,162 @@
+//! Running `run` jobs on the shard's thread: a task per busy session runs its job, gives
+//! the session back through the plan, and runs the next job the plan hands that session
+//! on to, with no task spawned in between (see `Shell::execute`). A guard returns the
+//! session however the task ends, so a job's session is never lost.
+
+use std::rc::Rc;
+
+use tokio::time::Instant;
+
+use super::lifecycle;
+use super::msg::{Attempt, JobTask, Request, Work};
+use super::plan::Return;
+use super::waiters::SessionKey;
+use super::Shell;
+use crate::cdp::Page;
+use crate::error::{Error, ErrorKind, TimeoutKind};
+use crate::job::Job;
+
+/// A job to run on a session, as the plan handed it out.
+pub(super) struct RunArgs {
+    pub(super) key: SessionKey,
+    pub(super) page: Rc<Page>,
+    pub(super) job: Job,
+    pub(super) task: Box<dyn JobTask>,
+    pub(super) submitted: Instant,
+    pub(super) attempts: u32,
+    pub(super) deadline: Instant,
+}
+
+impl Shell {
+    /// Runs `run`, then each job the plan hands this session on to as it comes back, in
+    /// this one task (see `execute`).
+    pub(super) async fn run_jobs(self: Rc<Self>, mut run: RunArgs) {
+        loop {
+            let Some(next) = self.clone().run_job(run).await else {
+                return;
+            };
+            run = next;
+            // A job that never waits must not keep the shard's other tasks out.
+            tokio::task::consume_budget().await;
+        }
+    }
+
+    /// Runs one job and gives its session back; returns the next job the plan gave that
+    /// session to, if any.
+    async fn run_job(self: Rc<Self>, run: RunArgs) -> Option<RunArgs> {
+        let RunArgs {
+            key,
+            page,
+            job,
+            mut task,
+            submitted,
+            attempts,
+            deadline,
+        } = run;
+        // Returns the session even if this task is dropped (shutdown aborts it).
+        let mut guard = ReturnOnDrop {
+            shell: self.clone(),
+            key,
+            how: Return::Interrupted,
+            retire: false,
+        };
+        let attempt = tokio::time::timeout_at(deadline, async {
+            match lifecycle::block_for_job(&page, job.block.as_deref()).await {
+                Ok(()) => task.run(&page).await,
+                Err(e) => Attempt::NotRun(e),
+            }
+        })
+        .await;
+        // The page's own blocking is back before anyone else gets it, or it is retired.
+        guard.retire = !lifecycle::unblock_after_job(&page).await;
+        drop(page);
+        // A job that never ran fails like one that did, with the preparation's error.
+        let mut not_run = None;
+        let attempt = match attempt {
+            Ok(Attempt::NotRun(e)) => {
+                let kind = e.kind();
+                not_run = Some(e);
+                Ok(Attempt::Failed(kind))
+            }
+            other => other,
+        };
+        let ok = matches!(attempt, Ok(Attempt::Ok));
+        let next;
+        match attempt {
+            Ok(Attempt::Ok) => {
+                guard.how = Return::Clean;
+                next = guard.give_back();
+                task.finish();
+            }
+            Ok(Attempt::Failed(kind)) => {
+                let lost = matches!(
+                    kind,
+                    ErrorKind::SessionCrashed | ErrorKind::ConnectionClosed
+                );
+                guard.how = match kind {
+                    ErrorKind::SessionCrashed | ErrorKind::ConnectionClosed => Return::Dead,
+                    ErrorKind::Timeout(_) => Return::Interrupted,
+                    _ => Return::Clean,
+                };
+                next = guard.give_back();
+                if lost && attempts < job.retries {
+                    self.metrics.borrow_mut().counters.retries += 1;
+                    let retry = Request {
+                        job,
+                        work: Work::Run(task),
+                        submitted,
+                        // Its place in line went with the attempt that ran.
+                        arrival: self.shared.lines[self.id].next_id(),
+                        attempts: attempts + 1,
+                    };
+                    self.feed(|p, now, cfg| p.submit(retry, now, cfg));
+                    return next;
+                }
+                match not_run {
+                    Some(e) => task.fail(e),
+                    None => task.finish(),
+                }
+            }
+            Ok(Attempt::Abandoned | Attempt::NotRun(_)) => next = guard.give_back(),
+            Err(_) => {
+                next = guard.give_back();
+                self.metrics.borrow_mut().counters.timeout(TimeoutKind::Job);
+                let limit = job.timeout.unwrap_or(self.cfg().job_timeout);
+                task.fail(Error::timeout(TimeoutKind::Job, "job", limit));
+            }
+        }
+        self.metrics.borrow_mut().job_done(submitted.elapsed(), ok);
+        next
+    }
+}
+
+/// Returns a session when a job's task ends, however it ends.
+pub(super) struct ReturnOnDrop {
+    shell: Rc<Shell>,
+    key: SessionKey,
+    how: Return,
+    /// Returned `Dead` whatever `how` says (its blocking could not be put back).
+    retire: bool,
+}
+
+impl ReturnOnDrop {
+    /// Gives the session back now. If the plan hands it straight on to another job, that
+    /// job comes back here, for the returning task to run next (see `Shell::execute`).
+    fn give_back(self) -> Option<RunArgs> {
+        let shell = self.shell.clone();
+        shell.handing_over.set(Some(self.key));
+        drop(self); // feeds `returned`
+        shell.handing_over.set(None);
+        let next = shell.handed.borrow_mut().take();
+        next
+    }
+}
+
+impl Drop for ReturnOnDrop {
+    fn drop(&mut self) {
+        let key = self.key;
+        let how = if self.retire { Return::Dead } else { self.how };
+        self.shell
+            .feed(|p, now, cfg| p.returned(key, how, now, cfg));
+    }
+}
