@@ -346,9 +346,7 @@ impl Shell {
             conn.close_with(why.clone());
         }
         let line = self.shared.lines[self.id].clone();
-        for caller in line.close_and_drain() {
-            caller.tx.fail(why.clone());
-        }
+        fail_line(&line, &why);
         Died {
             why,
             line,

@@ -26,6 +26,8 @@ use crate::steal::Overflow;
 use crate::sync::atomic::AtomicBool;
 use crate::sync::{mpsc, oneshot, Arc};
 
+mod across_shards;
+
 /// A page that is alive until the test says otherwise.
 #[derive(Clone, Default)]
 struct FakePage(Rc<Cell<bool>>);
@@ -472,109 +474,6 @@ fn a_sticky_request_waits_for_its_own_session_until_its_deadline() {
     h.advance(5 * SEC);
     assert_eq!(h.failed, [(late, ErrorKind::Timeout(TimeoutKind::Wait))]);
     h.check();
-}
-
-#[test]
-fn a_saturated_shard_offers_movable_requests_to_a_parked_one() {
-    let overflow = Arc::new(Overflow::default());
-    let lines: std::sync::Arc<[Arc<Line<Work>>]> = Line::family(2).into();
-    let cfg = Config {
-        steal_watermark: 0,
-        ..config(1)
-    };
-    let mut busy = Harness::shard_of(0, lines.clone(), overflow.clone(), cfg.clone());
-    let mut idle = Harness::shard_of(1, lines, overflow.clone(), cfg.clone());
-    busy.ask(Job::new());
-    busy.open_all();
-    assert!(!overflow.prepare_park(1), "nothing offered yet");
-    let sticky = busy.ask(Job::new().affinity(Affinity::sticky("k")));
-    let movable = busy.ask(Job::new());
-    assert_eq!(busy.wakes, [1], "the parked shard is woken");
-    assert!(idle.plan.has_spare_capacity(&cfg));
-    let offered = overflow.take().expect("a request was offered");
-    assert_eq!(offered.arrival, movable, "the sticky request never moves");
-    let now = idle.now;
-    idle.plan.stolen(offered, now, &cfg);
-    idle.settle();
-    idle.open_all();
-    assert_eq!(idle.out.len(), 1, "the other shard runs it");
-    // (The job's answer reaches its caller, whose channel the busy harness reads.)
-    busy.collect();
-    assert_eq!(busy.served(), [1, movable]);
-    busy.give_back(Return::Clean);
-    assert_eq!(busy.served(), [sticky]);
-}
-
-/// Issue 20: `run` requests queued at two shards start in the order they arrived, pool
-/// wide, whichever shard's sessions free up first. A shard whose own line is open (nothing
-/// queued there comes first) serves the open line whose first caller came earliest.
-#[test]
-fn run_requests_at_two_shards_start_in_arrival_order() {
-    let lines: std::sync::Arc<[Arc<Line<Work>>]> = Line::family(2).into();
-    let overflow = Arc::new(Overflow::default());
-    let cfg = Config {
-        lease_handoff: true,
-        ..config(2)
-    };
-    let mut a = Harness::shard_of(0, lines.clone(), overflow.clone(), cfg.clone());
-    let mut b = Harness::shard_of(1, lines.clone(), overflow, cfg);
-    // Both shards' sessions busy with a job each.
-    for h in [&mut a, &mut b] {
-        h.ask(Job::new());
-        h.ask(Job::new());
-        h.open_all();
-        assert_eq!(h.out.len(), 2);
-        h.served();
-    }
-    // A run of arrivals at shard 0, then at shard 1, then at shard 0 again (what routing
-    // by load does when one shard's callers pile up).
-    let mut asked = Vec::new();
-    asked.extend([a.ask(Job::new()), a.ask(Job::new()), a.ask(Job::new())]);
-    asked.extend([b.ask(Job::new()), b.ask(Job::new())]);
-    asked.push(a.ask(Job::new()));
-    assert!(lines.iter().all(|l| l.is_open()), "both lines open");
-    // Sessions free up, shard 1's first: each starts the earliest caller in the pool.
-    let mut started = Vec::new();
-    for from_b in [true, true, false, false, true, true] {
-        let h = if from_b { &mut b } else { &mut a };
-        h.give_back(Return::Clean);
-        // One job starts per step; its answer reaches the harness that asked.
-        for h in [&mut a, &mut b] {
-            h.collect();
-            started.extend(h.served());
-        }
-    }
-    assert_eq!(started, asked, "started out of arrival order");
-    for h in [&mut a, &mut b] {
-        h.give_back(Return::Clean); // reads the other shard's `Served` records
-        h.check();
-        assert!(
-            h.plan.waiters.line_is_empty(),
-            "a served caller is still on record"
-        );
-    }
-}
-
-/// Without the line (`lease_handoff` off) each shard serves its own queue: the same
-/// arrivals start out of order. What the test above guards against.
-#[test]
-fn without_the_line_each_shard_serves_only_its_own_queue() {
-    let lines: std::sync::Arc<[Arc<Line<Work>>]> = Line::family(2).into();
-    let overflow = Arc::new(Overflow::default());
-    let cfg = config(1);
-    let mut a = Harness::shard_of(0, lines.clone(), overflow.clone(), cfg.clone());
-    let mut b = Harness::shard_of(1, lines, overflow, cfg);
-    for h in [&mut a, &mut b] {
-        h.ask(Job::new());
-        h.open_all();
-        h.served();
-    }
-    let first = a.ask(Job::new());
-    let second = b.ask(Job::new());
-    b.give_back(Return::Clean);
-    assert_eq!(b.served(), [second], "shard 1 serves its own, later caller");
-    a.give_back(Return::Clean);
-    assert_eq!(a.served(), [first]);
 }
 
 #[test]
