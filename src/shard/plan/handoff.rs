@@ -1,6 +1,6 @@
 //! The plan's side of the hand-off line (see `handoff`): which queued requests go into
 //! the line, when callers may join it by themselves, which line a session turning idle
-//! serves (its own, or the pool's oldest open one), what releasing leases did with the
+//! serves (its own, or the pool's earliest caller), what releasing leases did with the
 //! callers they served, and whether a leased session may be passed on.
 
 use std::time::Duration;
@@ -98,10 +98,10 @@ impl<P: PageHandle> Plan<P> {
 
     /// Serves the lines with idle sessions, first come first served: this shard's line,
     /// or while nothing is queued here and its line holds only `Normal` callers (nothing
-    /// of its own comes first) the pool's line whose first caller came earliest. (Whoever waits in this shard's queue comes after
-    /// its line: see `line_up_heads`.) Unlike a releasing lease, the shard knows its own
-    /// queue, and another shard's line holds that shard's oldest requests whether it is
-    /// open or not.
+    /// of its own comes first) the pool's line whose first caller came earliest.
+    /// (Whoever waits in this shard's queue comes after its line: see `line_up_heads`.)
+    /// Unlike a releasing lease, the shard knows its own queue, and another shard's line
+    /// holds that shard's oldest requests whether it is open or not.
     pub(super) fn serve_lines(&mut self, now: Instant, cfg: &Config) {
         while !self.shutting_down
             && !self.sessions.idle.is_empty()
