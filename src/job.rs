@@ -146,7 +146,6 @@ pub struct Job {
     pub(crate) affinity: Option<Affinity>,
     pub(crate) priority: Priority,
     pub(crate) wait_timeout: Option<Duration>,
-    pub(crate) create_timeout: Option<Duration>,
     pub(crate) command_timeout: Option<Duration>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) retries: u32,
@@ -185,12 +184,6 @@ impl Job {
     /// Longest wait in the queue for a session (`Timeout(Wait)`).
     pub fn wait_timeout(mut self, timeout: Duration) -> Self {
         self.wait_timeout = Some(timeout);
-        self
-    }
-
-    /// Longest time to open a new session for it (`Timeout(Create)`).
-    pub fn create_timeout(mut self, timeout: Duration) -> Self {
-        self.create_timeout = Some(timeout);
         self
     }
 
