@@ -72,6 +72,7 @@ mod fleet;
 mod handoff;
 mod job;
 mod lease;
+mod lease_batch;
 pub mod metrics;
 mod mutant;
 mod pool;
@@ -86,10 +87,12 @@ pub(crate) mod sync;
 
 #[doc(inline)]
 pub use cdp::{Blocking, GotoOptions, Navigation, Page, ResourceType, WaitUntil};
+pub use cdp::{EventBuffer, EventOverflow, Events, TypedEvents};
 pub use config::{Config, Isolation, Reset};
 pub use error::{Error, ErrorKind, Result, TimeoutKind};
 pub use job::{Affinity, AffinityMode, Job, Priority};
 pub use lease::Lease;
+pub use lease_batch::LeaseBatch;
 #[doc(inline)]
 pub use metrics::Snapshot;
 pub use pool::{Pool, PoolBuilder};

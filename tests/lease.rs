@@ -120,3 +120,57 @@ async fn deadlines_past_the_clock_saturate_instead_of_killing_the_shard() {
     assert_eq!(v, json!(4));
     pool.shutdown(Duration::from_secs(1)).await.unwrap();
 }
+
+/// What a page offers, through a lease: batch, title, target id, event streams and a
+/// one-event wait, each answered on the page's shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_batches_reads_its_title_and_target_and_streams_events() {
+    use futures_util::StreamExt;
+    let (_sim, pool) = support::one_shard(1).await;
+    let lease = acquire(&pool).await;
+
+    let mut batch = lease.batch();
+    let a = batch.push(cdpmux::js_protocol::runtime::EvaluateParams::new("1+1"));
+    let b = batch.push_raw("Runtime.evaluate", json!({"expression": "2+2"}));
+    assert_eq!(batch.len(), 2);
+    let results = tokio::time::timeout(LIMIT, batch.run()).await.unwrap();
+    assert_eq!(results.get(a).unwrap().result.value, Some(json!(2)));
+    assert_eq!(results.get(b).unwrap()["result"]["value"], 4);
+
+    let target = tokio::time::timeout(LIMIT, lease.target_id())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!target.is_empty());
+
+    let mut navigated = lease.events("Page.frameNavigated");
+    let load = lease.wait_for_event("Page.loadEventFired");
+    tokio::time::timeout(LIMIT, lease.goto("http://site.example/a"))
+        .await
+        .unwrap()
+        .expect("the simulated page loads");
+    let event = tokio::time::timeout(LIMIT, navigated.next())
+        .await
+        .unwrap()
+        .expect("an event")
+        .unwrap();
+    assert_eq!(event.method(), "Page.frameNavigated");
+    let load = load.wait(LIMIT).await.expect("the load event");
+    assert_eq!(load.method(), "Page.loadEventFired");
+    assert!(tokio::time::timeout(LIMIT, lease.title())
+        .await
+        .unwrap()
+        .is_ok());
+
+    let refused = lease.events_with("X.y", cdpmux::EventBuffer::new(0, Default::default()));
+    assert_eq!(refused.unwrap_err().kind(), ErrorKind::InvalidInput);
+    drop(lease);
+    assert!(
+        tokio::time::timeout(LIMIT, navigated.next())
+            .await
+            .unwrap()
+            .is_none(),
+        "the lease went back: its stream ended"
+    );
+    pool.shutdown(Duration::from_secs(5)).await.unwrap();
+}

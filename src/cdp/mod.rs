@@ -8,6 +8,7 @@
 //! WebSocket's handshake, writer and reader tasks, with `batching`, the pure rule for
 //! when the writer flushes); `connection` ([`Connection`], the
 //! thin async shell that ties them together around one socket); `batch` ([`Batch`], pipelined raw calls);
+//! `streams` ([`Events`], bounded event streams for callers, any thread);
 //! `session` ([`Page`], one flat session, and opening it); `blocking` ([`Blocking`], what
 //! a page never loads); `navigation` ([`Page::goto_with`], a navigation matched to its
 //! own loader, and the [`Navigation`] it returns). All are `!Send`: they live on
@@ -33,7 +34,9 @@ mod routing;
 mod session;
 mod settings;
 mod socket;
+mod streams;
 
+pub(crate) use batch::encode_params;
 pub use batch::{Batch, BatchResults, Slot};
 pub use batching::FlushPolicy;
 pub use blocking::{Blocking, ResourceType};
@@ -44,3 +47,5 @@ pub(crate) use observer::TransportObserver;
 pub use protocol::Event;
 pub(crate) use session::{evaluated_value, EvaluateByValue, EVALUATE};
 pub use session::{Page, PageOptions};
+pub(crate) use streams::Feed;
+pub use streams::{EventBuffer, EventOverflow, Events, TypedEvents};

@@ -12,7 +12,8 @@ use std::fmt;
 use std::rc::Rc;
 use std::time::Duration;
 
-use chromiumoxide_types::Command;
+use chromiumoxide_types::{Command, MethodType};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
@@ -21,6 +22,7 @@ use super::blocking::Blocking;
 use super::connection::{Connection, InFlight};
 use super::events::{EventStream, EventWaiter};
 use super::protocol::{MethodName, Reply, SessionSlot};
+use super::streams::{EventBuffer, Events, Feed, TypedEvents};
 use crate::error::{Error, ErrorKind, Result};
 
 /// The method [`Page::evaluate_value`] calls.
@@ -294,6 +296,59 @@ impl Page {
     /// Subscribes to every event of `methods` on this page, buffered from now on.
     pub(crate) fn event_stream(&self, methods: &'static [&'static str]) -> EventStream {
         self.conn.shared.register_stream(self.slot, methods)
+    }
+
+    /// Streams every event of `method` on this page from now on (e.g.
+    /// `Network.responseReceived`, with the `Network` domain enabled), buffering up to
+    /// 1024 unread events and dropping newer ones past that; see [`Events`] for how it
+    /// ends and counts drops. Any method is accepted: one the page never sends yields
+    /// nothing. On a dead page the stream yields why, then ends.
+    ///
+    /// ```no_run
+    /// # async fn demo(page: &cdpmux::Page) -> cdpmux::Result<()> {
+    /// use futures_util::StreamExt;
+    /// let mut responses = page.events("Network.responseReceived");
+    /// page.goto("https://example.com/").await?;
+    /// if let Some(first) = responses.next().await {
+    ///     println!("{}", first?.params_json());
+    /// }
+    /// println!("dropped: {}", responses.dropped());
+    /// # Ok(()) }
+    /// ```
+    pub fn events(&self, method: &str) -> Events {
+        self.events_into(method, EventBuffer::default())
+    }
+
+    /// [`events`](Self::events) with its own buffer size and overflow policy. Fails
+    /// (`InvalidInput`) on a buffer of zero events.
+    pub fn events_with(&self, method: &str, buffer: EventBuffer) -> Result<Events> {
+        buffer.check()?;
+        Ok(self.events_into(method, buffer))
+    }
+
+    /// Streams every event of type `T` (from `spider_chromiumoxide_cdp`, e.g.
+    /// `EventLoadEventFired`) on this page from now on, decoded; otherwise as
+    /// [`events`](Self::events).
+    pub fn events_of<T: MethodType + DeserializeOwned>(&self) -> TypedEvents<T> {
+        TypedEvents::new(self.events(&T::method_id()))
+    }
+
+    /// Registers a bounded stream of `method` (a buffer already checked).
+    fn events_into(&self, method: &str, buffer: EventBuffer) -> Events {
+        let feed = Feed::new(buffer);
+        self.register_feed(method.to_owned().into(), feed.clone());
+        Events::new(feed, method)
+    }
+
+    /// Feeds every event of `method` into `feed` (a lease's stream, read elsewhere).
+    pub(crate) fn register_feed(&self, method: MethodName, feed: crate::sync::Arc<Feed>) {
+        self.conn.shared.register_feed(self.slot, method, feed);
+    }
+
+    /// The page's job ended: its streams end, its event waits fail (see
+    /// [`Events`]).
+    pub(crate) fn end_job(&self) {
+        self.conn.shared.end_job(self.slot);
     }
 
     /// Runs a typed command from `spider_chromiumoxide_cdp` on this page, e.g.

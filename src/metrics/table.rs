@@ -189,6 +189,11 @@ metric_table! {
             /// report none).
             blocked_requests => "pages" "blocked requests",
         }
+        "events_dropped_total" "Events that full event streams dropped." {
+            /// Events dropped by a page's or lease's event stream whose buffer was full
+            /// (see `EventOverflow`).
+            events_dropped => "pages" "events dropped",
+        }
         "retries_total" "Jobs re-run after a lost session." {
             /// Jobs re-run on a fresh session after their session was lost.
             retries => "recovery" "retries",
@@ -270,7 +275,7 @@ mod tests {
                 seen.push(r.family);
             }
         }
-        assert_eq!(Counters::ROWS.len(), 26);
+        assert_eq!(Counters::ROWS.len(), 27);
         let c = Counters {
             timeouts_job: 7,
             ..Counters::default()

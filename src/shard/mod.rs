@@ -436,6 +436,8 @@ impl Shell {
                 // Dropping the page closes its target.
             }
             Action::Stop { key, page } => {
+                // A job interrupted or a lease taken back: its listeners end here.
+                page.end_job();
                 let shell = self.clone();
                 tokio::task::spawn_local(async move {
                     let how = lifecycle::stop(page).await;
@@ -566,7 +568,13 @@ impl Shell {
         match msg {
             Msg::Submit(request) => self.feed(|p, now, cfg| p.submit(request, now, cfg)),
             Msg::LeaseOp { lease, op, timeout } => self.lease_op(lease, op, timeout),
-            Msg::Release { lease } => self.feed(|p, now, cfg| p.released(lease, now, cfg)),
+            Msg::Release { lease } => {
+                // The holder's listeners end with its lease.
+                if let Some(page) = self.plan.borrow().lease_page(lease) {
+                    page.end_job();
+                }
+                self.feed(|p, now, cfg| p.released(lease, now, cfg));
+            }
             Msg::Reclaim => self.feed(|p, now, cfg| p.reclaim(now, cfg)),
             Msg::Metrics(reply) => {
                 self.feed(|_, _, _| {}); // counts the hand-offs recorded so far
@@ -618,6 +626,17 @@ impl Shell {
                     }
                     let _ = reply.send(page.goto_with(&url, &options).await);
                 });
+            }
+            LeaseOp::Batch { calls } => {
+                // All queued in this turn: the writer sends them in one flush.
+                let timeout = timeout.unwrap_or_else(|| page.command_timeout());
+                for (method, params, reply) in calls {
+                    page.call_direct(method, &*params, timeout, reply);
+                }
+            }
+            LeaseOp::Events { method, feed } => page.register_feed(method, feed),
+            LeaseOp::TargetId { reply } => {
+                let _ = reply.send(Ok(page.target_id().to_owned()));
             }
         }
     }

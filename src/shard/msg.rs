@@ -107,6 +107,23 @@ pub(crate) enum LeaseOp {
         options: crate::cdp::GotoOptions,
         reply: tokio::sync::oneshot::Sender<Result<crate::cdp::Navigation>>,
     },
+    /// Commands sent back to back (a lease's batch), each reply to its own channel.
+    Batch {
+        calls: Vec<(
+            MethodName,
+            Box<RawValue>,
+            tokio::sync::oneshot::Sender<Result<Reply>>,
+        )>,
+    },
+    /// Registers a stream of `method`'s events into `feed`, which the holder reads.
+    Events {
+        method: MethodName,
+        feed: crate::sync::Arc<crate::cdp::Feed>,
+    },
+    /// The page's target id.
+    TargetId {
+        reply: tokio::sync::oneshot::Sender<Result<String>>,
+    },
 }
 
 impl LeaseOp {
@@ -117,6 +134,15 @@ impl LeaseOp {
                 let _ = reply.send(Err(error));
             }
             LeaseOp::Goto { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            LeaseOp::Batch { calls } => {
+                for (_, _, reply) in calls {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+            LeaseOp::Events { feed, .. } => feed.end(Some(error)),
+            LeaseOp::TargetId { reply } => {
                 let _ = reply.send(Err(error));
             }
         }
