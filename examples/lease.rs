@@ -101,6 +101,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // event streams end then.
     lease.release();
 
+    // A forgotten lease cannot keep a page forever: `max_hold` bounds the hold. Past
+    // it, the pool takes the page back and the lease's calls fail with Timeout(Job).
+    let bounded = pool
+        .acquire(Job::new().max_hold(Duration::from_millis(300)))
+        .await?;
+    let mut ends = bounded.events("Page.lifecycleEvent");
+    while futures_util::StreamExt::next(&mut ends).await.is_some() {}
+    let late = bounded.evaluate_value("1").await;
+    println!(
+        "after max_hold: {}",
+        late.err().map(|e| e.to_string()).unwrap_or_default()
+    );
+
     let snapshot = pool.metrics().await;
     println!(
         "sessions created {}, busy now {}",

@@ -30,6 +30,11 @@ use serde::Serialize;
 /// usually hands its session straight to the first of them, in the dropping thread,
 /// without a trip through the shard (see [`Config::lease_handoff`](crate::config::Config)). The
 /// order in which waiters are served is the same either way: class first, then arrival.
+///
+/// A job's [`max_hold`](crate::Job::max_hold) (or its [`timeout`](crate::Job::timeout))
+/// bounds how long the lease may be held: past it the shard takes the page back (stops
+/// it, as for a job past its deadline), the lease's event streams end, and every later
+/// call fails with `Timeout(Job)`.
 pub struct Lease {
     grant: Grant,
     command_timeout: Option<Duration>,

@@ -174,3 +174,40 @@ async fn a_lease_batches_reads_its_title_and_target_and_streams_events() {
     );
     pool.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+/// A lease held past `max_hold`: the shard takes its page back (the lease's stream ends
+/// then), the page serves the next caller while the first still holds its lease, and
+/// the first lease's later calls fail with `Timeout(Job)`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_held_past_max_hold_loses_its_page_to_the_next_caller() {
+    use futures_util::StreamExt;
+    let (_sim, pool) = support::one_shard(1).await;
+    let job = cdpmux::Job::new().max_hold(Duration::from_millis(100));
+    let forgotten = tokio::time::timeout(LIMIT, pool.acquire(job))
+        .await
+        .unwrap()
+        .expect("a lease");
+    let mut events = forgotten.events("Page.lifecycleEvent");
+    // Ends when the shard takes the page back, not before.
+    assert!(
+        tokio::time::timeout(LIMIT, events.next())
+            .await
+            .expect("taken back in time")
+            .is_none(),
+        "taken back: the stream ended"
+    );
+    let next = acquire(&pool).await;
+    assert_eq!(evaluate(&next, "1+1").await.unwrap(), json!(2));
+    let err = evaluate(&forgotten, "1+1").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout(TimeoutKind::Job), "{err}");
+    assert!(err.to_string().contains("took its page back"), "{err}");
+    drop(forgotten);
+    assert_eq!(
+        evaluate(&next, "2+2").await.unwrap(),
+        json!(4),
+        "the late release leaves the new holder alone"
+    );
+    assert_eq!(pool.metrics().await.counters.timeouts_job, 1);
+    drop(next);
+    pool.shutdown(Duration::from_secs(5)).await.unwrap();
+}

@@ -17,6 +17,7 @@
 //! those closed reply channels into `Internal`), and then only answers its inbox:
 //! requests and lease commands fail with `Internal` until shutdown.
 
+mod holds;
 mod jobs;
 mod lifecycle;
 mod links;
@@ -598,10 +599,7 @@ impl Shell {
     /// straight to the holder (the connection keeps the deadline).
     fn lease_op(self: &Rc<Self>, lease: u64, op: LeaseOp, timeout: Option<Duration>) {
         let Some(page) = self.plan.borrow().lease_page(lease).cloned() else {
-            op.fail(Error::new(
-                ErrorKind::SessionCrashed,
-                "the lease's session is gone",
-            ));
+            op.fail(self.plan.borrow().lease_refusal(lease));
             return;
         };
         // A page that dies clears its `passable` before the holder hears of it

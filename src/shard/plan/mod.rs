@@ -17,6 +17,7 @@ use std::sync::Arc as StdArc;
 
 use tokio::time::Instant;
 
+use super::holds::{hold_deadline, Holds};
 use super::msg::{GrantTx, JobTask, Request, Work};
 use super::sessions::{admit_at, general_room, room, PageHandle, Sessions};
 use super::waiters::{SessionKey, Waiter, Waiters};
@@ -103,6 +104,8 @@ pub(crate) struct Plan<P> {
     opening: Vec<Option<StdArc<str>>>,
     leases: HashMap<u64, SessionKey>,
     next_lease: u64,
+    /// The leases' hold deadlines.
+    holds: Holds,
     /// Sessions lost to crashes or lost sockets and not yet replaced.
     lost: usize,
     shutting_down: bool,
@@ -131,6 +134,7 @@ impl<P: PageHandle> Plan<P> {
             opening: Vec::new(),
             leases: HashMap::new(),
             next_lease: 0,
+            holds: Holds::default(),
             lost: 0,
             shutting_down: false,
             line_may_open: false,
@@ -154,9 +158,12 @@ impl<P: PageHandle> Plan<P> {
         std::mem::swap(&mut self.actions, into);
     }
 
-    /// The earliest wait deadline.
+    /// The earliest deadline: a wait's or a lease's hold.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.waiters.next_deadline()
+        match (self.waiters.next_deadline(), self.holds.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     pub(crate) fn is_shutting_down(&self) -> bool {
@@ -167,6 +174,12 @@ impl<P: PageHandle> Plan<P> {
     pub(crate) fn lease_page(&self, lease: u64) -> Option<&P> {
         let key = self.leases.get(&lease)?;
         self.sessions.get(*key).map(|s| &s.page)
+    }
+
+    /// Why lease `lease` has no page for a call: taken back past its hold limit, or
+    /// gone.
+    pub(crate) fn lease_refusal(&self, lease: u64) -> Error {
+        self.holds.refusal(lease)
     }
 
     /// Busy sessions (jobs, leases, probes, stops, resets).
@@ -538,6 +551,9 @@ impl<P: PageHandle> Plan<P> {
                 self.leases.insert(lease, key);
                 if let Some(s) = self.sessions.get_mut(key) {
                     s.lease = Some(lease);
+                }
+                if let Some((until, limit)) = hold_deadline(&request.job, request.submitted, now) {
+                    self.holds.hold(lease, until, limit);
                 }
                 self.update_passable(key, now, cfg);
                 let handoff = handoff_allowed(cfg)

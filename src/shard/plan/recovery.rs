@@ -93,6 +93,7 @@ impl<P: PageHandle> Plan<P> {
 
     /// Lease `lease` gave its session back to the shard.
     pub(crate) fn released(&mut self, lease: u64, now: Instant, cfg: &Config) {
+        self.holds.end(lease);
         let Some(key) = self.leases.remove(&lease) else {
             return;
         };
@@ -277,9 +278,32 @@ impl<P: PageHandle> Plan<P> {
                 }
             }
         }
+        // Leases held past their limit: their pages come back, their holders' later
+        // calls fail.
+        while let Some(lease) = self.holds.take_due(now) {
+            self.take_back(lease, now, cfg);
+        }
         if any {
             self.pump(now, cfg);
         }
+    }
+
+    /// Lease `lease` was held past its limit: the page comes back as if from a job past
+    /// its deadline (stopped, then reused), and the lease can no longer reach it.
+    fn take_back(&mut self, lease: u64, now: Instant, cfg: &Config) {
+        let Some(key) = self.leases.remove(&lease) else {
+            return;
+        };
+        self.metrics
+            .borrow_mut()
+            .counters
+            .timeout(crate::error::TimeoutKind::Job);
+        if let Some(s) = self.sessions.get_mut(key) {
+            s.lease = None;
+            // Granted with a limit, it was never passable; and it is not the holder's now.
+            s.passable.store(false, Ordering::Release);
+        }
+        self.returned(key, Return::Interrupted, now, cfg);
     }
 
     /// The live configuration changed: fewer sessions if asked, the line back into the
@@ -318,6 +342,7 @@ impl<P: PageHandle> Plan<P> {
     /// Every session's page, taken out for closing (the end of shutdown).
     pub(crate) fn close_all(&mut self) -> Vec<P> {
         self.leases.clear();
+        self.holds.clear();
         self.sessions.drain().into_iter().map(|s| s.page).collect()
     }
 }
