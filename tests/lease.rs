@@ -175,6 +175,43 @@ async fn a_lease_batches_reads_its_title_and_target_and_streams_events() {
     pool.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
+/// A lease dropped while another caller waits goes straight to that caller, without a
+/// trip through the shard: the streams the first holder opened end before the second
+/// holder gets the page, so they never hear its events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_handed_straight_on_ends_its_streams_first() {
+    use futures_util::StreamExt;
+    let (_sim, pool) = support::one_shard(1).await;
+    let first = acquire(&pool).await;
+    let mut navigated = first.events("Page.frameNavigated");
+    let waiting = tokio::spawn({
+        let pool = pool.clone();
+        async move { support::lease(&pool, LIMIT).await }
+    });
+    let snap = support::metrics_until(&pool, LIMIT, |s| s.gauges.waiting == 1).await;
+    assert_eq!(snap.gauges.waiting, 1, "the second caller waits");
+    drop(first);
+    let second = tokio::time::timeout(LIMIT, waiting).await.unwrap().unwrap();
+    tokio::time::timeout(LIMIT, second.goto("http://site.example/b"))
+        .await
+        .unwrap()
+        .expect("the simulated page loads");
+    assert_eq!(
+        pool.metrics().await.counters.handoffs,
+        1,
+        "the page went straight to the second holder"
+    );
+    assert!(
+        tokio::time::timeout(LIMIT, navigated.next())
+            .await
+            .unwrap()
+            .is_none(),
+        "the first holder's stream ended, hearing nothing of the second's navigation"
+    );
+    drop(second);
+    pool.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
 /// A lease held past `max_hold`: the shard takes its page back (the lease's stream ends
 /// then), the page serves the next caller while the first still holds its lease, and
 /// the first lease's later calls fail with `Timeout(Job)`.
