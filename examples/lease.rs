@@ -113,6 +113,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "after max_hold: {}",
         late.err().map(|e| e.to_string()).unwrap_or_default()
     );
+    drop(bounded);
 
     let snapshot = pool.metrics().await;
     println!(
