@@ -74,6 +74,7 @@ mod job;
 mod lease;
 pub mod metrics;
 mod mutant;
+mod politeness;
 mod pool;
 mod queue;
 mod router;
@@ -92,6 +93,7 @@ pub use job::{Affinity, AffinityMode, Job, Priority};
 pub use lease::Lease;
 #[doc(inline)]
 pub use metrics::Snapshot;
+pub use politeness::Politeness;
 pub use pool::{Pool, PoolBuilder};
 pub use router::shard_for;
 /// The shard running the caller's job, if any: for tests and tracing, not a stable API.

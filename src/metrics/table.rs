@@ -169,6 +169,11 @@ metric_table! {
             /// Requests refused because the queue was full.
             queue_full => "load" "queue full",
         }
+        "throttled_total" "Keyed requests held back by their key's politeness rule." {
+            /// Keyed requests held for their key's turn (its `Politeness` limit or
+            /// interval) instead of queued.
+            throttled => "load" "throttled",
+        }
         "steals_total" "Requests taken from another shard's overflow." {
             /// Requests this pool's shards took from another shard's overflow.
             steals => "load" "steals",

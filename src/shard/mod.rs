@@ -581,6 +581,9 @@ impl Shell {
                 }
                 self.feed(|p, now, cfg| p.reconfigured(now, cfg));
             }
+            Msg::Politeness { key, rule } => {
+                self.feed(|p, now, cfg| p.set_politeness(key, rule, now, cfg))
+            }
             Msg::InjectPanic => self.feed(|_, _, _| panic!("injected by the test hook")),
             Msg::Shutdown { .. } => unreachable!("handled by the main loop"),
         }
