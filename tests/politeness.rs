@@ -12,12 +12,11 @@ use cdpmux::{Affinity, ErrorKind, Job, Politeness, Pool};
 const LIMIT: Duration = Duration::from_secs(30);
 const INTERVAL: Duration = Duration::from_millis(200);
 
+/// Each job's host, start and end.
+type Log = Arc<Mutex<Vec<(&'static str, Instant, Instant)>>>;
+
 /// Runs a job of `host` that records when it started and when it ended.
-async fn visit(
-    pool: Pool,
-    host: &'static str,
-    log: Arc<Mutex<Vec<(&'static str, Instant, Instant)>>>,
-) {
+async fn visit(pool: Pool, host: &'static str, log: Log) {
     let job = Job::new().affinity(Affinity::soft(host));
     pool.run(job, async move |page| {
         let started = Instant::now();
