@@ -275,7 +275,7 @@ mod tests {
                 seen.push(r.family);
             }
         }
-        assert_eq!(Counters::ROWS.len(), 26);
+        assert_eq!(Counters::ROWS.len(), 27);
         let c = Counters {
             timeouts_job: 7,
             ..Counters::default()
