@@ -180,6 +180,12 @@ impl<T> Default for Throttle<T> {
 }
 
 impl<T> Throttle<T> {
+    /// True when no key can be limited: no default rule and no key's own. Then keyed
+    /// requests skip the throttle entirely.
+    pub(crate) fn is_off(&self, default: Politeness) -> bool {
+        !default.is_limited() && self.overrides.is_empty()
+    }
+
     /// The rule for `key`: its own, or `default`.
     pub(crate) fn rule(&self, key: &str, default: Politeness) -> Politeness {
         self.overrides.get(key).copied().unwrap_or(default)
@@ -250,6 +256,9 @@ impl<T> Throttle<T> {
     /// Request `id` got a session (as `session`): its key's ticket becomes a running
     /// job, and the key's next start is `interval` from now.
     pub(crate) fn started(&mut self, id: u64, session: u64, now: Instant, default: Politeness) {
+        if self.tickets.is_empty() {
+            return; // the common case: nothing throttled
+        }
         let Some(key) = self.tickets.remove(&id) else {
             return;
         };
@@ -279,6 +288,9 @@ impl<T> Throttle<T> {
 
     /// The job on `session` is over (the session came back, whatever its state).
     pub(crate) fn finished(&mut self, session: u64) {
+        if self.running.is_empty() {
+            return;
+        }
         let Some(key) = self.running.remove(&session) else {
             return;
         };

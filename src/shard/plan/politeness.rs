@@ -29,6 +29,9 @@ impl<P: PageHandle> Plan<P> {
         now: Instant,
         cfg: &Config,
     ) -> Option<Waiter> {
+        if self.politeness.is_off(cfg.politeness) {
+            return Some(waiter);
+        }
         let Some(key) = waiter
             .request
             .job
