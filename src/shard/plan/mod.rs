@@ -235,7 +235,9 @@ impl<P: PageHandle> Plan<P> {
                 return;
             }
         }
-        match self.waiters.enqueue(waiter, cfg.max_queue) {
+        // Requests held for their key's turn count against the bound too.
+        let bound = cfg.max_queue.saturating_sub(self.politeness.held_len());
+        match self.waiters.enqueue(waiter, bound) {
             Ok(()) => {
                 // Someone in the line is of a lower class: the line goes back to the
                 // queue so this request is served first.
@@ -320,6 +322,9 @@ impl<P: PageHandle> Plan<P> {
     /// start now join it. Run after every change of capacity, of the queue or of a
     /// key's turn.
     fn pump(&mut self, now: Instant, cfg: &Config) {
+        // Keys whose turn came with this event go first: a request let in keeps its
+        // arrival number, and is served in its place among the queued ones.
+        self.release_throttled(now, cfg);
         loop {
             self.serve_queue(now, cfg);
             if !self.release_throttled(now, cfg) {

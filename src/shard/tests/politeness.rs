@@ -132,10 +132,10 @@ fn priority_and_fifo_hold_among_the_requests_allowed_to_start() {
     let first = h.ask(Job::new());
     h.open_all();
     assert_eq!(h.served(), [first]);
-    // Queue, in order: the throttled key's first (let in), its second (held), a Low
-    // request, a Normal one and a High one of other keys.
+    // In order: the throttled key's first (let in), its second (held), a Low request,
+    // a Normal one and a High one of other keys.
     let slow1 = h.ask(keyed("slow.test").priority(Priority::High));
-    let slow2 = h.ask(keyed("slow.test").priority(Priority::High));
+    let slow2 = h.ask(keyed("slow.test"));
     let low = h.ask(keyed("a.test").priority(Priority::Low));
     let normal = h.ask(keyed("b.test"));
     let high = h.ask(keyed("c.test").priority(Priority::High));
@@ -145,8 +145,8 @@ fn priority_and_fifo_hold_among_the_requests_allowed_to_start() {
         order.extend(h.served());
         h.check();
     }
-    // slow2 outranks the others but may start only after slow1 is done; by then the
-    // High request of another key came first in its class.
+    // slow2 is let in when slow1 is done: after the High request (strict priority),
+    // before the later Normal one (FIFO in its class, by arrival).
     assert_eq!(order, [slow1, high, slow2, normal, low]);
 }
 
@@ -250,4 +250,36 @@ fn a_request_holding_its_keys_ticket_is_never_offered_to_another_shard() {
     assert_eq!(busy.served(), [keyed_id]);
     drop(offered);
     busy.check();
+}
+
+#[test]
+fn held_requests_count_against_the_queue_bound_and_keep_their_place_when_let_in() {
+    let mut h = Harness::new(Config {
+        max_queue: 3,
+        ..config(1)
+    });
+    throttle(&mut h, "k", Politeness::new().max_in_flight(1));
+    let running = h.ask(keyed("k"));
+    h.open_all();
+    assert_eq!(h.served(), [running]);
+    let k2 = h.ask(keyed("k"));
+    let k3 = h.ask(keyed("k"));
+    let queued = h.ask(Job::new());
+    assert!(h.failed.is_empty(), "two held and one queued fit in three");
+    let refused = h.ask(Job::new());
+    let refused_keyed = h.ask(keyed("k"));
+    assert_eq!(
+        h.failed,
+        [
+            (refused, ErrorKind::QueueFull),
+            (refused_keyed, ErrorKind::QueueFull)
+        ]
+    );
+    // Each of the key's requests is let in as the one before ends, and is served in
+    // its arrival order, before the later plain request.
+    for next in [k2, k3, queued] {
+        h.give_back(Return::Clean);
+        assert_eq!(h.served(), [next]);
+        h.check();
+    }
 }
