@@ -75,6 +75,7 @@ mod lease;
 mod lease_batch;
 pub mod metrics;
 mod mutant;
+mod politeness;
 mod pool;
 mod queue;
 mod router;
@@ -95,6 +96,7 @@ pub use lease::Lease;
 pub use lease_batch::LeaseBatch;
 #[doc(inline)]
 pub use metrics::Snapshot;
+pub use politeness::Politeness;
 pub use pool::{Pool, PoolBuilder};
 pub use router::shard_for;
 /// The shard running the caller's job, if any: for tests and tracing, not a stable API.

@@ -426,6 +426,38 @@ impl Pool {
         Ok(())
     }
 
+    /// Sets one affinity key's politeness rule (a `Crawl-delay` learned from robots.txt,
+    /// say), in place of [`Config::politeness`] for that key until
+    /// [`reset_politeness`](Self::reset_politeness). `key` is the key the jobs carry
+    /// (for [`Affinity::from_url`](crate::Affinity::from_url), the host). The rule goes
+    /// to the key's shard as a message, ahead of any request sent after this call
+    /// returns; requests already held for the key are let in as the new rule allows.
+    /// Fails with `InvalidInput` for a bad rule and `Shutdown` once the pool stops.
+    pub fn set_politeness(&self, key: impl AsRef<str>, rule: crate::Politeness) -> Result<()> {
+        rule.validate()?;
+        self.send_politeness(key.as_ref(), Some(rule))
+    }
+
+    /// Drops the rule [`set_politeness`](Self::set_politeness) gave `key`: the pool's
+    /// default ([`Config::politeness`]) applies to it again.
+    pub fn reset_politeness(&self, key: impl AsRef<str>) -> Result<()> {
+        self.send_politeness(key.as_ref(), None)
+    }
+
+    fn send_politeness(&self, key: &str, rule: Option<crate::Politeness>) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(shutdown_error());
+        }
+        let shard = shard_for(key, self.shards());
+        let msg = Msg::Politeness {
+            key: key.into(),
+            rule,
+        };
+        self.inner.inboxes[shard]
+            .send(msg)
+            .map_err(|_| shutdown_error())
+    }
+
     /// Stops the pool: new requests fail with `Shutdown`, waiting ones fail, running jobs
     /// and held leases get `grace` to finish (a lease keeps working meanwhile, and the
     /// shutdown goes on as soon as every job and lease is back), then targets and sockets

@@ -169,6 +169,11 @@ metric_table! {
             /// Requests refused because the queue was full.
             queue_full => "load" "queue full",
         }
+        "throttled_total" "Keyed requests held back by their key's politeness rule." {
+            /// Keyed requests held for their key's turn (its `Politeness` limit or
+            /// interval) instead of queued.
+            throttled => "load" "throttled",
+        }
         "steals_total" "Requests taken from another shard's overflow." {
             /// Requests this pool's shards took from another shard's overflow.
             steals => "load" "steals",
@@ -275,7 +280,7 @@ mod tests {
                 seen.push(r.family);
             }
         }
-        assert_eq!(Counters::ROWS.len(), 27);
+        assert_eq!(Counters::ROWS.len(), 28);
         let c = Counters {
             timeouts_job: 7,
             ..Counters::default()

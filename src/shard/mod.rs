@@ -107,6 +107,11 @@ struct Shell {
     returned: Notify,
     /// Fired by a connection when a session dies or its socket closes.
     loss: Rc<Notify>,
+    /// When the main loop's timer is set to fire (the plan's deadline at its last turn).
+    armed: Cell<Option<Instant>>,
+    /// Fired when a feed outside the main loop (a job or page task) made a key's next
+    /// start come due before `armed`: the loop re-arms its timer.
+    rearm: Notify,
     /// Random, so the initial URLs of this shard's pages are its own even with other
     /// pools on the same browser.
     tag: u64,
@@ -266,6 +271,8 @@ async fn run(
         metrics,
         returned: Notify::new(),
         loss,
+        armed: Cell::new(None),
+        rearm: Notify::new(),
         tag: fastrand::u64(..),
         openings: Cell::new(0),
         spare: Cell::new(None),
@@ -373,6 +380,13 @@ impl Shell {
             plan.take_outcomes(now, &cfg);
             event(&mut plan, now, &cfg);
             plan.swap_actions(&mut actions);
+            // A feed from a job or page task, while the loop waits, may make a key's
+            // next start due before the loop's timer: the timer must move.
+            if let Some(wake) = plan.politeness.next_wake() {
+                if self.armed.get().is_none_or(|armed| wake < armed) {
+                    self.rearm.notify_one();
+                }
+            }
         }
         for action in actions.drain(..) {
             self.execute(action, &cfg);
@@ -469,7 +483,6 @@ impl Shell {
         let far = || later(Instant::now(), Duration::from_secs(3600));
         let sleep = tokio::time::sleep_until(far());
         tokio::pin!(sleep);
-        let mut armed: Option<Instant> = None;
         let health = tokio::time::sleep(health_every(&self.cfg()));
         tokio::pin!(health);
         loop {
@@ -510,9 +523,9 @@ impl Shell {
             }
             let next_deadline = self.plan.borrow().next_deadline();
             // Re-arming the timer costs a trip through the time driver: only on a change.
-            if next_deadline != armed {
+            if next_deadline != self.armed.get() {
                 sleep.as_mut().reset(next_deadline.unwrap_or_else(far));
-                armed = next_deadline;
+                self.armed.set(next_deadline);
             }
             tokio::select! {
                 biased;
@@ -546,8 +559,9 @@ impl Shell {
                     }
                 },
                 _ = self.shared.wakers[self.id].notified() => {}
+                _ = self.rearm.notified() => {}
                 _ = &mut sleep, if next_deadline.is_some() => {
-                    armed = None; // fired: re-arm next turn even for the same instant
+                    self.armed.set(None); // fired: re-arm next turn even for the same instant
                     self.feed(|p, now, cfg| p.expire(now, cfg));
                 }
                 _ = self.loss.notified() => self.feed(|p, now, cfg| p.sweep(now, cfg)),
@@ -589,6 +603,9 @@ impl Shell {
                     conn.set_flush_policy(policy);
                 }
                 self.feed(|p, now, cfg| p.reconfigured(now, cfg));
+            }
+            Msg::Politeness { key, rule } => {
+                self.feed(|p, now, cfg| p.set_politeness(key, rule, now, cfg))
             }
             Msg::InjectPanic => self.feed(|_, _, _| panic!("injected by the test hook")),
             Msg::Shutdown { .. } => unreachable!("handled by the main loop"),

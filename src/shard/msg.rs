@@ -175,6 +175,13 @@ pub enum Msg {
     Metrics(oneshot::Sender<ShardReport>),
     /// The live configuration changed.
     Reconfigured,
+    /// One affinity key's politeness rule changed (`None`: back to the default).
+    Politeness {
+        /// The key.
+        key: std::sync::Arc<str>,
+        /// Its rule.
+        rule: Option<crate::politeness::Politeness>,
+    },
     /// Test-only fault: the shard panics while handling it, as a bug in it would
     /// ([`Pool::inject_shard_panic`](crate::Pool::inject_shard_panic)).
     #[doc(hidden)]
@@ -276,6 +283,7 @@ pub(crate) fn refuse(msg: Msg) {
         | Msg::Release { .. }
         | Msg::Reclaim
         | Msg::Reconfigured
+        | Msg::Politeness { .. }
         | Msg::InjectPanic => {}
     }
 }
@@ -294,6 +302,7 @@ pub(crate) fn refuse_dead(msg: Msg, why: &Error) {
         | Msg::Release { .. }
         | Msg::Reclaim
         | Msg::Reconfigured
+        | Msg::Politeness { .. }
         | Msg::InjectPanic => {}
     }
 }

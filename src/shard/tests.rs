@@ -27,6 +27,7 @@ use crate::sync::atomic::AtomicBool;
 use crate::sync::{mpsc, oneshot, Arc};
 
 mod across_shards;
+mod politeness;
 
 /// A page that is alive until the test says otherwise.
 #[derive(Clone, Default)]
@@ -315,6 +316,7 @@ impl Harness {
     /// Checks what must hold after every event.
     fn check(&self) {
         self.plan.waiters.check();
+        self.plan.politeness.check(self.cfg.politeness);
         let s = &self.plan.sessions;
         let mut idle = s.idle.clone();
         idle.sort_unstable();
@@ -638,73 +640,116 @@ proptest! {
     /// down every request has been answered exactly once.
     #[test]
     fn random_events_keep_the_plan_sound(steps in proptest::collection::vec(step(), 1..80)) {
-        let mut h = Harness::new(Config {
-            critical_reserve: 1,
-            affinity_wait: SEC,
-            wait_timeout: 10 * SEC,
-            max_uses: 3,
-            ..config(3)
-        });
-        let mut asked = Vec::new();
-        for s in steps {
-            match s {
-                Step::Ask { priority, key, sticky, wait } => {
-                    let mut job = Job::new()
-                        .priority(Priority::ALL[priority as usize])
-                        .wait_timeout(Duration::from_millis(500) * u32::from(wait));
-                    if let Some(k) = key {
-                        let k = format!("k{k}");
-                        job = job.affinity(if sticky { Affinity::sticky(k) } else { Affinity::soft(k) });
+        random_events(steps, crate::politeness::Politeness::new())?;
+    }
+
+    /// The same with every key throttled: held requests are answered too, and no key
+    /// goes over its limit.
+    #[test]
+    fn random_events_keep_the_plan_sound_with_politeness(
+        steps in proptest::collection::vec(step(), 1..80),
+    ) {
+        let rule = crate::politeness::Politeness::new()
+            .max_in_flight(1)
+            .interval(Duration::from_millis(400));
+        random_events(steps, rule)?;
+    }
+}
+
+/// Runs `steps` against one shard whose keys get `politeness` (see the proptests).
+fn random_events(
+    steps: Vec<Step>,
+    politeness: crate::politeness::Politeness,
+) -> Result<(), TestCaseError> {
+    let mut h = Harness::new(Config {
+        critical_reserve: 1,
+        affinity_wait: SEC,
+        wait_timeout: 10 * SEC,
+        max_uses: 3,
+        politeness,
+        ..config(3)
+    });
+    let mut asked = Vec::new();
+    for s in steps {
+        match s {
+            Step::Ask {
+                priority,
+                key,
+                sticky,
+                wait,
+            } => {
+                let mut job = Job::new()
+                    .priority(Priority::ALL[priority as usize])
+                    .wait_timeout(Duration::from_millis(500) * u32::from(wait));
+                if let Some(k) = key {
+                    let k = format!("k{k}");
+                    job = job.affinity(if sticky {
+                        Affinity::sticky(k)
+                    } else {
+                        Affinity::soft(k)
+                    });
+                }
+                asked.push(h.ask(job));
+            }
+            Step::Acquire => asked.push(h.acquire(Job::new())),
+            Step::Open => h.open_all(),
+            Step::FailOpen(lost) if !h.to_open.is_empty() => {
+                let kind = if lost {
+                    ErrorKind::SessionCrashed
+                } else {
+                    ErrorKind::BrowserUnavailable
+                };
+                h.fail_open(Error::new(kind, "injected"));
+            }
+            Step::FailOpen(_) => {}
+            Step::GiveBack(how) if !h.out.is_empty() => {
+                let how = [
+                    Return::Clean,
+                    Return::Interrupted,
+                    Return::Dead,
+                    Return::Clean,
+                ][how as usize];
+                h.give_back(how);
+            }
+            Step::GiveBack(_) => {}
+            Step::Crash => {
+                if let Some(key) = h.plan.sessions.idle.first().copied() {
+                    if let Some(s) = h.plan.sessions.get(key) {
+                        s.page.crash();
                     }
-                    asked.push(h.ask(job));
-                }
-                Step::Acquire => asked.push(h.acquire(Job::new())),
-                Step::Open => h.open_all(),
-                Step::FailOpen(lost) if !h.to_open.is_empty() => {
-                    let kind = if lost { ErrorKind::SessionCrashed } else { ErrorKind::BrowserUnavailable };
-                    h.fail_open(Error::new(kind, "injected"));
-                }
-                Step::FailOpen(_) => {}
-                Step::GiveBack(how) if !h.out.is_empty() => {
-                    let how = [Return::Clean, Return::Interrupted, Return::Dead, Return::Clean][how as usize];
-                    h.give_back(how);
-                }
-                Step::GiveBack(_) => {}
-                Step::Crash => {
-                    if let Some(key) = h.plan.sessions.idle.first().copied() {
-                        if let Some(s) = h.plan.sessions.get(key) {
-                            s.page.crash();
-                        }
-                        let (now, cfg) = (h.now, h.cfg.clone());
-                        h.plan.sweep(now, &cfg);
-                        h.settle();
-                    }
-                }
-                Step::Advance(n) => h.advance(Duration::from_millis(300) * u32::from(n)),
-                Step::Health => {
                     let (now, cfg) = (h.now, h.cfg.clone());
-                    h.plan.health(now, &cfg);
+                    h.plan.sweep(now, &cfg);
                     h.settle();
                 }
             }
-            h.check();
+            Step::Advance(n) => h.advance(Duration::from_millis(300) * u32::from(n)),
+            Step::Health => {
+                let (now, cfg) = (h.now, h.cfg.clone());
+                h.plan.health(now, &cfg);
+                h.settle();
+            }
         }
-        h.plan.begin_shutdown();
-        h.settle();
-        while !h.out.is_empty() {
-            h.give_back(Return::Clean);
-        }
-        h.collect();
-        let mut answered: Vec<u64> = h.served.iter().copied()
-            .chain(h.failed.iter().map(|(id, _)| *id))
-            .collect();
-        answered.sort_unstable();
-        let before = answered.len();
-        answered.dedup();
-        prop_assert_eq!(before, answered.len(), "a request was answered twice");
-        prop_assert_eq!(answered, asked, "a request was never answered");
-        prop_assert_eq!(h.plan.busy(), 0);
+        h.check();
     }
+    h.plan.begin_shutdown();
+    h.settle();
+    while !h.out.is_empty() {
+        h.give_back(Return::Clean);
+    }
+    h.collect();
+    let mut answered: Vec<u64> = h
+        .served
+        .iter()
+        .copied()
+        .chain(h.failed.iter().map(|(id, _)| *id))
+        .collect();
+    answered.sort_unstable();
+    let before = answered.len();
+    answered.dedup();
+    prop_assert_eq!(before, answered.len(), "a request was answered twice");
+    prop_assert_eq!(answered, asked, "a request was never answered");
+    prop_assert_eq!(h.plan.busy(), 0);
+    Ok(())
 }
 
 #[test]

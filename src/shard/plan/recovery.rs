@@ -79,6 +79,7 @@ impl<P: PageHandle> Plan<P> {
         tracing::warn!(shard = self.shard, error = %error, "could not open a session");
         if !error.is_crash() {
             if let Some(w) = self.waiters.pop(now, Duration::ZERO, Admit::All) {
+                self.politeness.left(w.request.arrival);
                 self.metrics.borrow_mut().counters.jobs_failed += 1;
                 self.fail(w.request.work, error);
             }
@@ -105,6 +106,8 @@ impl<P: PageHandle> Plan<P> {
 
     /// A session comes back from a job, a lease, a stop or a reset.
     pub(crate) fn returned(&mut self, key: SessionKey, how: Return, now: Instant, cfg: &Config) {
+        // Its job is over, whatever comes next for the page (a stop, a reset).
+        self.politeness.finished(key);
         if self.shutting_down {
             // Shutdown closes every target itself.
             self.sessions.busy = self.sessions.busy.saturating_sub(1);
@@ -258,6 +261,7 @@ impl<P: PageHandle> Plan<P> {
             }
         }
         self.affinity.expire(now.into_std(), cfg.affinity_ttl);
+        self.politeness.sweep(now);
         self.replenish(cfg);
         self.pump(now, cfg);
     }
@@ -267,10 +271,11 @@ impl<P: PageHandle> Plan<P> {
     pub(crate) fn expire(&mut self, now: Instant, cfg: &Config) {
         // Releasing leases may have served, skipped or failed callers of the line.
         self.take_outcomes(now, cfg);
-        let mut any = false;
+        let mut any = self.expire_throttled(now, cfg);
         while let Some(due) = self.waiters.expire_one(now) {
             any = true;
             if let Due::Failed(w) = due {
+                self.politeness.left(w.request.arrival);
                 if !w.request.work.is_abandoned() {
                     self.metrics.borrow_mut().counters.timeout(w.kind);
                     let error = wait_timeout_error(w.kind, &w.request.job, cfg);
@@ -317,6 +322,7 @@ impl<P: PageHandle> Plan<P> {
             self.forget(key);
         }
         self.waiters.take_back_line();
+        self.politeness.touch_all();
         let leased: Vec<_> = self.leases.values().copied().collect();
         for key in leased {
             self.update_passable(key, now, cfg);
@@ -332,6 +338,9 @@ impl<P: PageHandle> Plan<P> {
             s.passable.store(false, Ordering::Release);
         }
         for w in self.waiters.drain() {
+            self.fail(w.request.work, shutdown_error());
+        }
+        for w in self.politeness.drain() {
             self.fail(w.request.work, shutdown_error());
         }
         while let Some(request) = self.overflow.take() {
