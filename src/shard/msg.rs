@@ -149,6 +149,9 @@ pub enum Msg {
     Metrics(oneshot::Sender<ShardReport>),
     /// The live configuration changed.
     Reconfigured,
+    /// About the identity of a key (`ContextPerKey`): its options, its cookies.
+    #[allow(private_interfaces)]
+    Identity(crate::shard::IdentityOp),
     /// Test-only fault: the shard panics while handling it, as a bug in it would
     /// ([`Pool::inject_shard_panic`](crate::Pool::inject_shard_panic)).
     #[doc(hidden)]
@@ -240,6 +243,7 @@ pub(crate) fn refuse(msg: Msg) {
     match msg {
         Msg::Submit(request) => request.work.fail(shutdown_error()),
         Msg::LeaseOp { op, .. } => op.fail(shutdown_error()),
+        Msg::Identity(op) => op.fail(shutdown_error()),
         Msg::Shutdown { done, .. } => {
             let _ = done.send(());
         }
@@ -260,6 +264,7 @@ pub(crate) fn refuse_dead(msg: Msg, why: &Error) {
     match msg {
         Msg::Submit(request) => request.work.fail(why.clone()),
         Msg::LeaseOp { op, .. } => op.fail(why.clone()),
+        Msg::Identity(op) => op.fail(why.clone()),
         Msg::Shutdown { .. } => unreachable!("the dead shard's loop answers it"),
         // A dead shard has nothing to report: `metrics` skips it, and a caller whose
         // reply channel closed learns from that round trip that the shard is gone. Its
