@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use cdpmux::browser::Launch;
 use cdpmux::identity::{ContextOptions, Cookie, Proxy};
-use cdpmux::{Affinity, ErrorKind, Isolation, Job, Pool};
+use cdpmux::{Affinity, Blocking, ErrorKind, Isolation, Job, Pool, ResourceType};
 use support::proxy::{header, ForwardProxy, RecordingSite};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -111,6 +111,57 @@ async fn a_key_goes_through_its_proxy_with_its_identity_and_another_key_does_not
     // Key a's page is reused and still answers its proxy.
     visit(&pool, "a", &site.url("/a2")).await.unwrap();
     assert!(proxy.passed_path("/a2"));
+
+    // Type blocking and proxy credentials both need the page's Fetch domain: refused,
+    // and the page still answers its proxy afterwards.
+    let images = Blocking::none().resource(ResourceType::Image);
+    let err = pool
+        .run(key("a").block(images), async |_| Ok(()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    let urls = Blocking::none().url("*.png");
+    let url = site.url("/a3");
+    let blocked_by_url = pool.run(key("a").block(urls), async move |page| {
+        page.goto(&url).await.map(|nav| nav.status)
+    });
+    assert_eq!(blocked_by_url.await.unwrap(), Some(200));
+    assert!(proxy.passed_path("/a3"));
+    pool.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_proxy_credentials_end_in_the_proxys_answer_not_a_loop() {
+    if !support::require_browser() {
+        return;
+    }
+    let proxy = ForwardProxy::start(Some(("crawler", "right"))).await;
+    let site = RecordingSite::start("<p>never</p>").await;
+    let pool = keyed_pool(|b| b).await;
+    let wrong = Proxy::new(proxy.url())
+        .bypass("<-loopback>")
+        .credentials("crawler", "wrong");
+    pool.set_context_options("a", ContextOptions::new().proxy(wrong))
+        .await
+        .unwrap();
+    let url = site.url("/secret");
+    let run = pool.run(key("a"), async move |page| {
+        page.goto(&url).await.map(|nav| nav.status)
+    });
+    let status = tokio::time::timeout(LIMIT, run)
+        .await
+        .expect("no endless challenge");
+    assert_eq!(
+        status.unwrap(),
+        Some(407),
+        "the proxy's refusal is the page"
+    );
+    assert!(site.heads_for("/secret").is_empty());
+    let challenged = proxy.challenged();
+    assert!(
+        (1..=4).contains(&challenged),
+        "one answer per challenge, then CancelAuth: {challenged}"
+    );
     pool.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
