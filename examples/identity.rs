@@ -91,6 +91,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pool = start_pool().await?;
     let saved: Vec<Cookie> = serde_json::from_str(&std::fs::read_to_string(&file)?)?;
     pool.import_cookies("a", saved).await?;
+    // Its cookies are back; its options are the provider's now (options live with a
+    // pool: set them again on the new one to keep them).
     println!("a after restart: {}", whoami(&pool, "a", &url).await?);
     println!("b after restart: {}", whoami(&pool, "b", &url).await?);
     pool.shutdown(Duration::from_secs(5)).await?;
