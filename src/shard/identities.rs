@@ -234,7 +234,7 @@ pub(crate) async fn create_context(
         })?;
     if let Some(seeds) = identity.and_then(|i| i.seeds.as_ref()) {
         if let Err(e) = set_cookies(conn, &id, seeds).await {
-            crate::shard::lifecycle::dispose_context(conn, &id);
+            super::lifecycle::dispose_context(conn, &id);
             return Err(e);
         }
     }

@@ -19,7 +19,7 @@
 
 mod identities;
 mod jobs;
-pub(crate) mod lifecycle;
+mod lifecycle;
 mod links;
 pub(crate) mod msg;
 mod plan;
