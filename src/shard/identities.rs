@@ -235,7 +235,7 @@ pub(crate) async fn create_context(
     if let Some(seeds) = identity.and_then(|i| i.seeds.as_ref()) {
         if let Err(e) = set_cookies(conn, &id, seeds).await {
             super::lifecycle::dispose_context(conn, &id);
-            return Err(e);
+            return Err(refused(identity, e));
         }
     }
     Ok(id)
