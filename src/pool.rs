@@ -428,12 +428,23 @@ impl Pool {
         Snapshot::merge(&reports)
     }
 
-    /// Sends `op(reply)` to every shard and collects the answers (shards that are gone
-    /// are skipped).
+    /// Sends `op(reply)` to every shard and collects the answers, for `what` (a call
+    /// that needs [`Isolation::ContextPerKey`](crate::Isolation::ContextPerKey)).
     async fn ask_every_shard<T>(
         &self,
+        what: &str,
         op: impl Fn(oneshot::Sender<T>) -> shard::IdentityOp,
     ) -> Result<Vec<T>> {
+        if self.inner.config.load().isolation != crate::Isolation::ContextPerKey {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "{what} needs Config::isolation = Isolation::ContextPerKey (a browser \
+                     context per key); this pool runs {:?}",
+                    self.inner.config.load().isolation
+                ),
+            ));
+        }
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(shutdown_error());
         }
@@ -459,17 +470,20 @@ impl Pool {
     /// builder's [`context_options`](PoolBuilder::context_options) provider. Set them
     /// before the key's first job: a context already open for the key keeps its proxy,
     /// and its open pages keep their settings; contexts and pages opened later use
-    /// `options`. Invalid options are refused here, with the field named.
+    /// `options`. Invalid options are refused here, with the field named, and so is
+    /// a pool that does not run `ContextPerKey` ([`ErrorKind::InvalidInput`]).
     ///
     /// Cancel safety: once this returns, every shard uses `options`; dropped before, some
     /// shards may and others not.
     pub async fn set_context_options(&self, key: &str, options: ContextOptions) -> Result<()> {
         options.validate()?;
         let key: StdArc<str> = key.into();
-        self.ask_every_shard(|done| shard::IdentityOp::SetOptions {
-            key: key.clone(),
-            options: options.clone(),
-            done,
+        self.ask_every_shard("set_context_options", |done| {
+            shard::IdentityOp::SetOptions {
+                key: key.clone(),
+                options: options.clone(),
+                done,
+            }
         })
         .await
         .map(drop)
@@ -478,13 +492,14 @@ impl Pool {
     /// The cookies of `key`'s browser contexts
     /// ([`Isolation::ContextPerKey`](crate::Isolation::ContextPerKey)), one per name,
     /// domain and path, for a crawl to keep (they serialize with serde). A key with no
-    /// context open yet gives the cookies imported for it, if any.
+    /// context open yet gives the cookies imported for it, if any. A pool that does not
+    /// run `ContextPerKey` answers [`ErrorKind::InvalidInput`].
     ///
     /// Cancel safety: read-only; dropping it changes nothing.
     pub async fn export_cookies(&self, key: &str) -> Result<Vec<Cookie>> {
         let key: StdArc<str> = key.into();
         let answers = self
-            .ask_every_shard(|reply| shard::IdentityOp::ExportCookies {
+            .ask_every_shard("export_cookies", |reply| shard::IdentityOp::ExportCookies {
                 key: key.clone(),
                 reply,
             })
@@ -518,7 +533,8 @@ impl Pool {
     /// ([`Isolation::ContextPerKey`](crate::Isolation::ContextPerKey)): those open now,
     /// and every one opened for the key later (before its first page). With
     /// [`export_cookies`](Self::export_cookies), a logged-in session survives a restart.
-    /// A cookie with no domain is refused here.
+    /// A cookie with no domain is refused here, and so is a pool that does not run
+    /// `ContextPerKey` ([`ErrorKind::InvalidInput`]).
     ///
     /// Cancel safety: dropped before it returns, the cookies may be in some of the key's
     /// contexts and not others; calling it again is harmless.
@@ -529,7 +545,7 @@ impl Pool {
         let key: StdArc<str> = key.into();
         let cookies: StdArc<[Cookie]> = cookies.into();
         let answers = self
-            .ask_every_shard(|reply| shard::IdentityOp::ImportCookies {
+            .ask_every_shard("import_cookies", |reply| shard::IdentityOp::ImportCookies {
                 key: key.clone(),
                 cookies: cookies.clone(),
                 reply,

@@ -163,3 +163,23 @@ async fn a_keys_options_and_cookies_reach_its_contexts_on_the_simulated_browser(
     assert!(pool.export_cookies("b").await.unwrap().is_empty());
     pool.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_calls_on_a_pool_without_a_context_per_key_say_what_is_missing() {
+    use cdpmux::identity::{ContextOptions, Cookie};
+    let (_sim, pool) = support::one_shard(1).await;
+    let errors = [
+        pool.set_context_options("a", ContextOptions::new())
+            .await
+            .unwrap_err(),
+        pool.export_cookies("a").await.unwrap_err(),
+        pool.import_cookies("a", vec![Cookie::new("s", "1", "a.test")])
+            .await
+            .unwrap_err(),
+    ];
+    for err in errors {
+        assert_eq!(err.kind(), cdpmux::ErrorKind::InvalidInput);
+        assert!(err.message().contains("ContextPerKey"), "{err}");
+    }
+    pool.shutdown(Duration::from_secs(5)).await.unwrap();
+}
