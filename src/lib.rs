@@ -70,6 +70,7 @@ mod config;
 mod error;
 mod fleet;
 mod handoff;
+pub mod identity;
 mod job;
 mod lease;
 mod lease_batch;

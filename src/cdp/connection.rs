@@ -30,6 +30,7 @@ use super::protocol::{
     classify, encode_call, reply_id, Event, Frame, FrameText, MethodName, PendingCall,
     PendingTable, Reply, SessionSlot,
 };
+use super::proxy_auth::ProxyAuth;
 use super::routing::{Blocked, Ending, EventRoute, Sessions};
 pub use super::settings::{ConnectionConfig, ConnectionStats};
 use super::socket::{self, Signals, Wire};
@@ -578,6 +579,22 @@ impl Shared {
         }
     }
 
+    /// Makes `session` answer proxy challenges with `auth` (and continue every other
+    /// paused request), or stop (`None`).
+    pub(crate) fn set_proxy_auth(&self, session: SessionSlot, auth: Option<ProxyAuth>) {
+        if let Some(s) = self.state.borrow_mut().sessions.get_mut(session) {
+            s.proxy_auth = auth;
+        }
+    }
+
+    /// Whether `session` answers proxy challenges.
+    pub(crate) fn has_proxy_auth(&self, session: SessionSlot) -> bool {
+        let mut st = self.state.borrow_mut();
+        st.sessions
+            .get_mut(session)
+            .is_some_and(|s| s.proxy_auth.is_some())
+    }
+
     /// Routes one incoming frame: a reply to its call, an event to its waits (and, when
     /// [`routing`](super::routing) says it ends sessions, their death).
     fn dispatch(&self, text: FrameText) {
@@ -646,6 +663,14 @@ impl Shared {
                 if let Some(blocked) = blocked {
                     drop(st);
                     self.blocked(slot, blocked);
+                    st = self.state.borrow_mut();
+                }
+                let answer = st
+                    .sessions
+                    .proxy_answer(slot, &method, &text[params.clone()]);
+                if let Some((reply, reply_params)) = answer {
+                    drop(st);
+                    let _ = self.enqueue(slot, reply.into(), &reply_params, None);
                     st = self.state.borrow_mut();
                 }
                 let event = || Event::new(text.clone(), &method, params.clone());

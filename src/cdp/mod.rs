@@ -3,6 +3,7 @@
 //! Layers, each importing only those above it in this list:
 //! `protocol` (pure: ids, the pending-call table, frame classification);
 //! `observer` (what the transport reports, for metrics); `events` (event waits);
+//! `proxy_auth` (pure: what a page with proxy credentials answers to `Fetch` events);
 //! `routing` (pure: the session registry, where an event goes, which events end a
 //! session); `deadlines` (who hears a reply, direct-call deadlines); `socket` (the
 //! WebSocket's handshake, writer and reader tasks, with `batching`, the pure rule for
@@ -30,6 +31,7 @@ mod deadlines;
 mod events;
 mod navigation;
 mod observer;
+mod proxy_auth;
 mod routing;
 mod session;
 mod settings;
@@ -45,6 +47,7 @@ pub use events::EventWaiter;
 pub use navigation::{GotoOptions, Navigation, Redirect, WaitUntil};
 pub(crate) use observer::TransportObserver;
 pub use protocol::Event;
+pub use proxy_auth::ProxyCredentials;
 pub(crate) use session::{evaluated_value, EvaluateByValue, EVALUATE};
 pub use session::{Page, PageOptions};
 pub(crate) use streams::Feed;

@@ -117,6 +117,15 @@ impl Default for PageOptions {
     }
 }
 
+/// Why a page cannot both answer proxy challenges and block resource types.
+fn proxy_auth_with_type_blocking() -> Error {
+    Error::new(
+        ErrorKind::InvalidInput,
+        "a page whose proxy needs credentials cannot block resource types (both use the \
+         page's Fetch domain): block by URL pattern instead (Blocking::url)",
+    )
+}
+
 /// One page session. `!Send`: it lives on the thread of its [`Connection`].
 ///
 /// Commands on it are multiplexed with every other session of the connection; each has
@@ -253,7 +262,15 @@ impl Page {
     ///
     /// Cancel-safe: dropped before it returns, or failed, the page's blocking is unknown
     /// and the next call sets all of it again.
+    ///
+    /// On a page whose proxy needs credentials (a pool's
+    /// [`ContextOptions`](crate::identity::ContextOptions)), blocking resource types
+    /// fails with [`ErrorKind::InvalidInput`]: both use the page's `Fetch` domain.
     pub async fn set_blocking(&self, blocking: &Blocking) -> Result<()> {
+        let proxy_auth = self.conn.shared.has_proxy_auth(self.slot);
+        if blocking.pauses() && proxy_auth {
+            return Err(proxy_auth_with_type_blocking());
+        }
         let was = self.blocking.borrow_mut().take();
         if was.as_ref() == Some(blocking) {
             *self.blocking.borrow_mut() = was;
@@ -267,6 +284,8 @@ impl Page {
         let calls = blocking
             .commands(was.as_ref())
             .into_iter()
+            // The page's `Fetch` answers its proxy: it stays on.
+            .filter(|(method, _)| !(proxy_auth && *method == "Fetch.disable"))
             .map(|(method, params)| self.call(method, params));
         futures_util::future::try_join_all(calls).await?;
         if !blocking.pauses() {
@@ -274,6 +293,27 @@ impl Page {
         }
         *self.blocking.borrow_mut() = Some(blocking.clone());
         Ok(())
+    }
+
+    /// Answers the proxy's `407` challenges with `credentials` from now on, continuing
+    /// every other request (`Fetch.enable` with `handleAuthRequests` and a pattern
+    /// matching every request: Chromium answers challenges only for paused requests).
+    /// Each request then costs one round trip to cdpmux, answered as its event arrives.
+    ///
+    /// Fails with [`ErrorKind::InvalidInput`] on a page that blocks resource types: both
+    /// use the page's `Fetch` domain. Cancel-safe: dropped before it returns, the page
+    /// answers challenges but may not pause requests yet.
+    pub(crate) async fn answer_proxy_auth(
+        &self,
+        credentials: super::proxy_auth::ProxyCredentials,
+    ) -> Result<()> {
+        if self.blocking.borrow().as_ref().is_none_or(Blocking::pauses) {
+            return Err(proxy_auth_with_type_blocking());
+        }
+        let auth = super::proxy_auth::ProxyAuth::new(credentials);
+        self.conn.shared.set_proxy_auth(self.slot, Some(auth));
+        let params = super::proxy_auth::fetch_enable_params();
+        self.call("Fetch.enable", params).await.map(|_| ())
     }
 
     /// What the page blocks when no job asks for anything else (its

@@ -18,6 +18,7 @@
 //! requests and lease commands fail with `Internal` until shutdown.
 
 mod holds;
+mod identities;
 mod jobs;
 mod lifecycle;
 mod links;
@@ -40,6 +41,8 @@ use futures_util::FutureExt;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use self::identities::Identities;
+pub(crate) use self::identities::{IdentityOp, Provider};
 use self::jobs::RunArgs;
 use self::lifecycle::{Contexts, Opening};
 use self::links::Links;
@@ -48,7 +51,7 @@ use self::plan::{Action, Plan};
 use self::sessions::PageHandle;
 use self::waiters::SessionKey;
 use crate::cdp::{Page, PageOptions};
-use crate::config::Config;
+use crate::config::{Config, Isolation};
 use crate::error::internal_error;
 use crate::error::{Error, ErrorKind, Result, TimeoutKind};
 use crate::fleet::Fleet;
@@ -77,6 +80,8 @@ pub(crate) struct Shared {
     /// answers anything else, so a caller whose reply channel closed, after a round trip
     /// through that shard's inbox, knows whether it died (see `Pool`).
     pub(crate) broken: StdArc<[AtomicBool]>,
+    /// The pool's per-key context options provider, if any (`ContextPerKey`).
+    pub(crate) context_options: Option<Provider>,
 }
 
 impl PageHandle for Rc<Page> {
@@ -102,6 +107,8 @@ struct Shell {
     cfg: RefCell<crate::sync::Arc<Config>>,
     links: Links,
     contexts: Contexts,
+    /// The identities of keys (`ContextPerKey`).
+    identities: Identities,
     metrics: Rc<RefCell<ShardMetrics>>,
     /// Fired whenever busy sessions return during shutdown.
     returned: Notify,
@@ -265,6 +272,7 @@ async fn run(
         id,
         cfg: RefCell::new(shared.config.load()),
         links: Links::new(shared.fleet.clone(), metrics.clone(), loss.clone()),
+        identities: Identities::new(shared.context_options.clone()),
         shared,
         plan: RefCell::new(plan),
         contexts: Contexts::default(),
@@ -607,6 +615,7 @@ impl Shell {
             Msg::Politeness { key, rule } => {
                 self.feed(|p, now, cfg| p.set_politeness(key, rule, now, cfg))
             }
+            Msg::Identity(op) => self.identity_op(op),
             Msg::InjectPanic => self.feed(|_, _, _| panic!("injected by the test hook")),
             Msg::Shutdown { .. } => unreachable!("handled by the main loop"),
         }
@@ -691,13 +700,23 @@ impl Shell {
             shell.openings.set(n);
             options.initial_url = format!("about:blank#cdpmux-{}-{}-{n}", shell.tag, shell.id);
             let in_use = |b: usize, o: &StdArc<str>| shell.plan.borrow().context_in_use(b, o);
-            let opening = Opening {
-                links: &shell.links,
-                contexts: &shell.contexts,
-                options,
-                in_use: &in_use,
+            let identity = match (&owner, cfg.isolation) {
+                (Some(key), Isolation::ContextPerKey) => shell.identities.of(key).map(Some),
+                _ => Ok(None),
             };
-            let opened = lifecycle::open(opening, browser, owner.as_ref(), &cfg).await;
+            let opened = match identity {
+                Ok(identity) => {
+                    let opening = Opening {
+                        links: &shell.links,
+                        contexts: &shell.contexts,
+                        options,
+                        in_use: &in_use,
+                        identity,
+                    };
+                    lifecycle::open(opening, browser, owner.as_ref(), &cfg).await
+                }
+                Err(e) => Err(e),
+            };
             match opened {
                 Ok((page, own_context)) => {
                     shell.links.opened(browser);
@@ -718,8 +737,12 @@ impl Shell {
                             .counters
                             .timeout(TimeoutKind::Create);
                     }
-                    // Connect failures are counted by `connection` itself.
-                    let counts = e.kind() != ErrorKind::BrowserUnavailable;
+                    // Connect failures are counted by `connection` itself; options the
+                    // browser refused are no fault of the browser's.
+                    let counts = !matches!(
+                        e.kind(),
+                        ErrorKind::BrowserUnavailable | ErrorKind::InvalidInput
+                    );
                     shell
                         .links
                         .open_failed(browser, counts, &cfg, Instant::now());

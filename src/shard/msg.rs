@@ -182,6 +182,9 @@ pub enum Msg {
         /// Its rule.
         rule: Option<crate::politeness::Politeness>,
     },
+    /// About the identity of a key (`ContextPerKey`): its options, its cookies.
+    #[allow(private_interfaces)]
+    Identity(crate::shard::IdentityOp),
     /// Test-only fault: the shard panics while handling it, as a bug in it would
     /// ([`Pool::inject_shard_panic`](crate::Pool::inject_shard_panic)).
     #[doc(hidden)]
@@ -273,6 +276,7 @@ pub(crate) fn refuse(msg: Msg) {
     match msg {
         Msg::Submit(request) => request.work.fail(shutdown_error()),
         Msg::LeaseOp { op, .. } => op.fail(shutdown_error()),
+        Msg::Identity(op) => op.fail(shutdown_error()),
         Msg::Shutdown { done, .. } => {
             let _ = done.send(());
         }
@@ -294,6 +298,7 @@ pub(crate) fn refuse_dead(msg: Msg, why: &Error) {
     match msg {
         Msg::Submit(request) => request.work.fail(why.clone()),
         Msg::LeaseOp { op, .. } => op.fail(why.clone()),
+        Msg::Identity(op) => op.fail(why.clone()),
         Msg::Shutdown { .. } => unreachable!("the dead shard's loop answers it"),
         // A dead shard has nothing to report: `metrics` skips it, and a caller whose
         // reply channel closed learns from that round trip that the shard is gone. Its
