@@ -76,6 +76,7 @@ pub mod metrics;
 mod mutant;
 mod pool;
 mod queue;
+mod remote;
 mod router;
 mod shard;
 #[cfg(feature = "sim")]
