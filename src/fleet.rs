@@ -23,6 +23,9 @@ struct BrowserEntry {
     url: LiveCell<String>,
     /// A remote browser's address: resolved again on every connect.
     endpoint: Option<Endpoint>,
+    /// What the build resolved a remote endpoint to, for each shard's first attempt
+    /// (so a pool's start asks `/json/version` once, not once per shard).
+    first_url: Option<String>,
     /// Bumped on every relaunch, so a stale relaunch request is ignored.
     generation: AtomicU64,
     /// Pid of the launched process; 0 for remote endpoints.
@@ -42,18 +45,24 @@ pub(crate) struct Fleet {
 }
 
 impl Fleet {
-    /// `launched` come first (index = position), then the remote `endpoints`.
+    /// `launched` come first (index = position), then the remote `endpoints`, each with
+    /// the URL the build resolved it to, if it answered.
     pub(crate) fn start(
         launched: Vec<(Launch, LaunchedBrowser)>,
-        endpoints: Vec<Endpoint>,
+        endpoints: Vec<(Endpoint, Option<String>)>,
     ) -> std::io::Result<Fleet> {
         let entries: Arc<[BrowserEntry]> = launched
             .iter()
             .map(|(_, b)| (b.ws_url().to_owned(), None, b.pid()))
-            .chain(endpoints.into_iter().map(|e| (String::new(), Some(e), 0)))
-            .map(|(url, endpoint, pid)| BrowserEntry {
+            .chain(
+                endpoints
+                    .into_iter()
+                    .map(|(e, first)| (String::new(), Some((e, first)), 0)),
+            )
+            .map(|(url, remote, pid)| BrowserEntry {
                 url: LiveCell::new(url),
-                endpoint,
+                first_url: remote.as_ref().and_then(|(_, first)| first.clone()),
+                endpoint: remote.map(|(e, _)| e),
                 generation: AtomicU64::new(0),
                 pid: AtomicU32::new(pid),
             })
@@ -81,13 +90,22 @@ impl Fleet {
 
     /// How to reach browser `i` now, and its generation: a launched browser's current
     /// URL, or a remote endpoint looked up again (within `timeout`), since a restarted
-    /// remote browser has a new id. Cancel safe.
-    pub(crate) async fn dial(&self, i: usize, timeout: Duration) -> Result<(Dial, u64)> {
+    /// remote browser has a new id. A shard's `first` attempt uses what the build
+    /// resolved, if anything. Cancel safe.
+    pub(crate) async fn dial(
+        &self,
+        i: usize,
+        timeout: Duration,
+        first: bool,
+    ) -> Result<(Dial, u64)> {
         let e = &self.entries[i];
         let generation = e.generation.load(Ordering::Acquire);
-        match &e.endpoint {
-            Some(endpoint) => Ok((endpoint.dial(endpoint.resolve(timeout).await?), generation)),
-            None => Ok((Dial::url(&e.url.load()), generation)),
+        match (&e.endpoint, &e.first_url) {
+            (Some(endpoint), Some(url)) if first => Ok((endpoint.dial(url.clone()), generation)),
+            (Some(endpoint), _) => {
+                Ok((endpoint.dial(endpoint.resolve(timeout).await?), generation))
+            }
+            (None, _) => Ok((Dial::url(&e.url.load()), generation)),
         }
     }
 

@@ -139,6 +139,7 @@ impl PoolBuilder {
             let browser = l.launch().await?;
             launched.push((l.clone(), browser));
         }
+        let endpoints = first_lookup(endpoints, !launched.is_empty(), &self.config).await?;
         let fleet = StdArc::new(Fleet::start(launched, endpoints)?);
 
         let (senders, receivers): (Vec<_>, Vec<_>) =
@@ -200,6 +201,38 @@ impl PoolBuilder {
             }
         }
     }
+}
+
+/// Looks every remote endpoint up once, all at once: the shards start from these URLs
+/// (one lookup per endpoint, not one per shard). Those that do not answer are looked up
+/// again by each shard's reconnects; with none answering and no launched browser, the
+/// build fails naming each endpoint and why.
+async fn first_lookup(
+    endpoints: Vec<Endpoint>,
+    launched: bool,
+    cfg: &Config,
+) -> Result<Vec<(Endpoint, Option<String>)>> {
+    let lookups = endpoints.iter().map(|e| e.resolve(cfg.create_timeout));
+    let found = futures_util::future::join_all(lookups).await;
+    if !launched && !endpoints.is_empty() && found.iter().all(Result::is_err) {
+        let why: Vec<String> = endpoints
+            .iter()
+            .zip(&found)
+            .filter_map(|(e, r)| r.as_ref().err().map(|err| format!("{e}: {err}")))
+            .collect();
+        return Err(Error::new(
+            ErrorKind::BrowserUnavailable,
+            format!(
+                "no browser answered (at least one must): {}",
+                why.join("; ")
+            ),
+        ));
+    }
+    Ok(endpoints
+        .into_iter()
+        .zip(found)
+        .map(|(e, r)| (e, r.ok()))
+        .collect())
 }
 
 /// Refuses a capacity of 0, and capacities too small to give every shard a page (each

@@ -275,10 +275,16 @@ impl Links {
             connect_timeout: cfg.create_timeout,
             max_message_size: cfg.max_message_size,
         };
-        let had_one = self.links.borrow()[browser].conn.is_some();
+        let (had_one, first) = {
+            let link = &self.links.borrow()[browser];
+            (
+                link.conn.is_some(),
+                link.url.is_none() && link.failures == 0,
+            )
+        };
         let fleet = self.fleet.clone();
         let connected = async {
-            let (dial, generation) = fleet.dial(browser, cfg.create_timeout).await?;
+            let (dial, generation) = fleet.dial(browser, cfg.create_timeout, first).await?;
             let conn = Connection::dial(&dial, config).await?;
             Ok::<_, Error>((conn, dial.url, generation))
         }
