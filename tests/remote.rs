@@ -576,3 +576,61 @@ async fn wss_and_https_through_a_tls_proxy_carry_the_token_and_header() {
     assert!(text.contains("TLS"), "{text}");
     assert!(!text.contains("s3cret"), "{text}");
 }
+
+#[tokio::test]
+async fn a_connect_dropped_half_way_does_not_block_the_next_one() {
+    // A browser that accepts the socket and then stops answering: the connect attempt
+    // outlives the opening's deadline, which drops it half way. Once the browser
+    // answers again, the next attempt must start (and not wait forever for the dropped
+    // one to finish).
+    let sim = cdpmux::sim::SimBrowser::start(Default::default()).unwrap();
+    let pool = Pool::builder()
+        .endpoint(sim.http_url())
+        .shards(1)
+        .sessions_per_shard(1)
+        .configure(|c| {
+            c.create_timeout = Duration::from_millis(300);
+            c.reconnect_base = Duration::from_millis(20);
+            c.reconnect_max = Duration::from_millis(100);
+            c.health_interval = Duration::ZERO; // only openings reconnect
+        })
+        .build()
+        .await
+        .unwrap();
+    let job = || Job::new().wait_timeout(Duration::from_secs(2));
+    pool.run(job(), async move |page| page.evaluate_value("1").await)
+        .await
+        .expect("a job before the browser hangs");
+
+    // Connecting ends with `Target.setDiscoverTargets`, which now gets no answer.
+    sim.black_hole(Some("Target.setDiscoverTargets"));
+    sim.drop_connections();
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    let mut failed = 0;
+    while failed < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "jobs kept working");
+        let r = pool
+            .run(job(), async move |page| page.evaluate_value("1").await)
+            .await;
+        if r.is_err() {
+            failed += 1;
+        }
+    }
+
+    sim.black_hole(None);
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let r = pool
+            .run(job(), async move |page| page.evaluate_value("1").await)
+            .await;
+        if r.is_ok() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never reached again: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await; // the backoff is running
+    }
+    pool.shutdown(Duration::from_secs(5)).await.unwrap();
+}
