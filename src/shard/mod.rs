@@ -683,13 +683,14 @@ impl Shell {
         self.feed(|p, now, cfg| p.health(now, cfg));
     }
 
-    /// Opens one session in the background on the healthiest, least used browser. With
-    /// every browser down (breaker open), the plan hears at once.
+    /// Opens one session in the background on the browser `placement` chooses (live,
+    /// healthiest, most free capacity). With every browser down or full, the plan hears
+    /// at once.
     fn open_session(self: &Rc<Self>, owner: Option<StdArc<str>>) {
         let Some(browser) = self.links.pick(Instant::now()) else {
             let error = Error::new(
                 ErrorKind::BrowserUnavailable,
-                "every browser is down (repeated connect or open failures); retrying with backoff",
+                "no browser can take a page: each is down (repeated connect or open failures, retrying with backoff) or at its capacity",
             );
             self.feed(|p, now, _| p.open_refused(owner, error, now));
             return;
