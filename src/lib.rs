@@ -79,6 +79,7 @@ mod mutant;
 mod politeness;
 mod pool;
 mod queue;
+mod remote;
 mod router;
 mod shard;
 #[cfg(feature = "sim")]

@@ -36,7 +36,8 @@ pub struct PoolBuilder {
     shards: usize,
     pin_cores: bool,
     launches: Vec<Launch>,
-    endpoints: Vec<String>,
+    /// Parsed as given; a bad one fails the build.
+    endpoints: Vec<Result<Endpoint>>,
     page_options: PageOptions,
     context_options: Option<shard::Provider>,
 }
@@ -48,10 +49,28 @@ impl PoolBuilder {
         self
     }
 
-    /// Connects to a running browser: `ws://host:port/devtools/browser/<id>` or
-    /// `http://host:port` (may be called more than once).
+    /// Connects to a running browser: `ws(s)://host:port/devtools/browser/<id>` or
+    /// `http(s)://host:port` (may be called more than once). Short for
+    /// [`endpoint_with`](Self::endpoint_with)`(Endpoint::parse(url)?)`; a bad URL fails
+    /// [`build`](Self::build).
     pub fn endpoint(mut self, url: impl Into<String>) -> Self {
-        self.endpoints.push(url.into());
+        self.endpoints.push(Endpoint::parse(&url.into()));
+        self
+    }
+
+    /// Connects to a running browser with the headers, TLS trust and page capacity set
+    /// on `endpoint` (may be called more than once).
+    ///
+    /// ```
+    /// # use cdpmux::browser::Endpoint;
+    /// # fn f() -> cdpmux::Result<cdpmux::PoolBuilder> {
+    /// Ok(cdpmux::Pool::builder()
+    ///     .endpoint_with(Endpoint::parse("http://10.0.0.5:9222")?.capacity(16))
+    ///     .endpoint_with(Endpoint::parse("wss://fleet.example/chrome?token=t")?.capacity(40)))
+    /// # }
+    /// ```
+    pub fn endpoint_with(mut self, endpoint: Endpoint) -> Self {
+        self.endpoints.push(Ok(endpoint));
         self
     }
 
@@ -107,6 +126,10 @@ impl PoolBuilder {
 
     /// Validates the configuration, starts the browsers and the shards, and connects
     /// every shard to every browser.
+    ///
+    /// Remote browsers that do not answer yet do not fail the build as long as one
+    /// browser does: they are retried with the reconnect backoff and join when they
+    /// answer. With none answering the error names each browser and why.
     pub async fn build(self) -> Result<Pool> {
         self.config.validate()?;
         if self.launches.is_empty() && self.endpoints.is_empty() {
@@ -125,20 +148,15 @@ impl PoolBuilder {
                 format!("at most {MAX_SHARDS} shards are supported (asked for {shards})"),
             ));
         }
-        let mut endpoints = Vec::new();
-        for e in &self.endpoints {
-            endpoints.push(Endpoint::parse(e)?);
-        }
+        let endpoints = self.endpoints.into_iter().collect::<Result<Vec<_>>>()?;
+        check_capacities(&endpoints, self.launches.len(), shards)?;
         let mut launched = Vec::new();
         for l in &self.launches {
             let browser = l.launch().await?;
             launched.push((l.clone(), browser));
         }
-        let mut urls = Vec::new();
-        for e in &endpoints {
-            urls.push(e.resolve(Duration::from_secs(10)).await?);
-        }
-        let fleet = StdArc::new(Fleet::start(launched, urls)?);
+        let endpoints = first_lookup(endpoints, !launched.is_empty(), &self.config).await?;
+        let fleet = StdArc::new(Fleet::start(launched, endpoints)?);
 
         let (senders, receivers): (Vec<_>, Vec<_>) =
             (0..shards).map(|_| mpsc::unbounded_channel()).unzip();
@@ -199,6 +217,72 @@ impl PoolBuilder {
                 Err(Error::new(ErrorKind::Io, "waiting for the shards to start").with_source(e))
             }
         }
+    }
+}
+
+/// Looks every remote endpoint up once, all at once: the shards start from these URLs
+/// (one lookup per endpoint, not one per shard). Those that do not answer are looked up
+/// again by each shard's reconnects; with none answering and no launched browser, the
+/// build fails naming each endpoint and why.
+async fn first_lookup(
+    endpoints: Vec<Endpoint>,
+    launched: bool,
+    cfg: &Config,
+) -> Result<Vec<(Endpoint, Option<String>)>> {
+    let lookups = endpoints.iter().map(|e| e.resolve(cfg.create_timeout));
+    let found = futures_util::future::join_all(lookups).await;
+    if !launched && !endpoints.is_empty() && found.iter().all(Result::is_err) {
+        let why: Vec<String> = endpoints
+            .iter()
+            .zip(&found)
+            .filter_map(|(e, r)| r.as_ref().err().map(|err| format!("{e}: {err}")))
+            .collect();
+        return Err(Error::new(
+            ErrorKind::BrowserUnavailable,
+            format!(
+                "no browser answered (at least one must): {}",
+                why.join("; ")
+            ),
+        ));
+    }
+    Ok(endpoints
+        .into_iter()
+        .zip(found)
+        .map(|(e, r)| (e, r.ok()))
+        .collect())
+}
+
+/// Refuses a capacity of 0, and capacities too small to give every shard a page (each
+/// shard holds a fixed share of each browser).
+fn check_capacities(endpoints: &[Endpoint], launched: usize, shards: usize) -> Result<()> {
+    if let Some(e) = endpoints.iter().find(|e| e.page_capacity() == Some(0)) {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("endpoint {e} has capacity 0: give it at least one page, or no capacity"),
+        ));
+    }
+    if launched > 0 || endpoints.iter().any(|e| e.page_capacity().is_none()) {
+        return Ok(()); // some browser is unlimited
+    }
+    let starved = (0..shards).find(|&shard| {
+        endpoints.iter().enumerate().all(|(b, e)| {
+            let capacity = e.page_capacity().unwrap_or(0);
+            crate::shard::capacity_share(capacity, launched + b, shard, shards) == 0
+        })
+    });
+    match starved {
+        Some(shard) => {
+            let total: usize = endpoints.iter().filter_map(Endpoint::page_capacity).sum();
+            Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "the endpoints' capacities ({total} pages in all) leave shard {shard} of \
+                     {shards} without a page: each shard holds a share of each browser, so \
+                     raise the capacities or use fewer shards"
+                ),
+            ))
+        }
+        None => Ok(()),
     }
 }
 

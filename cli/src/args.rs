@@ -62,8 +62,9 @@ pub struct BrowserArgs {
     #[arg(long, value_name = "KIND", value_parser = parse_browser_kind, conflicts_with = "sim")]
     pub browser_kind: Option<BrowserKind>,
 
-    /// Connect to a running browser instead of launching one: ws://host:port/devtools/browser/<id>
-    /// or http://host:port (repeat for several).
+    /// Connect to a running browser instead of launching one: ws(s)://host:port/devtools/browser/<id>
+    /// or http(s)://host:port, looked up again on every reconnect; a ?token=... query passes
+    /// through (repeat for several; docs/scaling.md).
     #[arg(long, value_name = "URL")]
     pub endpoint: Vec<String>,
 

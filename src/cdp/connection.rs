@@ -36,6 +36,7 @@ pub use super::settings::{ConnectionConfig, ConnectionStats};
 use super::socket::{self, Signals, Wire};
 use super::streams::Feed;
 use crate::error::{Error, ErrorKind, Result, TimeoutKind};
+use crate::remote::Dial;
 
 /// A connection to one browser over one WebSocket, carrying any number of flat sessions.
 ///
@@ -81,7 +82,13 @@ impl Connection {
     ///
     /// Must run inside a tokio `LocalSet`.
     pub async fn connect(ws_url: &str, config: ConnectionConfig) -> Result<Connection> {
-        let ws = socket::handshake(ws_url, config.connect_timeout, config.max_message_size).await?;
+        Connection::dial(&Dial::url(ws_url), config).await
+    }
+
+    /// [`connect`](Self::connect) to what `dial` names: `ws://` or `wss://`, with extra
+    /// handshake headers. Must run inside a tokio `LocalSet`.
+    pub(crate) async fn dial(dial: &Dial, config: ConnectionConfig) -> Result<Connection> {
+        let ws = socket::handshake(dial, config.connect_timeout, config.max_message_size).await?;
         let signals = Rc::new(Signals::default());
         let shared = Rc::new(Shared {
             state: RefCell::default(),

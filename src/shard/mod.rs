@@ -23,6 +23,7 @@ mod jobs;
 mod lifecycle;
 mod links;
 pub(crate) mod msg;
+mod placement;
 mod plan;
 mod sessions;
 mod waiters;
@@ -47,6 +48,7 @@ use self::jobs::RunArgs;
 use self::lifecycle::{Contexts, Opening};
 use self::links::Links;
 use self::msg::{grant_lease, LeaseOp, Msg, Request, Work};
+pub(crate) use self::placement::share as capacity_share;
 use self::plan::{Action, Plan};
 use self::sessions::PageHandle;
 use self::waiters::SessionKey;
@@ -103,8 +105,11 @@ struct Shell {
     id: usize,
     shared: Shared,
     plan: RefCell<Plan<Rc<Page>>>,
-    /// The configuration of the loop's current turn.
+    /// The configuration of the loop's current turn (see `load_cfg`).
     cfg: RefCell<crate::sync::Arc<Config>>,
+    /// The last live configuration held to this shard's page limit, and the result:
+    /// the clamped copy is made once per reconfiguration, not once per turn.
+    clamped: RefCell<Option<(crate::sync::Arc<Config>, crate::sync::Arc<Config>)>>,
     links: Links,
     contexts: Contexts,
     /// The identities of keys (`ContextPerKey`).
@@ -271,7 +276,13 @@ async fn run(
     let shell = Rc::new(Shell {
         id,
         cfg: RefCell::new(shared.config.load()),
-        links: Links::new(shared.fleet.clone(), metrics.clone(), loss.clone()),
+        clamped: RefCell::new(None),
+        links: Links::new(
+            shared.fleet.clone(),
+            metrics.clone(),
+            loss.clone(),
+            (id, shared.inboxes.len()),
+        ),
         identities: Identities::new(shared.context_options.clone()),
         shared,
         plan: RefCell::new(plan),
@@ -292,12 +303,26 @@ async fn run(
         handed: RefCell::new(None),
         unstarted: Cell::new(0),
     });
+    shell.load_cfg();
     let cfg = shell.cfg();
-    for browser in 0..shell.links.len() {
-        if let Err(e) = shell.links.connection(browser, &cfg).await {
-            let _ = ready.send(Err(e));
-            return None;
-        }
+    // Every browser at once; one that answers is enough. The others are retried with
+    // backoff by the health round and join when they answer.
+    let attempts = (0..shell.links.len()).map(|b| shell.links.connection(b, &cfg));
+    let outcomes = futures_util::future::join_all(attempts).await;
+    if outcomes.iter().all(Result::is_err) {
+        let why: Vec<String> = outcomes
+            .into_iter()
+            .filter_map(Result::err)
+            .map(|e| e.to_string())
+            .collect();
+        let _ = ready.send(Err(Error::new(
+            ErrorKind::BrowserUnavailable,
+            format!(
+                "no browser answered (at least one must): {}",
+                why.join("; ")
+            ),
+        )));
+        return None;
     }
     let _ = ready.send(Ok(()));
     let ended = AssertUnwindSafe(shell.main_loop(inbox))
@@ -319,6 +344,27 @@ impl Shell {
     /// The configuration of this turn.
     fn cfg(&self) -> crate::sync::Arc<Config> {
         self.cfg.borrow().clone()
+    }
+
+    /// Loads the live configuration for this turn, with `sessions_per_shard` held to
+    /// what this shard's share of the browsers' capacities allows.
+    fn load_cfg(&self) {
+        let loaded = self.shared.config.load();
+        let cfg = match self.links.page_limit() {
+            Some(limit) if limit < loaded.sessions_per_shard => {
+                let mut cache = self.clamped.borrow_mut();
+                match &*cache {
+                    Some((from, to)) if crate::sync::Arc::ptr_eq(from, &loaded) => to.clone(),
+                    _ => {
+                        let to = crate::sync::Arc::new(placement::clamp(&loaded, limit));
+                        *cache = Some((loaded, to.clone()));
+                        to
+                    }
+                }
+            }
+            _ => loaded,
+        };
+        *self.cfg.borrow_mut() = cfg;
     }
 
     /// Feeds one event to the plan and carries out the actions it returns. The one way
@@ -499,7 +545,7 @@ impl Shell {
                 std::panic::resume_unwind(payload);
             }
             // One configuration for the whole turn.
-            *self.cfg.borrow_mut() = self.shared.config.load();
+            self.load_cfg();
             let cfg = self.cfg();
             let stashed = self.stashed_shutdown.borrow_mut().take();
             if let Some((grace, done)) = stashed {
@@ -604,7 +650,7 @@ impl Shell {
                 let _ = reply.send(self.plan.borrow().report());
             }
             Msg::Reconfigured => {
-                *self.cfg.borrow_mut() = self.shared.config.load();
+                self.load_cfg();
                 let (frames, policy) = (self.cfg().max_frames_per_flush, self.cfg().flush_policy);
                 for conn in self.links.all_live() {
                     conn.set_max_frames_per_flush(frames);
@@ -680,13 +726,14 @@ impl Shell {
         self.feed(|p, now, cfg| p.health(now, cfg));
     }
 
-    /// Opens one session in the background on the healthiest, least used browser. With
-    /// every browser down (breaker open), the plan hears at once.
+    /// Opens one session in the background on the browser `placement` chooses (live,
+    /// healthiest, most free capacity). With every browser down or full, the plan hears
+    /// at once.
     fn open_session(self: &Rc<Self>, owner: Option<StdArc<str>>) {
         let Some(browser) = self.links.pick(Instant::now()) else {
             let error = Error::new(
                 ErrorKind::BrowserUnavailable,
-                "every browser is down (repeated connect or open failures); retrying with backoff",
+                "no browser can take a page: each is down (repeated connect or open failures, retrying with backoff) or at its capacity",
             );
             self.feed(|p, now, _| p.open_refused(owner, error, now));
             return;
