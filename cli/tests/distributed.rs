@@ -413,3 +413,68 @@ async fn bench_nodes() {
         );
     }
 }
+
+/// Runs the binary with `args` (simulated browser, no Redis needed) to its end.
+async fn run_sim(args: &[&str]) -> std::process::Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_cdpmux"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start cdpmux");
+    tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("cdpmux ends within a minute")
+        .expect("wait for cdpmux")
+}
+
+#[tokio::test]
+async fn a_bad_frontier_address_is_refused_before_anything_starts() {
+    for bad in [
+        "http://127.0.0.1/x",
+        "redis://127.0.0.1:6379",
+        "redis://h/a b",
+    ] {
+        let out = run_sim(&["crawl", "--sim", "--demo", "--frontier", bad]).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {stderr}");
+        assert!(
+            stderr.contains("redis://"),
+            "{bad}: the message shows the form: {stderr}"
+        );
+    }
+    let out = run_sim(&["crawl", "--sim", "--demo", "--node", "n1"]).await;
+    assert_eq!(out.status.code(), Some(2), "--node needs --frontier");
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_fails_the_start_and_leaves_the_output_alone() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let output = dir.path().join("out.jsonl");
+    std::fs::write(&output, "kept\n").expect("write the old output");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let frontier = format!("redis://127.0.0.1:{port}/x");
+    let out = run_sim(&[
+        "crawl",
+        "--sim",
+        "--demo",
+        "--frontier",
+        &frontier,
+        "-o",
+        output.to_str().expect("a UTF-8 path"),
+    ])
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("could not reach Redis at redis://127.0.0.1"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&output).unwrap(), "kept\n");
+}
