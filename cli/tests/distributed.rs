@@ -478,3 +478,71 @@ async fn an_unreachable_redis_fails_the_start_and_leaves_the_output_alone() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(std::fs::read_to_string(&output).unwrap(), "kept\n");
 }
+
+/// `(url, error)` of every complete JSON line of `path`.
+fn lines_in(path: &Path) -> Vec<(String, Option<String>)> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| {
+            (
+                v["url"].as_str().expect("a url").to_owned(),
+                v["error"].as_str().map(str::to_owned),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopped_by_a_signal_gives_its_pages_back() {
+    if !require_browser_and_redis() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let redis = RedisServer::start();
+    let sites = Sites::start(4, 200, dir.path());
+    let frontier = redis.frontier("stop");
+    let (out_a, out_b) = (dir.path().join("a.jsonl"), dir.path().join("b.jsonl"));
+
+    let a = node(&sites, &frontier, "a", 2, &out_a);
+    let started = Instant::now();
+    while urls_in(&out_a).len() < 20 {
+        assert!(started.elapsed() < CRAWL_LIMIT, "node a wrote no 20 lines");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid = a.id().expect("node a runs") as libc::pid_t;
+    // SAFETY: kill(2) with the pid of our own child, not reaped yet.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let stopped = tokio::time::timeout(CRAWL_LIMIT, a.wait_with_output())
+        .await
+        .expect("node a ends after its interrupt")
+        .expect("wait for node a");
+    let summary = String::from_utf8_lossy(&stopped.stdout);
+    assert_eq!(stopped.status.code(), Some(130), "{summary}");
+    // It left nothing leased and is no longer a live node.
+    assert_eq!(redis.cli(&["LLEN", "cdpmux:stop:inflight:a"]), "0");
+    assert_eq!(redis.cli(&["ZSCORE", "cdpmux:stop:nodes", "a"]), "");
+    let released = redis.cli(&["GET", "cdpmux:stop:released"]);
+    if released != "0" && !released.is_empty() {
+        assert!(
+            summary.contains(&format!("{released} unfinished URLs given back")),
+            "{summary}"
+        );
+    }
+
+    // Another node finishes the crawl: every page ok exactly once between the two (no
+    // node died, so no duplicate), the pages a cut off included.
+    let b = node(&sites, &frontier, "b", 4, &out_b);
+    finish(b, "node b").await;
+    let mut ok: HashMap<String, usize> = HashMap::new();
+    for (url, error) in lines_in(&out_a).into_iter().chain(lines_in(&out_b)) {
+        match error.as_deref() {
+            None => *ok.entry(url).or_default() += 1,
+            Some(kind) => assert_eq!(kind, "cancelled", "{url}"),
+        }
+    }
+    let twice: Vec<&String> = ok.iter().filter(|(_, &n)| n > 1).map(|(u, _)| u).collect();
+    assert!(twice.is_empty(), "pages visited twice: {twice:?}");
+    let covered: BTreeSet<String> = ok.into_keys().collect();
+    assert_eq!(covered, sites.all_pages(), "every page ok once");
+}

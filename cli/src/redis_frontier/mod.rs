@@ -124,16 +124,23 @@ impl SharedFrontier {
     ) -> Result<SharedFrontier, String> {
         let client = redis::Client::open(spec.server.as_str())
             .map_err(|e| format!("bad Redis address {}: {e}", spec.server))?;
-        let connection =
-            tokio::time::timeout(CALL_LIMIT, client.get_multiplexed_async_connection())
-                .await
-                .map_err(|_| {
-                    format!(
-                        "Redis at {} did not answer within {CALL_LIMIT:?}",
-                        spec.server
-                    )
-                })?
-                .map_err(|e| format!("could not reach Redis at {}: {e}", spec.server))?;
+        // The client's own default (500 ms a reply) is too short for a server shared by
+        // busy nodes on loaded machines; a call that fails ends this node's crawl.
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CALL_LIMIT))
+            .set_response_timeout(Some(CALL_LIMIT));
+        let connection = tokio::time::timeout(
+            CALL_LIMIT,
+            client.get_multiplexed_async_connection_with_config(&config),
+        )
+        .await
+        .map_err(|_| {
+            format!(
+                "Redis at {} did not answer within {CALL_LIMIT:?}",
+                spec.server
+            )
+        })?
+        .map_err(|e| format!("could not reach Redis at {}: {e}", spec.server))?;
         let (commands, inbox) = mpsc::unbounded_channel();
         let (ready_tx, ready) = mpsc::channel(prefetch.max(1));
         let mut shell = Shell {
@@ -145,6 +152,7 @@ impl SharedFrontier {
             inbox,
             held: None,
             ready: Some(ready_tx),
+            batch: (prefetch / 2).max(1),
             feeding: true,
             nodes: Vec::new(),
             sites: Vec::new(),
@@ -312,6 +320,9 @@ struct Shell {
     held: Option<Command>,
     /// Where taken entries go; `None` once the crawl is over.
     ready: Option<mpsc::Sender<(String, u32)>>,
+    /// Free room in `ready` that a take waits for: one call fills half of it, not one
+    /// call per page.
+    batch: usize,
     feeding: bool,
     nodes: Vec<String>,
     sites: Vec<String>,
@@ -336,6 +347,7 @@ fn limit_args(limits: &Limits, page_cap: bool) -> [i64; 3] {
 impl Shell {
     async fn run(mut self) -> Result<(Totals, Dropped), String> {
         let mut beat = tokio::time::interval(self.lease / 3);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         beat.tick().await;
         let mut poll = POLL_MIN;
         let mut pause_until: Option<tokio::time::Instant> = None;
@@ -348,6 +360,7 @@ impl Shell {
                         _ => None,
                     };
                     let can_take = sender.is_some();
+                    let batch = self.batch;
                     let pause = async {
                         match pause_until {
                             Some(at) => tokio::time::sleep_until(at).await,
@@ -355,15 +368,22 @@ impl Shell {
                         }
                     };
                     tokio::select! {
+                        // The heartbeat first: a long input keeps the inbox busy, and
+                        // a lease must never run out on a live node.
                         biased;
-                        c = self.inbox.recv() => Some(c.unwrap_or(Command::Leave)),
                         _ = beat.tick() => {
                             self.status().await?;
                             None
                         }
-                        permit = async { sender?.reserve_owned().await.ok() }, if can_take => {
-                            if let Some(permit) = permit {
-                                if self.take(permit).await? {
+                        c = self.inbox.recv() => Some(c.unwrap_or(Command::Leave)),
+                        room = async {
+                            // The permits are dropped at once: only this task sends,
+                            // so the room stays until it does.
+                            let tx = sender?;
+                            tx.reserve_many(batch).await.ok().map(|p| p.len())
+                        }, if can_take => {
+                            if room.is_some() {
+                                if self.take().await? {
                                     poll = POLL_MIN;
                                 } else {
                                     pause_until = Some(tokio::time::Instant::now() + poll);
@@ -470,10 +490,10 @@ impl Shell {
 
     /// Takes entries of this node's sites, as many as the crawl loop has room for.
     /// Returns false when there were none (after looking at the crawl's state again).
-    async fn take(&mut self, permit: mpsc::OwnedPermit<(String, u32)>) -> Result<bool, String> {
-        let want = 1 + self.ready.as_ref().map_or(0, mpsc::Sender::capacity);
+    async fn take(&mut self) -> Result<bool, String> {
+        let want = self.ready.as_ref().map_or(0, mpsc::Sender::capacity);
         let owned = partition::owned_by(&self.node, &self.nodes, &self.sites);
-        let entries: Vec<String> = if owned.is_empty() {
+        let entries: Vec<String> = if owned.is_empty() || want == 0 {
             Vec::new()
         } else {
             let lease_ms = u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX);
@@ -486,11 +506,9 @@ impl Shell {
             self.call(&invocation).await?
         };
         if entries.is_empty() {
-            drop(permit);
             self.status().await?;
             return Ok(false);
         }
-        let mut permit = Some(permit);
         for entry in entries {
             let Some(parsed) = parse_entry(&entry) else {
                 // Not ours to read: finish it so the crawl can end, and say so.
@@ -498,15 +516,9 @@ impl Shell {
                 self.finish(&entry, 0, &[]).await?;
                 continue;
             };
-            match (permit.take(), &self.ready) {
-                (Some(p), _) => {
-                    p.send(parsed);
-                }
-                (None, Some(tx)) => {
-                    // Room was counted above and only this task sends.
-                    let _ = tx.try_send(parsed);
-                }
-                (None, None) => {}
+            if let Some(tx) = &self.ready {
+                // Room was counted above and only this task sends.
+                let _ = tx.try_send(parsed);
             }
         }
         Ok(true)
