@@ -331,16 +331,17 @@ struct Shell {
 }
 
 /// Limit arguments of the offer scripts: budget, open cap, per-page cap (-1: none).
-fn limit_args(limits: &Limits, page_cap: bool) -> [i64; 3] {
+/// Seeds have only the budget: as on one node, input URLs are never dropped for a full
+/// queue, and they come from no page.
+fn limit_args(limits: &Limits, seeds: bool) -> [i64; 3] {
     let budget = limits
         .budget
         .map_or(-1, |b| i64::try_from(b).unwrap_or(i64::MAX));
+    if seeds {
+        return [budget, -1, -1];
+    }
     let open = i64::try_from(limits.max_queued).unwrap_or(i64::MAX);
-    let cap = if page_cap {
-        i64::try_from(limits.links_per_page).unwrap_or(i64::MAX)
-    } else {
-        -1
-    };
+    let cap = i64::try_from(limits.links_per_page).unwrap_or(i64::MAX);
     [budget, open, cap]
 }
 
@@ -525,9 +526,9 @@ impl Shell {
     }
 
     async fn offer(&mut self, depth: u32, pairs: &[(String, String)]) -> Result<(), String> {
-        let [budget, open, _] = limit_args(&self.limits, false);
+        let [budget, open, cap] = limit_args(&self.limits, true);
         let mut invocation = SCRIPTS.offer.arg(&self.prefix);
-        invocation.arg(depth).arg(budget).arg(open).arg(-1);
+        invocation.arg(depth).arg(budget).arg(open).arg(cap);
         for (site, url) in pairs {
             invocation.arg(site).arg(url);
         }
@@ -542,7 +543,7 @@ impl Shell {
         depth: u32,
         links: &[(String, String)],
     ) -> Result<(), String> {
-        let [budget, open, cap] = limit_args(&self.limits, true);
+        let [budget, open, cap] = limit_args(&self.limits, false);
         let mut invocation = SCRIPTS.finish.arg(&self.prefix);
         invocation
             .arg(&self.node)
@@ -594,8 +595,15 @@ mod tests {
             links_per_page: 7,
             ..Limits::default()
         };
-        assert_eq!(limit_args(&limits, true), [10, 100, 7]);
-        assert_eq!(limit_args(&Limits::default(), false)[0], -1);
-        assert_eq!(limit_args(&Limits::default(), false)[2], -1);
+        assert_eq!(limit_args(&limits, false), [10, 100, 7]);
+        assert_eq!(
+            limit_args(&limits, true),
+            [10, -1, -1],
+            "seeds are never dropped"
+        );
+        assert_eq!(limit_args(&Limits::default(), false)[0], -1, "no budget");
     }
 }
+
+#[cfg(test)]
+mod script_tests;
