@@ -378,6 +378,39 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_crawl_reports_the_whole_crawl_and_its_redis_cost() {
+        let mut s = stats(4, &[]);
+        for _ in 0..4 {
+            s.page_times.record(Duration::from_millis(100));
+        }
+        let t = Totals {
+            admitted: 10,
+            done: 9,
+            reclaimed: 2,
+            late: 1,
+            nodes: 3,
+            round_trips: 6,
+            redis_time: Duration::from_millis(4),
+            released: 0,
+            links_queued: 0,
+        };
+        let mut text = String::new();
+        s.shared_lines(&mut text, &t);
+        assert!(
+            text.contains(
+                "10 URLs queued, 9 finished, 2 reclaimed from dead nodes, 1 visited late"
+            ),
+            "{text}"
+        );
+        // 6 calls and 4 ms over 4 pages of 100 ms: 1.5 each, 1 ms, 1% of a page.
+        assert!(
+            text.contains("1.50 round trips and 1.00 ms per page (1.0% of the mean page time)"),
+            "{text}"
+        );
+        assert!(!text.contains("given back"), "nothing released: no line");
+    }
+
+    #[test]
     fn a_pool_that_broke_is_named_as_such() {
         let broke = stats(0, &[("shutdown", 290), ("other", 10)]);
         assert_eq!(broke.verdict(), Verdict::PoolBroke);
