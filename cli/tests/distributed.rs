@@ -267,11 +267,18 @@ async fn three_nodes_survive_one_killed_and_crawl_every_page_once() {
     let mut killed = nodes[victim].take().expect("the victim runs");
     killed.start_kill().expect("SIGKILL the node");
     killed.wait().await.expect("reap the killed node");
-    // What the dead node held: its lease is still on, nothing has been reclaimed yet.
+    // What the dead node held: still in its in-flight list, or already put back (in one
+    // step, all of it) if a survivor saw its lease run out; read both at once.
     let held: usize = redis
-        .cli(&["LLEN", &format!("cdpmux:three:inflight:n{victim}")])
+        .cli(&[
+            "EVAL",
+            "return redis.call('LLEN', KEYS[1]) + tonumber(redis.call('GET', KEYS[2]) or '0')",
+            "2",
+            &format!("cdpmux:three:inflight:n{victim}"),
+            "cdpmux:three:reclaimed",
+        ])
         .parse()
-        .expect("LLEN answers a number");
+        .expect("EVAL answers a number");
 
     let mut summaries = Vec::new();
     for (i, child) in nodes.into_iter().enumerate() {
