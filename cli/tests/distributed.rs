@@ -341,7 +341,7 @@ async fn three_nodes_survive_one_killed_and_crawl_every_page_once() {
 
     // The same crawl on one node visits the same pages, each once.
     let single = dir.path().join("single.jsonl");
-    let one = node(&sites, &redis.frontier("single"), "solo", 4, &single);
+    let one = node(&sites, &redis.frontier("single"), "solo", 8, &single);
     finish(one, "the single node").await;
     let urls = urls_in(&single);
     let once: BTreeSet<String> = urls.iter().cloned().collect();
@@ -563,4 +563,39 @@ async fn a_node_stopped_by_a_signal_gives_its_pages_back() {
     assert!(twice.is_empty(), "pages visited twice: {twice:?}");
     let covered: BTreeSet<String> = ok.into_keys().collect();
     assert_eq!(covered, sites.all_pages(), "every page ok once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_redis_stops_the_node_with_a_clear_error() {
+    if !require_browser_and_redis() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let mut redis = RedisServer::start();
+    let sites = Sites::start(2, 200, dir.path());
+    let out = dir.path().join("lost.jsonl");
+    let child = node(&sites, &redis.frontier("lost"), "lost", 2, &out);
+    let started = Instant::now();
+    while urls_in(&out).len() < 10 {
+        assert!(started.elapsed() < CRAWL_LIMIT, "no 10 lines written");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    redis.child.kill().expect("kill redis-server");
+    let _ = redis.child.wait();
+    let ended = tokio::time::timeout(CRAWL_LIMIT, child.wait_with_output())
+        .await
+        .expect("the node ends on its own")
+        .expect("wait for the node");
+    let stderr = String::from_utf8_lossy(&ended.stderr);
+    assert_eq!(ended.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("the shared frontier failed"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // Every line written is whole, and the summary was printed.
+    let text = std::fs::read_to_string(&out).expect("the output");
+    assert_eq!(
+        text.lines().count(),
+        urls_in(&out).len(),
+        "only whole lines"
+    );
+    assert!(String::from_utf8_lossy(&ended.stdout).contains("crawl summary"));
 }
