@@ -2,7 +2,9 @@
 //! Redis server: `--frontier redis://HOST:PORT/NAME`. This module is the IO shell: one
 //! task per node talks to Redis; the crawl loop talks to that task through channels and
 //! never waits on Redis itself. The rules live in the Lua scripts ([`scripts`], each
-//! atomic on the server) and in the pure [`crate::partition`] (who owns a site).
+//! atomic on the server) and in the pure [`crate::partition`] (who owns a site). It must
+//! never hold a taken URL only in memory: a URL stays in Redis, in this node's in-flight
+//! list, until its line is written.
 //!
 //! Design:
 //! - **Crawled once.** A URL is queued only if `SADD P:seen URL` added it, whichever node
@@ -21,6 +23,9 @@
 //!   their lists. So no URL is lost; a URL is visited twice only when its node died (or
 //!   stalled past its lease) after taking it, and such visits are counted (`late` when
 //!   the stalled node finishes after all).
+//! - **Polling, not `BLMOVE`.** A node takes from all the sites it owns, in turn, in one
+//!   script call; `BLMOVE` blocks on one list only. A node with nothing to take polls,
+//!   from 20 ms doubling to 500 ms, and at once after it queued new URLs itself.
 //! - **Ending.** The crawl is over for every node when no entry is queued or in flight
 //!   anywhere (`P:open` = 0) and no node still reads its input (`P:feeding` empty): each
 //!   node sees it on its own and ends. A node that stops early (a signal) gives its
