@@ -90,6 +90,14 @@ pub struct Config {
     /// two holders ([`Isolation::Shared`] and [`Reset::None`]). Not used with
     /// [`Isolation::ContextPerKey`]. Default true.
     pub lease_handoff: bool,
+    /// How politely each affinity key (a host, with [`Affinity::from_url`]) is treated:
+    /// at most so many of its jobs at once, and a least time between two of its starts.
+    /// One key's own rule is set at run time with
+    /// [`Pool::set_politeness`](crate::Pool::set_politeness). Default: no limit. See
+    /// `docs/politeness.md`.
+    ///
+    /// [`Affinity::from_url`]: crate::Affinity::from_url
+    pub politeness: crate::politeness::Politeness,
 }
 
 /// How jobs are isolated from each other inside the browser.
@@ -148,6 +156,7 @@ impl Default for Config {
             reconnect_max: Duration::from_secs(5),
             breaker_threshold: 3,
             lease_handoff: true,
+            politeness: crate::politeness::Politeness::new(),
         }
     }
 }
@@ -195,6 +204,7 @@ impl Config {
                 self.reconnect_base, self.reconnect_max
             ));
         }
+        self.politeness.validate()?;
         for (name, d) in [
             ("wait_timeout", self.wait_timeout),
             ("create_timeout", self.create_timeout),

@@ -24,6 +24,7 @@ mod probe;
 mod progress;
 mod record;
 mod redis_frontier;
+mod robots;
 mod stats;
 mod stop;
 mod work;
