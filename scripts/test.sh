@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Every test: unit, integration (simulated and real Chromium), doc tests, examples
-# built, and the loom models. Installs Chromium first if it is missing.
+# built, and the loom models. Installs Chromium and redis-server first if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/ensure-chromium.sh
+scripts/ensure-redis.sh
 cargo test --all-features
 if [ -f loom-tests/tests/models.rs ]; then
   # The loom models (loom-tests/README.md), in their own target dir so the loom

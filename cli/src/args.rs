@@ -10,6 +10,7 @@ use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::frontier::{self, Follow};
+use crate::redis_frontier::FrontierSpec;
 
 /// Crawl with pooled headless Chromium sessions, or measure what the pool saves.
 #[derive(Debug, Parser)]
@@ -177,6 +178,23 @@ pub struct CrawlArgs {
     /// Stop after this many pages (input and followed links together).
     #[arg(long, value_name = "N")]
     pub max_pages: Option<u64>,
+
+    /// Crawl one frontier with other `cdpmux crawl` processes, on any machines, through
+    /// Redis: redis://HOST:PORT/NAME (NAME names the crawl). Each node reads its own input
+    /// (the same list everywhere is fine: a URL is crawled once) and writes its own
+    /// output. See docs/scaling.md.
+    #[arg(long, value_name = "URL", value_parser = FrontierSpec::parse)]
+    pub frontier: Option<FrontierSpec>,
+
+    /// This node's name in a shared crawl (default: host name, process id and a random
+    /// part). Two live nodes must never share one.
+    #[arg(long, value_name = "NAME", requires = "frontier", value_parser = parse_node_name)]
+    pub node: Option<String>,
+
+    /// How long a node of a shared crawl keeps the URLs it took without a heartbeat;
+    /// after that, other nodes put them back in the queue (a node that died).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_lease)]
+    pub lease: Duration,
 
     /// Put each page's rendered HTML (`document.documentElement.outerHTML`) in its JSON
     /// line, as `html`.
@@ -482,6 +500,30 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         ));
     }
     Ok(d)
+}
+
+/// Parses `--lease`: a duration from 300 ms (heartbeats go every third of it) to an hour.
+pub fn parse_lease(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(300) || d > Duration::from_secs(3600) {
+        return Err(format!("--lease {s:?} is out of range: give 300ms to 1h"));
+    }
+    Ok(d)
+}
+
+/// Parses `--node`: 1 to 64 ASCII letters, digits, '-', '_' or '.'.
+pub fn parse_node_name(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "bad node name {s:?}: use 1 to 64 ASCII letters, digits, '-', '_' or '.'"
+        ))
+    }
 }
 
 /// Parses `--metrics-addr`: a loopback socket address (`127.0.0.1:9100`, `[::1]:9100`,

@@ -12,11 +12,8 @@
 //! file is created only once the pool is up. Exit codes are in `docs/cli.md`.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Write};
-use std::os::fd::AsFd;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::io::{self, BufReader, Write};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,7 +21,6 @@ use std::time::{Duration, Instant};
 use cdpmux::cdp::PageOptions;
 use cdpmux::sim::{DemoSite, SiteConfig};
 use cdpmux::{Affinity, Blocking, GotoOptions, Job, Pool};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::mpsc;
 use tokio::task::{self, JoinError, JoinSet};
 
@@ -32,12 +28,16 @@ use crate::args::{AffinityArg, CrawlArgs, IsolationArg, MetricsFormat};
 use crate::browser::{BrowserSetup, Fatal};
 use crate::content;
 use crate::frontier::{Frontier, Limits, Offer};
+use crate::input::{check_output, open_input, open_output, spawn_reader, Input};
 use crate::metrics_http;
 use crate::probe::{PageData, Probe, VisitError, Wanted};
+use crate::progress::{Progress, Reports};
 use crate::record::{PageRecord, Screenshot, CANCELLED};
+use crate::redis_frontier::{default_node_name, SharedFrontier};
 use crate::robots::Robots;
 use crate::stats::CrawlStats;
 use crate::stop::{Stop, StopSignal};
+use crate::work::Work;
 
 /// How long pages in flight get to finish after the first stop signal, and running jobs
 /// when the pool shuts down.
@@ -46,13 +46,6 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(2);
 /// Input lines buffered between the reader thread and the crawl.
 const INPUT_BUFFER: usize = 1024;
-
-/// Where the URLs come from.
-enum Input {
-    Demo,
-    File(File),
-    Stdin,
-}
 
 /// Runs `cdpmux crawl`. `stop` delivers SIGINT and SIGTERM, from before the pool exists.
 pub async fn run(args: CrawlArgs, mut stop: Stop) -> Result<(), Fatal> {
@@ -113,10 +106,44 @@ pub async fn run(args: CrawlArgs, mut stop: Stop) -> Result<(), Fatal> {
         signal = stop.recv() => return Err(signal.fatal("before the crawl started")),
     };
 
+    let limits = Limits {
+        max_depth: args.depth,
+        budget: args.max_pages,
+        follow: args.follow.into(),
+        max_queued: args.max_frontier,
+        links_per_page: args.max_links_per_page,
+    };
+    let mut frontier = match &args.frontier {
+        None => Work::Local(Frontier::new(limits)),
+        Some(spec) => {
+            let node = args.node.clone().unwrap_or_else(default_node_name);
+            let joining = SharedFrontier::join(spec, node.clone(), args.lease, limits, concurrency);
+            let joined = tokio::select! {
+                joined = joining => joined,
+                signal = stop.recv() => {
+                    let _ = pool.shutdown(SHUTDOWN_GRACE).await;
+                    return Err(signal.fatal("before the crawl started"));
+                }
+            };
+            match joined {
+                Ok(shared) => {
+                    if !args.quiet {
+                        eprintln!("cdpmux: node {node} joined the crawl {}", spec.name);
+                    }
+                    Work::Shared(shared)
+                }
+                Err(e) => {
+                    let _ = pool.shutdown(SHUTDOWN_GRACE).await;
+                    return Err(Fatal::failed(e));
+                }
+            }
+        }
+    };
     // The crawl can start: only now is the output created (or truncated).
     let mut out = match open_output(args.output.as_deref()) {
         Ok(out) => out,
         Err(fatal) => {
+            let _ = frontier.close().await;
             let _ = pool.shutdown(SHUTDOWN_GRACE).await;
             return Err(fatal);
         }
@@ -159,13 +186,6 @@ pub async fn run(args: CrawlArgs, mut stop: Stop) -> Result<(), Fatal> {
     }
 
     let (tx, rx) = mpsc::channel(INPUT_BUFFER);
-    let mut frontier = Frontier::new(Limits {
-        max_depth: args.depth,
-        budget: args.max_pages,
-        follow: args.follow.into(),
-        max_queued: args.max_frontier,
-        links_per_page: args.max_links_per_page,
-    });
     let mut crawl = Crawl {
         pool: pool.clone(),
         probe: setup.probe,
@@ -209,8 +229,17 @@ pub async fn run(args: CrawlArgs, mut stop: Stop) -> Result<(), Fatal> {
         .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe);
 
     let snapshot = pool.metrics().await;
-    crawl.stats.links_queued = frontier.links_queued();
-    crawl.stats.links_dropped = frontier.dropped();
+    let (links_queued, links_dropped, shared) = frontier.close().await;
+    crawl.stats.links_queued = links_queued;
+    crawl.stats.links_dropped = links_dropped;
+    let shared_error = match shared {
+        Some(Ok(totals)) => {
+            crawl.stats.shared = Some(totals);
+            None
+        }
+        Some(Err(e)) => Some(e),
+        None => None,
+    };
     if !reader_left {
         let mut summary = crawl
             .stats
@@ -240,6 +269,9 @@ pub async fn run(args: CrawlArgs, mut stop: Stop) -> Result<(), Fatal> {
     }
     pool.shutdown(SHUTDOWN_GRACE).await?;
     drop(site);
+    if let Some(e) = shared_error {
+        return Err(Fatal::failed(format!("the shared frontier failed: {e}")));
+    }
 
     if let Some(signal) = crawl.signal {
         return Err(signal.fatal("(the pages finished so far are written and summarized)"));
@@ -391,7 +423,7 @@ impl Crawl<'_> {
     /// (finished, failed or cancelled), so each started URL gets exactly one line.
     async fn drive(
         &mut self,
-        frontier: &mut Frontier,
+        frontier: &mut Work,
         mut input: mpsc::Receiver<Result<String, String>>,
         out: &mut Box<dyn Write + Send>,
         progress: &Progress,
@@ -402,6 +434,7 @@ impl Crawl<'_> {
         let mut jobs: JoinSet<Finished> = JoinSet::new();
         let mut in_flight: HashMap<task::Id, InFlight> = HashMap::new();
         let mut input_open = true;
+        let mut told_input_done = false;
         // After the first signal: when the pages still in flight are abandoned.
         let mut grace_ends: Option<tokio::time::Instant> = None;
         let mut tick = tokio::time::interval_at(
@@ -427,9 +460,14 @@ impl Crawl<'_> {
             }
             let stopping = self.stopping();
             let input_done = !input_open || stopping || frontier.spent();
-            if jobs.is_empty() && input_done && (stopping || frontier.is_empty()) {
+            if input_done && !told_input_done {
+                told_input_done = true;
+                frontier.input_done();
+            }
+            if jobs.is_empty() && input_done && (stopping || frontier.is_drained()) {
                 break;
             }
+            let want_work = !stopping && jobs.len() < concurrency && frontier.may_arrive();
             progress.update(&self.stats, jobs.len(), frontier.len());
             let want_input = !input_done && frontier.len() < concurrency * 2;
             let grace_over = async {
@@ -451,11 +489,18 @@ impl Crawl<'_> {
                         Ok(done) => {
                             let links = self.finish(done, frontier, out);
                             // Once stopping, a finished page must not refill the frontier.
-                            if let (Some((url, depth, links)), false) = (links, self.stopping()) {
-                                frontier.offer_links(&url, depth, &links);
+                            let links = links.filter(|_| !self.stopping());
+                            frontier.finished(&job.url, job.depth, links.as_deref());
+                        }
+                        Err(e) => {
+                            let (url, depth) = (job.url.clone(), job.depth);
+                            self.unfinished(job, &e, out);
+                            // A page cut off is not finished: a shared frontier gives it
+                            // back to the crawl when this node leaves.
+                            if !e.is_cancelled() {
+                                frontier.finished(&url, depth, None);
                             }
                         }
-                        Err(e) => self.unfinished(job, &e, out),
                     }
                     if self.out_error.is_some() {
                         // Nothing more can be written: abandon the rest at once.
@@ -463,6 +508,7 @@ impl Crawl<'_> {
                         jobs.abort_all();
                     }
                 },
+                () = frontier.arrival(), if want_work => {}
                 line = input.recv(), if want_input => match line {
                     Some(Ok(line)) => self.offer_seed(frontier, &line, out),
                     Some(Err(e)) => {
@@ -529,7 +575,7 @@ impl Crawl<'_> {
     }
 
     /// Offers an input line; an invalid URL gets its error line at once.
-    fn offer_seed(&mut self, frontier: &mut Frontier, line: &str, out: &mut Box<dyn Write + Send>) {
+    fn offer_seed(&mut self, frontier: &mut Work, line: &str, out: &mut Box<dyn Write + Send>) {
         if let Offer::Invalid(message) = frontier.offer_seed(line) {
             let record = PageRecord::invalid(line, message);
             self.count(&record);
@@ -634,9 +680,9 @@ impl Crawl<'_> {
     fn finish(
         &mut self,
         done: Finished,
-        frontier: &Frontier,
+        frontier: &Work,
         out: &mut Box<dyn Write + Send>,
-    ) -> Option<(String, u32, Vec<String>)> {
+    ) -> Option<Vec<String>> {
         if matches!(done.result, Err(VisitError::Disallowed)) {
             self.disallowed += 1;
             return None;
@@ -665,7 +711,7 @@ impl Crawl<'_> {
                 record.links = Some(page.link_count);
                 record.truncated = Some(page.truncated);
                 if frontier.follows_from(done.depth) && !page.links.is_empty() {
-                    follow = Some((record.url.clone(), done.depth, page.links));
+                    follow = Some(page.links);
                 }
             }
             Err(e) => {
@@ -701,185 +747,5 @@ impl Crawl<'_> {
         if let Err(e) = writeln!(out, "{line}").and_then(|_| out.flush()) {
             self.out_error = Some(e);
         }
-    }
-}
-
-fn open_input(args: &CrawlArgs) -> Result<Input, Fatal> {
-    if args.demo {
-        return Ok(Input::Demo);
-    }
-    match &args.input {
-        Some(path) if path.as_os_str() == "-" => Ok(Input::Stdin),
-        Some(path) => File::open(path)
-            .map(Input::File)
-            .map_err(|e| Fatal::usage(format!("cannot read the URL list {}: {e}", path.display()))),
-        None if io::stdin().is_terminal() => Err(Fatal::usage(
-            "no URLs: give a file with one URL per line, `-` to read them from stdin, or \
-             --demo to crawl the embedded demo site",
-        )),
-        None => Ok(Input::Stdin),
-    }
-}
-
-/// Refuses an output path that cannot be written or is the input itself, without
-/// touching it: the file is created only once the crawl can start ([`open_output`]).
-fn check_output(path: Option<&Path>, input: &Input) -> Result<(), Fatal> {
-    let Some(path) = path else {
-        return Ok(());
-    };
-    let Ok(output) = std::fs::metadata(path) else {
-        return Ok(()); // not there yet: created later, and errors reported then
-    };
-    if output.is_dir() {
-        return Err(Fatal::usage(format!(
-            "cannot write the output to {}: it is a directory",
-            path.display()
-        )));
-    }
-    let input = match input {
-        Input::Demo => None,
-        Input::File(file) => file.metadata().ok(),
-        Input::Stdin => io::stdin()
-            .as_fd()
-            .try_clone_to_owned()
-            .ok()
-            .and_then(|fd| File::from(fd).metadata().ok()),
-    };
-    // The same file, however it is named: the same inode on the same device.
-    if input.is_some_and(|i| i.dev() == output.dev() && i.ino() == output.ino()) {
-        return Err(Fatal::usage(format!(
-            "the output {} is also the input: writing it would destroy the URL list; \
-             choose another -o",
-            path.display()
-        )));
-    }
-    Ok(())
-}
-
-/// Creates (or truncates) the output: stdout without a path.
-fn open_output(path: Option<&Path>) -> Result<Box<dyn Write + Send>, Fatal> {
-    match path {
-        Some(path) => {
-            let file = File::create(path)
-                .map_err(|e| Fatal::usage(format!("cannot create {}: {e}", path.display())))?;
-            Ok(Box::new(BufWriter::new(file)))
-        }
-        None => Ok(Box::new(io::stdout())),
-    }
-}
-
-/// Reads input lines on a thread of its own (stdin reads block), trimmed, without blank
-/// lines and `#` comments. Non-UTF-8 bytes are replaced, never fatal.
-fn spawn_reader(
-    mut source: Box<dyn BufRead + Send>,
-    tx: mpsc::Sender<Result<String, String>>,
-) -> Result<(), Fatal> {
-    std::thread::Builder::new()
-        .name("cdpmux-input".into())
-        .spawn(move || {
-            let mut buf = Vec::new();
-            loop {
-                buf.clear();
-                match source.read_until(b'\n', &mut buf) {
-                    Ok(0) => return,
-                    Ok(_) => {
-                        let line = String::from_utf8_lossy(&buf);
-                        let line = line.trim();
-                        if line.is_empty() || line.starts_with('#') {
-                            continue;
-                        }
-                        if tx.blocking_send(Ok(line.to_owned())).is_err() {
-                            return; // the crawl is over
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(e.to_string()));
-                        return;
-                    }
-                }
-            }
-        })
-        .map(|_| ())
-        .map_err(|e| Fatal::failed(format!("could not start the input reader: {e}")))
-}
-
-/// Where the summary and metrics go: stdout when the JSON lines go to a file, else
-/// stderr, so stdout stays pure JSON lines.
-struct Reports {
-    to_stdout: bool,
-}
-
-impl Reports {
-    fn print(&self, text: &str) {
-        if self.to_stdout {
-            let mut stdout = io::stdout().lock();
-            let _ = stdout
-                .write_all(text.as_bytes())
-                .and_then(|_| stdout.flush());
-        } else {
-            let _ = io::stderr().lock().write_all(text.as_bytes());
-        }
-    }
-}
-
-/// A progress bar on a terminal, progress lines otherwise, or nothing with `--quiet`.
-struct Progress {
-    bar: ProgressBar,
-    plain: bool,
-}
-
-impl Progress {
-    fn new(quiet: bool) -> Self {
-        if quiet {
-            return Progress {
-                bar: ProgressBar::hidden(),
-                plain: false,
-            };
-        }
-        if !io::stderr().is_terminal() {
-            return Progress {
-                bar: ProgressBar::hidden(),
-                plain: true,
-            };
-        }
-        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-        if let Ok(style) = ProgressStyle::with_template(
-            "{spinner} {elapsed_precise} [{bar:30}] {pos}/{len} pages  {per_sec}  {msg}",
-        ) {
-            bar.set_style(style.progress_chars("=> "));
-        }
-        bar.enable_steady_tick(Duration::from_millis(200));
-        Progress { bar, plain: false }
-    }
-
-    fn update(&self, stats: &CrawlStats, in_flight: usize, queued: usize) {
-        let done = stats.done();
-        self.bar.set_length(done + (in_flight + queued) as u64);
-        self.bar.set_position(done);
-        self.bar
-            .set_message(format!("{} errors, {in_flight} in flight", stats.failed));
-    }
-
-    fn plain_line(&self, stats: &CrawlStats, in_flight: usize, queued: usize, started: Instant) {
-        let secs = started.elapsed().as_secs_f64().max(1e-9);
-        eprintln!(
-            "cdpmux: {} pages ({} errors), {:.1} pages/s, {in_flight} in flight, {queued} queued",
-            stats.done(),
-            stats.failed,
-            stats.done() as f64 / secs
-        );
-    }
-
-    fn println(&self, line: &str) {
-        if self.bar.is_hidden() {
-            eprintln!("{line}");
-        } else {
-            self.bar.println(line);
-        }
-    }
-
-    fn finish(&self) {
-        self.bar.finish_and_clear();
     }
 }

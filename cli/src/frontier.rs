@@ -234,6 +234,35 @@ impl Frontier {
     }
 }
 
+/// The links of `parent` a crawl may follow under `follow`, normalized, each once, in
+/// page order; the others are counted in `dropped.outside`. For a frontier that decides
+/// "new or seen" elsewhere (the shared one); the per-page cap is applied where that
+/// is decided, since links already seen do not use a page's share.
+pub fn in_scope(
+    follow: Follow,
+    parent: &str,
+    links: &[String],
+    dropped: &mut Dropped,
+) -> Vec<String> {
+    let Ok(parent) = Url::parse(parent) else {
+        return Vec::new();
+    };
+    let mut on_page = HashSet::new();
+    let mut kept = Vec::new();
+    for link in links {
+        match normalize(link) {
+            Ok(url) if follow.allows(&parent, &url) => {
+                let url = String::from(url);
+                if on_page.insert(url.clone()) {
+                    kept.push(url);
+                }
+            }
+            _ => dropped.outside += 1,
+        }
+    }
+    kept
+}
+
 /// The URL as it is visited and deduplicated: parsed, fragment dropped, scheme checked.
 pub fn normalize(raw: &str) -> Result<Url, String> {
     let raw = raw.trim();
@@ -391,6 +420,23 @@ mod tests {
         );
         // Seeds may still be files: the user asked for them.
         assert_eq!(f.offer_seed("file:///tmp/a.html"), Offer::Queued);
+    }
+
+    #[test]
+    fn links_in_scope_are_normalized_once_each() {
+        let mut dropped = Dropped::default();
+        let links = strings(&[
+            "http://a.test/1#x",
+            "http://a.test/1",
+            "http://b.test/2",
+            "file:///etc/passwd",
+            "/relative",
+            "http://a.test/3",
+        ]);
+        let kept = in_scope(Follow::SameOrigin, "http://a.test/", &links, &mut dropped);
+        assert_eq!(kept, ["http://a.test/1", "http://a.test/3"]);
+        assert_eq!(dropped.outside, 3);
+        assert!(in_scope(Follow::Any, "not a url", &links, &mut dropped).is_empty());
     }
 
     #[test]

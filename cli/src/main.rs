@@ -17,12 +17,17 @@ mod browser;
 mod content;
 mod crawl;
 mod frontier;
+mod input;
 mod metrics_http;
+mod partition;
 mod probe;
+mod progress;
 mod record;
+mod redis_frontier;
 mod robots;
 mod stats;
 mod stop;
+mod work;
 
 use std::process::ExitCode;
 

@@ -13,6 +13,7 @@ use hdrhistogram::Histogram;
 
 use crate::browser::{Fatal, EXIT_NO_BROWSER};
 use crate::frontier::Dropped;
+use crate::redis_frontier::Totals;
 
 /// Exit code of a crawl in which some pages failed.
 pub const EXIT_SOME_FAILED: i32 = 1;
@@ -106,6 +107,11 @@ impl PageTimes {
         self.0.saturating_record(us.max(1));
     }
 
+    /// Their mean.
+    pub fn mean(&self) -> Duration {
+        Duration::from_secs_f64(self.0.mean() / 1e6)
+    }
+
     /// Their percentiles.
     pub fn percentiles(&self) -> Percentiles {
         Percentiles::of_histogram(&self.0)
@@ -142,6 +148,8 @@ pub struct CrawlStats {
     pub links_queued: u64,
     /// Links found on pages and dropped, by reason.
     pub links_dropped: Dropped,
+    /// The whole crawl's counts when the frontier is shared (`--frontier`).
+    pub shared: Option<Totals>,
 }
 
 impl CrawlStats {
@@ -248,6 +256,9 @@ impl CrawlStats {
                 "links", self.links_queued, d.outside, d.over_page_cap, d.queue_full
             );
         }
+        if let Some(t) = &self.shared {
+            self.shared_lines(&mut out, t);
+        }
         if self.errors.is_empty() {
             let _ = writeln!(out, "  {:<16}none", "errors");
         } else {
@@ -257,6 +268,42 @@ impl CrawlStats {
             }
         }
         out
+    }
+}
+
+impl CrawlStats {
+    /// The lines of a shared crawl: the whole crawl's counts, and what Redis cost this
+    /// node per page.
+    fn shared_lines(&self, out: &mut String, t: &Totals) {
+        let _ = writeln!(
+            out,
+            "  {:<16}{} URLs queued, {} finished, {} reclaimed from dead nodes, {} visited \
+             late by a node taken for dead; {} nodes live at the end",
+            "whole crawl", t.admitted, t.done, t.reclaimed, t.late, t.nodes
+        );
+        if t.released > 0 {
+            let _ = writeln!(
+                out,
+                "  {:<16}{} unfinished URLs given back to the other nodes",
+                "released", t.released
+            );
+        }
+        let pages = self.done().max(1) as f64;
+        let per_page = t.redis_time.as_secs_f64() / pages;
+        let page = self.page_times.mean().as_secs_f64();
+        let share = if page > 0.0 {
+            100.0 * per_page / page
+        } else {
+            0.0
+        };
+        let _ = writeln!(
+            out,
+            "  {:<16}{:.2} round trips and {:.2} ms per page ({:.1}% of the mean page time)",
+            "redis",
+            t.round_trips as f64 / pages,
+            per_page * 1e3,
+            share
+        );
     }
 }
 
@@ -328,6 +375,39 @@ mod tests {
         assert_eq!(none.verdict(), Verdict::NoneSucceeded);
         assert_eq!(none.outcome().unwrap_err().code, EXIT_NONE_SUCCEEDED);
         assert!(none.verdict_text().starts_with("no page succeeded"));
+    }
+
+    #[test]
+    fn a_shared_crawl_reports_the_whole_crawl_and_its_redis_cost() {
+        let mut s = stats(4, &[]);
+        for _ in 0..4 {
+            s.page_times.record(Duration::from_millis(100));
+        }
+        let t = Totals {
+            admitted: 10,
+            done: 9,
+            reclaimed: 2,
+            late: 1,
+            nodes: 3,
+            round_trips: 6,
+            redis_time: Duration::from_millis(4),
+            released: 0,
+            links_queued: 0,
+        };
+        let mut text = String::new();
+        s.shared_lines(&mut text, &t);
+        assert!(
+            text.contains(
+                "10 URLs queued, 9 finished, 2 reclaimed from dead nodes, 1 visited late"
+            ),
+            "{text}"
+        );
+        // 6 calls and 4 ms over 4 pages of 100 ms: 1.5 each, 1 ms, 1% of a page.
+        assert!(
+            text.contains("1.50 round trips and 1.00 ms per page (1.0% of the mean page time)"),
+            "{text}"
+        );
+        assert!(!text.contains("given back"), "nothing released: no line");
     }
 
     #[test]
