@@ -90,6 +90,9 @@ pub struct Config {
     /// two holders ([`Isolation::Shared`] and [`Reset::None`]). Not used with
     /// [`Isolation::ContextPerKey`]. Default true.
     pub lease_handoff: bool,
+    /// How `run` jobs are retried unless a job brings its own policy
+    /// ([`Job::retry`](crate::Job::retry)). Default: no retries.
+    pub retry: crate::retry::RetryPolicy,
 }
 
 /// How jobs are isolated from each other inside the browser.
@@ -148,6 +151,7 @@ impl Default for Config {
             reconnect_max: Duration::from_secs(5),
             breaker_threshold: 3,
             lease_handoff: true,
+            retry: crate::retry::RetryPolicy::default(),
         }
     }
 }
@@ -195,6 +199,7 @@ impl Config {
                 self.reconnect_base, self.reconnect_max
             ));
         }
+        self.retry.validate()?;
         for (name, d) in [
             ("wait_timeout", self.wait_timeout),
             ("create_timeout", self.create_timeout),

@@ -70,12 +70,14 @@ mod config;
 mod error;
 mod fleet;
 mod handoff;
+mod idle;
 mod job;
 mod lease;
 pub mod metrics;
 mod mutant;
 mod pool;
 mod queue;
+mod retry;
 mod router;
 mod shard;
 #[cfg(feature = "sim")]
@@ -93,6 +95,7 @@ pub use lease::Lease;
 #[doc(inline)]
 pub use metrics::Snapshot;
 pub use pool::{Pool, PoolBuilder};
+pub use retry::{RetryCause, RetryPolicy};
 pub use router::shard_for;
 /// The shard running the caller's job, if any: for tests and tracing, not a stable API.
 #[doc(hidden)]

@@ -21,6 +21,7 @@ use crate::handoff::{Join, Line};
 use crate::job::{wait_deadline, Job};
 use crate::lease::Lease;
 use crate::metrics::Snapshot;
+use crate::retry::Failure;
 use crate::router::{shard_for, LoadGauges};
 use crate::shard;
 use crate::shard::msg::{Attempt, Grant, JobTask, LocalFuture, Msg, Request, Work};
@@ -159,7 +160,10 @@ impl PoolBuilder {
             broken,
             threads: std::sync::Mutex::new(threads),
             fleet,
+            overflow,
             closed: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            drain_expired: AtomicBool::new(false),
         };
         // Wait for every shard to connect; the first failure fails the build (and
         // dropping `inner` stops the shards that did start).
@@ -196,7 +200,13 @@ struct Inner {
     // Touched only by shutdown and drop, never on a request's path.
     threads: std::sync::Mutex<Vec<JoinHandle<()>>>,
     fleet: StdArc<Fleet>,
+    /// The overflow queues, read by a test hook only.
+    overflow: Arc<Overflow<Request>>,
     closed: AtomicBool,
+    /// Set by `drain`: new requests are refused, the ones in flight go on.
+    draining: AtomicBool,
+    /// Set when a drain's deadline passed: what it stopped hears so.
+    drain_expired: AtomicBool,
 }
 
 /// A pool of CDP page sessions spread over shards (one thread each).
@@ -271,8 +281,9 @@ impl Pool {
     /// Runs `job` on a pooled page: the closure runs on the shard that owns the page, so
     /// its commands never cross threads.
     ///
-    /// The closure is called again on a fresh page if the session is lost and
-    /// [`Job::retries`] allows it. Its future need not be `Send`.
+    /// The closure is called again when it fails and its retry policy says so
+    /// ([`Job::retry`], [`Job::retries`], [`Config::retry`](crate::Config)), after a
+    /// backoff during which the job holds no page. Its future need not be `Send`.
     ///
     /// Cancel safety: dropping the returned future at any point cancels the job (its
     /// future is dropped on the shard, the page is stopped and reused) or removes it
@@ -282,8 +293,12 @@ impl Pool {
         F: AsyncFn(&Page) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
+        if let Some(policy) = &job.retry {
+            policy.validate()?;
+        }
         let shard = self.route(&job);
         let _load = self.inner.gauges.enter(shard);
+        self.refuse_if_draining()?;
         let submitted = Instant::now();
         let (work, rx) = run_work(f);
         // Under contention a plain job joins the shard's line by itself, with no message
@@ -310,7 +325,7 @@ impl Pool {
     /// What a `run` caller's channel brought: the job's result, or nothing (the shard is
     /// gone, or the job panicked).
     async fn ran<T, E>(&self, reply: std::result::Result<Result<T>, E>) -> Result<T> {
-        match reply {
+        let result = match reply {
             Ok(result) => result,
             Err(_) => Err(self.unanswered().await.unwrap_or_else(|| {
                 Error::new(
@@ -318,7 +333,8 @@ impl Pool {
                     "the job was dropped before it finished (the pool shut down or the job panicked)",
                 )
             })),
-        }
+        };
+        result.map_err(|e| self.explain_drain(e))
     }
 
     /// Why a reply channel closed with no answer, if a shard died: `Internal`. `None`
@@ -362,6 +378,7 @@ impl Pool {
     pub async fn acquire(&self, job: Job) -> Result<Lease> {
         let shard = self.route(&job);
         let _load = self.inner.gauges.enter(shard);
+        self.refuse_if_draining()?;
         let submitted = Instant::now();
         let (tx, mut rx) = oneshot::channel();
         // Under contention a plain request joins the shard's line by itself, with no
@@ -387,10 +404,79 @@ impl Pool {
     /// What an `acquire` caller's channel brought: a lease, an error, or nothing (the
     /// shard is gone: shut down, or dead).
     async fn leased<E>(&self, reply: std::result::Result<Result<Grant>, E>) -> Result<Lease> {
-        match reply {
+        let result = match reply {
             Ok(grant) => grant.map(Lease::new),
             Err(_) => Err(self.unanswered().await.unwrap_or_else(shutdown_error)),
+        };
+        result.map_err(|e| self.explain_drain(e))
+    }
+
+    /// Refuses a new request while the pool drains.
+    fn refuse_if_draining(&self) -> Result<()> {
+        if self.inner.draining.load(Ordering::Acquire) {
+            return Err(Error::new(
+                ErrorKind::Shutdown,
+                "the pool is draining and takes no new requests",
+            ));
         }
+        Ok(())
+    }
+
+    /// A `Shutdown` error of a request a drain stopped at its deadline says so.
+    fn explain_drain(&self, e: Error) -> Error {
+        if e.is_shutdown() && self.inner.drain_expired.load(Ordering::Acquire) {
+            return Error::new(
+                ErrorKind::Shutdown,
+                "the pool's drain deadline passed before this request finished; it was stopped",
+            );
+        }
+        e
+    }
+
+    /// Resolves when no request is queued or running: every [`run`](Pool::run) and
+    /// [`acquire`](Pool::acquire) call has returned (a job waiting out a retry's backoff
+    /// counts as running). A lease already granted is its holder's and does not count.
+    /// Resolves at once on a quiet pool; call it again to wait for the next quiet moment.
+    ///
+    /// Cancel safety: dropping the future only stops the wait. It costs nothing while
+    /// requests come and go: it wakes only when a shard's count falls to zero.
+    pub async fn idle(&self) {
+        self.inner.gauges.quiet().await;
+    }
+
+    /// Drains the pool, then shuts it down: new requests are refused at once
+    /// ([`ErrorKind::Shutdown`], "the pool is draining"), every request already queued
+    /// or running goes on to finish (with its retries), and once none is left the pool
+    /// shuts down as [`shutdown`](Pool::shutdown) does, giving held leases what is left
+    /// of `deadline`.
+    ///
+    /// If `deadline` passes first, the requests still queued or running are stopped and
+    /// fail with [`ErrorKind::Shutdown`] saying the drain's deadline passed, and `drain`
+    /// returns a [`TimeoutKind::Drain`](crate::TimeoutKind::Drain) error after the pool
+    /// is down.
+    ///
+    /// Cancel safety: dropping the future leaves the pool refusing new requests; the
+    /// requests in flight go on. Call [`shutdown`](Pool::shutdown) to finish the job.
+    pub async fn drain(&self, deadline: Duration) -> Result<()> {
+        let started = Instant::now();
+        self.inner.draining.store(true, Ordering::Release);
+        let finished = tokio::time::timeout(deadline, self.idle()).await.is_ok();
+        if !finished {
+            self.inner.drain_expired.store(true, Ordering::Release);
+        }
+        let rest = deadline.saturating_sub(started.elapsed());
+        self.shutdown(rest).await?;
+        if finished {
+            return Ok(());
+        }
+        let e = Error::timeout(crate::error::TimeoutKind::Drain, "drain", deadline);
+        Err(Error::new(
+            e.kind(),
+            format!(
+                "{}: the requests still queued or running were stopped; give the drain longer",
+                e.message()
+            ),
+        ))
     }
 
     /// Merged metrics of every shard.
@@ -450,6 +536,13 @@ impl Pool {
     #[doc(hidden)]
     pub fn browser_pids(&self) -> Vec<u32> {
         self.inner.fleet.pids()
+    }
+
+    /// Requests offered to other shards by a saturated one and taken by none yet (a
+    /// test hook).
+    #[doc(hidden)]
+    pub fn offered(&self) -> usize {
+        self.inner.overflow.len()
     }
 
     /// Requests routed to each shard and not yet answered.
@@ -578,7 +671,7 @@ where
             };
             let attempt = match &outcome {
                 Ok(_) => Attempt::Ok,
-                Err(e) => Attempt::Failed(e.kind()),
+                Err(e) => Attempt::Failed(Failure::of(e)),
             };
             *result = Some(outcome);
             attempt
@@ -597,7 +690,21 @@ where
         }
     }
 
+    fn gave_up(&mut self, attempts: u32) {
+        if let Some(Err(e)) = self.result.take() {
+            self.result = Some(Err(e.after_attempts(attempts)));
+        }
+    }
+
     fn is_abandoned(&self) -> bool {
         self.tx.as_ref().is_none_or(|tx| tx.is_closed())
+    }
+
+    fn abandoned(&mut self) -> LocalFuture<'_, ()> {
+        Box::pin(async move {
+            if let Some(tx) = self.tx.as_mut() {
+                tx.closed().await;
+            }
+        })
     }
 }

@@ -8,6 +8,7 @@
 //! `probed`...). What this module must never do: wait, spawn, or read the time.
 
 mod handoff;
+mod offered;
 mod recovery;
 
 use std::cell::RefCell;
@@ -81,6 +82,8 @@ pub(crate) enum Return {
     Interrupted,
     /// Known dead: retire and replace.
     Dead,
+    /// Alive, but its job retries on a fresh page: retire and replace.
+    Retire,
     /// Back from its between-jobs reset: idle now.
     Reset,
 }
@@ -109,6 +112,8 @@ pub(crate) struct Plan<P> {
     /// The line may open once the inbox is empty (see `open_line_if_allowed`).
     line_may_open: bool,
     overflow: Arc<Overflow<Request>>,
+    /// Deadlines of the requests this shard offered to the others.
+    offered: offered::Offered,
     lines: StdArc<[Arc<Line<Work>>]>,
     pub(crate) metrics: Rc<RefCell<ShardMetrics>>,
     actions: Vec<Action<P>>,
@@ -135,6 +140,7 @@ impl<P: PageHandle> Plan<P> {
             shutting_down: false,
             line_may_open: false,
             overflow,
+            offered: offered::Offered::default(),
             lines,
             metrics,
             actions: Vec::new(),
@@ -154,9 +160,12 @@ impl<P: PageHandle> Plan<P> {
         std::mem::swap(&mut self.actions, into);
     }
 
-    /// The earliest wait deadline.
+    /// The earliest wait deadline, of a request here or of one this shard offered.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.waiters.next_deadline()
+        match (self.waiters.next_deadline(), self.offered.next()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     pub(crate) fn is_shutting_down(&self) -> bool {
@@ -478,6 +487,8 @@ impl<P: PageHandle> Plan<P> {
                 break;
             };
             self.metrics.borrow_mut().counters.overflowed += 1;
+            // Nobody's timer watches it in the overflow queues: this shard's does.
+            self.offered.record(w.deadline);
             if let Some(shard) = self.overflow.push(priority.index(), w.request) {
                 self.actions.push(Action::Wake(shard));
             }
