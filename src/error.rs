@@ -195,7 +195,8 @@ impl Error {
         self.inner.status
     }
 
-    /// How long the site asked to wait (its `Retry-After` header, capped at nothing), for
+    /// How long the site asked to wait, from its `Retry-After` header as sent (a
+    /// [`RetryPolicy`](crate::RetryPolicy) caps what it honours), for
     /// [`ErrorKind::HttpStatus`] errors that carried one.
     pub fn retry_after(&self) -> Option<std::time::Duration> {
         self.inner.retry_after

@@ -53,7 +53,9 @@
 //!   a lost socket fails its pending calls at once ([`Error::is_crash`]).
 //! - **Recovery**: crashed pages are replaced, lost sockets reconnect, launched browsers
 //!   are relaunched, a failing browser is skipped. [`Error::is_retryable`] says which
-//!   failures are worth another try.
+//!   failures are worth another try; a [`RetryPolicy`] retries `run` jobs with backoff.
+//! - **Graceful end**: [`Pool::drain`] finishes what is queued and running before it
+//!   shuts down; [`Pool::idle`] waits for a quiet pool.
 //!
 //! Modules: [`browser`] (launch or connect to Chromium), [`cdp`] (the page session and
 //! its options, batches, events), [`metrics`] (what a [`Snapshot`] holds), and `sim`

@@ -286,8 +286,8 @@ impl Pool {
     /// backoff during which the job holds no page. Its future need not be `Send`.
     ///
     /// Cancel safety: dropping the returned future at any point cancels the job (its
-    /// future is dropped on the shard, the page is stopped and reused) or removes it
-    /// from the queue; no session is leaked.
+    /// future is dropped on the shard, the page is stopped and reused), removes it
+    /// from the queue, or ends its wait for a retry; no session is leaked.
     pub async fn run<F, T>(&self, job: Job, f: F) -> Result<T>
     where
         F: AsyncFn(&Page) -> Result<T> + Send + 'static,
