@@ -448,7 +448,8 @@ impl Pool {
     /// ([`ErrorKind::Shutdown`], "the pool is draining"), every request already queued
     /// or running goes on to finish (with its retries), and once none is left the pool
     /// shuts down as [`shutdown`](Pool::shutdown) does, giving held leases what is left
-    /// of `deadline`.
+    /// of `deadline`. A request made on another thread just as the drain begins is either
+    /// finished or refused with [`ErrorKind::Shutdown`], never left waiting.
     ///
     /// If `deadline` passes first, the requests still queued or running are stopped and
     /// fail with [`ErrorKind::Shutdown`] saying the drain's deadline passed, and `drain`

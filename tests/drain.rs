@@ -152,3 +152,41 @@ async fn idle_resolves_after_the_last_job_and_again_when_reused() {
     }
     pool.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+#[tokio::test]
+async fn drain_waits_for_a_job_waiting_out_its_retry() {
+    let (_sim, pool) = support::one_shard(1).await;
+    let runs = Arc::new(Mutex::new(0u32));
+    let counted = runs.clone();
+    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel();
+    let failed_tx = Mutex::new(Some(failed_tx));
+    let policy = cdpmux::RetryPolicy::new(1)
+        .backoff(Duration::from_millis(200), Duration::from_millis(200))
+        .jitter(0.0);
+    let job = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            pool.run(Job::new().retry(policy), async move |_page| {
+                let mut n = counted.lock().unwrap();
+                *n += 1;
+                if *n == 1 {
+                    if let Some(tx) = failed_tx.lock().unwrap().take() {
+                        let _ = tx.send(());
+                    }
+                    let mut nav = cdpmux::Navigation::default();
+                    nav.status = Some(503);
+                    return nav.error_for_status().map(|_| 0);
+                }
+                Ok(*n)
+            })
+            .await
+        })
+    };
+    failed_rx.await.expect("the first attempt failed");
+    // The drain begins while the job waits out its backoff, holding no page.
+    tokio::time::timeout(STEP, pool.drain(STEP))
+        .await
+        .expect("the drain ends")
+        .expect("the retry finished before the pool went down");
+    assert_eq!(job.await.unwrap().expect("the retry succeeded"), 2);
+}
