@@ -29,6 +29,8 @@ use crate::steal::{Overflow, MAX_SHARDS};
 use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::sync::{mpsc, oneshot, Arc, LiveCell, Notify};
 
+mod drain;
+
 /// Builds a [`Pool`]: which browsers, how many shards, and the [`Config`].
 #[derive(Debug, Default)]
 pub struct PoolBuilder {
@@ -162,8 +164,7 @@ impl PoolBuilder {
             fleet,
             overflow,
             closed: AtomicBool::new(false),
-            draining: AtomicBool::new(false),
-            drain_expired: AtomicBool::new(false),
+            drain: drain::DrainState::default(),
         };
         // Wait for every shard to connect; the first failure fails the build (and
         // dropping `inner` stops the shards that did start).
@@ -203,10 +204,8 @@ struct Inner {
     /// The overflow queues, read by a test hook only.
     overflow: Arc<Overflow<Request>>,
     closed: AtomicBool,
-    /// Set by `drain`: new requests are refused, the ones in flight go on.
-    draining: AtomicBool,
-    /// Set when a drain's deadline passed: what it stopped hears so.
-    drain_expired: AtomicBool,
+    /// Whether a drain has begun or expired (see `drain`).
+    drain: drain::DrainState,
 }
 
 /// A pool of CDP page sessions spread over shards (one thread each).
@@ -409,75 +408,6 @@ impl Pool {
             Err(_) => Err(self.unanswered().await.unwrap_or_else(shutdown_error)),
         };
         result.map_err(|e| self.explain_drain(e))
-    }
-
-    /// Refuses a new request while the pool drains.
-    fn refuse_if_draining(&self) -> Result<()> {
-        if self.inner.draining.load(Ordering::Acquire) {
-            return Err(Error::new(
-                ErrorKind::Shutdown,
-                "the pool is draining and takes no new requests",
-            ));
-        }
-        Ok(())
-    }
-
-    /// A `Shutdown` error of a request a drain stopped at its deadline says so.
-    fn explain_drain(&self, e: Error) -> Error {
-        if e.is_shutdown() && self.inner.drain_expired.load(Ordering::Acquire) {
-            return Error::new(
-                ErrorKind::Shutdown,
-                "the pool's drain deadline passed before this request finished; it was stopped",
-            );
-        }
-        e
-    }
-
-    /// Resolves when no request is queued or running: every [`run`](Pool::run) and
-    /// [`acquire`](Pool::acquire) call has returned (a job waiting out a retry's backoff
-    /// counts as running). A lease already granted is its holder's and does not count.
-    /// Resolves at once on a quiet pool; call it again to wait for the next quiet moment.
-    ///
-    /// Cancel safety: dropping the future only stops the wait. It costs nothing while
-    /// requests come and go: it wakes only when a shard's count falls to zero.
-    pub async fn idle(&self) {
-        self.inner.gauges.quiet().await;
-    }
-
-    /// Drains the pool, then shuts it down: new requests are refused at once
-    /// ([`ErrorKind::Shutdown`], "the pool is draining"), every request already queued
-    /// or running goes on to finish (with its retries), and once none is left the pool
-    /// shuts down as [`shutdown`](Pool::shutdown) does, giving held leases what is left
-    /// of `deadline`. A request made on another thread just as the drain begins is either
-    /// finished or refused with [`ErrorKind::Shutdown`], never left waiting.
-    ///
-    /// If `deadline` passes first, the requests still queued or running are stopped and
-    /// fail with [`ErrorKind::Shutdown`] saying the drain's deadline passed, and `drain`
-    /// returns a [`TimeoutKind::Drain`](crate::TimeoutKind::Drain) error after the pool
-    /// is down.
-    ///
-    /// Cancel safety: dropping the future leaves the pool refusing new requests; the
-    /// requests in flight go on. Call [`shutdown`](Pool::shutdown) to finish the job.
-    pub async fn drain(&self, deadline: Duration) -> Result<()> {
-        let started = Instant::now();
-        self.inner.draining.store(true, Ordering::Release);
-        let finished = tokio::time::timeout(deadline, self.idle()).await.is_ok();
-        if !finished {
-            self.inner.drain_expired.store(true, Ordering::Release);
-        }
-        let rest = deadline.saturating_sub(started.elapsed());
-        self.shutdown(rest).await?;
-        if finished {
-            return Ok(());
-        }
-        let e = Error::timeout(crate::error::TimeoutKind::Drain, "drain", deadline);
-        Err(Error::new(
-            e.kind(),
-            format!(
-                "{}: the requests still queued or running were stopped; give the drain longer",
-                e.message()
-            ),
-        ))
     }
 
     /// Merged metrics of every shard.
