@@ -98,6 +98,9 @@ pub struct Config {
     ///
     /// [`Affinity::from_url`]: crate::Affinity::from_url
     pub politeness: crate::politeness::Politeness,
+    /// How `run` jobs are retried unless a job brings its own policy
+    /// ([`Job::retry`](crate::Job::retry)). Default: no retries.
+    pub retry: crate::retry::RetryPolicy,
 }
 
 /// How jobs are isolated from each other inside the browser.
@@ -157,6 +160,7 @@ impl Default for Config {
             breaker_threshold: 3,
             lease_handoff: true,
             politeness: crate::politeness::Politeness::new(),
+            retry: crate::retry::RetryPolicy::default(),
         }
     }
 }
@@ -205,6 +209,7 @@ impl Config {
             ));
         }
         self.politeness.validate()?;
+        self.retry.validate()?;
         for (name, d) in [
             ("wait_timeout", self.wait_timeout),
             ("create_timeout", self.create_timeout),

@@ -24,6 +24,8 @@ pub enum TimeoutKind {
     Event,
     /// Starting or connecting to a browser.
     Launch,
+    /// [`Pool::drain`](crate::Pool::drain): finishing what was in flight.
+    Drain,
 }
 
 impl TimeoutKind {
@@ -36,6 +38,7 @@ impl TimeoutKind {
             TimeoutKind::Job => "job",
             TimeoutKind::Event => "event",
             TimeoutKind::Launch => "launch",
+            TimeoutKind::Drain => "drain",
         }
     }
 }
@@ -59,8 +62,15 @@ pub enum ErrorKind {
     /// The page could not load the URL (DNS failure, refused connection, bad certificate...).
     /// The message carries Chromium's `net::ERR_*` text (`net::ERR_NAME_NOT_RESOLVED`).
     /// An HTTP error status is not one: `goto` returns it in its
-    /// [`Navigation`](crate::cdp::Navigation). Not retryable: the site answered that way.
+    /// [`Navigation`](crate::cdp::Navigation) (see [`ErrorKind::HttpStatus`]). Not
+    /// [`retryable`](Error::is_retryable) as such; a [`RetryPolicy`](crate::RetryPolicy)
+    /// may retry it (a refused connection or a DNS hiccup may pass).
     Navigation,
+    /// The site answered with an HTTP error status, and the job said so with
+    /// [`Navigation::error_for_status`](crate::cdp::Navigation::error_for_status). See
+    /// [`Error::status`] and [`Error::retry_after`]; a [`RetryPolicy`](crate::RetryPolicy)
+    /// retries 429 and 503 by default.
+    HttpStatus,
     /// The page's JavaScript threw while evaluating an expression.
     Script,
     /// A configuration value, URL or other input was rejected before anything was sent.
@@ -85,6 +95,9 @@ struct Inner {
     kind: ErrorKind,
     message: String,
     cdp_code: Option<i64>,
+    /// For [`ErrorKind::HttpStatus`]: the status and the `Retry-After` it asked for.
+    status: Option<u16>,
+    retry_after: Option<std::time::Duration>,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
@@ -99,9 +112,36 @@ impl Error {
                 kind,
                 message: message.into(),
                 cdp_code: None,
+                status: None,
+                retry_after: None,
                 source: None,
             }),
         }
+    }
+
+    /// The site answered `status` for `url`, asking to come back after `retry_after`.
+    pub(crate) fn http_status(
+        url: &str,
+        status: u16,
+        retry_after: Option<std::time::Duration>,
+    ) -> Self {
+        let wait = match retry_after {
+            Some(d) => format!(" (Retry-After: {d:?})"),
+            None => String::new(),
+        };
+        let mut e = Error::new(
+            ErrorKind::HttpStatus,
+            format!("{url} answered HTTP {status}{wait}"),
+        );
+        e.inner.status = Some(status);
+        e.inner.retry_after = retry_after;
+        e
+    }
+
+    /// The same error, its message saying the job gave up after `attempts` attempts.
+    pub(crate) fn after_attempts(mut self, attempts: u32) -> Self {
+        self.inner.message = format!("{}; gave up after {attempts} attempts", self.inner.message);
+        self
     }
 
     /// A CDP error reply: the code and message the browser sent for `method`.
@@ -150,6 +190,18 @@ impl Error {
         self.inner.cdp_code
     }
 
+    /// The HTTP status, for [`ErrorKind::HttpStatus`] errors.
+    pub fn status(&self) -> Option<u16> {
+        self.inner.status
+    }
+
+    /// How long the site asked to wait, from its `Retry-After` header as sent (a
+    /// [`RetryPolicy`](crate::RetryPolicy) caps what it honours), for
+    /// [`ErrorKind::HttpStatus`] errors that carried one.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        self.inner.retry_after
+    }
+
     /// True for any [`ErrorKind::Timeout`], whichever deadline passed.
     pub fn is_timeout(&self) -> bool {
         matches!(self.inner.kind, ErrorKind::Timeout(_))
@@ -158,8 +210,8 @@ impl Error {
     /// True when the page was lost under the call: its renderer crashed or its target went
     /// away ([`ErrorKind::SessionCrashed`]), or the WebSocket to its browser closed
     /// ([`ErrorKind::ConnectionClosed`]). The page is not reused; the same work on a fresh
-    /// page may well succeed. These are the errors [`Job::retries`](crate::job::Job::retries)
-    /// retries.
+    /// page may well succeed. A [`RetryPolicy`](crate::RetryPolicy) always retries these on
+    /// a fresh page.
     pub fn is_crash(&self) -> bool {
         matches!(
             self.inner.kind,
@@ -212,6 +264,8 @@ impl Clone for Error {
                 kind: self.inner.kind,
                 message,
                 cdp_code: self.inner.cdp_code,
+                status: self.inner.status,
+                retry_after: self.inner.retry_after,
                 source: None,
             }),
         }
@@ -225,6 +279,12 @@ impl fmt::Debug for Error {
             .field("message", &self.inner.message);
         if let Some(code) = self.inner.cdp_code {
             d.field("cdp_code", &code);
+        }
+        if let Some(status) = self.inner.status {
+            d.field("status", &status);
+        }
+        if let Some(after) = self.inner.retry_after {
+            d.field("retry_after", &after);
         }
         if let Some(src) = &self.inner.source {
             d.field("source", src);
@@ -312,6 +372,7 @@ mod tests {
             TimeoutKind::Job,
             TimeoutKind::Event,
             TimeoutKind::Launch,
+            TimeoutKind::Drain,
         ];
         let mut kinds: Vec<ErrorKind> = timeouts.into_iter().map(ErrorKind::Timeout).collect();
         kinds.extend([
@@ -321,6 +382,7 @@ mod tests {
             ErrorKind::BrowserUnavailable,
             ErrorKind::Protocol,
             ErrorKind::Navigation,
+            ErrorKind::HttpStatus,
             ErrorKind::Script,
             ErrorKind::InvalidInput,
             ErrorKind::Shutdown,
@@ -340,7 +402,7 @@ mod tests {
     #[test]
     fn is_timeout_is_every_deadline_and_nothing_else() {
         let kinds = kinds_where(Error::is_timeout);
-        assert_eq!(kinds.len(), 6);
+        assert_eq!(kinds.len(), 7);
         assert!(kinds.iter().all(|k| matches!(k, ErrorKind::Timeout(_))));
         let e = Error::timeout(TimeoutKind::Job, "job", Duration::from_secs(1));
         assert!(e.is_timeout());

@@ -1,6 +1,7 @@
 //! What a caller asks for: a [`Job`] with a [`Priority`], an optional [`Affinity`] and
 //! its own deadlines.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use tokio::time::Instant;
 use crate::config::Config;
 use crate::error::timeout_error;
 use crate::error::{Error, ErrorKind, Result, TimeoutKind};
+use crate::retry::RetryPolicy;
 
 /// Priority class of a request. Strict between classes, FIFO within one; waiting
 /// raises a request's class over time (aging) so `Low` is never starved.
@@ -149,7 +151,10 @@ pub struct Job {
     pub(crate) command_timeout: Option<Duration>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) max_hold: Option<Duration>,
-    pub(crate) retries: u32,
+    /// Its own retry policy, if not the pool's (boxed: a job waits in queues by value).
+    pub(crate) retry: Option<Arc<RetryPolicy>>,
+    /// Its own retry count, if not its policy's.
+    pub(crate) retries: Option<u32>,
     /// Boxed: most jobs block what the pool blocks, and a job waits in queues by value.
     pub(crate) block: Option<Arc<crate::cdp::Blocking>>,
 }
@@ -217,11 +222,32 @@ impl Job {
         self
     }
 
-    /// Re-runs the job on a fresh session up to `n` times when its session crashes or
-    /// its connection is lost. Only for idempotent jobs.
+    /// Retries the job up to `n` times, as its retry policy (its own, or else the pool's
+    /// [`Config::retry`]) says: shorthand for that policy with
+    /// [`max_retries(n)`](RetryPolicy::max_retries). With the default policy a crash,
+    /// a lost socket, a `net::ERR_*` navigation failure, a command or event timeout, and
+    /// HTTP 429 or 503 (see [`Navigation::error_for_status`](crate::Navigation::error_for_status))
+    /// retry, after a backoff. Only for idempotent jobs. For [`Pool::run`](crate::Pool::run).
     pub fn retries(mut self, n: u32) -> Self {
-        self.retries = n;
+        self.retries = Some(n);
         self
+    }
+
+    /// Retries the job as `policy` says instead of the pool's [`Config::retry`]. A
+    /// [`retries`](Job::retries) count, set before or after, overrides the policy's.
+    /// For [`Pool::run`](crate::Pool::run).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(Arc::new(policy));
+        self
+    }
+
+    /// The retry policy in force for this job under `cfg`.
+    pub(crate) fn retry_policy<'a>(&'a self, cfg: &'a Config) -> Cow<'a, RetryPolicy> {
+        let policy = self.retry.as_deref().unwrap_or(&cfg.retry);
+        match self.retries {
+            Some(n) if n != policy.retries() => Cow::Owned(policy.clone().max_retries(n)),
+            _ => Cow::Borrowed(policy),
+        }
     }
 
     /// Blocks `blocking` on the job's page instead of the pool's

@@ -53,7 +53,9 @@
 //!   a lost socket fails its pending calls at once ([`Error::is_crash`]).
 //! - **Recovery**: crashed pages are replaced, lost sockets reconnect, launched browsers
 //!   are relaunched, a failing browser is skipped. [`Error::is_retryable`] says which
-//!   failures are worth another try.
+//!   failures are worth another try; a [`RetryPolicy`] retries `run` jobs with backoff.
+//! - **Graceful end**: [`Pool::drain`] finishes what is queued and running before it
+//!   shuts down; [`Pool::idle`] waits for a quiet pool.
 //!
 //! Modules: [`browser`] (launch or connect to Chromium), [`cdp`] (the page session and
 //! its options, batches, events), [`metrics`] (what a [`Snapshot`] holds), and `sim`
@@ -71,6 +73,7 @@ mod error;
 mod fleet;
 mod handoff;
 pub mod identity;
+mod idle;
 mod job;
 mod lease;
 mod lease_batch;
@@ -80,6 +83,7 @@ mod politeness;
 mod pool;
 mod queue;
 mod remote;
+mod retry;
 mod router;
 mod shard;
 #[cfg(feature = "sim")]
@@ -100,6 +104,7 @@ pub use lease_batch::LeaseBatch;
 pub use metrics::Snapshot;
 pub use politeness::Politeness;
 pub use pool::{Pool, PoolBuilder};
+pub use retry::{RetryCause, RetryPolicy};
 pub use router::shard_for;
 /// The shard running the caller's job, if any: for tests and tracing, not a stable API.
 #[doc(hidden)]

@@ -22,12 +22,15 @@ use crate::identity::{merge_cookies, ContextOptions, Cookie};
 use crate::job::{wait_deadline, Job};
 use crate::lease::Lease;
 use crate::metrics::Snapshot;
+use crate::retry::Failure;
 use crate::router::{shard_for, LoadGauges};
 use crate::shard;
 use crate::shard::msg::{Attempt, Grant, JobTask, LocalFuture, Msg, Request, Work};
 use crate::steal::{Overflow, MAX_SHARDS};
 use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::sync::{mpsc, oneshot, Arc, LiveCell, Notify};
+
+mod drain;
 
 /// Builds a [`Pool`]: which browsers, how many shards, and the [`Config`].
 #[derive(Debug, Default)]
@@ -194,7 +197,9 @@ impl PoolBuilder {
             broken,
             threads: std::sync::Mutex::new(threads),
             fleet,
+            overflow,
             closed: AtomicBool::new(false),
+            drain: drain::DrainState::default(),
         };
         // Wait for every shard to connect; the first failure fails the build (and
         // dropping `inner` stops the shards that did start).
@@ -297,7 +302,11 @@ struct Inner {
     // Touched only by shutdown and drop, never on a request's path.
     threads: std::sync::Mutex<Vec<JoinHandle<()>>>,
     fleet: StdArc<Fleet>,
+    /// The overflow queues, read by a test hook only.
+    overflow: Arc<Overflow<Request>>,
     closed: AtomicBool,
+    /// Whether a drain has begun or expired (see `drain`).
+    drain: drain::DrainState,
 }
 
 /// A pool of CDP page sessions spread over shards (one thread each).
@@ -372,19 +381,24 @@ impl Pool {
     /// Runs `job` on a pooled page: the closure runs on the shard that owns the page, so
     /// its commands never cross threads.
     ///
-    /// The closure is called again on a fresh page if the session is lost and
-    /// [`Job::retries`] allows it. Its future need not be `Send`.
+    /// The closure is called again when it fails and its retry policy says so
+    /// ([`Job::retry`], [`Job::retries`], [`Config::retry`](crate::Config)), after a
+    /// backoff during which the job holds no page. Its future need not be `Send`.
     ///
     /// Cancel safety: dropping the returned future at any point cancels the job (its
-    /// future is dropped on the shard, the page is stopped and reused) or removes it
-    /// from the queue; no session is leaked.
+    /// future is dropped on the shard, the page is stopped and reused), removes it
+    /// from the queue, or ends its wait for a retry; no session is leaked.
     pub async fn run<F, T>(&self, job: Job, f: F) -> Result<T>
     where
         F: AsyncFn(&Page) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
+        if let Some(policy) = &job.retry {
+            policy.validate()?;
+        }
         let shard = self.route(&job);
         let _load = self.inner.gauges.enter(shard);
+        self.refuse_if_draining()?;
         let submitted = Instant::now();
         let (work, rx) = run_work(f);
         // Under contention a plain job joins the shard's line by itself, with no message
@@ -411,7 +425,7 @@ impl Pool {
     /// What a `run` caller's channel brought: the job's result, or nothing (the shard is
     /// gone, or the job panicked).
     async fn ran<T, E>(&self, reply: std::result::Result<Result<T>, E>) -> Result<T> {
-        match reply {
+        let result = match reply {
             Ok(result) => result,
             Err(_) => Err(self.unanswered().await.unwrap_or_else(|| {
                 Error::new(
@@ -419,7 +433,8 @@ impl Pool {
                     "the job was dropped before it finished (the pool shut down or the job panicked)",
                 )
             })),
-        }
+        };
+        result.map_err(|e| self.explain_drain(e))
     }
 
     /// Why a reply channel closed with no answer, if a shard died: `Internal`. `None`
@@ -463,6 +478,7 @@ impl Pool {
     pub async fn acquire(&self, job: Job) -> Result<Lease> {
         let shard = self.route(&job);
         let _load = self.inner.gauges.enter(shard);
+        self.refuse_if_draining()?;
         let submitted = Instant::now();
         let (tx, mut rx) = oneshot::channel();
         // Under contention a plain request joins the shard's line by itself, with no
@@ -488,10 +504,11 @@ impl Pool {
     /// What an `acquire` caller's channel brought: a lease, an error, or nothing (the
     /// shard is gone: shut down, or dead).
     async fn leased<E>(&self, reply: std::result::Result<Result<Grant>, E>) -> Result<Lease> {
-        match reply {
+        let result = match reply {
             Ok(grant) => grant.map(Lease::new),
             Err(_) => Err(self.unanswered().await.unwrap_or_else(shutdown_error)),
-        }
+        };
+        result.map_err(|e| self.explain_drain(e))
     }
 
     /// Merged metrics of every shard.
@@ -711,6 +728,13 @@ impl Pool {
         self.inner.fleet.pids()
     }
 
+    /// Requests offered to other shards by a saturated one and taken by none yet (a
+    /// test hook).
+    #[doc(hidden)]
+    pub fn offered(&self) -> usize {
+        self.inner.overflow.len()
+    }
+
     /// Requests routed to each shard and not yet answered.
     #[doc(hidden)]
     pub fn load(&self) -> Vec<usize> {
@@ -837,7 +861,7 @@ where
             };
             let attempt = match &outcome {
                 Ok(_) => Attempt::Ok,
-                Err(e) => Attempt::Failed(e.kind()),
+                Err(e) => Attempt::Failed(Failure::of(e)),
             };
             *result = Some(outcome);
             attempt
@@ -856,7 +880,21 @@ where
         }
     }
 
+    fn gave_up(&mut self, attempts: u32) {
+        if let Some(Err(e)) = self.result.take() {
+            self.result = Some(Err(e.after_attempts(attempts)));
+        }
+    }
+
     fn is_abandoned(&self) -> bool {
         self.tx.as_ref().is_none_or(|tx| tx.is_closed())
+    }
+
+    fn abandoned(&mut self) -> LocalFuture<'_, ()> {
+        Box::pin(async move {
+            if let Some(tx) = self.tx.as_mut() {
+                tx.closed().await;
+            }
+        })
     }
 }

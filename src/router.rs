@@ -7,6 +7,7 @@
 
 use crossbeam_utils::CachePadded;
 
+use crate::idle::Quiet;
 use crate::sync::atomic::{AtomicUsize, Ordering};
 
 /// The shard (of `shards`) that owns `key`. Stable across runs, processes and versions.
@@ -43,6 +44,8 @@ fn jump_consistent_hash(mut key: u64, buckets: usize) -> usize {
 /// and returns to zero when the pool is quiet.
 pub struct LoadGauges {
     loads: Box<[CachePadded<AtomicUsize>]>,
+    /// Told when a gauge falls to zero (see `idle`).
+    quiet: Quiet,
 }
 
 impl LoadGauges {
@@ -52,6 +55,7 @@ impl LoadGauges {
             loads: (0..shards.max(1))
                 .map(|_| CachePadded::new(AtomicUsize::new(0)))
                 .collect(),
+            quiet: Quiet::default(),
         }
     }
 
@@ -67,6 +71,16 @@ impl LoadGauges {
     /// Requests counted in on `shard` now.
     pub fn load(&self, shard: usize) -> usize {
         self.loads[shard].load(Ordering::Relaxed)
+    }
+
+    /// True when every gauge is zero: nothing routed and not yet answered.
+    pub fn is_quiet(&self) -> bool {
+        self.loads.iter().all(|l| l.load(Ordering::Relaxed) == 0)
+    }
+
+    /// Resolves once every gauge is zero (at once if they are). Cancel-safe.
+    pub async fn quiet(&self) {
+        self.quiet.until(|| self.is_quiet()).await;
     }
 
     /// Number of shards.
@@ -106,7 +120,9 @@ impl Drop for LoadGuard<'_> {
             );
             return;
         }
-        load.fetch_sub(1, Ordering::Relaxed);
+        if load.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.gauges.quiet.fell_to_zero();
+        }
     }
 }
 
@@ -168,5 +184,19 @@ mod tests {
         drop((a, b, c));
         assert_eq!((g.load(0), g.load(1)), (0, 0));
         assert_eq!(LoadGauges::new(1).less_loaded_of_two(|n| n - 1), 0);
+    }
+
+    #[tokio::test]
+    async fn quiet_resolves_when_the_last_gauge_falls_to_zero() {
+        let g = std::sync::Arc::new(LoadGauges::new(2));
+        g.quiet().await; // nothing in flight: at once
+        let (a, b) = (g.enter(0), g.enter(1));
+        let watcher = g.clone();
+        let mut watch = tokio::spawn(async move { watcher.quiet().await });
+        drop(a);
+        tokio::task::yield_now().await;
+        assert!(!watch.is_finished(), "shard 1 still has a request");
+        drop(b);
+        (&mut watch).await.unwrap();
     }
 }

@@ -259,7 +259,7 @@ async fn renderers_killed_mid_crawl_cost_no_job_and_the_pool_refills() {
         ms(0.99),
         ms(1.0),
         snap.counters.sessions_crashed,
-        snap.counters.retries,
+        snap.counters.retries(),
         snap.counters.session_create_failures,
         failed.len(),
         retries + 1,

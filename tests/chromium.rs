@@ -424,7 +424,7 @@ async fn a_reply_over_the_message_limit_fails_only_its_own_job() {
     }
     let snap = pool.metrics().await;
     assert!(snap.counters.reconnects >= 1, "{snap:?}");
-    assert_eq!(snap.counters.retries, 3, "{snap:?}");
+    assert_eq!(snap.counters.retries(), 3, "{snap:?}");
     within("shutdown", STEP, pool.shutdown(Duration::from_secs(5)))
         .await
         .unwrap();

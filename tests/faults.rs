@@ -174,7 +174,7 @@ async fn socket_drops_mid_crawl_fail_only_the_calls_on_them() {
     eprintln!(
         "socket drops: {drops} drops over 2000 jobs, {} failed after retries(2), {} retries, {} reconnects, 0 orphaned targets",
         out.failed(),
-        snap.counters.retries,
+        snap.counters.retries(),
         snap.counters.reconnects
     );
     pool.shutdown(Duration::from_secs(5)).await.unwrap();
@@ -368,7 +368,7 @@ async fn crash_storms_are_absorbed_by_retries_and_the_pool_refills() {
     eprintln!(
         "crash storm: {crashed} crashes injected over 2000 jobs, {} sessions crashed, {} retries, {} failed after retries(3)",
         snap.counters.sessions_crashed,
-        snap.counters.retries,
+        snap.counters.retries(),
         out.failed()
     );
     pool.shutdown(Duration::from_secs(5)).await.unwrap();

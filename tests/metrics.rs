@@ -84,7 +84,7 @@ async fn counters_match_a_scripted_workload() {
     assert_eq!(c.timeouts_command, N_TIMEOUT);
     assert_eq!(c.timeouts_wait + c.timeouts_create + c.timeouts_job, 0);
     assert_eq!(c.queue_full, N_FULL);
-    assert_eq!(c.retries, 0);
+    assert_eq!(c.retries(), 0);
     // Every acquisition is a first use or a reuse.
     let acquisitions = jobs_ok + jobs_failed;
     assert_eq!(c.sessions_created + c.sessions_reused, acquisitions);

@@ -162,7 +162,7 @@ async fn retries_run_the_job_again_on_a_fresh_session() {
         assert_eq!(v, 42);
     }
     let s = pool.metrics().await;
-    assert_eq!(s.counters.retries, 5);
+    assert_eq!(s.counters.retries(), 5);
     assert_eq!(s.counters.sessions_crashed, 5);
     assert_eq!(s.counters.jobs_ok, 5);
     // Without retries the crash reaches the caller.
@@ -256,7 +256,7 @@ async fn a_page_lost_while_opening_fails_no_waiter() {
     assert_eq!(answer.unwrap(), 2);
     let s = pool.metrics().await;
     assert_eq!(s.counters.session_create_failures, 1, "{:?}", s.counters);
-    assert_eq!((s.counters.jobs_failed, s.counters.retries), (0, 0));
+    assert_eq!((s.counters.jobs_failed, s.counters.retries()), (0, 0));
     // The half-opened target is closed, not left behind in the browser.
     assert_eq!(sim.target_ids().len(), 1);
     assert!(!sim.target_ids().contains(&opening[0]));

@@ -83,3 +83,106 @@ async fn sticky_requests_are_never_stolen() {
     assert_eq!(snap.counters.steals, 0);
     assert_eq!(snap.counters.overflowed, 0);
 }
+
+/// Keys that all route to shard `shard` of 2.
+fn keys_on_shard(shard: usize, n: usize) -> Vec<String> {
+    (0..)
+        .map(|i| format!("key{i}.example"))
+        .filter(|k| shard_for(k, 2) == shard)
+        .take(n)
+        .collect()
+}
+
+/// Issue 16, item 8: a request offered to the other shards and taken by none fails at its
+/// own wait deadline, though it sits in no shard's queue.
+///
+/// Shard 1 parks with a page to spare; its thread is then held inside a job (the test's
+/// way to freeze it at that point) while shard 0, saturated, offers it a request and a
+/// caller of its own takes its spare page. When it runs again it serves its own caller
+/// first and has no room left: the offered request stays in the overflow queues, with
+/// every page held, until its deadline fails it.
+#[tokio::test]
+async fn an_offered_request_no_shard_takes_fails_at_its_deadline() {
+    const STEP: Duration = Duration::from_secs(30);
+    let (_sim, pool) = support::sim_pool(SimConfig::default(), 2, |c| {
+        c.sessions_per_shard = 2;
+        c.steal_watermark = 0;
+        c.health_interval = Duration::ZERO;
+    })
+    .await;
+    let zero = keys_on_shard(0, 3);
+    let one = keys_on_shard(1, 4);
+    let sticky = |k: &String| Job::new().affinity(Affinity::sticky(k));
+    // Shard 1: two pages, both idle.
+    let a = pool.acquire(sticky(&one[0])).await.unwrap();
+    let b = pool.acquire(sticky(&one[1])).await.unwrap();
+    drop((a, b));
+    // Shard 0: both pages held.
+    let held0 = pool.acquire(sticky(&zero[0])).await.unwrap();
+    let held1 = pool.acquire(sticky(&zero[1])).await.unwrap();
+    // Shard 1 runs a job on one page and parks with the other to spare; the job holds
+    // the shard's thread until `go`.
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let started_tx = std::sync::Mutex::new(Some(started_tx));
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let frozen = {
+        let job = sticky(&one[2]);
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            pool.run(job, async move |_page| {
+                if let Some(tx) = started_tx.lock().unwrap().take() {
+                    let _ = tx.send(());
+                }
+                let _ = go_rx.recv();
+                std::future::pending::<()>().await;
+                Ok(())
+            })
+            .await
+        })
+    };
+    started_rx.await.expect("the job on shard 1 started");
+    // Shard 0, saturated, offers a movable request to shard 1.
+    let wait = Duration::from_millis(300);
+    let offered = {
+        let job = Job::new()
+            .affinity(Affinity::soft(&zero[2]))
+            .wait_timeout(wait);
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.run(job, async |_page| Ok(())).await })
+    };
+    let on_offer = async {
+        while pool.offered() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(STEP, on_offer)
+        .await
+        .expect("shard 0 offers the request to the parked shard");
+    // A caller of shard 1's own is in its inbox before it runs again.
+    let own = {
+        let job = sticky(&one[3]);
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.acquire(job).await })
+    };
+    tokio::task::yield_now().await;
+    go_tx.send(()).unwrap();
+    let lease = tokio::time::timeout(STEP, own)
+        .await
+        .expect("shard 1 serves its own caller")
+        .unwrap()
+        .expect("a lease");
+    let err = tokio::time::timeout(STEP, offered)
+        .await
+        .expect("the offered request is answered while every page is held")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        cdpmux::ErrorKind::Timeout(cdpmux::TimeoutKind::Wait),
+        "{err}"
+    );
+    assert_eq!(pool.offered(), 0);
+    drop((lease, held0, held1));
+    pool.shutdown(Duration::ZERO).await.unwrap();
+    assert!(frozen.await.unwrap().is_err(), "stopped by the shutdown");
+}

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use cdpmux::cdp::PageOptions;
 use cdpmux::sim::{DemoSite, SiteConfig};
-use cdpmux::{Affinity, Blocking, GotoOptions, Job, Pool};
+use cdpmux::{Affinity, Blocking, GotoOptions, Job, Pool, RetryCause, RetryPolicy};
 use tokio::sync::mpsc;
 use tokio::task::{self, JoinError, JoinSet};
 
@@ -650,10 +650,14 @@ impl Crawl<'_> {
 
     fn job_for(&self, url: &str) -> Job {
         let a = self.args;
+        // `--retries` re-runs a page whose session was lost, at once, as it always has.
+        let retry = RetryPolicy::new(a.retries)
+            .only(&[RetryCause::Crash, RetryCause::ConnectionLost])
+            .backoff(Duration::ZERO, Duration::ZERO);
         let mut job = Job::new()
             .priority(a.priority)
             .timeout(a.timeout)
-            .retries(a.retries);
+            .retry(retry);
         if let Some(t) = a.wait_timeout {
             job = job.wait_timeout(t);
         }

@@ -168,6 +168,25 @@ impl Navigation {
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
+
+    /// This navigation, or an [`ErrorKind::HttpStatus`](crate::ErrorKind::HttpStatus)
+    /// error when the document answered 400 or above: the status and its `Retry-After`
+    /// (seconds or an HTTP-date) travel with the error ([`Error::status`](crate::Error::status),
+    /// [`Error::retry_after`](crate::Error::retry_after)). A `run` job that returns it
+    /// (`page.goto(url).await?.error_for_status()?`) lets its
+    /// [`RetryPolicy`](crate::RetryPolicy) retry 429 and 503, honouring `Retry-After`.
+    pub fn error_for_status(self) -> crate::Result<Navigation> {
+        match self.status {
+            Some(status) if status >= 400 => {
+                let now = std::time::SystemTime::now();
+                let retry_after = self
+                    .header("retry-after")
+                    .and_then(|v| crate::retry::parse_retry_after(v, now));
+                Err(crate::Error::http_status(&self.url, status, retry_after))
+            }
+            _ => Ok(self),
+        }
+    }
 }
 
 /// The events a [`Tracker`] reads; a navigation subscribes to them before it starts.

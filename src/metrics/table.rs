@@ -199,9 +199,17 @@ metric_table! {
             /// (see `EventOverflow`).
             events_dropped => "pages" "events dropped",
         }
-        "retries_total" "Jobs re-run after a lost session." {
-            /// Jobs re-run on a fresh session after their session was lost.
-            retries => "recovery" "retries",
+        "retries_total" "Job attempts run again, by cause (see RetryPolicy)." {
+            /// Jobs run again after their page crashed.
+            retries_crash {cause = "crash"} => "retries" "crash",
+            /// Jobs run again after their socket closed.
+            retries_connection {cause = "connection"} => "retries" "connection",
+            /// Jobs run again after a `net::ERR_*` navigation failure.
+            retries_navigation {cause = "navigation"} => "retries" "navigation",
+            /// Jobs run again after a command, event or opening deadline passed.
+            retries_timeout {cause = "timeout"} => "retries" "timeout",
+            /// Jobs run again after an HTTP status the policy retries (429, 503).
+            retries_http_status {cause = "http_status"} => "retries" "http status",
         }
         "reconnects_total" "Sockets re-opened after one was lost." {
             /// Sockets re-opened after one was lost.
@@ -217,13 +225,33 @@ metric_table! {
 }
 
 impl Counters {
+    /// Every retry, whatever its cause.
+    pub fn retries(&self) -> u64 {
+        self.retries_crash
+            + self.retries_connection
+            + self.retries_navigation
+            + self.retries_timeout
+            + self.retries_http_status
+    }
+
+    pub(crate) fn retry(&mut self, cause: crate::retry::RetryCause) {
+        use crate::retry::RetryCause;
+        match cause {
+            RetryCause::Crash => self.retries_crash += 1,
+            RetryCause::ConnectionLost => self.retries_connection += 1,
+            RetryCause::Navigation => self.retries_navigation += 1,
+            RetryCause::Timeout => self.retries_timeout += 1,
+            RetryCause::HttpStatus => self.retries_http_status += 1,
+        }
+    }
+
     pub(crate) fn timeout(&mut self, kind: TimeoutKind) {
         match kind {
             TimeoutKind::Wait => self.timeouts_wait += 1,
             TimeoutKind::Create => self.timeouts_create += 1,
             TimeoutKind::Command => self.timeouts_command += 1,
             TimeoutKind::Job => self.timeouts_job += 1,
-            TimeoutKind::Event | TimeoutKind::Launch => {}
+            TimeoutKind::Event | TimeoutKind::Launch | TimeoutKind::Drain => {}
         }
     }
 }
@@ -280,7 +308,7 @@ mod tests {
                 seen.push(r.family);
             }
         }
-        assert_eq!(Counters::ROWS.len(), 28);
+        assert_eq!(Counters::ROWS.len(), 32);
         let c = Counters {
             timeouts_job: 7,
             ..Counters::default()
@@ -290,6 +318,15 @@ mod tests {
             .find(|r| r.labels == "{kind=\"job\"}")
             .unwrap();
         assert_eq!((row.family, (row.read)(&c)), ("timeouts_total", 7));
+        // Retries: one family, a row per cause, summed by `retries()`.
+        let mut c = Counters::default();
+        for cause in crate::retry::RetryCause::ALL {
+            c.retry(cause);
+            let label = format!("{{cause=\"{}\"}}", cause.as_str());
+            let row = Counters::ROWS.iter().find(|r| r.labels == label).unwrap();
+            assert_eq!((row.family, (row.read)(&c)), ("retries_total", 1));
+        }
+        assert_eq!(c.retries(), 5);
     }
 
     #[test]

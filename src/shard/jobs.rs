@@ -4,6 +4,7 @@
 //! session however the task ends, so a job's session is never lost.
 
 use std::rc::Rc;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -15,6 +16,7 @@ use super::Shell;
 use crate::cdp::Page;
 use crate::error::{Error, ErrorKind, TimeoutKind};
 use crate::job::Job;
+use crate::retry::{Decision, Failure};
 
 /// A job to run on a session, as the plan handed it out.
 pub(super) struct RunArgs {
@@ -76,9 +78,9 @@ impl Shell {
         let mut not_run = None;
         let attempt = match attempt {
             Ok(Attempt::NotRun(e)) => {
-                let kind = e.kind();
+                let failure = Failure::of(&e);
                 not_run = Some(e);
-                Ok(Attempt::Failed(kind))
+                Ok(Attempt::Failed(failure))
             }
             other => other,
         };
@@ -90,33 +92,36 @@ impl Shell {
                 next = guard.give_back();
                 task.finish();
             }
-            Ok(Attempt::Failed(kind)) => {
-                let lost = matches!(
-                    kind,
-                    ErrorKind::SessionCrashed | ErrorKind::ConnectionClosed
+            Ok(Attempt::Failed(failure)) => {
+                let time_left = deadline.saturating_duration_since(Instant::now());
+                let decision = job.retry_policy(&self.cfg()).decide(
+                    &failure,
+                    attempts,
+                    time_left,
+                    fastrand::f64(),
                 );
-                guard.how = match kind {
+                let fresh = matches!(decision, Decision::Retry { fresh: true, .. });
+                guard.how = match failure.kind {
                     ErrorKind::SessionCrashed | ErrorKind::ConnectionClosed => Return::Dead,
+                    _ if fresh => Return::Retire,
                     ErrorKind::Timeout(_) => Return::Interrupted,
                     _ => Return::Clean,
                 };
                 next = guard.give_back();
-                if lost && attempts < job.retries {
-                    self.metrics.borrow_mut().counters.retries += 1;
-                    let retry = Request {
-                        job,
-                        work: Work::Run(task),
-                        submitted,
-                        // Its place in line went with the attempt that ran.
-                        arrival: self.shared.lines[self.id].next_id(),
-                        attempts: attempts + 1,
-                    };
-                    self.feed(|p, now, cfg| p.submit(retry, now, cfg));
+                if let Decision::Retry { cause, after, .. } = decision {
+                    self.metrics.borrow_mut().counters.retry(cause);
+                    self.retry_after(job, task, submitted, attempts + 1, after);
                     return next;
                 }
                 match not_run {
+                    Some(e) if attempts > 0 => task.fail(e.after_attempts(attempts + 1)),
                     Some(e) => task.fail(e),
-                    None => task.finish(),
+                    None => {
+                        if attempts > 0 {
+                            task.gave_up(attempts + 1);
+                        }
+                        task.finish();
+                    }
                 }
             }
             Ok(Attempt::Abandoned | Attempt::NotRun(_)) => next = guard.give_back(),
@@ -129,6 +134,52 @@ impl Shell {
         }
         self.metrics.borrow_mut().job_done(submitted.elapsed(), ok);
         next
+    }
+}
+
+impl Shell {
+    /// Submits `task` again after `after`, holding no page meanwhile. The wait ends early,
+    /// and the job with it, if the caller stops waiting; its deadline was checked by the
+    /// decision (the wait ends before it), and is enforced again once it runs.
+    fn retry_after(
+        self: &Rc<Self>,
+        job: Job,
+        mut task: Box<dyn JobTask>,
+        submitted: Instant,
+        attempts: u32,
+        after: Duration,
+    ) {
+        let shell = self.clone();
+        let resubmit = move |mut job: Job, task| {
+            // Its wait for a page starts now, not at its first submission: the wait limit
+            // is stretched by what it has been through (the job's deadline, counted from
+            // the first submission, still bounds it).
+            let waited = submitted.elapsed();
+            let wait = job.wait_timeout.unwrap_or(shell.cfg().wait_timeout);
+            job.wait_timeout = Some(wait.saturating_add(waited));
+            let retry = Request {
+                job,
+                work: Work::Run(task),
+                submitted,
+                // Its place in line went with the attempt that ran.
+                arrival: shell.shared.lines[shell.id].next_id(),
+                attempts,
+            };
+            shell.feed(|p, now, cfg| p.submit(retry, now, cfg));
+        };
+        if after.is_zero() {
+            resubmit(job, task);
+            return;
+        }
+        tokio::task::spawn_local(async move {
+            let gone = tokio::select! {
+                _ = tokio::time::sleep(after) => false,
+                _ = task.abandoned() => true,
+            };
+            if !gone {
+                resubmit(job, task);
+            }
+        });
     }
 }
 

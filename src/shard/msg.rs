@@ -14,10 +14,11 @@ use tokio::time::Instant;
 
 use crate::cdp::protocol::{MethodName, Reply};
 use crate::error::{shutdown_error, timeout_error};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::handoff::{Handoff, Line, Outcome};
 use crate::job::Job;
 use crate::metrics::ShardReport;
+use crate::retry::Failure;
 use crate::sync::atomic::Ordering;
 use crate::sync::{mpsc, oneshot};
 
@@ -27,7 +28,7 @@ pub(crate) type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 /// How one run of a job went.
 pub(crate) enum Attempt {
     Ok,
-    Failed(ErrorKind),
+    Failed(Failure),
     /// The page could not be prepared for the job (its blocking); the job never ran.
     NotRun(Error),
     /// The caller stopped waiting.
@@ -42,8 +43,12 @@ pub(crate) trait JobTask: Send {
     fn finish(self: Box<Self>);
     /// Sends `err` to the caller instead.
     fn fail(self: Box<Self>, err: Error);
+    /// Notes in the kept error that the job gave up after `attempts` attempts.
+    fn gave_up(&mut self, attempts: u32);
     /// True when the caller no longer waits.
     fn is_abandoned(&self) -> bool;
+    /// Resolves when the caller stops waiting (cancel-safe: just a wait).
+    fn abandoned(&mut self) -> LocalFuture<'_, ()>;
 }
 
 /// Where a granted session goes: the `acquire` caller's reply channel.
@@ -293,7 +298,8 @@ pub(crate) fn refuse(msg: Msg) {
 }
 
 /// Answers a message to a shard that died of a panic: requests and lease commands fail
-/// with `why` ([`ErrorKind::Internal`]). Not `Shutdown`, which the caller answers.
+/// with `why` ([`ErrorKind::Internal`](crate::ErrorKind::Internal)). Not `Shutdown`,
+/// which the caller answers.
 pub(crate) fn refuse_dead(msg: Msg, why: &Error) {
     match msg {
         Msg::Submit(request) => request.work.fail(why.clone()),

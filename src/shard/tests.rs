@@ -66,8 +66,12 @@ impl JobTask for FakeTask {
     fn fail(self: Box<Self>, err: Error) {
         let _ = self.answered.send((self.id, Some(err.kind())));
     }
+    fn gave_up(&mut self, _: u32) {}
     fn is_abandoned(&self) -> bool {
         false
+    }
+    fn abandoned(&mut self) -> LocalFuture<'_, ()> {
+        Box::pin(std::future::pending())
     }
 }
 

@@ -9,6 +9,7 @@
 
 mod handoff;
 mod politeness;
+mod offered;
 mod recovery;
 
 use std::cell::RefCell;
@@ -84,6 +85,8 @@ pub(crate) enum Return {
     Interrupted,
     /// Known dead: retire and replace.
     Dead,
+    /// Alive, but its job retries on a fresh page: retire and replace.
+    Retire,
     /// Back from its between-jobs reset: idle now.
     Reset,
 }
@@ -117,6 +120,8 @@ pub(crate) struct Plan<P> {
     /// The line may open once the inbox is empty (see `open_line_if_allowed`).
     line_may_open: bool,
     overflow: Arc<Overflow<Request>>,
+    /// Deadlines of the requests this shard offered to the others.
+    offered: offered::Offered,
     lines: StdArc<[Arc<Line<Work>>]>,
     pub(crate) metrics: Rc<RefCell<ShardMetrics>>,
     actions: Vec<Action<P>>,
@@ -145,6 +150,7 @@ impl<P: PageHandle> Plan<P> {
             shutting_down: false,
             line_may_open: false,
             overflow,
+            offered: offered::Offered::default(),
             lines,
             metrics,
             actions: Vec::new(),
@@ -164,11 +170,12 @@ impl<P: PageHandle> Plan<P> {
         std::mem::swap(&mut self.actions, into);
     }
 
-    /// The earliest deadline: a wait's, a lease's hold, or the earliest time a throttled
-    /// key may start again.
+    /// The earliest deadline: a wait's (of a request here or of one this shard offered),
+    /// a lease's hold, or the earliest time a throttled key may start again.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         [
             self.waiters.next_deadline(),
+            self.offered.next(),
             self.holds.next_deadline(),
             self.politeness.next_wake(),
         ]
@@ -523,6 +530,8 @@ impl<P: PageHandle> Plan<P> {
                 break;
             };
             self.metrics.borrow_mut().counters.overflowed += 1;
+            // Nobody's timer watches it in the overflow queues: this shard's does.
+            self.offered.record(w.deadline);
             if let Some(shard) = self.overflow.push(priority.index(), w.request) {
                 self.actions.push(Action::Wake(shard));
             }

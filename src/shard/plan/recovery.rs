@@ -127,6 +127,12 @@ impl<P: PageHandle> Plan<P> {
             self.lost += 1;
             self.forget(key);
             self.replenish(cfg);
+        } else if how == Return::Retire {
+            self.metrics.borrow_mut().counters.sessions_retired += 1;
+            self.sessions.busy -= 1;
+            self.lost += 1; // replaced now, ready for the retry
+            self.forget(key);
+            self.replenish(cfg);
         } else if how == Return::Interrupted {
             // Still busy until stopped: nobody gets a page that is mid-load or stuck in
             // a script.
@@ -288,6 +294,7 @@ impl<P: PageHandle> Plan<P> {
         while let Some(lease) = self.holds.take_due(now) {
             self.take_back(lease, now, cfg);
         }
+        any |= self.expire_offered(now, cfg);
         if any {
             self.pump(now, cfg);
         }

@@ -112,3 +112,75 @@ fn without_the_line_each_shard_serves_only_its_own_queue() {
     a.give_back(Return::Clean);
     assert_eq!(a.served(), [first]);
 }
+
+/// Issue 16, item 8: a request offered to other shards and taken by none fails at its own
+/// wait deadline: the shard that offered it keeps the deadline, and its timer fires.
+#[test]
+fn an_offered_request_nobody_takes_fails_at_its_deadline() {
+    let overflow = Arc::new(Overflow::default());
+    let lines: std::sync::Arc<[Arc<Line<Work>>]> = Line::family(2).into();
+    let cfg = Config {
+        steal_watermark: 0,
+        wait_timeout: std::time::Duration::from_secs(1),
+        ..config(1)
+    };
+    let mut busy = Harness::shard_of(0, lines, overflow.clone(), cfg.clone());
+    busy.ask(Job::new());
+    busy.open_all();
+    assert!(!overflow.prepare_park(1));
+    let offered = busy.ask(Job::new());
+    assert_eq!(overflow.len(), 1, "offered to the parked shard");
+    // The parked shard never takes it (it got busy first).
+    let due = busy.now + cfg.wait_timeout;
+    assert_eq!(
+        busy.plan.next_deadline(),
+        Some(due),
+        "its deadline is watched"
+    );
+    busy.advance(cfg.wait_timeout / 2);
+    assert!(busy.failed.is_empty());
+    assert_eq!(overflow.len(), 1, "not due yet: still offered");
+    busy.advance(cfg.wait_timeout / 2);
+    assert_eq!(
+        busy.failed,
+        [(
+            offered,
+            crate::error::ErrorKind::Timeout(crate::error::TimeoutKind::Wait)
+        )]
+    );
+    assert!(overflow.is_empty());
+    assert_eq!(busy.plan.next_deadline(), None);
+}
+
+/// The sweep keeps what is not due, in order, and fails only what is.
+#[test]
+fn a_sweep_of_the_offered_requests_keeps_the_live_ones_in_order() {
+    let overflow = Arc::new(Overflow::default());
+    // Four shards, three of them parked: each of the three requests goes to one.
+    let lines: std::sync::Arc<[Arc<Line<Work>>]> = Line::family(4).into();
+    let cfg = Config {
+        steal_watermark: 0,
+        ..config(1)
+    };
+    let mut busy = Harness::shard_of(0, lines, overflow.clone(), cfg.clone());
+    busy.ask(Job::new());
+    busy.open_all();
+    let short = std::time::Duration::from_millis(100);
+    for shard in 1..4 {
+        assert!(!overflow.prepare_park(shard));
+    }
+    let first = busy.ask(Job::new());
+    let soon = busy.ask(Job::new().wait_timeout(short));
+    let last = busy.ask(Job::new());
+    assert_eq!(overflow.len(), 3);
+    busy.advance(short);
+    assert_eq!(
+        busy.failed,
+        [(
+            soon,
+            crate::error::ErrorKind::Timeout(crate::error::TimeoutKind::Wait)
+        )]
+    );
+    let order: Vec<u64> = std::iter::from_fn(|| overflow.take().map(|r| r.arrival)).collect();
+    assert_eq!(order, [first, last]);
+}
