@@ -64,6 +64,7 @@
 #![cfg_attr(cdpmux_loom, allow(private_interfaces, private_bounds, missing_docs))]
 
 mod affinity;
+mod autoscale;
 pub mod browser;
 pub mod cdp;
 mod config;
@@ -76,7 +77,10 @@ pub mod metrics;
 mod mutant;
 mod pool;
 mod queue;
+mod recycle;
+mod resources;
 mod router;
+mod scaler;
 mod shard;
 #[cfg(feature = "sim")]
 pub mod sim;
@@ -84,6 +88,7 @@ mod steal;
 #[allow(dead_code, unused_imports)]
 pub(crate) mod sync;
 
+pub use autoscale::{Autoscale, ScaleReason};
 #[doc(inline)]
 pub use cdp::{Blocking, GotoOptions, Navigation, Page, ResourceType, WaitUntil};
 pub use config::{Config, Isolation, Reset};
@@ -93,6 +98,7 @@ pub use lease::Lease;
 #[doc(inline)]
 pub use metrics::Snapshot;
 pub use pool::{Pool, PoolBuilder};
+pub use recycle::Recycle;
 pub use router::shard_for;
 /// The shard running the caller's job, if any: for tests and tracing, not a stable API.
 #[doc(hidden)]

@@ -22,6 +22,7 @@ use crate::job::{wait_deadline, Job};
 use crate::lease::Lease;
 use crate::metrics::Snapshot;
 use crate::router::{shard_for, LoadGauges};
+use crate::scaler::{check_page_cap, Sampler, SamplerParts, ScaleStatus};
 use crate::shard;
 use crate::shard::msg::{Attempt, Grant, JobTask, LocalFuture, Msg, Request, Work};
 use crate::steal::{Overflow, MAX_SHARDS};
@@ -109,6 +110,7 @@ impl PoolBuilder {
                 format!("at most {MAX_SHARDS} shards are supported (asked for {shards})"),
             ));
         }
+        check_page_cap(&self.config, shards)?;
         let mut endpoints = Vec::new();
         for e in &self.endpoints {
             endpoints.push(Endpoint::parse(e)?);
@@ -151,6 +153,16 @@ impl PoolBuilder {
             threads.push(shard::spawn(id, shared, inbox, pin, ready_tx.clone())?);
         }
         drop(ready_tx);
+        let scale = StdArc::new(ScaleStatus::default());
+        let writer = StdArc::new(std::sync::Mutex::new(()));
+        let sampler = Sampler::start(SamplerParts {
+            config: config.clone(),
+            inboxes: inboxes.clone(),
+            writer: writer.clone(),
+            browsers: fleet.len(),
+            status: scale.clone(),
+        })
+        .map_err(|e| Error::new(ErrorKind::Io, "starting the sampler thread").with_source(e))?;
         let inner = Inner {
             inboxes,
             config,
@@ -160,6 +172,9 @@ impl PoolBuilder {
             threads: std::sync::Mutex::new(threads),
             fleet,
             closed: AtomicBool::new(false),
+            scale,
+            writer,
+            sampler: std::sync::Mutex::new(Some(sampler)),
         };
         // Wait for every shard to connect; the first failure fails the build (and
         // dropping `inner` stops the shards that did start).
@@ -197,6 +212,12 @@ struct Inner {
     threads: std::sync::Mutex<Vec<JoinHandle<()>>>,
     fleet: StdArc<Fleet>,
     closed: AtomicBool,
+    /// The sampler's findings: the autoscale target, the low-memory refusal.
+    scale: StdArc<ScaleStatus>,
+    /// Taken by `reconfigure` and the sampler, the two writers of `config`.
+    writer: StdArc<std::sync::Mutex<()>>,
+    /// Stopped by shutdown and drop.
+    sampler: std::sync::Mutex<Option<Sampler>>,
 }
 
 /// A pool of CDP page sessions spread over shards (one thread each).
@@ -282,6 +303,7 @@ impl Pool {
         F: AsyncFn(&Page) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
+        self.inner.scale.admit(&self.inner.config)?;
         let shard = self.route(&job);
         let _load = self.inner.gauges.enter(shard);
         let submitted = Instant::now();
@@ -360,6 +382,7 @@ impl Pool {
     /// Cancel safety: dropping the future at any point leaks nothing; a session granted
     /// at that moment goes back to the pool.
     pub async fn acquire(&self, job: Job) -> Result<Lease> {
+        self.inner.scale.admit(&self.inner.config)?;
         let shard = self.route(&job);
         let _load = self.inner.gauges.enter(shard);
         let submitted = Instant::now();
@@ -408,7 +431,9 @@ impl Pool {
                 reports.push(r);
             }
         }
-        Snapshot::merge(&reports)
+        let mut snap = Snapshot::merge(&reports);
+        self.inner.scale.fill(&mut snap, &self.inner.config.load());
+        snap
     }
 
     /// The configuration in force.
@@ -418,10 +443,15 @@ impl Pool {
 
     /// Changes the live configuration. The new value is validated first; if it is
     /// invalid the old one stays and the error says why.
+    ///
+    /// With [`Config::autoscale`] set, the autoscaler owns `sessions_per_shard`: set
+    /// `autoscale` to `None` in the same change to pin a size.
     pub fn reconfigure(&self, change: impl FnOnce(&mut Config)) -> Result<()> {
+        let _writer = lock(&self.inner.writer);
         let mut next = self.config();
         change(&mut next);
         next.validate()?;
+        check_page_cap(&next, self.shards())?;
         publish_config(&self.inner.config, &self.inner.inboxes, next);
         Ok(())
     }
@@ -431,6 +461,10 @@ impl Pool {
     /// shutdown goes on as soon as every job and lease is back), then targets and sockets
     /// close, launched browsers stop and the shard threads are joined.
     pub async fn shutdown(&self, grace: Duration) -> Result<()> {
+        let sampler = lock(&self.inner.sampler).take();
+        if let Some(sampler) = sampler {
+            let _ = tokio::task::spawn_blocking(move || drop(sampler)).await;
+        }
         let done = announce_shutdown(&self.inner.closed, &self.inner.inboxes, grace);
         for rx in done {
             let _ = rx.await;
@@ -450,6 +484,22 @@ impl Pool {
     #[doc(hidden)]
     pub fn browser_pids(&self) -> Vec<u32> {
         self.inner.fleet.pids()
+    }
+
+    /// Test hook: memory reads as `share` (0..1) from now on, for the refusal and the
+    /// autoscaler; `None` reads the machine again. Not part of the API.
+    #[doc(hidden)]
+    pub fn inject_memory_sample(&self, share: Option<f64>) {
+        self.inner
+            .scale
+            .force_memory(share, &self.inner.config.load());
+    }
+
+    /// Test hook: the autoscaler reads the CPU as `share` of the allowed cores from now
+    /// on; `None` reads the machine again. Not part of the API.
+    #[doc(hidden)]
+    pub fn inject_cpu_sample(&self, share: Option<f64>) {
+        self.inner.scale.force_cpu(share);
     }
 
     /// Requests routed to each shard and not yet answered.
@@ -525,8 +575,9 @@ pub fn publish_config(
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // The last handle is gone without `shutdown`: stop the shards now, then the
-        // browsers (their drop kills and reaps them).
+        // The last handle is gone without `shutdown`: stop the sampler and the shards
+        // now, then the browsers (their drop kills and reaps them).
+        drop(lock(&self.sampler).take());
         drop(announce_shutdown(
             &self.closed,
             &self.inboxes,

@@ -574,6 +574,7 @@ impl<P: PageHandle> Plan<P> {
                 waiting_by_class: by_class.map(|n| n as u64),
                 affinity_keys: self.affinity.len() as u64,
                 open_lines: u64::from(self.waiters.line().is_open()),
+                ..Gauges::default() // the pool-level rows are the pool's to fill
             },
         }
     }
