@@ -153,6 +153,11 @@ impl PoolBuilder {
             threads.push(shard::spawn(id, shared, inbox, pin, ready_tx.clone())?);
         }
         drop(ready_tx);
+        fleet.attach(crate::fleet::PoolView {
+            config: config.clone(),
+            inboxes: inboxes.clone(),
+            recycled: Default::default(),
+        });
         let scale = StdArc::new(ScaleStatus::default());
         let writer = StdArc::new(std::sync::Mutex::new(()));
         let sampler = Sampler::start(SamplerParts {
@@ -433,6 +438,7 @@ impl Pool {
         }
         let mut snap = Snapshot::merge(&reports);
         self.inner.scale.fill(&mut snap, &self.inner.config.load());
+        snap.counters.browsers_recycled = self.inner.fleet.recycled();
         snap
     }
 

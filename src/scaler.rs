@@ -42,8 +42,6 @@ pub(crate) struct ScaleStatus {
     /// New requests are refused (memory critically low).
     refusing: AtomicBool,
     refused: AtomicU64,
-    /// Browsers recycled (counted by the fleet's supervisor).
-    pub(crate) recycled: AtomicU64,
 }
 
 impl ScaleStatus {
@@ -147,7 +145,6 @@ impl ScaleStatus {
         c.scale_ups = self.ups.load(Ordering::Relaxed);
         c.scale_downs = self.downs.load(Ordering::Relaxed);
         c.overloaded = self.refused.load(Ordering::Relaxed);
-        c.browsers_recycled = self.recycled.load(Ordering::Relaxed);
     }
 }
 

@@ -17,6 +17,7 @@
 //! those closed reply channels into `Internal`), and then only answers its inbox:
 //! requests and lease commands fail with `Internal` until shutdown.
 
+mod draining;
 mod jobs;
 mod lifecycle;
 mod links;
@@ -80,7 +81,11 @@ pub(crate) struct Shared {
 
 impl PageHandle for Rc<Page> {
     fn is_alive(&self) -> bool {
-        Page::is_alive(self)
+        Page::is_alive(self) && !draining::holds(self)
+    }
+
+    fn is_retiring(&self) -> bool {
+        draining::holds(self)
     }
 
     fn set_uses(&self, uses: u32) {
@@ -342,6 +347,9 @@ impl Shell {
             "a shard panicked; its requests fail with `Internal`"
         );
         let why = internal_error(self.id, what);
+        for d in draining::take_all() {
+            d.conn.close();
+        }
         for conn in self.links.take_all() {
             conn.close_with(why.clone());
         }
@@ -574,6 +582,10 @@ impl Shell {
             }
             Msg::Reconfigured => {
                 *self.cfg.borrow_mut() = self.shared.config.load();
+                if self.links.retire_stale() {
+                    // A browser was recycled: its idle pages here retire now.
+                    self.feed(|p, now, cfg| p.sweep(now, cfg));
+                }
                 let (frames, policy) = (self.cfg().max_frames_per_flush, self.cfg().flush_policy);
                 for conn in self.links.all_live() {
                     conn.set_max_frames_per_flush(frames);
@@ -635,6 +647,27 @@ impl Shell {
             });
         }
         self.feed(|p, now, cfg| p.health(now, cfg));
+        self.finish_drains();
+    }
+
+    /// Closes this shard's sockets to recycled browsers that none of its pages uses any
+    /// more, and tells the fleet, which reaps the old browser once every shard is done.
+    fn finish_drains(&self) {
+        let done = {
+            let plan = self.plan.borrow();
+            if plan.sessions.creating > 0 {
+                return; // an opening may still land on an old socket
+            }
+            draining::finished(|conn| {
+                plan.sessions
+                    .iter()
+                    .any(|(_, s)| Rc::ptr_eq(&s.page.connection().shared, &conn.shared))
+            })
+        };
+        for d in done {
+            d.conn.close();
+            self.shared.fleet.drained(d.browser, d.generation);
+        }
     }
 
     /// Opens one session in the background on the healthiest, least used browser. With
@@ -728,6 +761,9 @@ impl Shell {
         fail_line(&self.shared.lines[self.id], &crate::error::shutdown_error());
         let pages = self.plan.borrow_mut().close_all();
         lifecycle::close_all(pages).await;
+        for d in draining::take_all() {
+            d.conn.close();
+        }
         for conn in self.links.take_all() {
             conn.close();
         }

@@ -430,7 +430,7 @@ impl<P: PageHandle> Plan<P> {
             };
             if !session.page.is_alive() {
                 tracing::debug!(shard = self.shard, "dropping a dead idle session");
-                self.metrics.borrow_mut().counters.sessions_crashed += 1;
+                self.count_gone(&session.page);
                 self.sessions.idle.remove(i);
                 self.lost += 1;
                 self.forget(key);
@@ -558,6 +558,17 @@ impl<P: PageHandle> Plan<P> {
                     attempts: request.attempts,
                 });
             }
+        }
+    }
+
+    /// Counts a session that went away unasked: retired when its browser is being
+    /// recycled (see `shard/draining.rs`), crashed otherwise.
+    pub(crate) fn count_gone(&self, page: &P) {
+        let mut m = self.metrics.borrow_mut();
+        if page.is_retiring() {
+            m.counters.sessions_retired += 1;
+        } else {
+            m.counters.sessions_crashed += 1;
         }
     }
 
