@@ -156,7 +156,7 @@ impl PoolBuilder {
         fleet.attach(crate::fleet::PoolView {
             config: config.clone(),
             inboxes: inboxes.clone(),
-            recycled: Default::default(),
+            recycled: crate::sync::atomic::AtomicU64::new(0),
         });
         let scale = StdArc::new(ScaleStatus::default());
         let writer = StdArc::new(std::sync::Mutex::new(()));

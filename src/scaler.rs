@@ -27,7 +27,6 @@ use crate::sync::{mpsc, oneshot, Arc, LiveCell};
 const MEMORY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What the sampler last saw and did; read by the pool.
-#[derive(Default)]
 pub(crate) struct ScaleStatus {
     target: AtomicUsize,
     reason: AtomicUsize,
@@ -42,6 +41,22 @@ pub(crate) struct ScaleStatus {
     /// New requests are refused (memory critically low).
     refusing: AtomicBool,
     refused: AtomicU64,
+}
+
+impl Default for ScaleStatus {
+    fn default() -> Self {
+        ScaleStatus {
+            target: AtomicUsize::new(0),
+            reason: AtomicUsize::new(0),
+            ups: AtomicU64::new(0),
+            downs: AtomicU64::new(0),
+            memory_permille: AtomicU64::new(0),
+            memory_override: AtomicU64::new(0),
+            cpu_override: AtomicU64::new(0),
+            refusing: AtomicBool::new(false),
+            refused: AtomicU64::new(0),
+        }
+    }
 }
 
 impl ScaleStatus {
@@ -189,6 +204,14 @@ impl Drop for Sampler {
 
 /// Every interval until stopped: sample, decide, publish.
 fn sample_loop(parts: SamplerParts, stopped: std::sync::mpsc::Receiver<()>) {
+    // Only to wait for the shards' replies (the same channels the pool awaits).
+    let rt = match tokio::runtime::Builder::new_current_thread().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "sampler runtime failed; no autoscaling or memory refusal");
+            return;
+        }
+    };
     let mut cpu = CpuMeter::new();
     let mut state: Option<ScaleState> = None;
     cpu.sample();
@@ -211,7 +234,7 @@ fn sample_loop(parts: SamplerParts, stopped: std::sync::mpsc::Receiver<()>) {
             parts.status.set(cfg.sessions_per_shard, ScaleReason::Start);
             continue;
         };
-        let Some((waiting, busy)) = queue(&parts.inboxes) else {
+        let Some((waiting, busy)) = rt.block_on(queue(&parts.inboxes)) else {
             return; // the shards are gone
         };
         let bounds = Bounds::of(&auto, parts.inboxes.len(), parts.browsers, cfg.max_pages);
@@ -235,7 +258,7 @@ fn sample_loop(parts: SamplerParts, stopped: std::sync::mpsc::Receiver<()>) {
 }
 
 /// Requests waiting and sessions busy over the whole pool; `None` once no shard answers.
-fn queue(inboxes: &[mpsc::UnboundedSender<Msg>]) -> Option<(usize, usize)> {
+async fn queue(inboxes: &[mpsc::UnboundedSender<Msg>]) -> Option<(usize, usize)> {
     let mut replies = Vec::new();
     for inbox in inboxes {
         let (tx, rx) = oneshot::channel();
@@ -245,7 +268,7 @@ fn queue(inboxes: &[mpsc::UnboundedSender<Msg>]) -> Option<(usize, usize)> {
     }
     let (mut waiting, mut busy, mut answered) = (0, 0, false);
     for rx in replies {
-        if let Ok(r) = rx.blocking_recv() {
+        if let Ok(r) = rx.await {
             waiting += r.gauges.waiting as usize;
             busy += r.gauges.busy as usize;
             answered = true;
