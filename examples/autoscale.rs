@@ -2,9 +2,11 @@
 //!
 //! A crawl of the demo site on a pool that starts at 2 pages per shard and may grow to
 //! 12 while requests wait and the CPU has room (shrinking when the CPU or memory is
-//! short), with its browser replaced after 100 pages opened (pages are replaced every 10
+//! short), with its browser replaced after 20 pages opened (pages are replaced every 5
 //! jobs, so that happens during the crawl). After each batch it prints the autoscaler's
-//! target, why it last changed, and the browsers recycled so far.
+//! target, why it last changed, and the browsers recycled so far. On a machine whose CPU
+//! is busy with other work the pool stays small and the crawl is slow: requests wait
+//! (for up to `wait_timeout` and `job_timeout`, set long here) instead of piling pages on a saturated CPU.
 //!
 //! Run with `cargo run --release --example autoscale` (needs Chromium:
 //! `apt-get install -y chromium`, or set `CDPMUX_CHROME`).
@@ -25,16 +27,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             c.sessions_per_shard = 2; // the starting size
             c.autoscale = Some(Autoscale::between(1, 12));
             c.max_pages = 20; // never more than 20 pages in all
-            c.max_uses = 10;
-            c.recycle = Recycle::after_pages(100);
+            c.max_uses = 5;
+            c.recycle = Recycle::after_pages(20);
+            c.wait_timeout = Duration::from_secs(600);
+            c.job_timeout = Duration::from_secs(600); // counts the wait too
         })
         .build()
         .await?;
 
     for batch in 0..5 {
-        let jobs = (0..80).map(|i| {
+        let jobs = (0..40).map(|i| {
             let pool = pool.clone();
-            let url = site.url(&format!("/p/{}", (batch * 80 + i) % site.config().pages));
+            let url = site.url(&format!("/p/{}", (batch * 40 + i) % site.config().pages));
             tokio::spawn(async move {
                 pool.run(Job::new(), async move |page| {
                     page.goto(&url).await?;
@@ -45,8 +49,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         });
         let mut failed = 0;
         for job in futures_util::future::join_all(jobs).await {
-            if !matches!(job, Ok(Ok(_))) {
-                failed += 1;
+            match job {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    failed += 1;
+                    eprintln!("  failed: {e}");
+                }
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("  panicked: {e}");
+                }
             }
         }
         let m = pool.metrics().await;
@@ -63,7 +75,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .find(|(on, _)| *on == 1)
         .map_or("?", |(_, r)| r);
         println!(
-            "batch {batch}: 80 pages, {failed} failed; target {} per shard ({reason}), {} pages open, {} browsers recycled, memory {:.1}%",
+            "batch {batch}: 40 pages, {failed} failed; target {} per shard ({reason}), {} pages open, {} browsers recycled, memory {:.1}%",
             g.sessions_target,
             g.live() + g.creating,
             m.counters.browsers_recycled,
