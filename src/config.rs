@@ -107,6 +107,14 @@ pub struct Config {
     pub memory_refuse_above: f64,
     /// When launched browsers are retired and replaced (see [`Recycle`]). Default: never.
     pub recycle: Recycle,
+    /// How politely each affinity key (a host, with [`Affinity::from_url`]) is treated:
+    /// at most so many of its jobs at once, and a least time between two of its starts.
+    /// One key's own rule is set at run time with
+    /// [`Pool::set_politeness`](crate::Pool::set_politeness). Default: no limit. See
+    /// `docs/politeness.md`.
+    ///
+    /// [`Affinity::from_url`]: crate::Affinity::from_url
+    pub politeness: crate::politeness::Politeness,
 }
 
 /// How jobs are isolated from each other inside the browser.
@@ -169,6 +177,7 @@ impl Default for Config {
             max_pages: 0,
             memory_refuse_above: 0.95,
             recycle: Recycle::default(),
+            politeness: crate::politeness::Politeness::new(),
         }
     }
 }
@@ -216,6 +225,7 @@ impl Config {
                 self.reconnect_base, self.reconnect_max
             ));
         }
+        self.politeness.validate()?;
         for (name, d) in [
             ("wait_timeout", self.wait_timeout),
             ("create_timeout", self.create_timeout),

@@ -1,5 +1,6 @@
-//! The browsers a pool uses: where each one listens now, and a supervisor thread that
-//! relaunches the pool's own browsers when they die.
+//! The browsers a pool uses: where each one listens now (a launched browser's URL, a
+//! remote one's endpoint, looked up again on every connect), each one's page capacity,
+//! and a supervisor thread that relaunches the pool's own browsers when they die.
 //!
 //! Owns the launched browser processes (and so their reaping). Never blocks a shard:
 //! shards read a browser's current URL and ask for a relaunch by message.
@@ -7,18 +8,26 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::browser::{Launch, LaunchedBrowser};
+use crate::browser::{Endpoint, Launch, LaunchedBrowser};
 use crate::error::Result;
 pub(crate) use crate::recycle::PoolView;
 use crate::recycle::Recycling;
+use crate::remote::Dial;
 use crate::sync::LiveCell;
 
 /// One browser as the shards see it.
 pub(crate) struct BrowserEntry {
+    /// Where a launched browser listens now (unused for a remote one).
     url: LiveCell<String>,
+    /// A remote browser's address: resolved again on every connect.
+    endpoint: Option<Endpoint>,
+    /// What the build resolved a remote endpoint to, for each shard's first attempt
+    /// (so a pool's start asks `/json/version` once, not once per shard).
+    first_url: Option<String>,
     /// Bumped on every relaunch, so a stale relaunch request is ignored.
     pub(crate) generation: AtomicU64,
     /// Pid of the launched process; 0 for remote endpoints.
@@ -55,18 +64,24 @@ pub(crate) struct Fleet {
 }
 
 impl Fleet {
-    /// `launched` come first (index = position), then the remote `endpoints` (resolved
-    /// `ws://` URLs).
+    /// `launched` come first (index = position), then the remote `endpoints`, each with
+    /// the URL the build resolved it to, if it answered.
     pub(crate) fn start(
         launched: Vec<(Launch, LaunchedBrowser)>,
-        endpoints: Vec<String>,
+        endpoints: Vec<(Endpoint, Option<String>)>,
     ) -> std::io::Result<Fleet> {
         let entries: Arc<[BrowserEntry]> = launched
             .iter()
-            .map(|(_, b)| (b.ws_url().to_owned(), b.pid()))
-            .chain(endpoints.into_iter().map(|url| (url, 0)))
-            .map(|(url, pid)| BrowserEntry {
+            .map(|(_, b)| (b.ws_url().to_owned(), None, b.pid()))
+            .chain(
+                endpoints
+                    .into_iter()
+                    .map(|(e, first)| (String::new(), Some((e, first)), 0)),
+            )
+            .map(|(url, remote, pid)| BrowserEntry {
                 url: LiveCell::new(url),
+                first_url: remote.as_ref().and_then(|(_, first)| first.clone()),
+                endpoint: remote.map(|(e, _)| e),
                 generation: AtomicU64::new(0),
                 pid: AtomicU32::new(pid),
                 opened: AtomicU64::new(0),
@@ -94,11 +109,6 @@ impl Fleet {
         let _ = self.pool.set(pool);
     }
 
-    /// Browser `i`'s current generation.
-    pub(crate) fn generation(&self, i: usize) -> u64 {
-        self.entries[i].generation.load(Ordering::Acquire)
-    }
-
     /// A page was opened on browser `i`.
     pub(crate) fn page_opened(&self, i: usize) {
         self.entries[i].opened.fetch_add(1, Ordering::Relaxed);
@@ -123,11 +133,46 @@ impl Fleet {
         self.entries.len()
     }
 
-    /// Where browser `i` listens now, and its generation.
-    pub(crate) fn url(&self, i: usize) -> (String, u64) {
+    /// Browser `i`'s generation (bumped by each relaunch).
+    pub(crate) fn generation(&self, i: usize) -> u64 {
+        self.entries[i].generation.load(Ordering::Acquire)
+    }
+
+    /// How to reach browser `i` now, and its generation: a launched browser's current
+    /// URL, or a remote endpoint looked up again (within `timeout`), since a restarted
+    /// remote browser has a new id. A shard's `first` attempt uses what the build
+    /// resolved, if anything. Cancel safe.
+    pub(crate) async fn dial(
+        &self,
+        i: usize,
+        timeout: Duration,
+        first: bool,
+    ) -> Result<(Dial, u64)> {
         let e = &self.entries[i];
         let generation = e.generation.load(Ordering::Acquire);
-        ((*e.url.load()).clone(), generation)
+        match (&e.endpoint, &e.first_url) {
+            (Some(endpoint), Some(url)) if first => Ok((endpoint.dial(url.clone()), generation)),
+            (Some(endpoint), _) => {
+                Ok((endpoint.dial(endpoint.resolve(timeout).await?), generation))
+            }
+            (None, _) => Ok((Dial::url(&e.url.load()), generation)),
+        }
+    }
+
+    /// Browser `i` for messages: its endpoint (secrets hidden), or "launched browser i".
+    pub(crate) fn name(&self, i: usize) -> String {
+        match &self.entries[i].endpoint {
+            Some(endpoint) => endpoint.to_string(),
+            None => format!("launched browser {i}"),
+        }
+    }
+
+    /// Browser `i`'s page capacity for the whole pool; `None`: unlimited.
+    pub(crate) fn capacity(&self, i: usize) -> Option<usize> {
+        self.entries[i]
+            .endpoint
+            .as_ref()
+            .and_then(Endpoint::page_capacity)
     }
 
     /// Asks for browser `i` to be relaunched if the pool launched it and it is no

@@ -18,6 +18,7 @@ use crate::error::{internal_error, shutdown_error};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fleet::Fleet;
 use crate::handoff::{Join, Line};
+use crate::identity::{merge_cookies, ContextOptions, Cookie};
 use crate::job::{wait_deadline, Job};
 use crate::lease::Lease;
 use crate::metrics::Snapshot;
@@ -36,8 +37,10 @@ pub struct PoolBuilder {
     shards: usize,
     pin_cores: bool,
     launches: Vec<Launch>,
-    endpoints: Vec<String>,
+    /// Parsed as given; a bad one fails the build.
+    endpoints: Vec<Result<Endpoint>>,
     page_options: PageOptions,
+    context_options: Option<shard::Provider>,
 }
 
 impl PoolBuilder {
@@ -47,10 +50,28 @@ impl PoolBuilder {
         self
     }
 
-    /// Connects to a running browser: `ws://host:port/devtools/browser/<id>` or
-    /// `http://host:port` (may be called more than once).
+    /// Connects to a running browser: `ws(s)://host:port/devtools/browser/<id>` or
+    /// `http(s)://host:port` (may be called more than once). Short for
+    /// [`endpoint_with`](Self::endpoint_with)`(Endpoint::parse(url)?)`; a bad URL fails
+    /// [`build`](Self::build).
     pub fn endpoint(mut self, url: impl Into<String>) -> Self {
-        self.endpoints.push(url.into());
+        self.endpoints.push(Endpoint::parse(&url.into()));
+        self
+    }
+
+    /// Connects to a running browser with the headers, TLS trust and page capacity set
+    /// on `endpoint` (may be called more than once).
+    ///
+    /// ```
+    /// # use cdpmux::browser::Endpoint;
+    /// # fn f() -> cdpmux::Result<cdpmux::PoolBuilder> {
+    /// Ok(cdpmux::Pool::builder()
+    ///     .endpoint_with(Endpoint::parse("http://10.0.0.5:9222")?.capacity(16))
+    ///     .endpoint_with(Endpoint::parse("wss://fleet.example/chrome?token=t")?.capacity(40)))
+    /// # }
+    /// ```
+    pub fn endpoint_with(mut self, endpoint: Endpoint) -> Self {
+        self.endpoints.push(Ok(endpoint));
         self
     }
 
@@ -90,8 +111,26 @@ impl PoolBuilder {
         self
     }
 
+    /// Gives each key its [`ContextOptions`] under
+    /// [`Isolation::ContextPerKey`](crate::Isolation::ContextPerKey): `provider` is
+    /// called on the shard with the key each time a page opens for a key that has no
+    /// options of its own ([`Pool::set_context_options`]). It must be quick and must not
+    /// block; a panic or invalid options fail that opening with
+    /// [`ErrorKind::InvalidInput`].
+    pub fn context_options(
+        mut self,
+        provider: impl Fn(&str) -> ContextOptions + Send + Sync + 'static,
+    ) -> Self {
+        self.context_options = Some(shard::Provider(StdArc::new(provider)));
+        self
+    }
+
     /// Validates the configuration, starts the browsers and the shards, and connects
     /// every shard to every browser.
+    ///
+    /// Remote browsers that do not answer yet do not fail the build as long as one
+    /// browser does: they are retried with the reconnect backoff and join when they
+    /// answer. With none answering the error names each browser and why.
     pub async fn build(self) -> Result<Pool> {
         self.config.validate()?;
         if self.launches.is_empty() && self.endpoints.is_empty() {
@@ -111,20 +150,15 @@ impl PoolBuilder {
             ));
         }
         check_page_cap(&self.config, shards)?;
-        let mut endpoints = Vec::new();
-        for e in &self.endpoints {
-            endpoints.push(Endpoint::parse(e)?);
-        }
+        let endpoints = self.endpoints.into_iter().collect::<Result<Vec<_>>>()?;
+        check_capacities(&endpoints, self.launches.len(), shards)?;
         let mut launched = Vec::new();
         for l in &self.launches {
             let browser = l.launch().await?;
             launched.push((l.clone(), browser));
         }
-        let mut urls = Vec::new();
-        for e in &endpoints {
-            urls.push(e.resolve(Duration::from_secs(10)).await?);
-        }
-        let fleet = StdArc::new(Fleet::start(launched, urls)?);
+        let endpoints = first_lookup(endpoints, !launched.is_empty(), &self.config).await?;
+        let fleet = StdArc::new(Fleet::start(launched, endpoints)?);
 
         let (senders, receivers): (Vec<_>, Vec<_>) =
             (0..shards).map(|_| mpsc::unbounded_channel()).unzip();
@@ -148,6 +182,7 @@ impl PoolBuilder {
                 page_options: self.page_options.clone(),
                 lines: lines.clone(),
                 broken: broken.clone(),
+                context_options: self.context_options.clone(),
             };
             let pin = self.pin_cores.then_some(id % cores);
             threads.push(shard::spawn(id, shared, inbox, pin, ready_tx.clone())?);
@@ -202,6 +237,72 @@ impl PoolBuilder {
                 Err(Error::new(ErrorKind::Io, "waiting for the shards to start").with_source(e))
             }
         }
+    }
+}
+
+/// Looks every remote endpoint up once, all at once: the shards start from these URLs
+/// (one lookup per endpoint, not one per shard). Those that do not answer are looked up
+/// again by each shard's reconnects; with none answering and no launched browser, the
+/// build fails naming each endpoint and why.
+async fn first_lookup(
+    endpoints: Vec<Endpoint>,
+    launched: bool,
+    cfg: &Config,
+) -> Result<Vec<(Endpoint, Option<String>)>> {
+    let lookups = endpoints.iter().map(|e| e.resolve(cfg.create_timeout));
+    let found = futures_util::future::join_all(lookups).await;
+    if !launched && !endpoints.is_empty() && found.iter().all(Result::is_err) {
+        let why: Vec<String> = endpoints
+            .iter()
+            .zip(&found)
+            .filter_map(|(e, r)| r.as_ref().err().map(|err| format!("{e}: {err}")))
+            .collect();
+        return Err(Error::new(
+            ErrorKind::BrowserUnavailable,
+            format!(
+                "no browser answered (at least one must): {}",
+                why.join("; ")
+            ),
+        ));
+    }
+    Ok(endpoints
+        .into_iter()
+        .zip(found)
+        .map(|(e, r)| (e, r.ok()))
+        .collect())
+}
+
+/// Refuses a capacity of 0, and capacities too small to give every shard a page (each
+/// shard holds a fixed share of each browser).
+fn check_capacities(endpoints: &[Endpoint], launched: usize, shards: usize) -> Result<()> {
+    if let Some(e) = endpoints.iter().find(|e| e.page_capacity() == Some(0)) {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("endpoint {e} has capacity 0: give it at least one page, or no capacity"),
+        ));
+    }
+    if launched > 0 || endpoints.iter().any(|e| e.page_capacity().is_none()) {
+        return Ok(()); // some browser is unlimited
+    }
+    let starved = (0..shards).find(|&shard| {
+        endpoints.iter().enumerate().all(|(b, e)| {
+            let capacity = e.page_capacity().unwrap_or(0);
+            crate::shard::capacity_share(capacity, launched + b, shard, shards) == 0
+        })
+    });
+    match starved {
+        Some(shard) => {
+            let total: usize = endpoints.iter().filter_map(Endpoint::page_capacity).sum();
+            Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "the endpoints' capacities ({total} pages in all) leave shard {shard} of \
+                     {shards} without a page: each shard holds a share of each browser, so \
+                     raise the capacities or use fewer shards"
+                ),
+            ))
+        }
+        None => Ok(()),
     }
 }
 
@@ -442,6 +543,132 @@ impl Pool {
         snap
     }
 
+    /// Sends `op(reply)` to every shard and collects the answers, for `what` (a call
+    /// that needs [`Isolation::ContextPerKey`](crate::Isolation::ContextPerKey)).
+    async fn ask_every_shard<T>(
+        &self,
+        what: &str,
+        op: impl Fn(oneshot::Sender<T>) -> shard::IdentityOp,
+    ) -> Result<Vec<T>> {
+        if self.inner.config.load().isolation != crate::Isolation::ContextPerKey {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "{what} needs Config::isolation = Isolation::ContextPerKey (a browser \
+                     context per key); this pool runs {:?}",
+                    self.inner.config.load().isolation
+                ),
+            ));
+        }
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(shutdown_error());
+        }
+        let mut replies = Vec::new();
+        for inbox in self.inner.inboxes.iter() {
+            let (tx, rx) = oneshot::channel();
+            if inbox.send(Msg::Identity(op(tx))).is_ok() {
+                replies.push(rx);
+            }
+        }
+        let mut answers = Vec::new();
+        for rx in replies {
+            match rx.await {
+                Ok(answer) => answers.push(answer),
+                Err(_) => return Err(self.unanswered().await.unwrap_or_else(shutdown_error)),
+            }
+        }
+        Ok(answers)
+    }
+
+    /// Uses `options` for the pages of `key` under
+    /// [`Isolation::ContextPerKey`](crate::Isolation::ContextPerKey), in place of the
+    /// builder's [`context_options`](PoolBuilder::context_options) provider. Set them
+    /// before the key's first job: a context already open for the key keeps its proxy,
+    /// and its open pages keep their settings; contexts and pages opened later use
+    /// `options`. Invalid options are refused here, with the field named, and so is
+    /// a pool that does not run `ContextPerKey` ([`ErrorKind::InvalidInput`]).
+    ///
+    /// Cancel safety: once this returns, every shard uses `options`; dropped before, some
+    /// shards may and others not.
+    pub async fn set_context_options(&self, key: &str, options: ContextOptions) -> Result<()> {
+        options.validate()?;
+        let key: StdArc<str> = key.into();
+        self.ask_every_shard("set_context_options", |done| {
+            shard::IdentityOp::SetOptions {
+                key: key.clone(),
+                options: options.clone(),
+                done,
+            }
+        })
+        .await
+        .map(drop)
+    }
+
+    /// The cookies of `key`'s browser contexts
+    /// ([`Isolation::ContextPerKey`](crate::Isolation::ContextPerKey)), one per name,
+    /// domain and path, for a crawl to keep (they serialize with serde). A key with no
+    /// context open yet gives the cookies imported for it, if any. A pool that does not
+    /// run `ContextPerKey` answers [`ErrorKind::InvalidInput`].
+    ///
+    /// Cancel safety: read-only; dropping it changes nothing.
+    pub async fn export_cookies(&self, key: &str) -> Result<Vec<Cookie>> {
+        let key: StdArc<str> = key.into();
+        let answers = self
+            .ask_every_shard("export_cookies", |reply| shard::IdentityOp::ExportCookies {
+                key: key.clone(),
+                reply,
+            })
+            .await?;
+        let mut parts = Vec::new();
+        for answer in answers {
+            if let Some(cookies) = answer? {
+                parts.push(cookies);
+            }
+        }
+        if parts.is_empty() {
+            return self.imported_cookies(&key).await;
+        }
+        Ok(merge_cookies(parts))
+    }
+
+    /// The cookies imported for `key` (kept by every shard alike: the first answers).
+    async fn imported_cookies(&self, key: &StdArc<str>) -> Result<Vec<Cookie>> {
+        let (tx, rx) = oneshot::channel();
+        let op = shard::IdentityOp::Seeds {
+            key: key.clone(),
+            reply: tx,
+        };
+        if self.inner.inboxes[0].send(Msg::Identity(op)).is_err() {
+            return Err(shutdown_error());
+        }
+        rx.await.map_err(|_| shutdown_error())
+    }
+
+    /// Puts `cookies` into `key`'s browser contexts
+    /// ([`Isolation::ContextPerKey`](crate::Isolation::ContextPerKey)): those open now,
+    /// and every one opened for the key later (before its first page). With
+    /// [`export_cookies`](Self::export_cookies), a logged-in session survives a restart.
+    /// A cookie with no domain is refused here, and so is a pool that does not run
+    /// `ContextPerKey` ([`ErrorKind::InvalidInput`]).
+    ///
+    /// Cancel safety: dropped before it returns, the cookies may be in some of the key's
+    /// contexts and not others; calling it again is harmless.
+    pub async fn import_cookies(&self, key: &str, cookies: Vec<Cookie>) -> Result<()> {
+        for c in &cookies {
+            c.validate()?;
+        }
+        let key: StdArc<str> = key.into();
+        let cookies: StdArc<[Cookie]> = cookies.into();
+        let answers = self
+            .ask_every_shard("import_cookies", |reply| shard::IdentityOp::ImportCookies {
+                key: key.clone(),
+                cookies: cookies.clone(),
+                reply,
+            })
+            .await?;
+        answers.into_iter().collect()
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> Config {
         (*self.inner.config.load()).clone()
@@ -460,6 +687,38 @@ impl Pool {
         check_page_cap(&next, self.shards())?;
         publish_config(&self.inner.config, &self.inner.inboxes, next);
         Ok(())
+    }
+
+    /// Sets one affinity key's politeness rule (a `Crawl-delay` learned from robots.txt,
+    /// say), in place of [`Config::politeness`] for that key until
+    /// [`reset_politeness`](Self::reset_politeness). `key` is the key the jobs carry
+    /// (for [`Affinity::from_url`](crate::Affinity::from_url), the host). The rule goes
+    /// to the key's shard as a message, ahead of any request sent after this call
+    /// returns; requests already held for the key are let in as the new rule allows.
+    /// Fails with `InvalidInput` for a bad rule and `Shutdown` once the pool stops.
+    pub fn set_politeness(&self, key: impl AsRef<str>, rule: crate::Politeness) -> Result<()> {
+        rule.validate()?;
+        self.send_politeness(key.as_ref(), Some(rule))
+    }
+
+    /// Drops the rule [`set_politeness`](Self::set_politeness) gave `key`: the pool's
+    /// default ([`Config::politeness`]) applies to it again.
+    pub fn reset_politeness(&self, key: impl AsRef<str>) -> Result<()> {
+        self.send_politeness(key.as_ref(), None)
+    }
+
+    fn send_politeness(&self, key: &str, rule: Option<crate::Politeness>) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(shutdown_error());
+        }
+        let shard = shard_for(key, self.shards());
+        let msg = Msg::Politeness {
+            key: key.into(),
+            rule,
+        };
+        self.inner.inboxes[shard]
+            .send(msg)
+            .map_err(|_| shutdown_error())
     }
 
     /// Stops the pool: new requests fail with `Shutdown`, waiting ones fail, running jobs

@@ -288,8 +288,8 @@ async fn startup_timeout_kills_the_whole_group() {
 #[tokio::test]
 async fn endpoint_rejects_what_it_cannot_use() {
     for bad in [
-        "wss://127.0.0.1:9222/devtools/browser/x",
-        "https://127.0.0.1:9222",
+        "ftp://127.0.0.1:9222/devtools/browser/x",
+        "https://127.0.0.1",
         "http://127.0.0.1",
         "not a url",
     ] {

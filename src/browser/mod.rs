@@ -3,8 +3,9 @@
 //! This module owns the life of a locally launched Chromium ([`Launch`] starts one, the
 //! full browser or the headless shell as [`BrowserKind`] says;
 //! [`LaunchedBrowser`] stops it) and the parsing and resolution of remote DevTools
-//! addresses ([`Endpoint`]). It speaks no CDP: it only produces a `ws://` URL for the
-//! transport to connect to.
+//! addresses ([`Endpoint`]: `ws(s)://`, or `http(s)://` looked up at `/json/version`,
+//! with headers, TLS trust and a page capacity). It speaks no CDP: it only produces a
+//! `ws://` or `wss://` URL (and its headers) for the transport to connect to.
 //!
 //! What it must never do:
 //! - bind or ask Chromium to bind the DevTools port beyond 127.0.0.1;
@@ -18,6 +19,7 @@
 
 mod endpoint;
 mod flags;
+mod json_version;
 mod kind;
 mod launch;
 mod port_file;
@@ -30,3 +32,8 @@ pub use endpoint::Endpoint;
 pub use kind::BrowserKind;
 pub use launch::{Launch, LaunchedBrowser};
 pub use sandbox::Sandbox;
+
+pub use crate::remote::client_config as tls_client_config;
+/// The TLS crate [`Endpoint::tls_config`] takes a configuration of (re-exported so the
+/// versions match).
+pub use rustls;

@@ -16,6 +16,7 @@ use smallvec::SmallVec;
 
 use super::events::EventWaiters;
 use super::protocol::SessionSlot;
+use super::proxy_auth::ProxyAuth;
 use crate::error::{Error, ErrorKind, Result};
 use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::sync::Arc;
@@ -32,6 +33,9 @@ pub(crate) struct SessionState {
     /// The page blocks resources with `Fetch` patterns that match only what it blocks:
     /// every request paused on it is failed (`BlockedByClient`).
     pub(crate) fails_paused: bool,
+    /// The page answers proxy challenges and continues every other paused request
+    /// (never together with `fails_paused`: `Page` refuses the mix).
+    pub(crate) proxy_auth: Option<ProxyAuth>,
 }
 
 impl SessionState {
@@ -114,6 +118,7 @@ impl Sessions {
                 alive: None,
                 waiters: EventWaiters::default(),
                 fails_paused: false,
+                proxy_auth: None,
             },
         );
         slot
@@ -203,6 +208,24 @@ impl Sessions {
             }
             _ => None,
         }
+    }
+
+    /// What a page with proxy credentials sends back for the event `method` with `params`
+    /// arrived on `at`: see [`ProxyAuth::answer`].
+    pub(crate) fn proxy_answer(
+        &mut self,
+        at: Option<SessionSlot>,
+        method: &str,
+        params: &str,
+    ) -> Option<(&'static str, serde_json::Value)> {
+        if !method.starts_with("Fetch.") {
+            return None;
+        }
+        let s = self.by_slot.get_mut(&at?)?;
+        if s.dead.is_some() || s.fails_paused {
+            return None;
+        }
+        s.proxy_auth.as_mut()?.answer(method, params)
     }
 
     /// Which sessions the event `method` with `params` (raw JSON, empty when absent)

@@ -16,14 +16,17 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::error::CapacityError;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use super::batching::AdaptiveWindow;
 use super::protocol::FrameText;
 use crate::error::{Error, ErrorKind, Result, TimeoutKind};
+use crate::remote::{default_config, redact, Dial};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -72,44 +75,63 @@ impl Signals {
     }
 }
 
-/// Opens the WebSocket at `ws_url` (only `ws://`), within `connect_timeout`, accepting
-/// messages and frames up to `max_message_size` bytes (the reasons are on
+/// Opens the WebSocket `dial` names (`ws://`, or `wss://` over TLS), with its extra
+/// headers, within `connect_timeout`, accepting messages and frames up to
+/// `max_message_size` bytes (the reasons are on
 /// [`ConnectionConfig::max_message_size`](super::ConnectionConfig::max_message_size)).
 pub(crate) async fn handshake(
-    ws_url: &str,
+    dial: &Dial,
     connect_timeout: Duration,
     max_message_size: usize,
 ) -> Result<Ws> {
-    let url = url::Url::parse(ws_url).map_err(|e| {
+    let shown = redact(&dial.url);
+    let bad = |why: &str| {
         Error::new(
             ErrorKind::InvalidInput,
-            format!("bad DevTools URL {ws_url:?}: expected ws://host:port/devtools/browser/<id>"),
+            format!("bad DevTools URL {shown:?}: {why}"),
         )
-        .with_source(e)
-    })?;
-    if url.scheme() != "ws" {
-        return Err(Error::new(
-            ErrorKind::InvalidInput,
-            format!("bad DevTools URL {ws_url:?}: only ws:// is supported"),
-        ));
+    };
+    let url = url::Url::parse(&dial.url)
+        .map_err(|e| bad("expected ws://host:port/devtools/browser/<id>").with_source(e))?;
+    let connector = match url.scheme() {
+        "ws" => Connector::Plain,
+        "wss" => Connector::Rustls(dial.tls.clone().unwrap_or_else(default_config)),
+        _ => return Err(bad("only ws:// and wss:// are supported")),
+    };
+    let mut request = dial
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| bad("not a WebSocket URL").with_source(e))?;
+    for (name, value) in &dial.headers {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|e| bad("a header name is not valid").with_source(e))?;
+        let value = HeaderValue::from_str(value)
+            .map_err(|e| bad("a header value is not valid").with_source(e))?;
+        request.headers_mut().append(name, value);
     }
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(max_message_size))
         .max_frame_size(Some(max_message_size));
-    let handshake = tokio_tungstenite::connect_async_with_config(ws_url, Some(ws_config), true);
+    let handshake = tokio_tungstenite::connect_async_tls_with_config(
+        request,
+        Some(ws_config),
+        true,
+        Some(connector),
+    );
     let (ws, _) = tokio::time::timeout(connect_timeout, handshake)
         .await
         .map_err(|_| {
             Error::timeout(
                 TimeoutKind::Launch,
-                format!("connecting to {ws_url}"),
+                format!("connecting to {shown}"),
                 connect_timeout,
             )
         })?
         .map_err(|e| {
             Error::new(
                 ErrorKind::BrowserUnavailable,
-                format!("could not connect to the browser at {ws_url}; is it running?"),
+                format!("could not connect to the browser at {shown}; is it running?"),
             )
             .with_source(e)
         })?;

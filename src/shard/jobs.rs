@@ -67,6 +67,8 @@ impl Shell {
             }
         })
         .await;
+        // No listener of this job hears the next one's events.
+        page.end_job();
         // The page's own blocking is back before anyone else gets it, or it is retired.
         guard.retire = !lifecycle::unblock_after_job(&page).await;
         drop(page);

@@ -2,8 +2,12 @@
 //! the targets a lost socket or a failed opening left behind.
 //!
 //! IO shell only. What it decides is small and local to a browser: when to try again
-//! (`base · 2^(failures-1)`, capped, with jitter), when the browser counts as down, and
-//! which browser a new page goes to (a live socket, fewest failures, fewest pages).
+//! (`base · 2^(failures-1)`, capped, with jitter) and when the browser counts as down.
+//! Which browser a new page goes to is `placement`'s pure choice. A browser that was
+//! never reached (down when the pool was built) is a lost socket like any other: it is
+//! retried with the same backoff and joins when it answers. A remote `http(s)://`
+//! endpoint is looked up again on every connect, so a restarted browser (new id) is
+//! found again.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -17,6 +21,9 @@ use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fleet::Fleet;
 use crate::metrics::ShardMetrics;
+use crate::remote::redact;
+
+use super::placement::{self, Candidate};
 
 /// How long a failed opening's URL is looked for among the browser's targets.
 const LOST_OPENING_WATCH: Duration = Duration::from_secs(10);
@@ -27,6 +34,11 @@ struct Link {
     conn: Option<Connection>,
     /// The browser generation `conn` talks to (bumped when it is relaunched).
     generation: u64,
+    /// The WebSocket URL `conn` was opened on: a remote browser that restarted has a
+    /// new one (a new id), and its old targets died with it.
+    url: Option<String>,
+    /// This shard's share of the browser's page capacity; `None`: unlimited.
+    share: Option<usize>,
     /// Consecutive failures to connect or to open a session.
     failures: u32,
     /// No new attempt before this (backoff); past the breaker threshold the browser
@@ -34,7 +46,7 @@ struct Link {
     retry_at: Option<Instant>,
     /// A connect attempt is running; others wait for it.
     connecting: bool,
-    /// Sessions open or opening on this browser, to spread new ones.
+    /// This shard's sessions open or opening on this browser, to spread new ones.
     pages: usize,
     /// Targets of sessions lost with the socket: closed once a new socket reaches the
     /// same browser (a dropped client's pages stay open in Chromium).
@@ -90,13 +102,23 @@ pub(crate) struct Links {
 }
 
 impl Links {
+    /// Shard `shard`'s links, of `shards`.
     pub(crate) fn new(
         fleet: std::sync::Arc<Fleet>,
         metrics: Rc<RefCell<ShardMetrics>>,
         loss: Rc<Notify>,
+        (shard, shards): (usize, usize),
     ) -> Self {
+        let links = (0..fleet.len())
+            .map(|b| Link {
+                share: fleet
+                    .capacity(b)
+                    .map(|c| placement::share(c, b, shard, shards)),
+                ..Link::default()
+            })
+            .collect();
         Links {
-            links: RefCell::new((0..fleet.len()).map(|_| Link::default()).collect()),
+            links: RefCell::new(links),
             fleet,
             metrics,
             loss,
@@ -109,17 +131,27 @@ impl Links {
         self.links.borrow().len()
     }
 
-    /// The browser a new page should go to: usable (not backing off), a live socket
-    /// first, then fewest failures, then fewest pages. Counts the page in. `None` with
-    /// every browser down.
+    /// The most sessions this shard can hold: the sum of its capacity shares, `None`
+    /// when some browser is unlimited.
+    pub(crate) fn page_limit(&self) -> Option<usize> {
+        placement::page_limit(self.links.borrow().iter().map(|l| l.share))
+    }
+
+    /// The browser a new page should go to (see [`placement::choose`]). Counts the page
+    /// in. `None` with every browser down or full.
     pub(crate) fn pick(&self, now: Instant) -> Option<usize> {
         let mut links = self.links.borrow_mut();
-        let b = (0..links.len())
-            .filter(|b| links[*b].retry_at.is_none_or(|t| t <= now))
-            .min_by_key(|b| {
-                let l = &links[*b];
-                (l.is_lost(), l.failures, l.pages)
-            })?;
+        let candidates: smallvec::SmallVec<[Candidate; 8]> = links
+            .iter()
+            .map(|l| Candidate {
+                usable: l.retry_at.is_none_or(|t| t <= now),
+                lost: l.is_lost(),
+                failures: l.failures,
+                pages: l.pages,
+                share: l.share,
+            })
+            .collect();
+        let b = placement::choose(&candidates)?;
         links[b].pages += 1;
         Some(b)
     }
@@ -200,7 +232,8 @@ impl Links {
     }
 
     /// The health round's part: forgets failed openings past their watch, looks for
-    /// the ones still watched, and returns the lost sockets due for a reconnect.
+    /// the ones still watched, and returns the lost sockets due for a reconnect
+    /// (including browsers never reached yet).
     pub(crate) fn health(&self, now: Instant) -> Vec<usize> {
         let mut links = self.links.borrow_mut();
         for link in links.iter_mut() {
@@ -213,9 +246,7 @@ impl Links {
         (0..links.len())
             .filter(|b| {
                 let l = &links[*b];
-                l.conn.as_ref().is_some_and(Connection::is_closed)
-                    && !l.connecting
-                    && l.retry_at.is_none_or(|t| t <= now)
+                l.is_lost() && !l.connecting && l.retry_at.is_none_or(|t| t <= now)
             })
             .collect()
     }
@@ -251,7 +282,12 @@ impl Links {
             // Someone else is connecting: wait for their outcome, then look again.
             self.settled.notified().await;
         }
-        let (url, generation) = self.fleet.url(browser);
+        // Whatever happens to this future (an opening's deadline may drop it), the
+        // attempt ends and those waiting for it hear.
+        let attempt = Attempt {
+            links: self,
+            browser,
+        };
         let config = ConnectionConfig {
             command_timeout: cfg.command_timeout,
             max_frames_per_flush: cfg.max_frames_per_flush,
@@ -259,23 +295,38 @@ impl Links {
             connect_timeout: cfg.create_timeout,
             max_message_size: cfg.max_message_size,
         };
-        let had_one = self.links.borrow()[browser].conn.is_some();
-        let connected = Connection::connect(&url, config).await;
+        let (had_one, first) = {
+            let link = &self.links.borrow()[browser];
+            (
+                link.conn.is_some(),
+                link.url.is_none() && link.failures == 0,
+            )
+        };
+        let fleet = self.fleet.clone();
+        let connected = async {
+            let (dial, generation) = fleet.dial(browser, cfg.create_timeout, first).await?;
+            let conn = Connection::dial(&dial, config).await?;
+            Ok::<_, Error>((conn, dial.url, generation))
+        }
+        .await;
         let mut links = self.links.borrow_mut();
         let link = &mut links[browser];
         link.connecting = false;
         let result = match connected {
-            Ok(conn) => {
+            Ok((conn, url, generation)) => {
                 conn.set_metrics(self.metrics.clone());
                 let loss = self.loss.clone();
                 conn.set_on_loss(Rc::new(move || loss.notify_one()));
                 let lost = std::mem::take(&mut link.lost_targets);
-                if generation != link.generation {
+                // The same browser process: the same generation and, for a remote one,
+                // the same id in its URL.
+                let same = generation == link.generation && link.url.as_ref() == Some(&url);
+                if !same {
                     link.lost_openings.clear();
                 }
                 link.sweep_lost_openings(&conn);
-                if generation == link.generation {
-                    // The same browser process: close what the old socket left open.
+                if same {
+                    // Close what the old socket left open.
                     for target in lost {
                         conn.send_and_forget(
                             "Target.closeTarget",
@@ -285,6 +336,7 @@ impl Links {
                 }
                 link.conn = Some(conn.clone());
                 link.generation = generation;
+                link.url = Some(url);
                 link.failures = 0;
                 link.retry_at = None;
                 if had_one {
@@ -294,17 +346,43 @@ impl Links {
             }
             Err(e) => {
                 link.note_failure(cfg, Instant::now());
-                self.fleet.request_relaunch(browser, generation);
+                self.fleet
+                    .request_relaunch(browser, self.fleet.generation(browser));
+                let shown = link.url.as_deref().map(redact);
+                let name = self.fleet.name(browser);
                 Err(Error::new(
                     ErrorKind::BrowserUnavailable,
-                    format!("could not reach browser {browser} at {url}"),
+                    match shown {
+                        Some(url) if !name.starts_with("ws") => {
+                            format!("could not reach browser {browser} ({name}, last at {url})")
+                        }
+                        _ => format!("could not reach browser {browser} ({name})"),
+                    },
                 )
                 .with_source(e))
             }
         };
         drop(links);
-        self.settled.notify_waiters();
+        drop(attempt); // wakes those waiting for this attempt
         result
+    }
+}
+
+/// A connect attempt under way: when it ends, however it ends, the link stops
+/// `connecting` and everyone waiting for it looks again.
+struct Attempt<'a> {
+    links: &'a Links,
+    browser: usize,
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        // `try_borrow_mut`: a drop while unwinding with the links borrowed must not
+        // panic again. (Nothing awaits between a finished attempt's own reset and this.)
+        if let Ok(mut links) = self.links.links.try_borrow_mut() {
+            links[self.browser].connecting = false;
+        }
+        self.links.settled.notify_waiters();
     }
 }
 

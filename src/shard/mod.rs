@@ -18,10 +18,13 @@
 //! requests and lease commands fail with `Internal` until shutdown.
 
 mod draining;
+mod holds;
+mod identities;
 mod jobs;
 mod lifecycle;
 mod links;
 pub(crate) mod msg;
+mod placement;
 mod plan;
 mod sessions;
 mod waiters;
@@ -40,15 +43,18 @@ use futures_util::FutureExt;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use self::identities::Identities;
+pub(crate) use self::identities::{IdentityOp, Provider};
 use self::jobs::RunArgs;
 use self::lifecycle::{Contexts, Opening};
 use self::links::Links;
 use self::msg::{grant_lease, LeaseOp, Msg, Request, Work};
+pub(crate) use self::placement::share as capacity_share;
 use self::plan::{Action, Plan};
 use self::sessions::PageHandle;
 use self::waiters::SessionKey;
 use crate::cdp::{Page, PageOptions};
-use crate::config::Config;
+use crate::config::{Config, Isolation};
 use crate::error::internal_error;
 use crate::error::{Error, ErrorKind, Result, TimeoutKind};
 use crate::fleet::Fleet;
@@ -77,6 +83,8 @@ pub(crate) struct Shared {
     /// answers anything else, so a caller whose reply channel closed, after a round trip
     /// through that shard's inbox, knows whether it died (see `Pool`).
     pub(crate) broken: StdArc<[AtomicBool]>,
+    /// The pool's per-key context options provider, if any (`ContextPerKey`).
+    pub(crate) context_options: Option<Provider>,
 }
 
 impl PageHandle for Rc<Page> {
@@ -102,15 +110,25 @@ struct Shell {
     id: usize,
     shared: Shared,
     plan: RefCell<Plan<Rc<Page>>>,
-    /// The configuration of the loop's current turn.
+    /// The configuration of the loop's current turn (see `load_cfg`).
     cfg: RefCell<crate::sync::Arc<Config>>,
+    /// The last live configuration held to this shard's page limit, and the result:
+    /// the clamped copy is made once per reconfiguration, not once per turn.
+    clamped: RefCell<Option<(crate::sync::Arc<Config>, crate::sync::Arc<Config>)>>,
     links: Links,
     contexts: Contexts,
+    /// The identities of keys (`ContextPerKey`).
+    identities: Identities,
     metrics: Rc<RefCell<ShardMetrics>>,
     /// Fired whenever busy sessions return during shutdown.
     returned: Notify,
     /// Fired by a connection when a session dies or its socket closes.
     loss: Rc<Notify>,
+    /// When the main loop's timer is set to fire (the plan's deadline at its last turn).
+    armed: Cell<Option<Instant>>,
+    /// Fired when a feed outside the main loop (a job or page task) made a key's next
+    /// start come due before `armed`: the loop re-arms its timer.
+    rearm: Notify,
     /// Random, so the initial URLs of this shard's pages are its own even with other
     /// pools on the same browser.
     tag: u64,
@@ -263,13 +281,22 @@ async fn run(
     let shell = Rc::new(Shell {
         id,
         cfg: RefCell::new(shared.config.load()),
-        links: Links::new(shared.fleet.clone(), metrics.clone(), loss.clone()),
+        clamped: RefCell::new(None),
+        links: Links::new(
+            shared.fleet.clone(),
+            metrics.clone(),
+            loss.clone(),
+            (id, shared.inboxes.len()),
+        ),
+        identities: Identities::new(shared.context_options.clone()),
         shared,
         plan: RefCell::new(plan),
         contexts: Contexts::default(),
         metrics,
         returned: Notify::new(),
         loss,
+        armed: Cell::new(None),
+        rearm: Notify::new(),
         tag: fastrand::u64(..),
         openings: Cell::new(0),
         spare: Cell::new(None),
@@ -281,12 +308,26 @@ async fn run(
         handed: RefCell::new(None),
         unstarted: Cell::new(0),
     });
+    shell.load_cfg();
     let cfg = shell.cfg();
-    for browser in 0..shell.links.len() {
-        if let Err(e) = shell.links.connection(browser, &cfg).await {
-            let _ = ready.send(Err(e));
-            return None;
-        }
+    // Every browser at once; one that answers is enough. The others are retried with
+    // backoff by the health round and join when they answer.
+    let attempts = (0..shell.links.len()).map(|b| shell.links.connection(b, &cfg));
+    let outcomes = futures_util::future::join_all(attempts).await;
+    if outcomes.iter().all(Result::is_err) {
+        let why: Vec<String> = outcomes
+            .into_iter()
+            .filter_map(Result::err)
+            .map(|e| e.to_string())
+            .collect();
+        let _ = ready.send(Err(Error::new(
+            ErrorKind::BrowserUnavailable,
+            format!(
+                "no browser answered (at least one must): {}",
+                why.join("; ")
+            ),
+        )));
+        return None;
     }
     let _ = ready.send(Ok(()));
     let ended = AssertUnwindSafe(shell.main_loop(inbox))
@@ -308,6 +349,27 @@ impl Shell {
     /// The configuration of this turn.
     fn cfg(&self) -> crate::sync::Arc<Config> {
         self.cfg.borrow().clone()
+    }
+
+    /// Loads the live configuration for this turn, with `sessions_per_shard` held to
+    /// what this shard's share of the browsers' capacities allows.
+    fn load_cfg(&self) {
+        let loaded = self.shared.config.load();
+        let cfg = match self.links.page_limit() {
+            Some(limit) if limit < loaded.sessions_per_shard => {
+                let mut cache = self.clamped.borrow_mut();
+                match &*cache {
+                    Some((from, to)) if crate::sync::Arc::ptr_eq(from, &loaded) => to.clone(),
+                    _ => {
+                        let to = crate::sync::Arc::new(placement::clamp(&loaded, limit));
+                        *cache = Some((loaded, to.clone()));
+                        to
+                    }
+                }
+            }
+            _ => loaded,
+        };
+        *self.cfg.borrow_mut() = cfg;
     }
 
     /// Feeds one event to the plan and carries out the actions it returns. The one way
@@ -380,6 +442,13 @@ impl Shell {
             plan.take_outcomes(now, &cfg);
             event(&mut plan, now, &cfg);
             plan.swap_actions(&mut actions);
+            // A feed from a job or page task, while the loop waits, may make a key's
+            // next start due before the loop's timer: the timer must move.
+            if let Some(wake) = plan.politeness.next_wake() {
+                if self.armed.get().is_none_or(|armed| wake < armed) {
+                    self.rearm.notify_one();
+                }
+            }
         }
         for action in actions.drain(..) {
             self.execute(action, &cfg);
@@ -444,6 +513,8 @@ impl Shell {
                 // Dropping the page closes its target.
             }
             Action::Stop { key, page } => {
+                // A job interrupted or a lease taken back: its listeners end here.
+                page.end_job();
                 let shell = self.clone();
                 tokio::task::spawn_local(async move {
                     let how = lifecycle::stop(page).await;
@@ -474,7 +545,6 @@ impl Shell {
         let far = || later(Instant::now(), Duration::from_secs(3600));
         let sleep = tokio::time::sleep_until(far());
         tokio::pin!(sleep);
-        let mut armed: Option<Instant> = None;
         let health = tokio::time::sleep(health_every(&self.cfg()));
         tokio::pin!(health);
         loop {
@@ -483,7 +553,7 @@ impl Shell {
                 std::panic::resume_unwind(payload);
             }
             // One configuration for the whole turn.
-            *self.cfg.borrow_mut() = self.shared.config.load();
+            self.load_cfg();
             let cfg = self.cfg();
             let stashed = self.stashed_shutdown.borrow_mut().take();
             if let Some((grace, done)) = stashed {
@@ -515,9 +585,9 @@ impl Shell {
             }
             let next_deadline = self.plan.borrow().next_deadline();
             // Re-arming the timer costs a trip through the time driver: only on a change.
-            if next_deadline != armed {
+            if next_deadline != self.armed.get() {
                 sleep.as_mut().reset(next_deadline.unwrap_or_else(far));
-                armed = next_deadline;
+                self.armed.set(next_deadline);
             }
             tokio::select! {
                 biased;
@@ -551,8 +621,9 @@ impl Shell {
                     }
                 },
                 _ = self.shared.wakers[self.id].notified() => {}
+                _ = self.rearm.notified() => {}
                 _ = &mut sleep, if next_deadline.is_some() => {
-                    armed = None; // fired: re-arm next turn even for the same instant
+                    self.armed.set(None); // fired: re-arm next turn even for the same instant
                     self.feed(|p, now, cfg| p.expire(now, cfg));
                 }
                 _ = self.loss.notified() => self.feed(|p, now, cfg| p.sweep(now, cfg)),
@@ -574,14 +645,20 @@ impl Shell {
         match msg {
             Msg::Submit(request) => self.feed(|p, now, cfg| p.submit(request, now, cfg)),
             Msg::LeaseOp { lease, op, timeout } => self.lease_op(lease, op, timeout),
-            Msg::Release { lease } => self.feed(|p, now, cfg| p.released(lease, now, cfg)),
+            Msg::Release { lease } => {
+                // The holder's listeners end with its lease.
+                if let Some(page) = self.plan.borrow().lease_page(lease) {
+                    page.end_job();
+                }
+                self.feed(|p, now, cfg| p.released(lease, now, cfg));
+            }
             Msg::Reclaim => self.feed(|p, now, cfg| p.reclaim(now, cfg)),
             Msg::Metrics(reply) => {
                 self.feed(|_, _, _| {}); // counts the hand-offs recorded so far
                 let _ = reply.send(self.plan.borrow().report());
             }
             Msg::Reconfigured => {
-                *self.cfg.borrow_mut() = self.shared.config.load();
+                self.load_cfg();
                 if self.links.retire_stale() {
                     // A browser was recycled: its idle pages here retire now.
                     self.feed(|p, now, cfg| p.sweep(now, cfg));
@@ -593,6 +670,10 @@ impl Shell {
                 }
                 self.feed(|p, now, cfg| p.reconfigured(now, cfg));
             }
+            Msg::Politeness { key, rule } => {
+                self.feed(|p, now, cfg| p.set_politeness(key, rule, now, cfg))
+            }
+            Msg::Identity(op) => self.identity_op(op),
             Msg::InjectPanic => self.feed(|_, _, _| panic!("injected by the test hook")),
             Msg::Shutdown { .. } => unreachable!("handled by the main loop"),
         }
@@ -602,10 +683,7 @@ impl Shell {
     /// straight to the holder (the connection keeps the deadline).
     fn lease_op(self: &Rc<Self>, lease: u64, op: LeaseOp, timeout: Option<Duration>) {
         let Some(page) = self.plan.borrow().lease_page(lease).cloned() else {
-            op.fail(Error::new(
-                ErrorKind::SessionCrashed,
-                "the lease's session is gone",
-            ));
+            op.fail(self.plan.borrow().lease_refusal(lease));
             return;
         };
         // A page that dies clears its `passable` before the holder hears of it
@@ -630,6 +708,17 @@ impl Shell {
                     }
                     let _ = reply.send(page.goto_with(&url, &options).await);
                 });
+            }
+            LeaseOp::Batch { calls } => {
+                // All queued in this turn: the writer sends them in one flush.
+                let timeout = timeout.unwrap_or_else(|| page.command_timeout());
+                for (method, params, reply) in calls {
+                    page.call_direct(method, &*params, timeout, reply);
+                }
+            }
+            LeaseOp::Events { method, feed } => page.register_feed(method, feed),
+            LeaseOp::TargetId { reply } => {
+                let _ = reply.send(Ok(page.target_id().to_owned()));
             }
         }
     }
@@ -670,13 +759,14 @@ impl Shell {
         }
     }
 
-    /// Opens one session in the background on the healthiest, least used browser. With
-    /// every browser down (breaker open), the plan hears at once.
+    /// Opens one session in the background on the browser `placement` chooses (live,
+    /// healthiest, most free capacity). With every browser down or full, the plan hears
+    /// at once.
     fn open_session(self: &Rc<Self>, owner: Option<StdArc<str>>) {
         let Some(browser) = self.links.pick(Instant::now()) else {
             let error = Error::new(
                 ErrorKind::BrowserUnavailable,
-                "every browser is down (repeated connect or open failures); retrying with backoff",
+                "no browser can take a page: each is down (repeated connect or open failures, retrying with backoff) or at its capacity",
             );
             self.feed(|p, now, _| p.open_refused(owner, error, now));
             return;
@@ -690,13 +780,23 @@ impl Shell {
             shell.openings.set(n);
             options.initial_url = format!("about:blank#cdpmux-{}-{}-{n}", shell.tag, shell.id);
             let in_use = |b: usize, o: &StdArc<str>| shell.plan.borrow().context_in_use(b, o);
-            let opening = Opening {
-                links: &shell.links,
-                contexts: &shell.contexts,
-                options,
-                in_use: &in_use,
+            let identity = match (&owner, cfg.isolation) {
+                (Some(key), Isolation::ContextPerKey) => shell.identities.of(key).map(Some),
+                _ => Ok(None),
             };
-            let opened = lifecycle::open(opening, browser, owner.as_ref(), &cfg).await;
+            let opened = match identity {
+                Ok(identity) => {
+                    let opening = Opening {
+                        links: &shell.links,
+                        contexts: &shell.contexts,
+                        options,
+                        in_use: &in_use,
+                        identity,
+                    };
+                    lifecycle::open(opening, browser, owner.as_ref(), &cfg).await
+                }
+                Err(e) => Err(e),
+            };
             match opened {
                 Ok((page, own_context)) => {
                     shell.links.opened(browser);
@@ -717,8 +817,12 @@ impl Shell {
                             .counters
                             .timeout(TimeoutKind::Create);
                     }
-                    // Connect failures are counted by `connection` itself.
-                    let counts = e.kind() != ErrorKind::BrowserUnavailable;
+                    // Connect failures are counted by `connection` itself; options the
+                    // browser refused are no fault of the browser's.
+                    let counts = !matches!(
+                        e.kind(),
+                        ErrorKind::BrowserUnavailable | ErrorKind::InvalidInput
+                    );
                     shell
                         .links
                         .open_failed(browser, counts, &cfg, Instant::now());
