@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
+use crate::autoscale::Autoscale;
 use crate::error::{Error, ErrorKind, Result};
+use crate::recycle::Recycle;
 
 /// The pool's tunable settings. Every field may be changed at run time with
 /// [`Pool::reconfigure`](crate::Pool::reconfigure) except where noted.
@@ -90,6 +92,21 @@ pub struct Config {
     /// two holders ([`Isolation::Shared`] and [`Reset::None`]). Not used with
     /// [`Isolation::ContextPerKey`]. Default true.
     pub lease_handoff: bool,
+    /// Autoscaling: when set, a sampler moves `sessions_per_shard` between the bounds
+    /// by the machine's CPU and memory and by whether requests wait (see
+    /// `docs/autoscaling.md`); `sessions_per_shard` is then its starting size. `None`
+    /// (the default) keeps the size fixed: set it back to `None` to pin a size again.
+    pub autoscale: Option<Autoscale>,
+    /// Most pages over the whole pool, all browsers together (0: no cap). With a fixed
+    /// size, `sessions_per_shard` × shards must not pass it; the autoscaler never goes
+    /// past it. Default 0.
+    pub max_pages: usize,
+    /// Share of memory in use (0..1; the cgroup's when there is one) at or above which
+    /// new requests are refused with [`ErrorKind::Overloaded`] instead of opening pages
+    /// that could crash (0: never). Sampled on a timer, never per request. Default 0.95.
+    pub memory_refuse_above: f64,
+    /// When launched browsers are retired and replaced (see [`Recycle`]). Default: never.
+    pub recycle: Recycle,
     /// How politely each affinity key (a host, with [`Affinity::from_url`]) is treated:
     /// at most so many of its jobs at once, and a least time between two of its starts.
     /// One key's own rule is set at run time with
@@ -159,6 +176,10 @@ impl Default for Config {
             reconnect_max: Duration::from_secs(5),
             breaker_threshold: 3,
             lease_handoff: true,
+            autoscale: None,
+            max_pages: 0,
+            memory_refuse_above: 0.95,
+            recycle: Recycle::default(),
             politeness: crate::politeness::Politeness::new(),
             retry: crate::retry::RetryPolicy::default(),
         }
@@ -222,6 +243,25 @@ impl Config {
                 return bad(format!("{name} must be above zero"));
             }
         }
+        if let Some(a) = &self.autoscale {
+            a.check()
+                .map_err(|m| Error::new(ErrorKind::InvalidInput, m))?;
+            if self.critical_reserve >= a.min || self.min_idle > a.min {
+                return bad(format!(
+                    "critical_reserve ({}) must be below, and min_idle ({}) at most, autoscale.min ({})",
+                    self.critical_reserve, self.min_idle, a.min
+                ));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.memory_refuse_above) {
+            return bad(format!(
+                "memory_refuse_above ({}) must be a share between 0 (never) and 1",
+                self.memory_refuse_above
+            ));
+        }
+        self.recycle
+            .check()
+            .map_err(|m| Error::new(ErrorKind::InvalidInput, m))?;
         Ok(())
     }
 }
@@ -234,12 +274,24 @@ mod tests {
     fn defaults_are_valid_and_bad_values_are_named() {
         Config::default().validate().unwrap();
         type Change = fn(&mut Config);
-        let cases: [(Change, &str); 5] = [
+        let cases: [(Change, &str); 8] = [
             (|c| c.sessions_per_shard = 0, "sessions_per_shard"),
             (|c| c.critical_reserve = 8, "critical_reserve"),
             (|c| c.min_idle = 9, "min_idle"),
             (|c| c.max_queue = 0, "max_queue"),
             (|c| c.wait_timeout = Duration::ZERO, "wait_timeout"),
+            (
+                |c| c.autoscale = Some(Autoscale::between(4, 2)),
+                "autoscale.min",
+            ),
+            (
+                |c| {
+                    c.critical_reserve = 2;
+                    c.autoscale = Some(Autoscale::between(2, 8));
+                },
+                "critical_reserve",
+            ),
+            (|c| c.memory_refuse_above = 1.5, "memory_refuse_above"),
         ];
         for (change, field) in cases {
             let mut c = Config::default();

@@ -51,6 +51,11 @@ pub enum ErrorKind {
     Timeout(TimeoutKind),
     /// The wait queue is full: back off and retry later (like HTTP 429).
     QueueFull,
+    /// The machine is short of memory (past
+    /// [`Config::memory_refuse_above`](crate::Config::memory_refuse_above)): the request
+    /// was refused before it could open a page that might crash the browser. Back off and
+    /// retry later, like [`ErrorKind::QueueFull`], or lower the load.
+    Overloaded,
     /// The page's renderer crashed, or its target went away, while the call was pending.
     SessionCrashed,
     /// The WebSocket to the browser is closed or broken.
@@ -226,7 +231,7 @@ impl Error {
     /// - a crash or lost socket ([`is_crash`](Error::is_crash));
     /// - [`ErrorKind::BrowserUnavailable`], no healthy browser right now (relaunching,
     ///   reconnecting, or marked down by the breaker);
-    /// - [`ErrorKind::QueueFull`] (backpressure);
+    /// - [`ErrorKind::QueueFull`] and [`ErrorKind::Overloaded`] (backpressure);
     /// - [`ErrorKind::Timeout`] of [`TimeoutKind::Wait`] (no page came free in time),
     ///   [`TimeoutKind::Create`] (opening a page took too long) or [`TimeoutKind::Launch`]
     ///   (starting or reaching a browser took too long).
@@ -240,6 +245,7 @@ impl Error {
                 self.inner.kind,
                 ErrorKind::BrowserUnavailable
                     | ErrorKind::QueueFull
+                    | ErrorKind::Overloaded
                     | ErrorKind::Timeout(
                         TimeoutKind::Wait | TimeoutKind::Create | TimeoutKind::Launch
                     )
@@ -377,6 +383,7 @@ mod tests {
         let mut kinds: Vec<ErrorKind> = timeouts.into_iter().map(ErrorKind::Timeout).collect();
         kinds.extend([
             ErrorKind::QueueFull,
+            ErrorKind::Overloaded,
             ErrorKind::SessionCrashed,
             ErrorKind::ConnectionClosed,
             ErrorKind::BrowserUnavailable,
@@ -426,6 +433,7 @@ mod tests {
                 ErrorKind::Timeout(TimeoutKind::Create),
                 ErrorKind::Timeout(TimeoutKind::Launch),
                 ErrorKind::QueueFull,
+                ErrorKind::Overloaded,
                 ErrorKind::SessionCrashed,
                 ErrorKind::ConnectionClosed,
                 ErrorKind::BrowserUnavailable,

@@ -6,7 +6,7 @@
 //! shards read a browser's current URL and ask for a relaunch by message.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -14,11 +14,13 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::browser::{Endpoint, Launch, LaunchedBrowser};
 use crate::error::Result;
+pub(crate) use crate::recycle::PoolView;
+use crate::recycle::Recycling;
 use crate::remote::Dial;
 use crate::sync::LiveCell;
 
 /// One browser as the shards see it.
-struct BrowserEntry {
+pub(crate) struct BrowserEntry {
     /// Where a launched browser listens now (unused for a remote one).
     url: LiveCell<String>,
     /// A remote browser's address: resolved again on every connect.
@@ -27,9 +29,24 @@ struct BrowserEntry {
     /// (so a pool's start asks `/json/version` once, not once per shard).
     first_url: Option<String>,
     /// Bumped on every relaunch, so a stale relaunch request is ignored.
-    generation: AtomicU64,
+    pub(crate) generation: AtomicU64,
     /// Pid of the launched process; 0 for remote endpoints.
-    pid: AtomicU32,
+    pub(crate) pid: AtomicU32,
+    /// Pages opened on this generation, for recycling (see `recycle.rs`).
+    pub(crate) opened: AtomicU64,
+    /// Shards done with the generation being drained, for recycling.
+    pub(crate) drained: AtomicU64,
+}
+
+impl BrowserEntry {
+    /// Points the shards at a replacement process: a new URL, pid and generation.
+    pub(crate) fn replace(&self, url: &str, pid: u32) {
+        self.url.store(url.to_owned());
+        self.pid.store(pid, Ordering::Release);
+        self.opened.store(0, Ordering::Relaxed);
+        self.drained.store(0, Ordering::Relaxed);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 enum SupervisorMsg {
@@ -42,6 +59,8 @@ pub(crate) struct Fleet {
     entries: Arc<[BrowserEntry]>,
     supervisor: mpsc::UnboundedSender<SupervisorMsg>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Set once the shards exist (recycling needs them).
+    pool: Arc<OnceLock<PoolView>>,
 }
 
 impl Fleet {
@@ -65,18 +84,49 @@ impl Fleet {
                 endpoint: remote.map(|(e, _)| e),
                 generation: AtomicU64::new(0),
                 pid: AtomicU32::new(pid),
+                opened: AtomicU64::new(0),
+                drained: AtomicU64::new(0),
             })
             .collect();
         let (tx, rx) = mpsc::unbounded_channel();
         let view = entries.clone();
+        let pool = Arc::new(OnceLock::new());
+        let attached = pool.clone();
         let thread = std::thread::Builder::new()
             .name("cdpmux-supervisor".into())
-            .spawn(move || supervise(view, launched, rx))?;
+            .spawn(move || supervise(view, launched, rx, attached))?;
         Ok(Fleet {
             entries,
             supervisor: tx,
             thread: Mutex::new(Some(thread)),
+            pool,
         })
+    }
+
+    /// Gives the supervisor what recycling needs: the live configuration, and the shards
+    /// to tell when a browser is replaced. Called once, when the shards exist.
+    pub(crate) fn attach(&self, pool: PoolView) {
+        let _ = self.pool.set(pool);
+    }
+
+    /// A page was opened on browser `i`.
+    pub(crate) fn page_opened(&self, i: usize) {
+        self.entries[i].opened.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A shard has let go of browser `i`'s old `generation` (it is being recycled).
+    pub(crate) fn drained(&self, i: usize, generation: u64) {
+        let e = &self.entries[i];
+        if e.generation.load(Ordering::Acquire) == generation + 1 {
+            e.drained.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Browsers recycled so far.
+    pub(crate) fn recycled(&self) -> u64 {
+        self.pool
+            .get()
+            .map_or(0, |p| p.recycled.load(Ordering::Relaxed))
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -179,7 +229,9 @@ fn supervise(
     entries: Arc<[BrowserEntry]>,
     mut launched: Vec<(Launch, LaunchedBrowser)>,
     mut rx: mpsc::UnboundedReceiver<SupervisorMsg>,
+    pool: Arc<OnceLock<PoolView>>,
 ) {
+    let mut recycling = Recycling::new(launched.len());
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -191,7 +243,17 @@ fn supervise(
         }
     };
     rt.block_on(async {
-        while let Some(msg) = rx.recv().await {
+        loop {
+            let msg = tokio::select! {
+                msg = rx.recv() => msg,
+                _ = tokio::time::sleep(recycling.tick()) => {
+                    if let Some(pool) = pool.get() {
+                        recycling.round(&entries, &mut launched, pool).await;
+                    }
+                    continue;
+                }
+            };
+            let Some(msg) = msg else { break };
             match msg {
                 SupervisorMsg::Relaunch {
                     browser,
@@ -211,9 +273,8 @@ fn supervise(
                         Ok(fresh) => {
                             let dead = std::mem::replace(running, fresh);
                             drop(dead); // reaps it and removes its profile
-                            entry.url.store(running.ws_url().to_owned());
-                            entry.pid.store(running.pid(), Ordering::Release);
-                            entry.generation.fetch_add(1, Ordering::AcqRel);
+                            entry.replace(running.ws_url(), running.pid());
+                            recycling.restarted(browser);
                         }
                         Err(e) => {
                             tracing::error!(browser, error = %e, "relaunch failed; will retry on the next request")
@@ -221,6 +282,7 @@ fn supervise(
                     }
                 }
                 SupervisorMsg::Shutdown(done) => {
+                    recycling.stop_all().await;
                     let mut result = Ok(());
                     for (_, b) in launched.drain(..) {
                         if let Err(e) = b.shutdown().await {
@@ -235,4 +297,5 @@ fn supervise(
     });
     // Dropped without a shutdown message: drop kills and reaps.
     launched.clear();
+    drop(recycling);
 }

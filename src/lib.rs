@@ -66,6 +66,7 @@
 #![cfg_attr(cdpmux_loom, allow(private_interfaces, private_bounds, missing_docs))]
 
 mod affinity;
+mod autoscale;
 pub mod browser;
 pub mod cdp;
 mod config;
@@ -82,9 +83,12 @@ mod mutant;
 mod politeness;
 mod pool;
 mod queue;
+mod recycle;
 mod remote;
 mod retry;
+mod resources;
 mod router;
+mod scaler;
 mod shard;
 #[cfg(feature = "sim")]
 pub mod sim;
@@ -92,6 +96,7 @@ mod steal;
 #[allow(dead_code, unused_imports)]
 pub(crate) mod sync;
 
+pub use autoscale::{Autoscale, ScaleReason};
 #[doc(inline)]
 pub use cdp::{Blocking, GotoOptions, Navigation, Page, ResourceType, WaitUntil};
 pub use cdp::{EventBuffer, EventOverflow, Events, TypedEvents};
@@ -105,6 +110,7 @@ pub use metrics::Snapshot;
 pub use politeness::Politeness;
 pub use pool::{Pool, PoolBuilder};
 pub use retry::{RetryCause, RetryPolicy};
+pub use recycle::Recycle;
 pub use router::shard_for;
 /// The shard running the caller's job, if any: for tests and tracing, not a stable API.
 #[doc(hidden)]

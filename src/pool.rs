@@ -24,6 +24,7 @@ use crate::lease::Lease;
 use crate::metrics::Snapshot;
 use crate::retry::Failure;
 use crate::router::{shard_for, LoadGauges};
+use crate::scaler::{check_page_cap, Sampler, SamplerParts, ScaleStatus};
 use crate::shard;
 use crate::shard::msg::{Attempt, Grant, JobTask, LocalFuture, Msg, Request, Work};
 use crate::steal::{Overflow, MAX_SHARDS};
@@ -151,6 +152,7 @@ impl PoolBuilder {
                 format!("at most {MAX_SHARDS} shards are supported (asked for {shards})"),
             ));
         }
+        check_page_cap(&self.config, shards)?;
         let endpoints = self.endpoints.into_iter().collect::<Result<Vec<_>>>()?;
         check_capacities(&endpoints, self.launches.len(), shards)?;
         let mut launched = Vec::new();
@@ -189,6 +191,21 @@ impl PoolBuilder {
             threads.push(shard::spawn(id, shared, inbox, pin, ready_tx.clone())?);
         }
         drop(ready_tx);
+        fleet.attach(crate::fleet::PoolView {
+            config: config.clone(),
+            inboxes: inboxes.clone(),
+            recycled: crate::sync::atomic::AtomicU64::new(0),
+        });
+        let scale = StdArc::new(ScaleStatus::default());
+        let writer = StdArc::new(std::sync::Mutex::new(()));
+        let sampler = Sampler::start(SamplerParts {
+            config: config.clone(),
+            inboxes: inboxes.clone(),
+            writer: writer.clone(),
+            browsers: fleet.len(),
+            status: scale.clone(),
+        })
+        .map_err(|e| Error::new(ErrorKind::Io, "starting the sampler thread").with_source(e))?;
         let inner = Inner {
             inboxes,
             config,
@@ -200,6 +217,9 @@ impl PoolBuilder {
             overflow,
             closed: AtomicBool::new(false),
             drain: drain::DrainState::default(),
+            scale,
+            writer,
+            sampler: std::sync::Mutex::new(Some(sampler)),
         };
         // Wait for every shard to connect; the first failure fails the build (and
         // dropping `inner` stops the shards that did start).
@@ -307,6 +327,12 @@ struct Inner {
     closed: AtomicBool,
     /// Whether a drain has begun or expired (see `drain`).
     drain: drain::DrainState,
+    /// The sampler's findings: the autoscale target, the low-memory refusal.
+    scale: StdArc<ScaleStatus>,
+    /// Taken by `reconfigure` and the sampler, the two writers of `config`.
+    writer: StdArc<std::sync::Mutex<()>>,
+    /// Stopped by shutdown and drop.
+    sampler: std::sync::Mutex<Option<Sampler>>,
 }
 
 /// A pool of CDP page sessions spread over shards (one thread each).
@@ -396,6 +422,7 @@ impl Pool {
         if let Some(policy) = &job.retry {
             policy.validate()?;
         }
+        self.inner.scale.admit(&self.inner.config)?;
         let shard = self.route(&job);
         let _load = self.inner.gauges.enter(shard);
         self.refuse_if_draining()?;
@@ -476,6 +503,7 @@ impl Pool {
     /// Cancel safety: dropping the future at any point leaks nothing; a session granted
     /// at that moment goes back to the pool.
     pub async fn acquire(&self, job: Job) -> Result<Lease> {
+        self.inner.scale.admit(&self.inner.config)?;
         let shard = self.route(&job);
         let _load = self.inner.gauges.enter(shard);
         self.refuse_if_draining()?;
@@ -526,7 +554,10 @@ impl Pool {
                 reports.push(r);
             }
         }
-        Snapshot::merge(&reports)
+        let mut snap = Snapshot::merge(&reports);
+        self.inner.scale.fill(&mut snap, &self.inner.config.load());
+        snap.counters.browsers_recycled = self.inner.fleet.recycled();
+        snap
     }
 
     /// Sends `op(reply)` to every shard and collects the answers, for `what` (a call
@@ -662,10 +693,15 @@ impl Pool {
 
     /// Changes the live configuration. The new value is validated first; if it is
     /// invalid the old one stays and the error says why.
+    ///
+    /// With [`Config::autoscale`] set, the autoscaler owns `sessions_per_shard`: set
+    /// `autoscale` to `None` in the same change to pin a size.
     pub fn reconfigure(&self, change: impl FnOnce(&mut Config)) -> Result<()> {
+        let _writer = lock(&self.inner.writer);
         let mut next = self.config();
         change(&mut next);
         next.validate()?;
+        check_page_cap(&next, self.shards())?;
         publish_config(&self.inner.config, &self.inner.inboxes, next);
         Ok(())
     }
@@ -707,6 +743,10 @@ impl Pool {
     /// shutdown goes on as soon as every job and lease is back), then targets and sockets
     /// close, launched browsers stop and the shard threads are joined.
     pub async fn shutdown(&self, grace: Duration) -> Result<()> {
+        let sampler = lock(&self.inner.sampler).take();
+        if let Some(sampler) = sampler {
+            let _ = tokio::task::spawn_blocking(move || drop(sampler)).await;
+        }
         let done = announce_shutdown(&self.inner.closed, &self.inner.inboxes, grace);
         for rx in done {
             let _ = rx.await;
@@ -733,6 +773,22 @@ impl Pool {
     #[doc(hidden)]
     pub fn offered(&self) -> usize {
         self.inner.overflow.len()
+    }
+
+    /// Test hook: memory reads as `share` (0..1) from now on, for the refusal and the
+    /// autoscaler; `None` reads the machine again. Not part of the API.
+    #[doc(hidden)]
+    pub fn inject_memory_sample(&self, share: Option<f64>) {
+        self.inner
+            .scale
+            .force_memory(share, &self.inner.config.load());
+    }
+
+    /// Test hook: the autoscaler reads the CPU as `share` of the allowed cores from now
+    /// on; `None` reads the machine again. Not part of the API.
+    #[doc(hidden)]
+    pub fn inject_cpu_sample(&self, share: Option<f64>) {
+        self.inner.scale.force_cpu(share);
     }
 
     /// Requests routed to each shard and not yet answered.
@@ -808,8 +864,9 @@ pub fn publish_config(
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // The last handle is gone without `shutdown`: stop the shards now, then the
-        // browsers (their drop kills and reaps them).
+        // The last handle is gone without `shutdown`: stop the sampler and the shards
+        // now, then the browsers (their drop kills and reaps them).
+        drop(lock(&self.sampler).take());
         drop(announce_shutdown(
             &self.closed,
             &self.inboxes,

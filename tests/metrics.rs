@@ -202,6 +202,9 @@ async fn prometheus_text_parses_back() {
                 "cdpmux_waiting",
                 "cdpmux_reuse_ratio",
                 "cdpmux_open_lines",
+                "cdpmux_autoscale_target_sessions",
+                "cdpmux_autoscale_reason",
+                "cdpmux_memory_used_permille",
             ]
             .contains(&name.as_str())
             || name.starts_with("cdpmux_frames_per_flush");

@@ -117,6 +117,7 @@ pub fn kind_name(kind: ErrorKind) -> String {
             )
         }
         ErrorKind::QueueFull => "queue_full",
+        ErrorKind::Overloaded => "overloaded",
         ErrorKind::SessionCrashed => "session_crashed",
         ErrorKind::ConnectionClosed => "connection_closed",
         ErrorKind::BrowserUnavailable => "browser_unavailable",

@@ -221,6 +221,20 @@ metric_table! {
             /// to a call still waiting fails that call at once.
             malformed_frames => "recovery" "malformed frames",
         }
+        "autoscale_changes_total" "Autoscaler target changes, by direction." {
+            /// Times the autoscaler raised its target (pool-wide, not per shard).
+            scale_ups {direction = "up"} => "autoscale" "ups",
+            /// Times the autoscaler lowered its target.
+            scale_downs {direction = "down"} => "autoscale" "downs",
+        }
+        "browsers_recycled_total" "Launched browsers retired and replaced on purpose." {
+            /// Launched browsers retired (after `recycle` limits) and replaced.
+            browsers_recycled => "browsers" "recycled",
+        }
+        "overloaded_total" "Requests refused because memory was critically low." {
+            /// Requests refused with `Overloaded` because memory was critically low.
+            overloaded => "memory" "refused",
+        }
     }
 }
 
@@ -280,6 +294,29 @@ metric_table! {
             /// `acquire` joins the line directly (see [`Config::lease_handoff`](crate::config::Config)).
             open_lines => "now" "open lines",
         }
+        "autoscale_target_sessions" "Sessions per shard the pool aims for (autoscaler's target, or the fixed size)." {
+            /// Sessions per shard the pool aims for: the autoscaler's target, or the fixed
+            /// `sessions_per_shard`. The current size is `idle + busy + creating`.
+            sessions_target => "autoscale" "target per shard",
+        }
+        "autoscale_reason" "Why the autoscaler last changed its target (1 for the reason in force)." {
+            /// 1 when the target is the starting (or fixed) size.
+            reason_start {reason = "start"} => "autoscale" "by start",
+            /// 1 when the target last grew because requests waited.
+            reason_waiting {reason = "waiting"} => "autoscale" "by waiting",
+            /// 1 when the target last shrank because the CPU was busy.
+            reason_cpu {reason = "cpu"} => "autoscale" "by cpu",
+            /// 1 when the target last shrank because memory was short.
+            reason_memory {reason = "memory"} => "autoscale" "by memory",
+            /// 1 when the target last shrank because pages stood idle.
+            reason_idle {reason = "idle"} => "autoscale" "by idle",
+            /// 1 when the target was last clamped by a limit.
+            reason_limit {reason = "limit"} => "autoscale" "by limit",
+        }
+        "memory_used_permille" "Memory in use, per thousand (the cgroup's, else the machine's), as last sampled." {
+            /// Memory in use per thousand, as last sampled (0 before the first sample).
+            memory_permille => "autoscale" "memory permille",
+        }
     }
     extra {
         /// Waiting requests per class, `Low` first.
@@ -338,6 +375,14 @@ mod tests {
             waiting: 4,
             affinity_keys: 5,
             open_lines: 6,
+            sessions_target: 7,
+            reason_start: 1,
+            reason_waiting: 1,
+            reason_cpu: 1,
+            reason_memory: 1,
+            reason_idle: 1,
+            reason_limit: 1,
+            memory_permille: 8,
             waiting_by_class: [1, 2, 3, 4],
         };
         let mut sum = one;

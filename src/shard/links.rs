@@ -159,6 +159,25 @@ impl Links {
     /// A page of `browser` opened.
     pub(crate) fn opened(&self, browser: usize) {
         self.links.borrow_mut()[browser].failures = 0;
+        self.fleet.page_opened(browser);
+    }
+
+    /// Moves the sockets to browsers the fleet has replaced (recycled) into this shard's
+    /// drain (see `draining.rs`), so new pages go to the replacements. True if any moved.
+    pub(crate) fn retire_stale(&self) -> bool {
+        let mut links = self.links.borrow_mut();
+        let mut moved = false;
+        for (b, link) in links.iter_mut().enumerate() {
+            // A closed socket stays: its pages are dead, not draining (a crash relaunch).
+            let open = link.conn.as_ref().is_some_and(|c| !c.is_closed());
+            if open && self.fleet.generation(b) != link.generation {
+                if let Some(conn) = link.conn.take() {
+                    super::draining::start(b, link.generation, conn);
+                    moved = true;
+                }
+            }
+        }
+        moved
     }
 
     /// A page of `browser` could not be opened; `counts` when the failure is the
@@ -236,6 +255,7 @@ impl Links {
     /// with exponential backoff and jitter; asks the supervisor to relaunch a launched
     /// browser that is unreachable.
     pub(crate) async fn connection(&self, browser: usize, cfg: &Config) -> Result<Connection> {
+        self.retire_stale();
         loop {
             {
                 let mut links = self.links.borrow_mut();

@@ -17,6 +17,7 @@
 //! those closed reply channels into `Internal`), and then only answers its inbox:
 //! requests and lease commands fail with `Internal` until shutdown.
 
+mod draining;
 mod holds;
 mod identities;
 mod jobs;
@@ -88,7 +89,11 @@ pub(crate) struct Shared {
 
 impl PageHandle for Rc<Page> {
     fn is_alive(&self) -> bool {
-        Page::is_alive(self)
+        Page::is_alive(self) && !draining::holds(self)
+    }
+
+    fn is_retiring(&self) -> bool {
+        draining::holds(self)
     }
 
     fn set_uses(&self, uses: u32) {
@@ -404,6 +409,9 @@ impl Shell {
             "a shard panicked; its requests fail with `Internal`"
         );
         let why = internal_error(self.id, what);
+        for d in draining::take_all() {
+            d.conn.close();
+        }
         for conn in self.links.take_all() {
             conn.close_with(why.clone());
         }
@@ -651,6 +659,10 @@ impl Shell {
             }
             Msg::Reconfigured => {
                 self.load_cfg();
+                if self.links.retire_stale() {
+                    // A browser was recycled: its idle pages here retire now.
+                    self.feed(|p, now, cfg| p.sweep(now, cfg));
+                }
                 let (frames, policy) = (self.cfg().max_frames_per_flush, self.cfg().flush_policy);
                 for conn in self.links.all_live() {
                     conn.set_max_frames_per_flush(frames);
@@ -724,6 +736,27 @@ impl Shell {
             });
         }
         self.feed(|p, now, cfg| p.health(now, cfg));
+        self.finish_drains();
+    }
+
+    /// Closes this shard's sockets to recycled browsers that none of its pages uses any
+    /// more, and tells the fleet, which reaps the old browser once every shard is done.
+    fn finish_drains(&self) {
+        let done = {
+            let plan = self.plan.borrow();
+            if plan.sessions.creating > 0 {
+                return; // an opening may still land on an old socket
+            }
+            draining::finished(|conn| {
+                plan.sessions
+                    .iter()
+                    .any(|(_, s)| Rc::ptr_eq(&s.page.connection().shared, &conn.shared))
+            })
+        };
+        for d in done {
+            d.conn.close();
+            self.shared.fleet.drained(d.browser, d.generation);
+        }
     }
 
     /// Opens one session in the background on the browser `placement` chooses (live,
@@ -832,6 +865,9 @@ impl Shell {
         fail_line(&self.shared.lines[self.id], &crate::error::shutdown_error());
         let pages = self.plan.borrow_mut().close_all();
         lifecycle::close_all(pages).await;
+        for d in draining::take_all() {
+            d.conn.close();
+        }
         for conn in self.links.take_all() {
             conn.close();
         }

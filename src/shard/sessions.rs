@@ -27,6 +27,11 @@ pub(crate) trait PageHandle: Clone {
     fn set_uses(&self, uses: u32);
     /// The deadline of each of its commands for the job it serves now.
     fn set_command_timeout(&self, timeout: Duration);
+    /// True when its browser is being recycled: it reads as not alive too, so it is
+    /// never handed out again, and it is counted as retired, not crashed.
+    fn is_retiring(&self) -> bool {
+        false
+    }
 }
 
 /// One page session and its history.

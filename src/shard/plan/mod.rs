@@ -477,7 +477,7 @@ impl<P: PageHandle> Plan<P> {
             };
             if !session.page.is_alive() {
                 tracing::debug!(shard = self.shard, "dropping a dead idle session");
-                self.metrics.borrow_mut().counters.sessions_crashed += 1;
+                self.count_gone(&session.page);
                 self.sessions.idle.remove(i);
                 self.lost += 1;
                 self.forget(key);
@@ -620,6 +620,17 @@ impl<P: PageHandle> Plan<P> {
         }
     }
 
+    /// Counts a session that went away unasked: retired when its browser is being
+    /// recycled (see `shard/draining.rs`), crashed otherwise.
+    pub(crate) fn count_gone(&self, page: &P) {
+        let mut m = self.metrics.borrow_mut();
+        if page.is_retiring() {
+            m.counters.sessions_retired += 1;
+        } else {
+            m.counters.sessions_crashed += 1;
+        }
+    }
+
     /// The shard's gauges and a copy of its metrics.
     pub(crate) fn report(&self) -> ShardReport {
         let mut by_class = self.waiters.by_class();
@@ -636,6 +647,7 @@ impl<P: PageHandle> Plan<P> {
                 waiting_by_class: by_class.map(|n| n as u64),
                 affinity_keys: self.affinity.len() as u64,
                 open_lines: u64::from(self.waiters.line().is_open()),
+                ..Gauges::default() // the pool-level rows are the pool's to fill
             },
         }
     }

@@ -122,7 +122,8 @@ impl<P: PageHandle> Plan<P> {
         let single_use = session.own_context.is_some();
         let expired = session.expired(cfg, now);
         if how == Return::Dead || !session.page.is_alive() {
-            self.metrics.borrow_mut().counters.sessions_crashed += 1;
+            let page = session.page.clone();
+            self.count_gone(&page);
             self.sessions.busy -= 1;
             self.lost += 1;
             self.forget(key);
@@ -206,7 +207,9 @@ impl<P: PageHandle> Plan<P> {
         if !dead.is_empty() {
             self.sessions.idle.retain(|k| !dead.contains(k));
             for key in dead {
-                self.metrics.borrow_mut().counters.sessions_crashed += 1;
+                if let Some(s) = self.sessions.get(key) {
+                    self.count_gone(&s.page);
+                }
                 self.lost += 1;
                 self.forget(key);
             }
@@ -252,7 +255,8 @@ impl<P: PageHandle> Plan<P> {
                 if alive {
                     self.metrics.borrow_mut().counters.sessions_retired += 1;
                 } else {
-                    self.metrics.borrow_mut().counters.sessions_crashed += 1;
+                    let page = s.page.clone();
+                    self.count_gone(&page);
                     self.lost += 1;
                 }
                 self.forget(key);

@@ -1,0 +1,199 @@
+//! Autoscaling and the pool-level limits through the public API, on the simulated
+//! browser: waiting requests grow the pool, a busy CPU shrinks it without touching pages
+//! in use, the page cap, and the low-memory refusal. The CPU and memory readings come
+//! from test hooks so that the machine's own load cannot decide the outcome; the real
+//! Chromium run under a real CPU hog is in `tests/autoscale_chromium.rs`.
+
+mod support;
+
+use std::future::Future;
+use std::time::Duration;
+
+use cdpmux::sim::SimConfig;
+use cdpmux::{Autoscale, ErrorKind, Job, Lease, Pool, ScaleReason};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+async fn within<F: Future>(what: &str, fut: F) -> F::Output {
+    tokio::time::timeout(LIMIT, fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no outcome within {LIMIT:?}"))
+}
+
+fn fast_scaler(min: usize, max: usize) -> Autoscale {
+    let mut a = Autoscale::between(min, max);
+    a.interval = Duration::from_millis(20);
+    a.settle = 2;
+    a
+}
+
+fn reason(snap: &cdpmux::Snapshot) -> Option<ScaleReason> {
+    let g = &snap.gauges;
+    [
+        (g.reason_start, ScaleReason::Start),
+        (g.reason_waiting, ScaleReason::Waiting),
+        (g.reason_cpu, ScaleReason::Cpu),
+        (g.reason_memory, ScaleReason::Memory),
+        (g.reason_idle, ScaleReason::Idle),
+        (g.reason_limit, ScaleReason::Limit),
+    ]
+    .into_iter()
+    .find(|(on, _)| *on == 1)
+    .map(|(_, r)| r)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_requests_grow_the_pool_and_a_busy_cpu_shrinks_it_retiring_idle_pages_only() {
+    let (_sim, pool) = support::sim_pool(SimConfig::default(), 1, |c| {
+        c.sessions_per_shard = 1;
+        c.autoscale = Some(fast_scaler(1, 6));
+    })
+    .await;
+    pool.inject_cpu_sample(Some(0.1));
+    pool.inject_memory_sample(Some(0.3));
+
+    // Six callers want a page each; one page exists. They wait, so the pool grows.
+    let mut callers = Vec::new();
+    for _ in 0..6 {
+        let pool = pool.clone();
+        callers.push(tokio::spawn(async move { pool.acquire(Job::new()).await }));
+    }
+    let mut leases: Vec<Lease> = Vec::new();
+    for c in callers {
+        leases.push(within("a lease", c).await.unwrap().expect("a lease"));
+    }
+    let grown = pool.metrics().await;
+    assert_eq!(grown.gauges.sessions_target, 6, "{grown:?}");
+    assert_eq!(reason(&grown), Some(ScaleReason::Waiting));
+    assert!(grown.counters.scale_ups >= 1, "{grown:?}");
+
+    // The CPU is saturated: the target falls to the minimum, but pages in use stay.
+    pool.inject_cpu_sample(Some(1.0));
+    let shrunk = support::metrics_until(&pool, LIMIT, |s| s.gauges.sessions_target == 1).await;
+    assert_eq!(shrunk.gauges.sessions_target, 1, "{shrunk:?}");
+    assert_eq!(reason(&shrunk), Some(ScaleReason::Cpu));
+    assert_eq!(
+        shrunk.gauges.busy, 6,
+        "pages in use are never retired: {shrunk:?}"
+    );
+    for lease in &leases {
+        let two = within("a command on a held lease", lease.evaluate_value("1+1")).await;
+        assert_eq!(two.unwrap(), serde_json::json!(2));
+    }
+    assert_eq!(pool.metrics().await.counters.sessions_crashed, 0);
+
+    // Given back, the pages past the target are retired.
+    drop(leases);
+    let settled = support::metrics_until(&pool, LIMIT, |s| s.gauges.live() <= 1).await;
+    assert!(settled.gauges.live() <= 1, "{settled:?}");
+    assert_eq!(settled.counters.sessions_retired, 5, "{settled:?}");
+    pool.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinning_a_size_turns_the_autoscaler_off() {
+    let (_sim, pool) = support::sim_pool(SimConfig::default(), 1, |c| {
+        c.sessions_per_shard = 2;
+        c.autoscale = Some(fast_scaler(1, 8));
+    })
+    .await;
+    pool.inject_cpu_sample(Some(1.0));
+    let low = support::metrics_until(&pool, LIMIT, |s| s.gauges.sessions_target == 1).await;
+    assert_eq!(low.gauges.sessions_target, 1, "{low:?}");
+    pool.reconfigure(|c| {
+        c.autoscale = None;
+        c.sessions_per_shard = 5;
+    })
+    .unwrap();
+    // The sampler reports the fixed size as its own; it never writes it back.
+    let pinned = support::metrics_until(&pool, LIMIT, |s| s.gauges.sessions_target == 5).await;
+    assert_eq!(pinned.gauges.sessions_target, 5, "{pinned:?}");
+    assert_eq!(reason(&pinned), Some(ScaleReason::Start));
+    assert_eq!(pool.config().sessions_per_shard, 5);
+    pool.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn critically_low_memory_refuses_requests_with_overloaded() {
+    let (_sim, pool) = support::sim_pool(SimConfig::default(), 1, |c| {
+        c.sessions_per_shard = 2;
+        c.memory_refuse_above = 0.9;
+    })
+    .await;
+    pool.inject_memory_sample(Some(0.97));
+    let err = pool.acquire(Job::new()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Overloaded);
+    assert!(err.is_retryable());
+    assert!(err.message().contains("memory"), "{err}");
+    let err = pool
+        .run(Job::new(), async |_page| Ok(()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Overloaded);
+    let snap = pool.metrics().await;
+    assert_eq!(snap.counters.overloaded, 2, "{snap:?}");
+    assert_eq!(snap.gauges.memory_permille, 970);
+    assert_eq!(snap.gauges.live(), 0, "no page was opened: {snap:?}");
+
+    pool.inject_memory_sample(Some(0.5));
+    let lease = within("a lease", pool.acquire(Job::new())).await.unwrap();
+    drop(lease);
+    pool.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_cap_bounds_fixed_sizes_and_the_autoscaler() {
+    let sim = cdpmux::sim::SimBrowser::start(SimConfig::default()).unwrap();
+    let err = Pool::builder()
+        .endpoint(sim.ws_url())
+        .shards(2)
+        .configure(|c| {
+            c.sessions_per_shard = 8;
+            c.max_pages = 10;
+        })
+        .build()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(err.message().contains("max_pages"), "{err}");
+
+    let pool = Pool::builder()
+        .endpoint(sim.ws_url())
+        .shards(2)
+        .configure(|c| {
+            c.sessions_per_shard = 2;
+            c.max_pages = 6;
+        })
+        .build()
+        .await
+        .unwrap();
+    let err = pool.reconfigure(|c| c.sessions_per_shard = 4).unwrap_err();
+    assert!(err.message().contains("max_pages"), "{err}");
+
+    // Autoscaling up to 16 per shard under a cap of 6 pages: 3 per shard at most.
+    pool.inject_cpu_sample(Some(0.1));
+    pool.reconfigure(|c| c.autoscale = Some(fast_scaler(1, 16)))
+        .unwrap();
+    let mut callers = Vec::new();
+    for _ in 0..12 {
+        let pool = pool.clone();
+        callers.push(tokio::spawn(async move { pool.acquire(Job::new()).await }));
+    }
+    let capped = support::metrics_until(&pool, LIMIT, |s| {
+        s.gauges.sessions_target == 3 && s.gauges.busy == 6
+    })
+    .await;
+    assert_eq!(capped.gauges.sessions_target, 3, "{capped:?}");
+    assert_eq!(
+        (capped.gauges.busy, capped.gauges.waiting),
+        (6, 6),
+        "{capped:?}"
+    );
+    // Each lease is given back at once: the waiting callers get the same pages.
+    for c in callers {
+        drop(within("a lease", c).await.unwrap().expect("a lease"));
+    }
+    let snap = pool.metrics().await;
+    assert!(snap.gauges.live() <= 6, "{snap:?}");
+    pool.shutdown(Duration::from_secs(5)).await.unwrap();
+}
