@@ -345,7 +345,7 @@ mod tests {
                 seen.push(r.family);
             }
         }
-        assert_eq!(Counters::ROWS.len(), 32);
+        assert_eq!(Counters::ROWS.len(), 36);
         let c = Counters {
             timeouts_job: 7,
             ..Counters::default()
