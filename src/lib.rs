@@ -70,6 +70,7 @@ mod config;
 mod error;
 mod fleet;
 mod handoff;
+mod hooks;
 mod job;
 mod lease;
 pub mod metrics;

@@ -30,7 +30,7 @@ use super::protocol::{
     classify, encode_call, reply_id, Event, Frame, FrameText, MethodName, PendingCall,
     PendingTable, Reply, SessionSlot,
 };
-use super::routing::{Blocked, Ending, EventRoute, Sessions};
+use super::routing::{Blocked, Ending, EventRoute, Pausing, Sessions};
 pub use super::settings::{ConnectionConfig, ConnectionStats};
 use super::socket::{self, Signals, Wire};
 use crate::error::{Error, ErrorKind, Result, TimeoutKind};
@@ -518,9 +518,10 @@ impl Shared {
         newly
     }
 
-    /// Fails a request the page's blocking paused (without waiting for the reply), or
-    /// counts one it failed.
-    fn blocked(&self, session: Option<SessionSlot>, blocked: Blocked) {
+    /// Fails a request the page's blocking paused or continues one nobody takes
+    /// (without waiting for the reply), hands one to the page's interceptor, or counts
+    /// one the blocking failed. `params` are the event's.
+    fn blocked(&self, session: Option<SessionSlot>, blocked: Blocked, params: &str) {
         match blocked {
             Blocked::Fail(request_id) => {
                 let params = serde_json::json!({
@@ -528,6 +529,19 @@ impl Shared {
                     "errorReason": "BlockedByClient",
                 });
                 let _ = self.enqueue(session, "Fetch.failRequest".into(), &params, None);
+            }
+            Blocked::Continue(request_id) => {
+                let params = serde_json::json!({ "requestId": request_id });
+                let _ = self.enqueue(session, "Fetch.continueRequest".into(), &params, None);
+            }
+            Blocked::Intercept => {
+                let interceptor = session.and_then(|slot| {
+                    let mut st = self.state.borrow_mut();
+                    st.sessions.get_mut(slot)?.pausing.interceptor.clone()
+                });
+                if let Some(interceptor) = interceptor {
+                    interceptor(params);
+                }
             }
             Blocked::Failed => {
                 if let Some(m) = &*self.metrics.borrow() {
@@ -537,11 +551,22 @@ impl Shared {
         }
     }
 
-    /// Makes `session` fail every request paused on it (its `Fetch` patterns match only
-    /// what it blocks), or stop doing so.
-    pub(crate) fn set_fails_paused(&self, session: SessionSlot, on: bool) {
+    /// Counts a paused request whose interceptor missed its deadline.
+    pub(crate) fn note_intercept_timeout(&self) {
+        if let Some(m) = &*self.metrics.borrow() {
+            m.intercept_timed_out();
+        }
+    }
+
+    /// The connection's default command deadline.
+    pub(crate) fn command_timeout(&self) -> Duration {
+        self.command_timeout
+    }
+
+    /// Changes what becomes of a request paused on `session` (see [`Pausing`]).
+    pub(crate) fn set_pausing(&self, session: SessionSlot, change: impl FnOnce(&mut Pausing)) {
         if let Some(s) = self.state.borrow_mut().sessions.get_mut(session) {
-            s.fails_paused = on;
+            change(&mut s.pausing);
         }
     }
 
@@ -612,7 +637,7 @@ impl Shared {
                 let blocked = st.sessions.blocked(slot, &method, &text[params.clone()]);
                 if let Some(blocked) = blocked {
                     drop(st);
-                    self.blocked(slot, blocked);
+                    self.blocked(slot, blocked, &text[params.clone()]);
                     st = self.state.borrow_mut();
                 }
                 let event = || Event::new(text.clone(), &method, params.clone());

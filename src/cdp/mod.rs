@@ -8,6 +8,7 @@
 //! WebSocket's handshake, writer and reader tasks, with `batching`, the pure rule for
 //! when the writer flushes); `connection` ([`Connection`], the
 //! thin async shell that ties them together around one socket); `batch` ([`Batch`], pipelined raw calls);
+//! `intercept` ([`Interceptor`], a handler deciding each request a page sends);
 //! `session` ([`Page`], one flat session, and opening it); `blocking` ([`Blocking`], what
 //! a page never loads); `navigation` ([`Page::goto_with`], a navigation matched to its
 //! own loader, and the [`Navigation`] it returns). All are `!Send`: they live on
@@ -27,6 +28,7 @@ mod blocking;
 mod connection;
 mod deadlines;
 mod events;
+mod intercept;
 mod navigation;
 mod observer;
 mod routing;
@@ -39,8 +41,9 @@ pub use batching::FlushPolicy;
 pub use blocking::{Blocking, ResourceType};
 pub use connection::{Connection, ConnectionConfig, ConnectionStats};
 pub use events::EventWaiter;
+pub use intercept::{Decision, FailReason, InterceptedRequest, Interceptor};
 pub use navigation::{GotoOptions, Navigation, Redirect, WaitUntil};
 pub(crate) use observer::TransportObserver;
 pub use protocol::Event;
 pub(crate) use session::{evaluated_value, EvaluateByValue, EVALUATE};
-pub use session::{Page, PageOptions};
+pub use session::{InterceptGuard, Page, PageOptions};

@@ -3,7 +3,8 @@
 //!
 //! Owns: the sessions a connection knows (by slot and by CDP `sessionId`), whether each is
 //! alive, its event waits, the decision of which sessions an event kills and why, and
-//! which paused requests a session's resource blocking fails.
+//! what becomes of a request paused on a session: failed by its resource blocking, handed
+//! to its interceptor, or continued.
 //! Never: does I/O, touches the pending-call table or answers a call; it takes data in
 //! and returns decisions, and the connection acts on them.
 
@@ -29,9 +30,26 @@ pub(crate) struct SessionState {
     /// Cleared when the session dies, before any of its calls hears of it.
     alive: Option<Arc<AtomicBool>>,
     pub(crate) waiters: EventWaiters,
-    /// The page blocks resources with `Fetch` patterns that match only what it blocks:
-    /// every request paused on it is failed (`BlockedByClient`).
-    pub(crate) fails_paused: bool,
+    /// What becomes of a request paused on this session.
+    pub(crate) pausing: Pausing,
+}
+
+/// Where a request paused for a page's interceptor goes: called with the event's params.
+pub(crate) type PausedSink = Rc<dyn Fn(&str)>;
+
+/// The rules for a request paused on one session (`Fetch.requestPaused`).
+#[derive(Default)]
+pub(crate) struct Pausing {
+    /// CDP names of the resource types the page blocks: a paused request of one is failed
+    /// (`BlockedByClient`), before any interceptor sees it.
+    pub(crate) blocked_types: SmallVec<[&'static str; 4]>,
+    /// The page's interceptor: every other paused request goes to it, with the event's
+    /// params.
+    pub(crate) interceptor: Option<PausedSink>,
+    /// cdpmux owns the page's `Fetch` domain (it blocks types, or intercepts or did): a
+    /// paused request nobody takes (its patterns are changing) is continued, never left
+    /// paused.
+    pub(crate) owned: bool,
 }
 
 impl SessionState {
@@ -76,11 +94,15 @@ pub(crate) enum EventRoute {
     Unroutable,
 }
 
-/// A request a page's resource blocking stopped.
+/// A request paused on a page, or one its resource blocking stopped.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Blocked {
-    /// Paused by a blocking `Fetch` pattern: fail it (`BlockedByClient`).
+    /// Paused, of a type the page blocks: fail it (`BlockedByClient`).
     Fail(String),
+    /// Paused, and the page's interceptor decides.
+    Intercept,
+    /// Paused on a page whose `Fetch` is cdpmux's, with nobody to decide: continue it.
+    Continue(String),
     /// Failed by the page's blocking (`Network.setBlockedURLs`, or a `Fetch` pattern
     /// through `Fetch.failRequest`): count it. Each blocked request is reported this way
     /// once.
@@ -113,7 +135,7 @@ impl Sessions {
                 dead: None,
                 alive: None,
                 waiters: EventWaiters::default(),
-                fails_paused: false,
+                pausing: Pausing::default(),
             },
         );
         slot
@@ -177,9 +199,11 @@ impl Sessions {
         params: &str,
     ) -> Option<Blocked> {
         #[derive(Deserialize)]
-        struct Paused {
+        struct Paused<'a> {
             #[serde(rename = "requestId")]
             request_id: String,
+            #[serde(rename = "resourceType", borrow, default)]
+            resource_type: &'a str,
         }
         #[derive(Deserialize)]
         struct Failed<'a> {
@@ -188,13 +212,25 @@ impl Sessions {
         }
         match method {
             "Fetch.requestPaused" => {
-                let blocks = at
+                let rules = &at
                     .and_then(|slot| self.by_slot.get(&slot))
-                    .is_some_and(|s| s.fails_paused && s.dead.is_none());
-                if !blocks {
-                    return None;
+                    .filter(|s| s.dead.is_none())?
+                    .pausing;
+                if !rules.owned && rules.blocked_types.is_empty() && rules.interceptor.is_none() {
+                    return None; // the caller's own `Fetch`
                 }
-                parse::<Paused>(params).map(|p| Blocked::Fail(p.request_id))
+                let paused: Paused = serde_json::from_str(params).ok()?;
+                Some(if rules.blocked_types.contains(&paused.resource_type) {
+                    Blocked::Fail(paused.request_id)
+                } else if rules.interceptor.is_some() {
+                    Blocked::Intercept
+                } else if rules.owned {
+                    Blocked::Continue(paused.request_id)
+                } else {
+                    // Blocking alone pauses only what it blocks: a type it does not name
+                    // is a caller's pattern.
+                    return None;
+                })
             }
             // `inspector`: blocked by the DevTools client, that is by us.
             "Network.loadingFailed" if at.is_some() && params.contains("\"inspector\"") => {
@@ -392,7 +428,7 @@ mod tests {
         let (mut s, a, b) = two();
         let paused = r#"{"requestId":"interception-job-1.0","resourceType":"Image"}"#;
         assert_eq!(s.blocked(Some(a), "Fetch.requestPaused", paused), None);
-        s.get_mut(a).unwrap().fails_paused = true;
+        s.get_mut(a).unwrap().pausing.blocked_types.push("Image");
         assert_eq!(
             s.blocked(Some(a), "Fetch.requestPaused", paused),
             Some(Blocked::Fail("interception-job-1.0".into()))
@@ -411,6 +447,37 @@ mod tests {
         );
         let other = r#"{"requestId":"7","errorText":"net::ERR_FAILED","blockedReason":"mixed-content","x":"inspector"}"#;
         assert_eq!(s.blocked(Some(b), "Network.loadingFailed", other), None);
+    }
+
+    #[test]
+    fn blocking_fails_its_types_first_the_interceptor_takes_the_rest_strays_go_on() {
+        let (mut s, a, _) = two();
+        let image = r#"{"requestId":"R1","resourceType":"Image"}"#;
+        let document = r#"{"requestId":"R2","resourceType":"Document"}"#;
+        let p = "Fetch.requestPaused";
+        s.get_mut(a).unwrap().pausing.blocked_types.push("Image");
+        assert_eq!(
+            s.blocked(Some(a), p, document),
+            None,
+            "blocking alone never pauses other types: a pattern of the caller's"
+        );
+        s.get_mut(a).unwrap().pausing.interceptor = Some(Rc::new(|_: &str| {}));
+        s.get_mut(a).unwrap().pausing.owned = true;
+        assert_eq!(
+            s.blocked(Some(a), p, image),
+            Some(Blocked::Fail("R1".into()))
+        );
+        assert_eq!(s.blocked(Some(a), p, document), Some(Blocked::Intercept));
+        s.get_mut(a).unwrap().pausing.interceptor = None;
+        assert_eq!(
+            s.blocked(Some(a), p, document),
+            Some(Blocked::Continue("R2".into())),
+            "paused while the patterns change, with nobody to decide"
+        );
+        s.get_mut(a)
+            .unwrap()
+            .die(&Error::new(ErrorKind::SessionCrashed, "gone"));
+        assert_eq!(s.blocked(Some(a), p, document), None, "a dead page");
     }
 
     #[test]

@@ -20,6 +20,7 @@ use super::batch::Batch;
 use super::blocking::Blocking;
 use super::connection::{Connection, InFlight};
 use super::events::{EventStream, EventWaiter};
+use super::intercept::{pause_everything, Installed, Interceptor};
 use super::protocol::{MethodName, Reply, SessionSlot};
 use crate::error::{Error, ErrorKind, Result};
 
@@ -97,6 +98,11 @@ pub struct PageOptions {
     /// Default: nothing. A job can ask for other blocking for itself
     /// ([`Job::block`](crate::job::Job::block)).
     pub block: Blocking,
+    /// The request handler of every page, set up once when it opens: each request the
+    /// page sends (and does not [`block`](Self::block)) is paused for it. A job can
+    /// install its own for itself ([`Page::intercept`]); the page's comes back after.
+    /// Default: none (requests are not paused).
+    pub intercept: Option<Interceptor>,
     /// The URL the target is created with. Default `about:blank`. The pool gives each
     /// page it opens its own `about:blank#…` URL, so that a target whose creation reply
     /// was lost with its socket can still be found (by `Target.getTargets`) and closed.
@@ -110,6 +116,7 @@ impl Default for PageOptions {
             browser_context_id: None,
             enable: vec!["Page", "Network"],
             block: Blocking::none(),
+            intercept: None,
             initial_url: "about:blank".to_owned(),
         }
     }
@@ -133,6 +140,38 @@ pub struct Page {
     default_blocking: Blocking,
     /// What it blocks now; `None` when unknown (a change failed half-way).
     blocking: RefCell<Option<Blocking>>,
+    /// The page's own interceptor ([`PageOptions::intercept`]).
+    default_interceptor: Option<Interceptor>,
+    /// The interceptor installed now, with its number (see [`InterceptGuard`]).
+    intercept: RefCell<Option<(u64, Installed)>>,
+    /// Numbers installations.
+    installs: Cell<u64>,
+    /// `Fetch` pauses every request (an interceptor's patterns), not only blocked types.
+    pauses_all: Cell<bool>,
+}
+
+/// Keeps a job's [`Interceptor`] on its page: dropping it (or the job ending) takes the
+/// interceptor off. Requests still waiting on the handler are sent unchanged, and the
+/// page goes back to what it did before: its own interceptor, or pausing only what it
+/// blocks, or nothing.
+#[must_use = "dropping the guard ends the interception at once"]
+pub struct InterceptGuard<'a> {
+    page: &'a Page,
+    id: u64,
+}
+
+impl Drop for InterceptGuard<'_> {
+    fn drop(&mut self) {
+        self.page.end_interception(Some(self.id));
+    }
+}
+
+impl fmt::Debug for InterceptGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InterceptGuard")
+            .field("page", &self.page.target_id)
+            .finish()
+    }
 }
 
 #[derive(Deserialize)]
@@ -217,6 +256,10 @@ impl Page {
             uses: Cell::new(0),
             default_blocking: options.block.clone(),
             blocking: RefCell::new(None),
+            default_interceptor: options.intercept.clone(),
+            intercept: RefCell::new(None),
+            installs: Cell::new(0),
+            pauses_all: Cell::new(options.intercept.is_some()),
         };
         // Pipelined: all enables (and the blocking) go out before the first reply comes
         // back. Dropping `page` on failure (or cancellation) closes the target.
@@ -232,11 +275,16 @@ impl Page {
         }
         // The pool's blocking, in the same flight: the page blocks nothing yet. Commands
         // on a session run in order, so `Network.setBlockedURLs` follows `Network.enable`.
-        if options.block.pauses() {
-            conn.shared.set_fails_paused(page.slot, true);
-        }
-        let blocking = options.block.commands(Some(&Blocking::none()));
+        page.note_blocking(&options.block);
+        let blocking = options
+            .block
+            .commands(Some(&Blocking::none()), page.pauses_all.get());
         setup.extend(blocking.into_iter().map(|(m, p)| (m.into(), p)));
+        if let Some(interceptor) = &options.intercept {
+            page.install(interceptor, true);
+            let (method, params) = pause_everything();
+            setup.push((method.into(), params));
+        }
         let calls = setup
             .into_iter()
             .map(|(method, params)| page.call(method, params));
@@ -257,22 +305,100 @@ impl Page {
             *self.blocking.borrow_mut() = was;
             return Ok(());
         }
-        // Failing what is paused is harmless before the patterns apply (nothing is
-        // paused yet) and needed from the moment they do.
-        if blocking.pauses() {
-            self.conn.shared.set_fails_paused(self.slot, true);
-        }
+        // Failing what is paused is harmless before the patterns apply (nothing of the
+        // type is paused yet) and needed from the moment they do; a request of a type no
+        // longer blocked, paused meanwhile, is continued.
+        self.note_blocking(blocking);
         let calls = blocking
-            .commands(was.as_ref())
+            .commands(was.as_ref(), self.pauses_all.get())
             .into_iter()
             .map(|(method, params)| self.call(method, params));
         futures_util::future::try_join_all(calls).await?;
-        if !blocking.pauses() {
-            self.conn.shared.set_fails_paused(self.slot, false);
-        }
         *self.blocking.borrow_mut() = Some(blocking.clone());
         Ok(())
     }
+
+    /// Tells the connection which paused requests `blocking` fails.
+    fn note_blocking(&self, blocking: &Blocking) {
+        self.conn.shared.set_pausing(self.slot, |p| {
+            p.blocked_types = blocking.cdp_type_names().collect();
+            p.owned |= blocking.pauses();
+        });
+    }
+
+    /// Pauses every request this page sends for `interceptor` until the returned guard
+    /// is dropped (see [`Interceptor`]). It replaces the interceptor the page had (its
+    /// [`PageOptions::intercept`], which comes back with the guard's drop, or an earlier
+    /// one of the job's). The page's resource blocking still applies first. Within a
+    /// pool, the interception ends with the job at the latest: the next job never sees
+    /// it.
+    ///
+    /// Cancel-safe: dropped before it returns, the page is as it was (a `Fetch.enable`
+    /// that was already sent is undone).
+    pub async fn intercept(&self, interceptor: Interceptor) -> Result<InterceptGuard<'_>> {
+        let id = self.install(&interceptor, false);
+        let guard = InterceptGuard { page: self, id };
+        if !self.pauses_all.replace(true) {
+            let (method, params) = pause_everything();
+            self.call(method, params).await?;
+        }
+        Ok(guard)
+    }
+
+    /// Puts `interceptor` on the page in place of the one it had, whose waiting
+    /// requests are sent unchanged. Returns the installation's number.
+    fn install(&self, interceptor: &Interceptor, is_default: bool) -> u64 {
+        let (sink, installed) =
+            Installed::new(interceptor, &self.conn.shared, self.slot, is_default);
+        self.conn.shared.set_pausing(self.slot, |p| {
+            p.interceptor = Some(sink);
+            p.owned = true;
+        });
+        let id = self.installs.get() + 1;
+        self.installs.set(id);
+        let old = self.intercept.replace(Some((id, installed)));
+        if let Some((_, old)) = old {
+            old.end();
+        }
+        id
+    }
+
+    /// Takes a job's interceptor off (installation `id`, or whichever is on with
+    /// `None`): the page's own comes back, or `Fetch` pauses only what the page blocks
+    /// again. Nothing to do when the page's own interceptor (or none) is on.
+    pub(crate) fn end_interception(&self, id: Option<u64>) {
+        let current = self
+            .intercept
+            .borrow()
+            .as_ref()
+            .map(|(i, installed)| (*i, installed.is_default));
+        match current {
+            Some((on, false)) if id.is_none_or(|id| id == on) => {}
+            _ => return,
+        }
+        if let Some(own) = &self.default_interceptor {
+            self.install(own, true);
+            return;
+        }
+        self.conn
+            .shared
+            .set_pausing(self.slot, |p| p.interceptor = None);
+        if let Some((_, installed)) = self.intercept.take() {
+            installed.end();
+        }
+        // Sent after the `continueRequest`s above: commands on a session run in order.
+        let blocking = self.blocking.borrow().clone();
+        let (method, params) = blocking
+            .as_ref()
+            .unwrap_or(&self.default_blocking)
+            .fetch_command();
+        let _ = self
+            .conn
+            .shared
+            .enqueue(Some(self.slot), method.into(), &params, None);
+        self.pauses_all.set(false);
+    }
+
 
     /// What the page blocks when no job asks for anything else (its
     /// [`PageOptions::block`]).
@@ -471,6 +597,9 @@ impl Page {
 
 impl Drop for Page {
     fn drop(&mut self) {
+        if let Some((_, installed)) = self.intercept.take() {
+            installed.end(); // the handlers' tasks stop with the page
+        }
         if self.closed.get() {
             return;
         }

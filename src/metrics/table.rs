@@ -189,6 +189,19 @@ metric_table! {
             /// report none).
             blocked_requests => "pages" "blocked requests",
         }
+        "intercept_timeouts_total" "Paused requests continued because their handler did not answer in time." {
+            /// Requests paused for an [`Interceptor`](crate::cdp::Interceptor) whose handler
+            /// did not answer within its deadline: each was continued unchanged.
+            intercept_timeouts => "pages" "intercept timeouts",
+        }
+        "hook_failures_total" "Lifecycle hooks that failed, retiring their page." {
+            /// `on_page_open` hooks that failed (the page was closed, another opened).
+            hook_failures_open {hook = "on_page_open"} => "hooks" "on_page_open failed",
+            /// `before_job` hooks that failed (the page was retired, the job given another).
+            hook_failures_before {hook = "before_job"} => "hooks" "before_job failed",
+            /// `after_job` hooks that failed (the page was retired; the job's result stands).
+            hook_failures_after {hook = "after_job"} => "hooks" "after_job failed",
+        }
         "retries_total" "Jobs re-run after a lost session." {
             /// Jobs re-run on a fresh session after their session was lost.
             retries => "recovery" "retries",

@@ -237,9 +237,11 @@ pub(crate) async fn block_for_job(page: &Page, block: Option<&Blocking>) -> Resu
         .await
 }
 
-/// Puts a page's own blocking back after a job, before the page is returned: false if
-/// it could not (the page is then retired, never handed on blocking the wrong things).
+/// Puts a page's own blocking and interception back after a job, before the page is
+/// returned: false if the blocking could not be (the page is then retired, never handed on blocking the wrong things).
 pub(crate) async fn unblock_after_job(page: &Page) -> bool {
+    // A job's interceptor goes with the job (its requests still paused are sent).
+    page.end_interception(None);
     if page.blocks_default() || !page.is_alive() {
         return true; // nothing to do, or retired anyway
     }

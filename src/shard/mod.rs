@@ -52,6 +52,7 @@ use crate::error::internal_error;
 use crate::error::{Error, ErrorKind, Result, TimeoutKind};
 use crate::fleet::Fleet;
 use crate::handoff::Line;
+use crate::hooks::{gave_up, HookPoint, Hooks, HOOK_ATTEMPTS};
 use crate::job::later;
 use crate::metrics::ShardMetrics;
 use crate::steal::Overflow;
@@ -70,6 +71,8 @@ pub(crate) struct Shared {
     pub(crate) inboxes: StdArc<[mpsc::UnboundedSender<Msg>]>,
     pub(crate) fleet: StdArc<Fleet>,
     pub(crate) page_options: PageOptions,
+    /// The pool's lifecycle hooks.
+    pub(crate) hooks: Hooks,
     /// Every shard's line, one arrival counter for all (see `handoff`).
     pub(crate) lines: StdArc<[crate::sync::Arc<Line<Work>>]>,
     /// One flag per shard, raised when it died of a panic. Raised before the shard
@@ -127,6 +130,8 @@ struct Shell {
     handed: RefCell<Option<RunArgs>>,
     /// Job tasks spawned and not yet started.
     unstarted: Cell<usize>,
+    /// `before_job` failures in a row on this shard (see `jobs`).
+    before_job_failures: Cell<u32>,
 }
 
 /// What is left of a shard that died of a panic.
@@ -275,6 +280,7 @@ async fn run(
         handing_over: Cell::new(None),
         handed: RefCell::new(None),
         unstarted: Cell::new(0),
+        before_job_failures: Cell::new(0),
     });
     let cfg = shell.cfg();
     for browser in 0..shell.links.len() {
@@ -652,18 +658,7 @@ impl Shell {
         tokio::task::spawn_local(async move {
             let started = Instant::now();
             let cfg = shell.cfg();
-            let mut options = shell.shared.page_options.clone();
-            let n = shell.openings.get() + 1;
-            shell.openings.set(n);
-            options.initial_url = format!("about:blank#cdpmux-{}-{}-{n}", shell.tag, shell.id);
-            let in_use = |b: usize, o: &StdArc<str>| shell.plan.borrow().context_in_use(b, o);
-            let opening = Opening {
-                links: &shell.links,
-                contexts: &shell.contexts,
-                options,
-                in_use: &in_use,
-            };
-            let opened = lifecycle::open(opening, browser, owner.as_ref(), &cfg).await;
+            let opened = shell.open_ready(browser, owner.as_ref(), &cfg).await;
             match opened {
                 Ok((page, own_context)) => {
                     shell.links.opened(browser);
@@ -684,8 +679,10 @@ impl Shell {
                             .counters
                             .timeout(TimeoutKind::Create);
                     }
-                    // Connect failures are counted by `connection` itself.
-                    let counts = e.kind() != ErrorKind::BrowserUnavailable;
+                    // Connect failures are counted by `connection` itself; a failing hook
+                    // is not the browser's fault.
+                    let counts =
+                        !matches!(e.kind(), ErrorKind::BrowserUnavailable | ErrorKind::Hook);
                     shell
                         .links
                         .open_failed(browser, counts, &cfg, Instant::now());
@@ -693,6 +690,49 @@ impl Shell {
                 }
             }
         });
+    }
+
+    /// Opens a page and runs `on_page_open` on it. A page whose hook fails is closed
+    /// and another opened, up to [`HOOK_ATTEMPTS`] times; then the opening fails with
+    /// the hook's error (and the plan fails one waiter with it).
+    async fn open_ready(
+        &self,
+        browser: usize,
+        owner: Option<&StdArc<str>>,
+        cfg: &Config,
+    ) -> Result<(Page, Option<String>)> {
+        let mut failures = 0;
+        loop {
+            let mut options = self.shared.page_options.clone();
+            let n = self.openings.get() + 1;
+            self.openings.set(n);
+            options.initial_url = format!("about:blank#cdpmux-{}-{}-{n}", self.tag, self.id);
+            let in_use = |b: usize, o: &StdArc<str>| self.plan.borrow().context_in_use(b, o);
+            let opening = Opening {
+                links: &self.links,
+                contexts: &self.contexts,
+                options,
+                in_use: &in_use,
+            };
+            let (page, own_context) = lifecycle::open(opening, browser, owner, cfg).await?;
+            let hooks = &self.shared.hooks;
+            let Err(e) = hooks
+                .run(HookPoint::PageOpen, &page, cfg.create_timeout)
+                .await
+            else {
+                return Ok((page, own_context));
+            };
+            self.metrics.borrow_mut().counters.hook_failures_open += 1;
+            tracing::warn!(shard = self.id, error = %e, "a page's on_page_open hook failed; closing it");
+            if let (Some(ctx), Some(conn)) = (own_context, self.links.live(browser)) {
+                lifecycle::dispose_context(&conn, &ctx);
+            }
+            drop(page); // closes its target
+            failures += 1;
+            if failures >= HOOK_ATTEMPTS {
+                return Err(gave_up(&e));
+            }
+        }
     }
 
     /// Fails every waiter, gives running jobs and held leases `grace` to finish, then
