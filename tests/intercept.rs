@@ -334,3 +334,44 @@ async fn the_pools_interceptor_comes_back_after_a_jobs_own() {
     assert_eq!(site.requested("/fake"), 0);
     pool.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_cut_off_by_its_deadline_leaves_nothing_paused_for_the_next() {
+    if !support::require_browser() {
+        return;
+    }
+    let site = Site::start(vec![("/page", Route::html("<p id=x>next</p>"))]).await;
+    let pool = pool_of_one(PageOptions::default()).await;
+    let url = site.url("/page");
+    let stuck = {
+        let url = url.clone();
+        pool.run(
+            Job::new().timeout(Duration::from_secs(3)),
+            async move |page| {
+                let never = Interceptor::new(async |_| std::future::pending::<Decision>().await)
+                    .deadline(Duration::from_secs(600));
+                let _guard = page.intercept(never).await?;
+                page.goto(&url).await?; // its document waits on the handler
+                Ok(())
+            },
+        )
+    };
+    let err = tokio::time::timeout(LIMIT, stuck)
+        .await
+        .expect("the job ends")
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    let text = tokio::time::timeout(
+        LIMIT,
+        pool.run(Job::new(), async move |page| {
+            page.goto(&url).await?;
+            text_of(page, "x").await
+        }),
+    )
+    .await
+    .expect("the next job ends")
+    .expect("the next job loads its page, unintercepted");
+    assert_eq!(text, "next");
+    assert_eq!(pool.metrics().await.counters.intercept_timeouts, 0);
+    pool.shutdown(Duration::from_secs(5)).await.unwrap();
+}

@@ -399,7 +399,6 @@ impl Page {
         self.pauses_all.set(false);
     }
 
-
     /// What the page blocks when no job asks for anything else (its
     /// [`PageOptions::block`]).
     pub fn default_blocking(&self) -> &Blocking {

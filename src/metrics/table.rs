@@ -283,7 +283,7 @@ mod tests {
                 seen.push(r.family);
             }
         }
-        assert_eq!(Counters::ROWS.len(), 26);
+        assert_eq!(Counters::ROWS.len(), 30);
         let c = Counters {
             timeouts_job: 7,
             ..Counters::default()
