@@ -84,6 +84,12 @@ impl Hooks {
         }
     }
 
+    /// True when hooks wrap each hold of a page (`before_job` or `after_job`): leases
+    /// then come back through their shard, never straight to the next holder.
+    pub(crate) fn wrap_leases(&self) -> bool {
+        self.before_job.is_some() || self.after_job.is_some()
+    }
+
     /// True when a hook is set at `point`.
     pub(crate) fn has(&self, point: HookPoint) -> bool {
         self.at(point).is_some()

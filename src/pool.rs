@@ -124,13 +124,16 @@ impl PoolBuilder {
         self
     }
 
-    /// Runs `hook` on the page before each [`Pool::run`] job, on the page's shard,
-    /// within [`Config::create_timeout`](crate::Config) and the job's own deadline.
+    /// Runs `hook` on the page before each [`Pool::run`] job (within the job's own
+    /// deadline too) and before each [`Lease`] is granted, on the page's shard, within
+    /// [`Config::create_timeout`](crate::Config).
     ///
-    /// A failing hook retires the page and the job, which has not started, goes back
-    /// in line for another page; after 3 failures in a row on a shard, the job whose hook
-    /// failed last fails with [`ErrorKind::Hook`]. Counted in
-    /// [`Counters::hook_failures_before`](crate::metrics::Counters). Not run for leases.
+    /// A failing hook retires the page and the job or `acquire`, which has not started,
+    /// goes back in line for another page; after 3 failures in a row on a shard, the one
+    /// whose hook failed last fails with [`ErrorKind::Hook`]. Counted in
+    /// [`Counters::hook_failures_before`](crate::metrics::Counters). With this hook or
+    /// [`after_job`](Self::after_job) set, a dropped lease always goes back through its
+    /// shard (never straight to the next `acquire` caller).
     pub fn before_job<F>(mut self, hook: F) -> Self
     where
         F: AsyncFn(&Page) -> Result<()> + Send + Sync + 'static,
@@ -140,11 +143,11 @@ impl PoolBuilder {
     }
 
     /// Runs `hook` on the page after each [`Pool::run`] job that ran to its end
-    /// (succeeded or failed; not one cancelled or past its deadline), before the page
-    /// goes back to the pool, on the page's shard, within
-    /// [`Config::create_timeout`](crate::Config). A failing hook retires the page; the
-    /// job's result stands. Counted in
-    /// [`Counters::hook_failures_after`](crate::metrics::Counters). Not run for leases.
+    /// (succeeded or failed; not one cancelled or past its deadline) and after each
+    /// [`Lease`] is dropped, before the page goes back to the pool, on the page's shard,
+    /// within [`Config::create_timeout`](crate::Config). A failing hook retires the
+    /// page; the job's result stands. Counted in
+    /// [`Counters::hook_failures_after`](crate::metrics::Counters).
     pub fn after_job<F>(mut self, hook: F) -> Self
     where
         F: AsyncFn(&Page) -> Result<()> + Send + Sync + 'static,

@@ -202,3 +202,79 @@ async fn a_failing_after_job_keeps_the_result_and_retires_the_page() {
     assert_eq!(pool.metrics().await.counters.hook_failures_after, 1);
     pool.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn before_job_and_after_job_wrap_a_leases_hold() {
+    let log = Arc::new(Mutex::new(Vec::<String>::new()));
+    let (after_tx, mut after) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let (before_log, after_log) = (log.clone(), log.clone());
+    let (_sim, pool) = sim_pool(move |b| {
+        b.before_job(async move |_| {
+            before_log.lock().unwrap().push("before".into());
+            Ok(())
+        })
+        .after_job(async move |_| {
+            after_log.lock().unwrap().push("after".into());
+            let _ = after_tx.send(());
+            Ok(())
+        })
+    })
+    .await;
+    for _ in 0..2 {
+        let lease = support::lease(&pool, LIMIT).await;
+        lease.evaluate_value("1").await.unwrap();
+        log.lock().unwrap().push("hold".into());
+        drop(lease);
+        tokio::time::timeout(LIMIT, after.recv())
+            .await
+            .expect("after_job runs once the lease is back")
+            .expect("the hook is alive");
+    }
+    let log = log.lock().unwrap().clone();
+    assert_eq!(log, ["before", "hold", "after", "before", "hold", "after"]);
+    let snap = pool.metrics().await;
+    assert_eq!(snap.counters.sessions_created, 1, "one page, reused");
+    pool.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_before_job_gives_the_lease_another_page_until_it_gives_up() {
+    let (hook_calls, hook) = fails_first(2);
+    let (_sim, pool) = sim_pool(|b| b.before_job(hook)).await;
+    let lease = support::lease(&pool, LIMIT).await;
+    lease.evaluate_value("1").await.unwrap();
+    drop(lease);
+    assert_eq!(hook_calls.load(Ordering::SeqCst), 3);
+    let snap = pool.metrics().await;
+    assert_eq!(snap.counters.hook_failures_before, 2);
+    assert!(snap.counters.sessions_created >= 3, "{:?}", snap.counters);
+    pool.shutdown(Duration::from_secs(5)).await.unwrap();
+
+    let (_, always) = fails_first(u32::MAX);
+    let (_sim, pool) = sim_pool(|b| b.before_job(always)).await;
+    let err = tokio::time::timeout(LIMIT, pool.acquire(Job::new()))
+        .await
+        .expect("acquire is answered in bounded time")
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Hook, "{err}");
+    assert!(err.message().contains("before_job"), "{err}");
+    pool.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_after_job_retires_a_leases_page() {
+    let (_, hook) = fails_first(1);
+    let (_sim, pool) = sim_pool(|b| b.after_job(hook)).await;
+    drop(support::lease(&pool, LIMIT).await);
+    // One session per shard: the second lease waits for the first page to be done with.
+    let lease = support::lease(&pool, LIMIT).await;
+    lease.evaluate_value("1").await.unwrap();
+    let snap = pool.metrics().await;
+    assert_eq!(snap.counters.hook_failures_after, 1);
+    assert_eq!(
+        snap.counters.sessions_created, 2,
+        "the first page was retired"
+    );
+    drop(lease);
+    pool.shutdown(Duration::from_secs(5)).await.unwrap();
+}

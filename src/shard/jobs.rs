@@ -1,7 +1,9 @@
 //! Running `run` jobs on the shard's thread: a task per busy session runs its job, gives
 //! the session back through the plan, and runs the next job the plan hands that session
 //! on to, with no task spawned in between (see `Shell::execute`). A guard returns the
-//! session however the task ends, so a job's session is never lost.
+//! session however the task ends, so a job's session is never lost. The pool's
+//! `before_job` and `after_job` hooks run here, around the job (see `hooks`): a failed
+//! `before_job` retires the page and puts the job, not started, back in line.
 
 use std::rc::Rc;
 

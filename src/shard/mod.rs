@@ -17,6 +17,7 @@
 //! those closed reply channels into `Internal`), and then only answers its inbox:
 //! requests and lease commands fail with `Internal` until shutdown.
 
+mod hooked;
 mod jobs;
 mod lifecycle;
 mod links;
@@ -40,7 +41,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use self::jobs::RunArgs;
-use self::lifecycle::{Contexts, Opening};
+use self::lifecycle::Contexts;
 use self::links::Links;
 use self::msg::{grant_lease, LeaseOp, Msg, Request, Work};
 use self::plan::{Action, Plan};
@@ -52,7 +53,7 @@ use crate::error::internal_error;
 use crate::error::{Error, ErrorKind, Result, TimeoutKind};
 use crate::fleet::Fleet;
 use crate::handoff::Line;
-use crate::hooks::{gave_up, HookPoint, Hooks, HOOK_ATTEMPTS};
+use crate::hooks::Hooks;
 use crate::job::later;
 use crate::metrics::ShardMetrics;
 use crate::steal::Overflow;
@@ -390,8 +391,19 @@ impl Shell {
 
     fn execute(self: &Rc<Self>, action: Action<Rc<Page>>, cfg: &Config) {
         match action {
-            Action::Grant { tx, lease, handoff } => {
-                grant_lease(tx, self.id, lease, &self.shared.inboxes[self.id], handoff);
+            Action::Grant {
+                tx,
+                lease,
+                handoff,
+                job,
+                submitted,
+                attempts,
+            } => {
+                if self.shared.hooks.wrap_leases() {
+                    self.grant_after_hook(tx, lease, job, submitted, attempts, cfg);
+                } else {
+                    grant_lease(tx, self.id, lease, &self.shared.inboxes[self.id], handoff);
+                }
             }
             Action::Run {
                 key,
@@ -572,7 +584,7 @@ impl Shell {
         match msg {
             Msg::Submit(request) => self.feed(|p, now, cfg| p.submit(request, now, cfg)),
             Msg::LeaseOp { lease, op, timeout } => self.lease_op(lease, op, timeout),
-            Msg::Release { lease } => self.feed(|p, now, cfg| p.released(lease, now, cfg)),
+            Msg::Release { lease } => self.release(lease),
             Msg::Reclaim => self.feed(|p, now, cfg| p.reclaim(now, cfg)),
             Msg::Metrics(reply) => {
                 self.feed(|_, _, _| {}); // counts the hand-offs recorded so far
@@ -690,49 +702,6 @@ impl Shell {
                 }
             }
         });
-    }
-
-    /// Opens a page and runs `on_page_open` on it. A page whose hook fails is closed
-    /// and another opened, up to [`HOOK_ATTEMPTS`] times; then the opening fails with
-    /// the hook's error (and the plan fails one waiter with it).
-    async fn open_ready(
-        &self,
-        browser: usize,
-        owner: Option<&StdArc<str>>,
-        cfg: &Config,
-    ) -> Result<(Page, Option<String>)> {
-        let mut failures = 0;
-        loop {
-            let mut options = self.shared.page_options.clone();
-            let n = self.openings.get() + 1;
-            self.openings.set(n);
-            options.initial_url = format!("about:blank#cdpmux-{}-{}-{n}", self.tag, self.id);
-            let in_use = |b: usize, o: &StdArc<str>| self.plan.borrow().context_in_use(b, o);
-            let opening = Opening {
-                links: &self.links,
-                contexts: &self.contexts,
-                options,
-                in_use: &in_use,
-            };
-            let (page, own_context) = lifecycle::open(opening, browser, owner, cfg).await?;
-            let hooks = &self.shared.hooks;
-            let Err(e) = hooks
-                .run(HookPoint::PageOpen, &page, cfg.create_timeout)
-                .await
-            else {
-                return Ok((page, own_context));
-            };
-            self.metrics.borrow_mut().counters.hook_failures_open += 1;
-            tracing::warn!(shard = self.id, error = %e, "a page's on_page_open hook failed; closing it");
-            if let (Some(ctx), Some(conn)) = (own_context, self.links.live(browser)) {
-                lifecycle::dispose_context(&conn, &ctx);
-            }
-            drop(page); // closes its target
-            failures += 1;
-            if failures >= HOOK_ATTEMPTS {
-                return Err(gave_up(&e));
-            }
-        }
     }
 
     /// Fails every waiter, gives running jobs and held leases `grace` to finish, then

@@ -93,13 +93,18 @@ impl<P: PageHandle> Plan<P> {
 
     /// Lease `lease` gave its session back to the shard.
     pub(crate) fn released(&mut self, lease: u64, now: Instant, cfg: &Config) {
+        self.released_as(lease, Return::Clean, now, cfg);
+    }
+
+    /// Lease `lease`'s session comes back `how` (`Dead`: a hook failed on it).
+    pub(crate) fn released_as(&mut self, lease: u64, how: Return, now: Instant, cfg: &Config) {
         let Some(key) = self.leases.remove(&lease) else {
             return;
         };
         if let Some(s) = self.sessions.get_mut(key) {
             s.lease = None;
         }
-        self.returned(key, Return::Clean, now, cfg);
+        self.returned(key, how, now, cfg);
     }
 
     /// A session comes back from a job, a lease, a stop or a reset.
