@@ -280,18 +280,18 @@ async fn the_next_job_on_the_same_page_is_not_intercepted() {
         .expect("the first job ends")
         .expect("the first job succeeds");
     assert_eq!(text, "faked");
-    let (again, title) = tokio::time::timeout(
+    let (again, status, title) = tokio::time::timeout(
         LIMIT,
         pool.run(Job::new(), async move |page| {
             let nav = page.goto(&url).await?;
-            assert_eq!(nav.status, Some(404), "the site's own answer");
-            Ok((page.target_id().to_owned(), page.title().await?))
+            Ok((page.target_id().to_owned(), nav.status, page.title().await?))
         }),
     )
     .await
     .expect("the second job ends")
     .expect("the second job succeeds");
     assert_eq!(again, target, "the same page");
+    assert_eq!(status, Some(404), "the site's own answer");
     assert_eq!(title, "not found");
     assert_eq!(site.requested("/fake"), 1, "only the second job's request");
     pool.shutdown(Duration::from_secs(5)).await.unwrap();
