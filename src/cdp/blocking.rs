@@ -120,7 +120,8 @@ impl std::str::FromStr for ResourceType {
 /// counted in [`Counters::blocked_requests`](crate::metrics::Counters).
 ///
 /// Blocking by type uses the page's `Fetch` domain: do not use `Fetch` yourself on a
-/// page that blocks types. Blocking by URL uses `Network.setBlockedURLs` and needs the
+/// page that blocks types; install an [`Interceptor`](super::Interceptor) instead, which
+/// sees every request blocking lets through. Blocking by URL uses `Network.setBlockedURLs` and needs the
 /// `Network` domain (on by default in [`PageOptions`](super::PageOptions)).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Blocking {

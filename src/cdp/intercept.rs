@@ -186,6 +186,7 @@ impl FailReason {
 
 /// What an [`Interceptor`] decides for one paused request.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Decision {
     /// Send the request, with any of its URL, headers (all of them, replacing the
     /// request's) or body changed; `None` keeps the request's own. A changed URL must
