@@ -5,8 +5,9 @@
 //! what a page offers on top of the connection's raw calls (typed commands, navigation,
 //! evaluation, batches, event waits), which interceptor is on it (its own or a job's,
 //! and `Fetch`'s patterns to match: see [`intercept`](super::intercept)), and closing
-//! its target when it is closed or dropped. Never: touches the socket or the pending-call table except through
-//! [`Connection`]'s calls; the connection below it knows nothing of pages.
+//! its target when it is closed or dropped. Never: touches the socket or the
+//! pending-call table except through [`Connection`]'s calls; the connection below it
+//! knows nothing of pages.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;

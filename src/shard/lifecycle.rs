@@ -1,8 +1,8 @@
 //! A page's life on a shard, as IO steps: open it (in the context isolation asks for),
 //! give a job the blocking it asked for and put the page's own back after (with its own
-//! interception: a job's interceptor ends with the job), stop it
-//! after an interrupted job, reset it between jobs, probe it while idle, close it. deadpool's `create` / `recycle` shape: each step reports how it went, and the plan
-//! decides what follows.
+//! interception: a job's interceptor ends with the job), stop it after an interrupted
+//! job, reset it between jobs, probe it while idle, close it. deadpool's `create` /
+//! `recycle` shape: each step reports how it went, and the plan decides what follows.
 //!
 //! Never decides who gets a page; never touches the plan.
 
