@@ -76,8 +76,44 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     println!("title (raw command): {}", raw["result"]["value"]);
 
-    // Give the page back. Dropping the lease does the same, even during a panic.
+    // Step 4: what a page offers, a lease offers: a pipelined batch, the title, the
+    // target id, and event streams (registered before the commands sent after them).
+    let mut batch = lease.batch();
+    let links = batch.push_raw(
+        "Runtime.evaluate",
+        serde_json::json!({ "expression": "document.links.length", "returnByValue": true }),
+    );
+    let url = batch.push(EvaluateParams::new("location.href"));
+    let results = batch.run().await;
+    println!(
+        "batch: {} links at {:?}; title {:?}; target {}",
+        results.get(links)?["result"]["value"],
+        results.get(url)?.result.value,
+        lease.title().await?,
+        lease.target_id().await?,
+    );
+    let load = lease.wait_for_event("Page.loadEventFired");
+    lease.goto(&site.url("/p/4")).await?;
+    let load = load.wait(Duration::from_secs(15)).await?;
+    println!("loaded: {}", load.params_json());
+
+    // Give the page back. Dropping the lease does the same, even during a panic; its
+    // event streams end then.
     lease.release();
+
+    // A forgotten lease cannot keep a page forever: `max_hold` bounds the hold. Past
+    // it, the pool takes the page back and the lease's calls fail with Timeout(Job).
+    let bounded = pool
+        .acquire(Job::new().max_hold(Duration::from_millis(300)))
+        .await?;
+    let mut ends = bounded.events("Page.lifecycleEvent");
+    while futures_util::StreamExt::next(&mut ends).await.is_some() {}
+    let late = bounded.evaluate_value("1").await;
+    println!(
+        "after max_hold: {}",
+        late.err().map(|e| e.to_string()).unwrap_or_default()
+    );
+    drop(bounded);
 
     let snapshot = pool.metrics().await;
     println!(

@@ -91,6 +91,14 @@ pub struct Config {
     /// [`Isolation::ContextPerKey`], nor with a `before_job` or `after_job` hook
     /// ([`PoolBuilder::before_job`](crate::PoolBuilder::before_job)). Default true.
     pub lease_handoff: bool,
+    /// How politely each affinity key (a host, with [`Affinity::from_url`]) is treated:
+    /// at most so many of its jobs at once, and a least time between two of its starts.
+    /// One key's own rule is set at run time with
+    /// [`Pool::set_politeness`](crate::Pool::set_politeness). Default: no limit. See
+    /// `docs/politeness.md`.
+    ///
+    /// [`Affinity::from_url`]: crate::Affinity::from_url
+    pub politeness: crate::politeness::Politeness,
 }
 
 /// How jobs are isolated from each other inside the browser.
@@ -149,6 +157,7 @@ impl Default for Config {
             reconnect_max: Duration::from_secs(5),
             breaker_threshold: 3,
             lease_handoff: true,
+            politeness: crate::politeness::Politeness::new(),
         }
     }
 }
@@ -196,6 +205,7 @@ impl Config {
                 self.reconnect_base, self.reconnect_max
             ));
         }
+        self.politeness.validate()?;
         for (name, d) in [
             ("wait_timeout", self.wait_timeout),
             ("create_timeout", self.create_timeout),

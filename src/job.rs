@@ -146,9 +146,9 @@ pub struct Job {
     pub(crate) affinity: Option<Affinity>,
     pub(crate) priority: Priority,
     pub(crate) wait_timeout: Option<Duration>,
-    pub(crate) create_timeout: Option<Duration>,
     pub(crate) command_timeout: Option<Duration>,
     pub(crate) timeout: Option<Duration>,
+    pub(crate) max_hold: Option<Duration>,
     pub(crate) retries: u32,
     /// Boxed: most jobs block what the pool blocks, and a job waits in queues by value.
     pub(crate) block: Option<Arc<crate::cdp::Blocking>>,
@@ -168,6 +168,7 @@ impl Job {
             && self.affinity.is_none()
             && self.wait_timeout.is_none()
             && self.timeout.is_none()
+            && self.max_hold.is_none()
     }
 
     /// Keeps this job with others of the same key.
@@ -188,21 +189,31 @@ impl Job {
         self
     }
 
-    /// Longest time to open a new session for it (`Timeout(Create)`).
-    pub fn create_timeout(mut self, timeout: Duration) -> Self {
-        self.create_timeout = Some(timeout);
-        self
-    }
-
     /// Deadline of each CDP command it sends (`Timeout(Command)`).
     pub fn command_timeout(mut self, timeout: Duration) -> Self {
         self.command_timeout = Some(timeout);
         self
     }
 
-    /// Deadline of the whole job, from submission to result (`Timeout(Job)`).
+    /// Deadline of the whole job, from submission to result (`Timeout(Job)`). For a
+    /// lease ([`Pool::acquire`](crate::Pool::acquire)) without a
+    /// [`max_hold`](Self::max_hold), it also bounds how long the lease is held, from
+    /// submission.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// For a lease: the longest it may be held once granted. Past it the shard takes
+    /// the page back (it stops the page, as for a job past its deadline, and gives it to
+    /// the next caller), the lease's event streams end, and its later calls fail with
+    /// `Timeout(Job)`. So a forgotten lease cannot keep a page forever. Without it (and
+    /// without a [`timeout`](Self::timeout)) a lease is held until dropped.
+    ///
+    /// A lease with a hold limit always goes back through its shard, never straight to
+    /// the next caller (see [`Config::lease_handoff`](crate::Config)).
+    pub fn max_hold(mut self, limit: Duration) -> Self {
+        self.max_hold = Some(limit);
         self
     }
 

@@ -3,18 +3,24 @@
 //! A lease is usable from any thread or runtime; its commands run on the shard that owns
 //! the page. It wraps the [`Grant`] its shard sent, and dropping it drops the grant, which
 //! returns the session (see `shard::msg`): straight to the next `acquire` caller in the
-//! line when the shard allows it, else to the shard.
+//! line when the shard allows it, else to the shard. It also ends the event streams it
+//! opened, before the session goes: none outlives the lease. Never: touches the page
+//! itself (it is `!Send` and lives on its shard); everything goes by message.
 
 use std::fmt;
 use std::time::Duration;
 
 use crate::cdp::protocol::{MethodName, Reply};
 use crate::cdp::{evaluated_value, EvaluateByValue, EVALUATE};
+use crate::cdp::{EventBuffer, EventOverflow, Events, Feed, TypedEvents};
 use crate::cdp::{GotoOptions, Navigation};
 use crate::error::shutdown_error;
 use crate::error::{Error, ErrorKind, Result};
+use crate::lease_batch::LeaseBatch;
 use crate::shard::msg::{Grant, LeaseOp, Msg};
-use chromiumoxide_types::Command;
+use crate::sync::{Arc, SegQueue};
+use chromiumoxide_types::{Command, MethodType};
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 /// A session held by the caller, usable from any thread or runtime. Its commands run on
@@ -24,9 +30,16 @@ use serde::Serialize;
 /// usually hands its session straight to the first of them, in the dropping thread,
 /// without a trip through the shard (see [`Config::lease_handoff`](crate::config::Config)). The
 /// order in which waiters are served is the same either way: class first, then arrival.
+///
+/// A job's [`max_hold`](crate::Job::max_hold) (or its [`timeout`](crate::Job::timeout))
+/// bounds how long the lease may be held: past it the shard takes the page back (stops
+/// it, as for a job past its deadline), the lease's event streams end, and every later
+/// call fails with `Timeout(Job)`.
 pub struct Lease {
     grant: Grant,
     command_timeout: Option<Duration>,
+    /// The streams this lease opened: ended when it goes.
+    feeds: SegQueue<Arc<Feed>>,
 }
 
 impl Lease {
@@ -35,6 +48,7 @@ impl Lease {
         Lease {
             grant,
             command_timeout: None,
+            feeds: SegQueue::new(),
         }
     }
 
@@ -50,15 +64,85 @@ impl Lease {
 
     /// Sends `op` to the session's shard and waits for what it answers on `rx`.
     async fn op<T>(&self, op: LeaseOp, rx: tokio::sync::oneshot::Receiver<Result<T>>) -> Result<T> {
-        let link = self.grant.link().ok_or_else(shutdown_error)?;
-        link.inbox
-            .send(Msg::LeaseOp {
-                lease: self.grant.lease,
-                op,
-                timeout: self.command_timeout,
-            })
-            .map_err(|_| shutdown_error())?;
+        self.send(op);
         rx.await.unwrap_or_else(|_| Err(shutdown_error()))
+    }
+
+    /// Sends `op` to the session's shard; if the shard is gone, `op` hears so.
+    pub(crate) fn send(&self, op: LeaseOp) {
+        let Some(link) = self.grant.link() else {
+            op.fail(shutdown_error());
+            return;
+        };
+        let msg = Msg::LeaseOp {
+            lease: self.grant.lease,
+            op,
+            timeout: self.command_timeout,
+        };
+        if let Err(refused) = link.inbox.send(msg) {
+            if let Msg::LeaseOp { op, .. } = refused.0 {
+                op.fail(shutdown_error());
+            }
+        }
+    }
+
+    /// Streams every event of `method` on the leased page from now on; see
+    /// [`Page::events`](crate::Page::events). It is registered before any command sent
+    /// after this call (the shard handles the lease's messages in order), buffers up to
+    /// 1024 unread events, and ends when the lease is dropped or taken back.
+    pub fn events(&self, method: &str) -> Events {
+        self.open_events(method, EventBuffer::default())
+    }
+
+    /// [`events`](Self::events) with its own buffer size and overflow policy. Fails
+    /// (`InvalidInput`) on a buffer of zero events.
+    pub fn events_with(&self, method: &str, buffer: EventBuffer) -> Result<Events> {
+        buffer.check()?;
+        Ok(self.open_events(method, buffer))
+    }
+
+    /// Streams every event of type `T` (from `spider_chromiumoxide_cdp`) on the leased
+    /// page, decoded; see [`Page::events_of`](crate::Page::events_of).
+    pub fn events_of<T: MethodType + DeserializeOwned>(&self) -> TypedEvents<T> {
+        TypedEvents::new(self.events(&T::method_id()))
+    }
+
+    /// Starts listening for one event of `method`: registered before any command sent
+    /// after this call; then [`Events::wait`] for it.
+    pub fn wait_for_event(&self, method: &str) -> Events {
+        self.open_events(method, EventBuffer::new(1, EventOverflow::DropNewest))
+    }
+
+    fn open_events(&self, method: &str, buffer: EventBuffer) -> Events {
+        let feed = Feed::new(buffer);
+        self.feeds.push(feed.clone());
+        let method_name: MethodName = method.to_owned().into();
+        self.send(LeaseOp::Events {
+            method: method_name,
+            feed: feed.clone(),
+        });
+        Events::new(feed, method)
+    }
+
+    /// Starts a pipelined batch of commands on the leased page; see
+    /// [`Page::batch`](crate::Page::batch). Parameters are encoded and replies decoded
+    /// in the holder's thread.
+    pub fn batch(&self) -> LeaseBatch<'_> {
+        LeaseBatch::new(self)
+    }
+
+    /// The page's `document.title`.
+    pub async fn title(&self) -> Result<String> {
+        match self.evaluate_value("document.title").await? {
+            serde_json::Value::String(s) => Ok(s),
+            other => Ok(other.to_string()),
+        }
+    }
+
+    /// The page's CDP target id (asked of its shard).
+    pub async fn target_id(&self) -> Result<String> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.op(LeaseOp::TargetId { reply }, rx).await
     }
 
     /// Runs `method` with `params` on the leased page. The parameters are encoded and
@@ -140,6 +224,16 @@ impl Lease {
 
     /// Returns the session now (the same as dropping the lease).
     pub fn release(self) {}
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        // Before the grant goes (fields drop after this): the next holder, who may get
+        // the page straight from this thread, never shares a stream with this one.
+        while let Some(feed) = self.feeds.pop() {
+            feed.abandon();
+        }
+    }
 }
 
 impl fmt::Debug for Lease {

@@ -71,10 +71,13 @@ mod error;
 mod fleet;
 mod handoff;
 mod hooks;
+pub mod identity;
 mod job;
 mod lease;
+mod lease_batch;
 pub mod metrics;
 mod mutant;
+mod politeness;
 mod pool;
 mod queue;
 mod router;
@@ -87,12 +90,15 @@ pub(crate) mod sync;
 
 #[doc(inline)]
 pub use cdp::{Blocking, GotoOptions, Navigation, Page, ResourceType, WaitUntil};
+pub use cdp::{EventBuffer, EventOverflow, Events, TypedEvents};
 pub use config::{Config, Isolation, Reset};
 pub use error::{Error, ErrorKind, Result, TimeoutKind};
 pub use job::{Affinity, AffinityMode, Job, Priority};
 pub use lease::Lease;
+pub use lease_batch::LeaseBatch;
 #[doc(inline)]
 pub use metrics::Snapshot;
+pub use politeness::Politeness;
 pub use pool::{Pool, PoolBuilder};
 pub use router::shard_for;
 /// The shard running the caller's job, if any: for tests and tracing, not a stable API.

@@ -19,6 +19,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::fleet::Fleet;
 use crate::handoff::{Join, Line};
 use crate::hooks::{HookPoint, Hooks};
+use crate::identity::{merge_cookies, ContextOptions, Cookie};
 use crate::job::{wait_deadline, Job};
 use crate::lease::Lease;
 use crate::metrics::Snapshot;
@@ -39,6 +40,7 @@ pub struct PoolBuilder {
     endpoints: Vec<String>,
     page_options: PageOptions,
     hooks: Hooks,
+    context_options: Option<shard::Provider>,
 }
 
 impl PoolBuilder {
@@ -156,6 +158,20 @@ impl PoolBuilder {
         self
     }
 
+    /// Gives each key its [`ContextOptions`] under
+    /// [`Isolation::ContextPerKey`](crate::Isolation::ContextPerKey): `provider` is
+    /// called on the shard with the key each time a page opens for a key that has no
+    /// options of its own ([`Pool::set_context_options`]). It must be quick and must not
+    /// block; a panic or invalid options fail that opening with
+    /// [`ErrorKind::InvalidInput`].
+    pub fn context_options(
+        mut self,
+        provider: impl Fn(&str) -> ContextOptions + Send + Sync + 'static,
+    ) -> Self {
+        self.context_options = Some(shard::Provider(StdArc::new(provider)));
+        self
+    }
+
     /// Validates the configuration, starts the browsers and the shards, and connects
     /// every shard to every browser.
     pub async fn build(self) -> Result<Pool> {
@@ -214,6 +230,7 @@ impl PoolBuilder {
                 hooks: self.hooks.clone(),
                 lines: lines.clone(),
                 broken: broken.clone(),
+                context_options: self.context_options.clone(),
             };
             let pin = self.pin_cores.then_some(id % cores);
             threads.push(shard::spawn(id, shared, inbox, pin, ready_tx.clone())?);
@@ -479,6 +496,132 @@ impl Pool {
         Snapshot::merge(&reports)
     }
 
+    /// Sends `op(reply)` to every shard and collects the answers, for `what` (a call
+    /// that needs [`Isolation::ContextPerKey`](crate::Isolation::ContextPerKey)).
+    async fn ask_every_shard<T>(
+        &self,
+        what: &str,
+        op: impl Fn(oneshot::Sender<T>) -> shard::IdentityOp,
+    ) -> Result<Vec<T>> {
+        if self.inner.config.load().isolation != crate::Isolation::ContextPerKey {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "{what} needs Config::isolation = Isolation::ContextPerKey (a browser \
+                     context per key); this pool runs {:?}",
+                    self.inner.config.load().isolation
+                ),
+            ));
+        }
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(shutdown_error());
+        }
+        let mut replies = Vec::new();
+        for inbox in self.inner.inboxes.iter() {
+            let (tx, rx) = oneshot::channel();
+            if inbox.send(Msg::Identity(op(tx))).is_ok() {
+                replies.push(rx);
+            }
+        }
+        let mut answers = Vec::new();
+        for rx in replies {
+            match rx.await {
+                Ok(answer) => answers.push(answer),
+                Err(_) => return Err(self.unanswered().await.unwrap_or_else(shutdown_error)),
+            }
+        }
+        Ok(answers)
+    }
+
+    /// Uses `options` for the pages of `key` under
+    /// [`Isolation::ContextPerKey`](crate::Isolation::ContextPerKey), in place of the
+    /// builder's [`context_options`](PoolBuilder::context_options) provider. Set them
+    /// before the key's first job: a context already open for the key keeps its proxy,
+    /// and its open pages keep their settings; contexts and pages opened later use
+    /// `options`. Invalid options are refused here, with the field named, and so is
+    /// a pool that does not run `ContextPerKey` ([`ErrorKind::InvalidInput`]).
+    ///
+    /// Cancel safety: once this returns, every shard uses `options`; dropped before, some
+    /// shards may and others not.
+    pub async fn set_context_options(&self, key: &str, options: ContextOptions) -> Result<()> {
+        options.validate()?;
+        let key: StdArc<str> = key.into();
+        self.ask_every_shard("set_context_options", |done| {
+            shard::IdentityOp::SetOptions {
+                key: key.clone(),
+                options: options.clone(),
+                done,
+            }
+        })
+        .await
+        .map(drop)
+    }
+
+    /// The cookies of `key`'s browser contexts
+    /// ([`Isolation::ContextPerKey`](crate::Isolation::ContextPerKey)), one per name,
+    /// domain and path, for a crawl to keep (they serialize with serde). A key with no
+    /// context open yet gives the cookies imported for it, if any. A pool that does not
+    /// run `ContextPerKey` answers [`ErrorKind::InvalidInput`].
+    ///
+    /// Cancel safety: read-only; dropping it changes nothing.
+    pub async fn export_cookies(&self, key: &str) -> Result<Vec<Cookie>> {
+        let key: StdArc<str> = key.into();
+        let answers = self
+            .ask_every_shard("export_cookies", |reply| shard::IdentityOp::ExportCookies {
+                key: key.clone(),
+                reply,
+            })
+            .await?;
+        let mut parts = Vec::new();
+        for answer in answers {
+            if let Some(cookies) = answer? {
+                parts.push(cookies);
+            }
+        }
+        if parts.is_empty() {
+            return self.imported_cookies(&key).await;
+        }
+        Ok(merge_cookies(parts))
+    }
+
+    /// The cookies imported for `key` (kept by every shard alike: the first answers).
+    async fn imported_cookies(&self, key: &StdArc<str>) -> Result<Vec<Cookie>> {
+        let (tx, rx) = oneshot::channel();
+        let op = shard::IdentityOp::Seeds {
+            key: key.clone(),
+            reply: tx,
+        };
+        if self.inner.inboxes[0].send(Msg::Identity(op)).is_err() {
+            return Err(shutdown_error());
+        }
+        rx.await.map_err(|_| shutdown_error())
+    }
+
+    /// Puts `cookies` into `key`'s browser contexts
+    /// ([`Isolation::ContextPerKey`](crate::Isolation::ContextPerKey)): those open now,
+    /// and every one opened for the key later (before its first page). With
+    /// [`export_cookies`](Self::export_cookies), a logged-in session survives a restart.
+    /// A cookie with no domain is refused here, and so is a pool that does not run
+    /// `ContextPerKey` ([`ErrorKind::InvalidInput`]).
+    ///
+    /// Cancel safety: dropped before it returns, the cookies may be in some of the key's
+    /// contexts and not others; calling it again is harmless.
+    pub async fn import_cookies(&self, key: &str, cookies: Vec<Cookie>) -> Result<()> {
+        for c in &cookies {
+            c.validate()?;
+        }
+        let key: StdArc<str> = key.into();
+        let cookies: StdArc<[Cookie]> = cookies.into();
+        let answers = self
+            .ask_every_shard("import_cookies", |reply| shard::IdentityOp::ImportCookies {
+                key: key.clone(),
+                cookies: cookies.clone(),
+                reply,
+            })
+            .await?;
+        answers.into_iter().collect()
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> Config {
         (*self.inner.config.load()).clone()
@@ -492,6 +635,38 @@ impl Pool {
         next.validate()?;
         publish_config(&self.inner.config, &self.inner.inboxes, next);
         Ok(())
+    }
+
+    /// Sets one affinity key's politeness rule (a `Crawl-delay` learned from robots.txt,
+    /// say), in place of [`Config::politeness`] for that key until
+    /// [`reset_politeness`](Self::reset_politeness). `key` is the key the jobs carry
+    /// (for [`Affinity::from_url`](crate::Affinity::from_url), the host). The rule goes
+    /// to the key's shard as a message, ahead of any request sent after this call
+    /// returns; requests already held for the key are let in as the new rule allows.
+    /// Fails with `InvalidInput` for a bad rule and `Shutdown` once the pool stops.
+    pub fn set_politeness(&self, key: impl AsRef<str>, rule: crate::Politeness) -> Result<()> {
+        rule.validate()?;
+        self.send_politeness(key.as_ref(), Some(rule))
+    }
+
+    /// Drops the rule [`set_politeness`](Self::set_politeness) gave `key`: the pool's
+    /// default ([`Config::politeness`]) applies to it again.
+    pub fn reset_politeness(&self, key: impl AsRef<str>) -> Result<()> {
+        self.send_politeness(key.as_ref(), None)
+    }
+
+    fn send_politeness(&self, key: &str, rule: Option<crate::Politeness>) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(shutdown_error());
+        }
+        let shard = shard_for(key, self.shards());
+        let msg = Msg::Politeness {
+            key: key.into(),
+            rule,
+        };
+        self.inner.inboxes[shard]
+            .send(msg)
+            .map_err(|_| shutdown_error())
     }
 
     /// Stops the pool: new requests fail with `Shutdown`, waiting ones fail, running jobs

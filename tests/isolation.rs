@@ -123,3 +123,63 @@ async fn reset_navigates_away_after_release() {
     assert_eq!(href, "http://site.example/kept");
     pool.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keys_options_and_cookies_reach_its_contexts_on_the_simulated_browser() {
+    use cdpmux::identity::{ContextOptions, Cookie};
+    let (_sim, pool) = support::sim_pool(SimConfig::default(), 2, |c| {
+        c.isolation = Isolation::ContextPerKey;
+    })
+    .await;
+    let opts = ContextOptions::new()
+        .user_agent("sim-ua")
+        .header("X-Key", "a")
+        .locale("de-DE")
+        .timezone("Europe/Berlin");
+    pool.set_context_options("a", opts).await.unwrap();
+    let first = vec![Cookie::new("sid", "1", "a.test")];
+    pool.import_cookies("a", first.clone()).await.unwrap();
+    assert_eq!(
+        pool.export_cookies("a").await.unwrap(),
+        first,
+        "seeds, before use"
+    );
+    let a = context_of(&pool, Job::new().affinity(Affinity::sticky("a"))).await;
+    assert!(!a.is_empty());
+    assert_eq!(
+        pool.export_cookies("a").await.unwrap(),
+        first,
+        "the key's context was seeded when it was created"
+    );
+    let late = Cookie::new("late", "2", "a.test");
+    pool.import_cookies("a", vec![late.clone()]).await.unwrap();
+    let now = pool.export_cookies("a").await.unwrap();
+    assert_eq!(
+        now,
+        [first[0].clone(), late],
+        "imported into the open context"
+    );
+    context_of(&pool, Job::new().affinity(Affinity::sticky("b"))).await;
+    assert!(pool.export_cookies("b").await.unwrap().is_empty());
+    pool.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_calls_on_a_pool_without_a_context_per_key_say_what_is_missing() {
+    use cdpmux::identity::{ContextOptions, Cookie};
+    let (_sim, pool) = support::one_shard(1).await;
+    let errors = [
+        pool.set_context_options("a", ContextOptions::new())
+            .await
+            .unwrap_err(),
+        pool.export_cookies("a").await.unwrap_err(),
+        pool.import_cookies("a", vec![Cookie::new("s", "1", "a.test")])
+            .await
+            .unwrap_err(),
+    ];
+    for err in errors {
+        assert_eq!(err.kind(), cdpmux::ErrorKind::InvalidInput);
+        assert!(err.message().contains("ContextPerKey"), "{err}");
+    }
+    pool.shutdown(Duration::from_secs(5)).await.unwrap();
+}

@@ -120,3 +120,131 @@ async fn deadlines_past_the_clock_saturate_instead_of_killing_the_shard() {
     assert_eq!(v, json!(4));
     pool.shutdown(Duration::from_secs(1)).await.unwrap();
 }
+
+/// What a page offers, through a lease: batch, title, target id, event streams and a
+/// one-event wait, each answered on the page's shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_batches_reads_its_title_and_target_and_streams_events() {
+    use futures_util::StreamExt;
+    let (_sim, pool) = support::one_shard(1).await;
+    let lease = acquire(&pool).await;
+
+    let mut batch = lease.batch();
+    let a = batch.push(cdpmux::js_protocol::runtime::EvaluateParams::new("1+1"));
+    let b = batch.push_raw("Runtime.evaluate", json!({"expression": "2+2"}));
+    assert_eq!(batch.len(), 2);
+    let results = tokio::time::timeout(LIMIT, batch.run()).await.unwrap();
+    assert_eq!(results.get(a).unwrap().result.value, Some(json!(2)));
+    assert_eq!(results.get(b).unwrap()["result"]["value"], 4);
+
+    let target = tokio::time::timeout(LIMIT, lease.target_id())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!target.is_empty());
+
+    let mut navigated = lease.events("Page.frameNavigated");
+    let load = lease.wait_for_event("Page.loadEventFired");
+    tokio::time::timeout(LIMIT, lease.goto("http://site.example/a"))
+        .await
+        .unwrap()
+        .expect("the simulated page loads");
+    let event = tokio::time::timeout(LIMIT, navigated.next())
+        .await
+        .unwrap()
+        .expect("an event")
+        .unwrap();
+    assert_eq!(event.method(), "Page.frameNavigated");
+    let load = load.wait(LIMIT).await.expect("the load event");
+    assert_eq!(load.method(), "Page.loadEventFired");
+    assert!(tokio::time::timeout(LIMIT, lease.title())
+        .await
+        .unwrap()
+        .is_ok());
+
+    let refused = lease.events_with("X.y", cdpmux::EventBuffer::new(0, Default::default()));
+    assert_eq!(refused.unwrap_err().kind(), ErrorKind::InvalidInput);
+    drop(lease);
+    assert!(
+        tokio::time::timeout(LIMIT, navigated.next())
+            .await
+            .unwrap()
+            .is_none(),
+        "the lease went back: its stream ended"
+    );
+    pool.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// A lease dropped while another caller waits goes straight to that caller, without a
+/// trip through the shard: the streams the first holder opened end before the second
+/// holder gets the page, so they never hear its events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_handed_straight_on_ends_its_streams_first() {
+    use futures_util::StreamExt;
+    let (_sim, pool) = support::one_shard(1).await;
+    let first = acquire(&pool).await;
+    let mut navigated = first.events("Page.frameNavigated");
+    let waiting = tokio::spawn({
+        let pool = pool.clone();
+        async move { support::lease(&pool, LIMIT).await }
+    });
+    let snap = support::metrics_until(&pool, LIMIT, |s| s.gauges.waiting == 1).await;
+    assert_eq!(snap.gauges.waiting, 1, "the second caller waits");
+    drop(first);
+    let second = tokio::time::timeout(LIMIT, waiting).await.unwrap().unwrap();
+    tokio::time::timeout(LIMIT, second.goto("http://site.example/b"))
+        .await
+        .unwrap()
+        .expect("the simulated page loads");
+    assert_eq!(
+        pool.metrics().await.counters.handoffs,
+        1,
+        "the page went straight to the second holder"
+    );
+    assert!(
+        tokio::time::timeout(LIMIT, navigated.next())
+            .await
+            .unwrap()
+            .is_none(),
+        "the first holder's stream ended, hearing nothing of the second's navigation"
+    );
+    drop(second);
+    pool.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// A lease held past `max_hold`: the shard takes its page back (the lease's stream ends
+/// then), the page serves the next caller while the first still holds its lease, and
+/// the first lease's later calls fail with `Timeout(Job)`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_held_past_max_hold_loses_its_page_to_the_next_caller() {
+    use futures_util::StreamExt;
+    let (_sim, pool) = support::one_shard(1).await;
+    let job = cdpmux::Job::new().max_hold(Duration::from_millis(100));
+    let forgotten = tokio::time::timeout(LIMIT, pool.acquire(job))
+        .await
+        .unwrap()
+        .expect("a lease");
+    let mut events = forgotten.events("Page.lifecycleEvent");
+    // Ends when the shard takes the page back, not before.
+    assert!(
+        tokio::time::timeout(LIMIT, events.next())
+            .await
+            .expect("taken back in time")
+            .is_none(),
+        "taken back: the stream ended"
+    );
+    let next = acquire(&pool).await;
+    assert_eq!(evaluate(&next, "1+1").await.unwrap(), json!(2));
+    let err = evaluate(&forgotten, "1+1").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout(TimeoutKind::Job), "{err}");
+    assert!(err.to_string().contains("took its page back"), "{err}");
+    drop(forgotten);
+    assert_eq!(
+        evaluate(&next, "2+2").await.unwrap(),
+        json!(4),
+        "the late release leaves the new holder alone"
+    );
+    assert_eq!(pool.metrics().await.counters.timeouts_job, 1);
+    drop(next);
+    pool.shutdown(Duration::from_secs(5)).await.unwrap();
+}

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cdpmux::browser::BrowserKind;
-use cdpmux::{Isolation, Priority, Reset, ResourceType, WaitUntil};
+use cdpmux::{Isolation, Politeness, Priority, Reset, ResourceType, WaitUntil};
 use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -139,6 +139,22 @@ pub struct CrawlArgs {
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub retries: u32,
 
+    /// Most pages of one host in flight at once. Jobs are keyed by host (as with
+    /// --affinity host) when --affinity is none. See docs/politeness.md.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub per_host: Option<u32>,
+
+    /// Least time between two page starts on one host (e.g. 500ms, 2s). Pages waiting
+    /// for their host's turn count against --timeout. Keys jobs by host like --per-host.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub host_delay: Option<Duration>,
+
+    /// Fetch each host's robots.txt once (through the pool), skip the pages it
+    /// disallows for the `cdpmux` user agent, and wait its Crawl-delay between the
+    /// host's pages (the longer of it and --host-delay). Keys jobs by host like --per-host.
+    #[arg(long)]
+    pub robots: bool,
+
     /// Follow links (within --follow) up to this many hops from the input URLs.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub depth: u32,
@@ -225,6 +241,18 @@ pub struct CrawlArgs {
 }
 
 impl CrawlArgs {
+    /// Each host's politeness from --per-host and --host-delay (before robots.txt).
+    pub fn politeness(&self) -> Politeness {
+        Politeness::new()
+            .max_in_flight(self.per_host.unwrap_or(0) as usize)
+            .interval(self.host_delay.unwrap_or_default())
+    }
+
+    /// True when jobs must carry their host as key: politeness works per key.
+    pub fn polite(&self) -> bool {
+        self.per_host.is_some() || self.host_delay.is_some() || self.robots
+    }
+
     /// What pages never load: `--block`, else the profile's.
     pub fn blocked(&self) -> Vec<ResourceType> {
         match (&self.block, self.profile) {

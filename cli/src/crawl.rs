@@ -35,6 +35,7 @@ use crate::frontier::{Frontier, Limits, Offer};
 use crate::metrics_http;
 use crate::probe::{PageData, Probe, VisitError, Wanted};
 use crate::record::{PageRecord, Screenshot, CANCELLED};
+use crate::robots::Robots;
 use crate::stats::CrawlStats;
 use crate::stop::{Stop, StopSignal};
 
@@ -89,6 +90,7 @@ pub async fn run(args: CrawlArgs, mut stop: Stop) -> Result<(), Fatal> {
 
     let concurrency = args.concurrency as usize;
     let (isolation, reset) = (args.isolation.into(), args.reset.into());
+    let politeness = args.politeness();
     let page_options = PageOptions {
         block: Blocking::none().resources(args.blocked()),
         ..PageOptions::default()
@@ -101,6 +103,7 @@ pub async fn run(args: CrawlArgs, mut stop: Stop) -> Result<(), Fatal> {
         .configure(|c| {
             c.isolation = isolation;
             c.reset = reset;
+            c.politeness = politeness;
             // The crawl bounds what is in flight; the queue must hold all of it.
             c.max_queue = c.max_queue.max(concurrency);
         })
@@ -170,6 +173,10 @@ pub async fn run(args: CrawlArgs, mut stop: Stop) -> Result<(), Fatal> {
         stats: CrawlStats::default(),
         out_error: None,
         signal: None,
+        robots: args
+            .robots
+            .then(|| Arc::new(Robots::new(politeness, args.timeout))),
+        disallowed: 0,
     };
     match input {
         Input::Demo => {
@@ -210,6 +217,13 @@ pub async fn run(args: CrawlArgs, mut stop: Stop) -> Result<(), Fatal> {
             .summary(elapsed, &snapshot, crawl.signal.is_some());
         if let Some(path) = &args.output {
             summary.push_str(&format!("  {:<16}{}\n", "output", path.display()));
+        }
+        if args.robots {
+            let skipped = crawl.disallowed;
+            summary.push_str(&format!(
+                "  {:<16}{skipped} pages disallowed, not visited\n",
+                "robots.txt"
+            ));
         }
         reports.print(&summary);
         match args.metrics {
@@ -255,6 +269,10 @@ struct Crawl<'a> {
     out_error: Option<io::Error>,
     /// The first stop signal; the crawl stops on it.
     signal: Option<StopSignal>,
+    /// Each origin's robots.txt (--robots).
+    robots: Option<Arc<Robots>>,
+    /// Pages robots.txt kept us from: no line, counted in the summary.
+    disallowed: u64,
 }
 
 /// Where a page's content goes, besides its counts.
@@ -532,7 +550,20 @@ impl Crawl<'_> {
         let keep = Keep::of(self.args);
         let wanted = keep.wanted();
         let goto = GotoOptions::new().wait_until(self.args.wait_until());
+        let robots = self.robots.clone();
         async move {
+            if let Some(robots) = robots {
+                if !robots.allows(&pool, &url).await {
+                    return Finished {
+                        url,
+                        depth,
+                        result: Err(VisitError::Disallowed),
+                        elapsed: Duration::ZERO,
+                        shard: None,
+                        reused: None,
+                    };
+                }
+            }
             let trace = Arc::new(Trace::default());
             let seen = trace.clone();
             let target = url.clone();
@@ -584,6 +615,8 @@ impl Crawl<'_> {
             job = job.command_timeout(t);
         }
         let key = match a.affinity {
+            // Politeness is per key: the host.
+            AffinityArg::None if a.polite() => Affinity::from_url(url).ok(),
             AffinityArg::None => None,
             // file:// URLs have no host, hence no key: they spread like unkeyed jobs.
             AffinityArg::Host => Affinity::from_url(url).ok(),
@@ -604,6 +637,10 @@ impl Crawl<'_> {
         frontier: &Frontier,
         out: &mut Box<dyn Write + Send>,
     ) -> Option<(String, u32, Vec<String>)> {
+        if matches!(done.result, Err(VisitError::Disallowed)) {
+            self.disallowed += 1;
+            return None;
+        }
         let ms = (done.elapsed.as_secs_f64() * 1e6).round() / 1e3;
         self.stats.page_times.record(done.elapsed);
         let mut record = PageRecord {

@@ -20,6 +20,7 @@ mod frontier;
 mod metrics_http;
 mod probe;
 mod record;
+mod robots;
 mod stats;
 mod stop;
 

@@ -84,6 +84,8 @@ pub enum VisitError {
     Shape(serde_json::Error),
     /// The page's content could not be saved (--save-html, --screenshot).
     Save(std::io::Error),
+    /// Its site's robots.txt disallows it (--robots): it was not visited.
+    Disallowed,
 }
 
 impl VisitError {
@@ -93,6 +95,7 @@ impl VisitError {
             VisitError::Pool(e) => kind_name(e.kind()),
             VisitError::Shape(_) => kind_name(ErrorKind::Protocol),
             VisitError::Save(_) => kind_name(ErrorKind::Io),
+            VisitError::Disallowed => "robots".to_owned(),
         }
     }
 }
@@ -103,6 +106,7 @@ impl fmt::Display for VisitError {
             VisitError::Pool(e) => e.fmt(f),
             VisitError::Shape(e) => write!(f, "the page probe returned an unexpected shape: {e}"),
             VisitError::Save(e) => write!(f, "the page's content was not saved: {e}"),
+            VisitError::Disallowed => f.write_str("disallowed by the site's robots.txt"),
         }
     }
 }

@@ -43,6 +43,14 @@ impl<T> Clone for Slot<T> {
 impl<T> Copy for Slot<T> {}
 
 impl<T> Slot<T> {
+    /// The slot of the `index`th command of a batch.
+    pub(crate) fn new(index: usize) -> Self {
+        Slot {
+            index,
+            _response: PhantomData,
+        }
+    }
+
     /// Position of the command in the batch.
     pub fn index(&self) -> usize {
         self.index
@@ -81,18 +89,9 @@ impl<'p> Batch<'p> {
 
     /// Encodes the parameters now; an encoding failure becomes this command's result.
     fn add<T, P: serde::Serialize>(&mut self, method: MethodName, params: &P) -> Slot<T> {
-        let params = serde_json::value::to_raw_value(params).map_err(|e| {
-            Error::new(
-                ErrorKind::InvalidInput,
-                format!("could not encode {method}"),
-            )
-            .with_source(e)
-        });
+        let params = encode_params(&method, params);
         self.calls.push((method, params));
-        Slot {
-            index: self.calls.len() - 1,
-            _response: PhantomData,
-        }
+        Slot::new(self.calls.len() - 1)
     }
 
     /// Commands in the batch.
@@ -139,7 +138,27 @@ pub struct BatchResults {
     methods: Vec<MethodName>,
 }
 
+/// Encodes a command's parameters for a batch (a page's or a lease's): a failure is
+/// kept as that command's result.
+pub(crate) fn encode_params<P: serde::Serialize + ?Sized>(
+    method: &MethodName,
+    params: &P,
+) -> Result<Box<RawValue>> {
+    serde_json::value::to_raw_value(params).map_err(|e| {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!("could not encode {method}"),
+        )
+        .with_source(e)
+    })
+}
+
 impl BatchResults {
+    /// The replies of a batch's commands, in order, with their methods.
+    pub(crate) fn new(replies: Vec<Result<Reply>>, methods: Vec<MethodName>) -> Self {
+        BatchResults { replies, methods }
+    }
+
     /// The typed result of the command at `slot`.
     pub fn get<T: DeserializeOwned>(&self, slot: Slot<T>) -> Result<T> {
         match self.replies.get(slot.index) {

@@ -33,6 +33,7 @@ use super::protocol::{
 use super::routing::{Blocked, Ending, EventRoute, Pausing, Sessions};
 pub use super::settings::{ConnectionConfig, ConnectionStats};
 use super::socket::{self, Signals, Wire};
+use super::streams::Feed;
 use crate::error::{Error, ErrorKind, Result, TimeoutKind};
 
 /// A connection to one browser over one WebSocket, carrying any number of flat sessions.
@@ -437,6 +438,32 @@ impl Shared {
         })
     }
 
+    /// Registers a bounded stream of every event of `method` on `session` into `feed`.
+    pub(crate) fn register_feed(
+        &self,
+        session: SessionSlot,
+        method: MethodName,
+        feed: crate::sync::Arc<Feed>,
+    ) {
+        let mut st = self.state.borrow_mut();
+        let id = st.next_waiter;
+        st.next_waiter += 1;
+        let (entry, ()) = WaitEntry::feed(id, method, feed);
+        Self::add_wait(&mut st, Some(session), entry);
+    }
+
+    /// The job on `session` ended: its streams end and its waits fail, so nothing it
+    /// listened to reaches the next job.
+    pub(crate) fn end_job(&self, session: SessionSlot) {
+        if let Some(s) = self.state.borrow_mut().sessions.get_mut(session) {
+            let why = Error::new(
+                ErrorKind::SessionCrashed,
+                "the job ended: its page went back to the pool",
+            );
+            s.waiters.end_job(&why);
+        }
+    }
+
     /// Registers the wait `make` builds, or refuses it at once on a dead session or a
     /// closed socket.
     fn register<H>(
@@ -449,6 +476,13 @@ impl Shared {
         st.next_waiter += 1;
         let registry: Weak<dyn Unregister> = Rc::downgrade(self) as Weak<dyn Unregister>;
         let (entry, handle) = make(registry, id);
+        Self::add_wait(&mut st, session, entry);
+        handle
+    }
+
+    /// Adds `entry` to `session`'s waits (the browser's for `None`), or refuses it at
+    /// once on a dead session or a closed socket.
+    fn add_wait(st: &mut State, session: Option<SessionSlot>, entry: WaitEntry) {
         let refusal = match (&st.closed, session) {
             (Some(err), _) => Some(err.clone()),
             (None, None) => None,
@@ -462,7 +496,6 @@ impl Shared {
                 None => unreachable!("a session without a refusal is registered"),
             },
         }
-        handle
     }
 
     /// Fails everything on a socket that is gone, and refuses all later calls.
@@ -570,6 +603,14 @@ impl Shared {
         }
     }
 
+    /// Whether `session` answers proxy challenges.
+    pub(crate) fn has_proxy_auth(&self, session: SessionSlot) -> bool {
+        let mut st = self.state.borrow_mut();
+        st.sessions
+            .get_mut(session)
+            .is_some_and(|s| s.pausing.proxy_auth.is_some())
+    }
+
     /// Routes one incoming frame: a reply to its call, an event to its waits (and, when
     /// [`routing`](super::routing) says it ends sessions, their death).
     fn dispatch(&self, text: FrameText) {
@@ -640,6 +681,14 @@ impl Shared {
                     self.blocked(slot, blocked, &text[params.clone()]);
                     st = self.state.borrow_mut();
                 }
+                let answer = st
+                    .sessions
+                    .proxy_answer(slot, &method, &text[params.clone()]);
+                if let Some((reply, reply_params)) = answer {
+                    drop(st);
+                    let _ = self.enqueue(slot, reply.into(), &reply_params, None);
+                    st = self.state.borrow_mut();
+                }
                 let event = || Event::new(text.clone(), &method, params.clone());
                 let waiters = match slot {
                     None => &mut st.browser_waiters,
@@ -648,7 +697,7 @@ impl Shared {
                         None => return,
                     },
                 };
-                waiters.deliver(&method, event);
+                let dropped = waiters.deliver(&method, event);
                 let mut malformed = false;
                 let lost = match st.sessions.ending(slot, &method, &text[params.clone()]) {
                     Ending::Nothing => false,
@@ -665,6 +714,11 @@ impl Shared {
                     }
                 };
                 drop(st);
+                if dropped > 0 {
+                    if let Some(m) = &*self.metrics.borrow() {
+                        m.events_dropped(dropped);
+                    }
+                }
                 if malformed {
                     self.note_malformed();
                 }

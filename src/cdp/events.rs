@@ -1,9 +1,11 @@
 //! Waits for CDP events: the handles a caller holds ([`EventWaiter`] for one event,
-//! [`EventStream`] for every event of a few methods, buffered) and the list of
-//! registered waits an event is delivered to ([`EventWaiters`]).
+//! [`EventStream`] for every event of a few methods, buffered; the bounded public
+//! streams live in `streams`) and the list of registered waits an event is delivered to
+//! ([`EventWaiters`]).
 //!
 //! Owns: handing one event to every wait registered for its method, failing waits when
-//! their session or socket ends, and unregistering a wait whose handle is dropped.
+//! their session or socket ends, ending them all when the page's job ends, and
+//! unregistering a wait whose handle is dropped.
 //! Never: reads a socket or looks at a connection's state; the connection keeps the
 //! lists and is told of a dropped handle through [`Unregister`].
 
@@ -15,7 +17,9 @@ use smallvec::SmallVec;
 use tokio::sync::{mpsc, oneshot};
 
 use super::protocol::{Event, MethodName, SessionSlot};
+use super::streams::{Feed, Pushed};
 use crate::error::{Error, ErrorKind, Result, TimeoutKind};
+use crate::sync::Arc;
 
 /// Whoever keeps the lists of waits: told when a handle is dropped unanswered.
 pub(crate) trait Unregister {
@@ -35,6 +39,9 @@ enum Sink {
         methods: &'static [&'static str],
         tx: mpsc::UnboundedSender<Result<Event>>,
     },
+    /// Every event of `method`, into a caller's bounded stream (`streams`), until its
+    /// holder leaves or the job ends.
+    Feed { method: MethodName, feed: Arc<Feed> },
 }
 
 impl Sink {
@@ -42,6 +49,15 @@ impl Sink {
         match self {
             Sink::Once { method: m, .. } => m == method,
             Sink::Stream { methods, .. } => methods.contains(&method),
+            Sink::Feed { method: m, .. } => m == method,
+        }
+    }
+
+    /// True when nobody will read what it gets any more.
+    fn is_gone(&self) -> bool {
+        match self {
+            Sink::Feed { feed, .. } => feed.is_abandoned(),
+            Sink::Once { .. } | Sink::Stream { .. } => false,
         }
     }
 
@@ -53,6 +69,7 @@ impl Sink {
             Sink::Stream { tx, .. } => {
                 let _ = tx.send(Err(why));
             }
+            Sink::Feed { feed, .. } => feed.end(Some(why)),
         }
     }
 }
@@ -113,6 +130,16 @@ impl WaitEntry {
         (entry, handle)
     }
 
+    /// A new bounded stream `id` of every event of `method` into `feed`: the entry to
+    /// register. Its holder reads `feed`; a gone holder is forgotten at the next event.
+    pub(crate) fn feed(id: u64, method: MethodName, feed: Arc<Feed>) -> (WaitEntry, ()) {
+        let entry = WaitEntry {
+            id,
+            sink: Sink::Feed { method, feed },
+        };
+        (entry, ())
+    }
+
     /// Fails the wait at once instead of registering it.
     pub(crate) fn refuse(self, why: Error) {
         self.sink.fail(why);
@@ -131,21 +158,50 @@ impl EventWaiters {
 
     /// Hands an event to every wait registered for `method`: a one-event wait hears it
     /// once and is removed, a stream keeps it buffered and stays. `event` is built only
-    /// for a wait that takes it.
-    pub(crate) fn deliver(&mut self, method: &str, event: impl Fn() -> Event) {
+    /// for a wait that takes it. Streams whose holder left are forgotten on the way.
+    /// Returns how many events full bounded streams dropped.
+    pub(crate) fn deliver(&mut self, method: &str, event: impl Fn() -> Event) -> u64 {
+        let mut dropped = 0;
         let mut i = 0;
         while i < self.0.len() {
+            if self.0[i].sink.is_gone() {
+                self.0.swap_remove(i);
+                continue;
+            }
             if !self.0[i].sink.wants(method) {
                 i += 1;
                 continue;
             }
-            if let Sink::Stream { tx, .. } = &self.0[i].sink {
-                let _ = tx.send(Ok(event()));
-                i += 1;
-                continue;
+            match &self.0[i].sink {
+                Sink::Stream { tx, .. } => {
+                    let _ = tx.send(Ok(event()));
+                    i += 1;
+                    continue;
+                }
+                Sink::Feed { feed, .. } => {
+                    if feed.push(event()) == Pushed::Dropped {
+                        dropped += 1;
+                    }
+                    i += 1;
+                    continue;
+                }
+                Sink::Once { .. } => {}
             }
             if let Sink::Once { tx, .. } = self.0.swap_remove(i).sink {
                 let _ = tx.send(Ok(event()));
+            }
+        }
+        dropped
+    }
+
+    /// The page's job ended: every stream ends (a bounded one yields `None`, as its
+    /// holder's job is over, not failed) and every wait fails with `why`, so no listener
+    /// of one job hears the next job's events.
+    pub(crate) fn end_job(&mut self, why: &Error) {
+        for w in self.0.drain(..) {
+            match w.sink {
+                Sink::Feed { feed, .. } => feed.end(None),
+                sink => sink.fail(why.clone()),
             }
         }
     }
@@ -391,6 +447,47 @@ mod tests {
             list.0.borrow().len(),
             0,
             "a dropped stream unregisters itself"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bounded_stream_counts_drops_ends_with_the_job_and_is_forgotten_once_left() {
+        use crate::cdp::streams::{EventBuffer, EventOverflow, Events};
+        use futures_util::StreamExt;
+        let list = Rc::new(List::default());
+        let add = |id| {
+            let feed = Feed::new(EventBuffer::new(1, EventOverflow::DropNewest));
+            let (entry, ()) = WaitEntry::feed(id, "X.y".into(), feed.clone());
+            list.0.borrow_mut().push(entry);
+            Events::new(feed, "X.y")
+        };
+        let mut kept = add(1);
+        let left = add(2);
+        let once = wait(&list, 3, "Page.loadEventFired");
+        let ev = event(r#"{"method":"X.y","params":{}}"#);
+        drop(left);
+        let dropped = list.0.borrow_mut().deliver("X.y", || ev.clone());
+        assert_eq!(dropped, 0, "one event fits");
+        assert_eq!(
+            list.0.borrow().len(),
+            2,
+            "the stream whose holder left is gone"
+        );
+        let dropped = list.0.borrow_mut().deliver("X.y", || ev.clone());
+        assert_eq!((dropped, kept.dropped()), (1, 1), "the buffer was full");
+        let why = Error::new(ErrorKind::SessionCrashed, "the job ended");
+        list.0.borrow_mut().end_job(&why);
+        assert_eq!(list.0.borrow().len(), 0);
+        assert_eq!(kept.next().await.unwrap().unwrap().method(), "X.y");
+        assert!(
+            kept.next().await.is_none(),
+            "ended with its job, not failed"
+        );
+        let err = once.wait(Duration::from_secs(60)).await.unwrap_err();
+        assert_eq!(
+            err.kind(),
+            ErrorKind::SessionCrashed,
+            "a one-event wait fails"
         );
     }
 

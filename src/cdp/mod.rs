@@ -3,12 +3,14 @@
 //! Layers, each importing only those above it in this list:
 //! `protocol` (pure: ids, the pending-call table, frame classification);
 //! `observer` (what the transport reports, for metrics); `events` (event waits);
+//! `proxy_auth` (pure: what a page with proxy credentials answers to `Fetch` events);
 //! `routing` (pure: the session registry, where an event goes, which events end a
 //! session); `deadlines` (who hears a reply, direct-call deadlines); `socket` (the
 //! WebSocket's handshake, writer and reader tasks, with `batching`, the pure rule for
 //! when the writer flushes); `connection` ([`Connection`], the
 //! thin async shell that ties them together around one socket); `batch` ([`Batch`], pipelined raw calls);
 //! `intercept` ([`Interceptor`], a handler deciding each request a page sends);
+//! `streams` ([`Events`], bounded event streams for callers, any thread);
 //! `session` ([`Page`], one flat session, and opening it); `blocking` ([`Blocking`], what
 //! a page never loads); `navigation` ([`Page::goto_with`], a navigation matched to its
 //! own loader, and the [`Navigation`] it returns). All are `!Send`: they live on
@@ -31,11 +33,14 @@ mod events;
 mod intercept;
 mod navigation;
 mod observer;
+mod proxy_auth;
 mod routing;
 mod session;
 mod settings;
 mod socket;
+mod streams;
 
+pub(crate) use batch::encode_params;
 pub use batch::{Batch, BatchResults, Slot};
 pub use batching::FlushPolicy;
 pub use blocking::{Blocking, ResourceType};
@@ -45,5 +50,8 @@ pub use intercept::{Decision, FailReason, InterceptedRequest, Interceptor};
 pub use navigation::{GotoOptions, Navigation, Redirect, WaitUntil};
 pub(crate) use observer::TransportObserver;
 pub use protocol::Event;
+pub use proxy_auth::ProxyCredentials;
 pub(crate) use session::{evaluated_value, EvaluateByValue, EVALUATE};
 pub use session::{InterceptGuard, Page, PageOptions};
+pub(crate) use streams::Feed;
+pub use streams::{EventBuffer, EventOverflow, Events, TypedEvents};

@@ -32,4 +32,7 @@ pub(crate) trait TransportObserver {
 
     /// An incoming frame was not valid CDP and was dropped.
     fn malformed_frame(&self);
+
+    /// Full event streams ([`Events`](super::Events)) dropped `n` events.
+    fn events_dropped(&self, n: u64);
 }

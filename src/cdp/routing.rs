@@ -17,6 +17,7 @@ use smallvec::SmallVec;
 
 use super::events::EventWaiters;
 use super::protocol::SessionSlot;
+use super::proxy_auth::ProxyAuth;
 use crate::error::{Error, ErrorKind, Result};
 use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::sync::Arc;
@@ -46,10 +47,12 @@ pub(crate) struct Pausing {
     /// The page's interceptor: every other paused request goes to it, with the event's
     /// params.
     pub(crate) interceptor: Option<PausedSink>,
-    /// cdpmux owns the page's `Fetch` domain (it blocks types, or intercepts or did): a
-    /// paused request nobody takes (its patterns are changing) is continued, never left
-    /// paused.
+    /// cdpmux owns the page's `Fetch` domain (it blocks types, or intercepts or did, or
+    /// answers a proxy): a paused request nobody takes is continued, never left paused.
     pub(crate) owned: bool,
+    /// The page's proxy credentials: `Fetch.authRequired` goes to them (see
+    /// [`ProxyAuth::answer`]); a paused request is decided like any other above.
+    pub(crate) proxy_auth: Option<ProxyAuth>,
 }
 
 impl SessionState {
@@ -239,6 +242,25 @@ impl Sessions {
             }
             _ => None,
         }
+    }
+
+    /// What a page with proxy credentials sends back for the event `method` with `params`
+    /// arrived on `at`: a `Fetch.authRequired` answered (see [`ProxyAuth::answer`]); its
+    /// paused requests are [`blocked`](Self::blocked)'s.
+    pub(crate) fn proxy_answer(
+        &mut self,
+        at: Option<SessionSlot>,
+        method: &str,
+        params: &str,
+    ) -> Option<(&'static str, serde_json::Value)> {
+        if method != "Fetch.authRequired" {
+            return None;
+        }
+        let s = self.by_slot.get_mut(&at?)?;
+        if s.dead.is_some() {
+            return None;
+        }
+        s.pausing.proxy_auth.as_mut()?.answer(params)
     }
 
     /// Which sessions the event `method` with `params` (raw JSON, empty when absent)

@@ -14,7 +14,8 @@ use std::fmt;
 use std::rc::Rc;
 use std::time::Duration;
 
-use chromiumoxide_types::Command;
+use chromiumoxide_types::{Command, MethodType};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
@@ -24,6 +25,7 @@ use super::connection::{Connection, InFlight};
 use super::events::{EventStream, EventWaiter};
 use super::intercept::{pause_everything, Installed, Interceptor};
 use super::protocol::{MethodName, Reply, SessionSlot};
+use super::streams::{EventBuffer, Events, Feed, TypedEvents};
 use crate::error::{Error, ErrorKind, Result};
 
 /// The method [`Page::evaluate_value`] calls.
@@ -122,6 +124,15 @@ impl Default for PageOptions {
             initial_url: "about:blank".to_owned(),
         }
     }
+}
+
+/// Why a page cannot both answer proxy challenges and block resource types.
+fn proxy_auth_with_type_blocking() -> Error {
+    Error::new(
+        ErrorKind::InvalidInput,
+        "a page whose proxy needs credentials cannot block resource types (both use the \
+         page's Fetch domain): block by URL pattern instead (Blocking::url)",
+    )
 }
 
 /// One page session. `!Send`: it lives on the thread of its [`Connection`].
@@ -301,7 +312,15 @@ impl Page {
     ///
     /// Cancel-safe: dropped before it returns, or failed, the page's blocking is unknown
     /// and the next call sets all of it again.
+    ///
+    /// On a page whose proxy needs credentials (a pool's
+    /// [`ContextOptions`](crate::identity::ContextOptions)), blocking resource types
+    /// fails with [`ErrorKind::InvalidInput`]: both use the page's `Fetch` domain.
     pub async fn set_blocking(&self, blocking: &Blocking) -> Result<()> {
+        let proxy_auth = self.conn.shared.has_proxy_auth(self.slot);
+        if blocking.pauses() && proxy_auth {
+            return Err(proxy_auth_with_type_blocking());
+        }
         let was = self.blocking.borrow_mut().take();
         if was.as_ref() == Some(blocking) {
             *self.blocking.borrow_mut() = was;
@@ -314,6 +333,8 @@ impl Page {
         let calls = blocking
             .commands(was.as_ref(), self.pauses_all.get())
             .into_iter()
+            // The page's `Fetch` answers its proxy: it stays on.
+            .filter(|(method, _)| !(proxy_auth && *method == "Fetch.disable"))
             .map(|(method, params)| self.call(method, params));
         futures_util::future::try_join_all(calls).await?;
         *self.blocking.borrow_mut() = Some(blocking.clone());
@@ -401,6 +422,30 @@ impl Page {
         self.pauses_all.set(false);
     }
 
+    /// Answers the proxy's `407` challenges with `credentials` from now on, continuing
+    /// every other request (`Fetch.enable` with `handleAuthRequests` and a pattern
+    /// matching every request: Chromium answers challenges only for paused requests).
+    /// Each request then costs one round trip to cdpmux, answered as its event arrives.
+    ///
+    /// Fails with [`ErrorKind::InvalidInput`] on a page that blocks resource types: both
+    /// use the page's `Fetch` domain. Cancel-safe: dropped before it returns, the page
+    /// answers challenges but may not pause requests yet.
+    pub(crate) async fn answer_proxy_auth(
+        &self,
+        credentials: super::proxy_auth::ProxyCredentials,
+    ) -> Result<()> {
+        if self.blocking.borrow().as_ref().is_none_or(Blocking::pauses) {
+            return Err(proxy_auth_with_type_blocking());
+        }
+        let auth = super::proxy_auth::ProxyAuth::new(credentials);
+        self.conn.shared.set_pausing(self.slot, |p| {
+            p.proxy_auth = Some(auth);
+            p.owned = true;
+        });
+        let params = super::proxy_auth::fetch_enable_params();
+        self.call("Fetch.enable", params).await.map(|_| ())
+    }
+
     /// What the page blocks when no job asks for anything else (its
     /// [`PageOptions::block`]).
     pub fn default_blocking(&self) -> &Blocking {
@@ -421,6 +466,59 @@ impl Page {
     /// Subscribes to every event of `methods` on this page, buffered from now on.
     pub(crate) fn event_stream(&self, methods: &'static [&'static str]) -> EventStream {
         self.conn.shared.register_stream(self.slot, methods)
+    }
+
+    /// Streams every event of `method` on this page from now on (e.g.
+    /// `Network.responseReceived`, with the `Network` domain enabled), buffering up to
+    /// 1024 unread events and dropping newer ones past that; see [`Events`] for how it
+    /// ends and counts drops. Any method is accepted: one the page never sends yields
+    /// nothing. On a dead page the stream yields why, then ends.
+    ///
+    /// ```no_run
+    /// # async fn demo(page: &cdpmux::Page) -> cdpmux::Result<()> {
+    /// use futures_util::StreamExt;
+    /// let mut responses = page.events("Network.responseReceived");
+    /// page.goto("https://example.com/").await?;
+    /// if let Some(first) = responses.next().await {
+    ///     println!("{}", first?.params_json());
+    /// }
+    /// println!("dropped: {}", responses.dropped());
+    /// # Ok(()) }
+    /// ```
+    pub fn events(&self, method: &str) -> Events {
+        self.events_into(method, EventBuffer::default())
+    }
+
+    /// [`events`](Self::events) with its own buffer size and overflow policy. Fails
+    /// (`InvalidInput`) on a buffer of zero events.
+    pub fn events_with(&self, method: &str, buffer: EventBuffer) -> Result<Events> {
+        buffer.check()?;
+        Ok(self.events_into(method, buffer))
+    }
+
+    /// Streams every event of type `T` (from `spider_chromiumoxide_cdp`, e.g.
+    /// `EventLoadEventFired`) on this page from now on, decoded; otherwise as
+    /// [`events`](Self::events).
+    pub fn events_of<T: MethodType + DeserializeOwned>(&self) -> TypedEvents<T> {
+        TypedEvents::new(self.events(&T::method_id()))
+    }
+
+    /// Registers a bounded stream of `method` (a buffer already checked).
+    fn events_into(&self, method: &str, buffer: EventBuffer) -> Events {
+        let feed = Feed::new(buffer);
+        self.register_feed(method.to_owned().into(), feed.clone());
+        Events::new(feed, method)
+    }
+
+    /// Feeds every event of `method` into `feed` (a lease's stream, read elsewhere).
+    pub(crate) fn register_feed(&self, method: MethodName, feed: crate::sync::Arc<Feed>) {
+        self.conn.shared.register_feed(self.slot, method, feed);
+    }
+
+    /// The page's job ended: its streams end, its event waits fail (see
+    /// [`Events`]).
+    pub(crate) fn end_job(&self) {
+        self.conn.shared.end_job(self.slot);
     }
 
     /// Runs a typed command from `spider_chromiumoxide_cdp` on this page, e.g.

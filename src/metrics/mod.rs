@@ -284,6 +284,10 @@ impl crate::cdp::TransportObserver for std::cell::RefCell<ShardMetrics> {
     fn malformed_frame(&self) {
         self.borrow_mut().counters.malformed_frames += 1;
     }
+
+    fn events_dropped(&self, n: u64) {
+        self.borrow_mut().counters.events_dropped += n;
+    }
 }
 
 #[cfg(test)]

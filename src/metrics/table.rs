@@ -169,6 +169,11 @@ metric_table! {
             /// Requests refused because the queue was full.
             queue_full => "load" "queue full",
         }
+        "throttled_total" "Keyed requests held back by their key's politeness rule." {
+            /// Keyed requests held for their key's turn (its `Politeness` limit or
+            /// interval) instead of queued.
+            throttled => "load" "throttled",
+        }
         "steals_total" "Requests taken from another shard's overflow." {
             /// Requests this pool's shards took from another shard's overflow.
             steals => "load" "steals",
@@ -201,6 +206,11 @@ metric_table! {
             hook_failures_before {hook = "before_job"} => "hooks" "before_job failed",
             /// `after_job` hooks that failed (the page was retired; the job's result stands).
             hook_failures_after {hook = "after_job"} => "hooks" "after_job failed",
+        }
+        "events_dropped_total" "Events that full event streams dropped." {
+            /// Events dropped by a page's or lease's event stream whose buffer was full
+            /// (see `EventOverflow`).
+            events_dropped => "pages" "events dropped",
         }
         "retries_total" "Jobs re-run after a lost session." {
             /// Jobs re-run on a fresh session after their session was lost.
@@ -283,7 +293,7 @@ mod tests {
                 seen.push(r.family);
             }
         }
-        assert_eq!(Counters::ROWS.len(), 30);
+        assert_eq!(Counters::ROWS.len(), 32);
         let c = Counters {
             timeouts_job: 7,
             ..Counters::default()

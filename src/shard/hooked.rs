@@ -18,13 +18,14 @@ use super::msg::{grant_lease, GrantTx, Request, Work};
 use super::plan::Return;
 use super::Shell;
 use crate::cdp::Page;
-use crate::config::Config;
+use crate::config::{Config, Isolation};
 use crate::error::Result;
 use crate::hooks::{gave_up, HookPoint, HOOK_ATTEMPTS};
 use crate::job::Job;
 
 impl Shell {
-    /// Opens a page and runs `on_page_open` on it. A page whose hook fails is closed
+    /// Opens a page (with its key's identity under `ContextPerKey`) and runs
+    /// `on_page_open` on it. A page whose hook fails is closed
     /// and another opened, up to [`HOOK_ATTEMPTS`] times; then the opening fails with
     /// the hook's error (and the plan fails one waiter with it).
     pub(super) async fn open_ready(
@@ -40,11 +41,16 @@ impl Shell {
             self.openings.set(n);
             options.initial_url = format!("about:blank#cdpmux-{}-{}-{n}", self.tag, self.id);
             let in_use = |b: usize, o: &StdArc<str>| self.plan.borrow().context_in_use(b, o);
+            let identity = match (owner, cfg.isolation) {
+                (Some(key), Isolation::ContextPerKey) => Some(self.identities.of(key)?),
+                _ => None,
+            };
             let opening = Opening {
                 links: &self.links,
                 contexts: &self.contexts,
                 options,
                 in_use: &in_use,
+                identity,
             };
             let (page, own_context) = lifecycle::open(opening, browser, owner, cfg).await?;
             let hooks = &self.shared.hooks;
@@ -129,6 +135,10 @@ impl Shell {
     /// retires the page).
     pub(super) fn release(self: &Rc<Self>, lease: u64) {
         let page = self.plan.borrow().lease_page(lease).cloned();
+        // The holder's listeners end with its lease, before `after_job` runs.
+        if let Some(page) = &page {
+            page.end_job();
+        }
         let page = page.filter(|p| p.is_alive() && self.shared.hooks.has(HookPoint::AfterJob));
         let Some(page) = page else {
             self.feed(|p, now, cfg| p.released(lease, now, cfg));

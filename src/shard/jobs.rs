@@ -78,6 +78,8 @@ impl Shell {
             }
         })
         .await;
+        // No listener of this job hears the next one's (or the after_job hook's) events.
+        page.end_job();
         // After a job that ran to its end; a failing hook retires the page, and the
         // job's result stands.
         if matches!(attempt, Ok(Attempt::Ok | Attempt::Failed(_))) && page.is_alive() {

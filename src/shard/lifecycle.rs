@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::identities::{self, Identity};
 use super::links::Links;
 use super::plan::Return;
 use crate::cdp::{Blocking, Connection, Page, PageOptions};
@@ -42,6 +43,8 @@ pub(crate) struct Opening<'a> {
     pub(crate) options: PageOptions,
     /// Whether a context of (browser, key) still has a session (it is then kept).
     pub(crate) in_use: &'a dyn Fn(usize, &Arc<str>) -> bool,
+    /// The owner's identity (`ContextPerKey` only).
+    pub(crate) identity: Option<Identity>,
 }
 
 /// Opens a page on `browser` in the context isolation asks for, within the creation
@@ -79,6 +82,7 @@ async fn open_on(
         contexts,
         mut options,
         in_use,
+        identity,
     } = opening;
     let conn = links.connection(browser, cfg).await?;
     // Failed or cancelled (the creation deadline drops this future), the opening may
@@ -92,18 +96,34 @@ async fn open_on(
     let own = match (cfg.isolation, owner) {
         (Isolation::ContextPerKey, Some(owner)) => {
             let ctx = contexts
-                .get_or_create(&conn, browser, owner, cfg.max_contexts, links, in_use)
+                .get_or_create(
+                    &conn,
+                    browser,
+                    owner,
+                    cfg.max_contexts,
+                    links,
+                    in_use,
+                    identity.as_ref(),
+                )
                 .await?;
             options.browser_context_id = Some(ctx);
             false
         }
         (Isolation::ContextPerJob, _) => {
-            options.browser_context_id = Some(create_context(&conn).await?);
+            options.browser_context_id = Some(identities::create_context(&conn, None).await?);
             true
         }
         _ => false,
     };
-    match conn.new_page(&options).await {
+    let opened = match conn.new_page(&options).await {
+        Ok(page) => match identity.filter(|_| options.browser_context_id.is_some() && !own) {
+            // Dropped on failure, the page closes its target.
+            Some(identity) => identities::identify(&page, &identity).await.map(|()| page),
+            None => Ok(page),
+        },
+        Err(e) => Err(e),
+    };
+    match opened {
         Ok(page) => {
             lost.url = None;
             Ok((page, options.browser_context_id.filter(|_| own)))
@@ -112,7 +132,10 @@ async fn open_on(
             match (own, &options.browser_context_id, owner) {
                 (true, Some(ctx), _) => dispose_context(&conn, ctx),
                 // The context may be gone (browser relaunched): make a new one next time.
-                (false, Some(_), Some(owner)) => contexts.forget(browser, owner),
+                // (A key's options the browser refused leave its context as it was.)
+                (false, Some(_), Some(owner)) if e.kind() != ErrorKind::InvalidInput => {
+                    contexts.forget(browser, owner)
+                }
                 _ => {}
             }
             Err(e)
@@ -121,8 +144,10 @@ async fn open_on(
 }
 
 impl Contexts {
-    /// The browser context of `owner` on `browser`, created on first use. Past `max`,
-    /// the least recently used context with no session is disposed.
+    /// The browser context of `owner` on `browser`, created on first use (with its
+    /// identity's proxy and cookies). Past `max`, the least recently used context with
+    /// no session is disposed.
+    #[allow(clippy::too_many_arguments)]
     async fn get_or_create(
         &self,
         conn: &Connection,
@@ -131,13 +156,14 @@ impl Contexts {
         max: usize,
         links: &Links,
         in_use: &dyn Fn(usize, &Arc<str>) -> bool,
+        identity: Option<&Identity>,
     ) -> Result<String> {
         let now = Instant::now();
         if let Some(c) = self.0.borrow_mut().get_mut(&(browser, owner.clone())) {
             c.last_used = now;
             return Ok(c.id.clone());
         }
-        let id = create_context(conn).await?;
+        let id = identities::create_context(conn, identity).await?;
         let mut contexts = self.0.borrow_mut();
         while contexts.len() >= max {
             let victim = contexts
@@ -162,6 +188,16 @@ impl Contexts {
         Ok(id)
     }
 
+    /// The contexts of `owner`, by browser.
+    pub(crate) fn of(&self, owner: &Arc<str>) -> Vec<(usize, String)> {
+        self.0
+            .borrow()
+            .iter()
+            .filter(|((_, o), _)| o == owner)
+            .map(|((b, _), c)| (*b, c.id.clone()))
+            .collect()
+    }
+
     fn forget(&self, browser: usize, owner: &Arc<str>) {
         self.0.borrow_mut().remove(&(browser, owner.clone()));
     }
@@ -181,22 +217,6 @@ impl Drop for LostOpening<'_> {
             self.links.lost_opening(self.browser, url, Instant::now());
         }
     }
-}
-
-/// A new, empty browser context (its own cookies and storage).
-async fn create_context(conn: &Connection) -> Result<String> {
-    let reply = conn
-        .call("Target.createBrowserContext", serde_json::json!({}))
-        .await?;
-    reply["browserContextId"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| {
-            Error::new(
-                ErrorKind::Protocol,
-                "Target.createBrowserContext returned no id",
-            )
-        })
 }
 
 /// Disposes a browser context, not waiting for the reply.

@@ -17,7 +17,9 @@
 //! those closed reply channels into `Internal`), and then only answers its inbox:
 //! requests and lease commands fail with `Internal` until shutdown.
 
+mod holds;
 mod hooked;
+mod identities;
 mod jobs;
 mod lifecycle;
 mod links;
@@ -40,6 +42,8 @@ use futures_util::FutureExt;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use self::identities::Identities;
+pub(crate) use self::identities::{IdentityOp, Provider};
 use self::jobs::RunArgs;
 use self::lifecycle::Contexts;
 use self::links::Links;
@@ -80,6 +84,8 @@ pub(crate) struct Shared {
     /// answers anything else, so a caller whose reply channel closed, after a round trip
     /// through that shard's inbox, knows whether it died (see `Pool`).
     pub(crate) broken: StdArc<[AtomicBool]>,
+    /// The pool's per-key context options provider, if any (`ContextPerKey`).
+    pub(crate) context_options: Option<Provider>,
 }
 
 impl PageHandle for Rc<Page> {
@@ -105,11 +111,18 @@ struct Shell {
     cfg: RefCell<crate::sync::Arc<Config>>,
     links: Links,
     contexts: Contexts,
+    /// The identities of keys (`ContextPerKey`).
+    identities: Identities,
     metrics: Rc<RefCell<ShardMetrics>>,
     /// Fired whenever busy sessions return during shutdown.
     returned: Notify,
     /// Fired by a connection when a session dies or its socket closes.
     loss: Rc<Notify>,
+    /// When the main loop's timer is set to fire (the plan's deadline at its last turn).
+    armed: Cell<Option<Instant>>,
+    /// Fired when a feed outside the main loop (a job or page task) made a key's next
+    /// start come due before `armed`: the loop re-arms its timer.
+    rearm: Notify,
     /// Random, so the initial URLs of this shard's pages are its own even with other
     /// pools on the same browser.
     tag: u64,
@@ -265,12 +278,15 @@ async fn run(
         id,
         cfg: RefCell::new(shared.config.load()),
         links: Links::new(shared.fleet.clone(), metrics.clone(), loss.clone()),
+        identities: Identities::new(shared.context_options.clone()),
         shared,
         plan: RefCell::new(plan),
         contexts: Contexts::default(),
         metrics,
         returned: Notify::new(),
         loss,
+        armed: Cell::new(None),
+        rearm: Notify::new(),
         tag: fastrand::u64(..),
         openings: Cell::new(0),
         spare: Cell::new(None),
@@ -379,6 +395,13 @@ impl Shell {
             plan.take_outcomes(now, &cfg);
             event(&mut plan, now, &cfg);
             plan.swap_actions(&mut actions);
+            // A feed from a job or page task, while the loop waits, may make a key's
+            // next start due before the loop's timer: the timer must move.
+            if let Some(wake) = plan.politeness.next_wake() {
+                if self.armed.get().is_none_or(|armed| wake < armed) {
+                    self.rearm.notify_one();
+                }
+            }
         }
         for action in actions.drain(..) {
             self.execute(action, &cfg);
@@ -454,6 +477,8 @@ impl Shell {
                 // Dropping the page closes its target.
             }
             Action::Stop { key, page } => {
+                // A job interrupted or a lease taken back: its listeners end here.
+                page.end_job();
                 let shell = self.clone();
                 tokio::task::spawn_local(async move {
                     let how = lifecycle::stop(page).await;
@@ -484,7 +509,6 @@ impl Shell {
         let far = || later(Instant::now(), Duration::from_secs(3600));
         let sleep = tokio::time::sleep_until(far());
         tokio::pin!(sleep);
-        let mut armed: Option<Instant> = None;
         let health = tokio::time::sleep(health_every(&self.cfg()));
         tokio::pin!(health);
         loop {
@@ -525,9 +549,9 @@ impl Shell {
             }
             let next_deadline = self.plan.borrow().next_deadline();
             // Re-arming the timer costs a trip through the time driver: only on a change.
-            if next_deadline != armed {
+            if next_deadline != self.armed.get() {
                 sleep.as_mut().reset(next_deadline.unwrap_or_else(far));
-                armed = next_deadline;
+                self.armed.set(next_deadline);
             }
             tokio::select! {
                 biased;
@@ -561,8 +585,9 @@ impl Shell {
                     }
                 },
                 _ = self.shared.wakers[self.id].notified() => {}
+                _ = self.rearm.notified() => {}
                 _ = &mut sleep, if next_deadline.is_some() => {
-                    armed = None; // fired: re-arm next turn even for the same instant
+                    self.armed.set(None); // fired: re-arm next turn even for the same instant
                     self.feed(|p, now, cfg| p.expire(now, cfg));
                 }
                 _ = self.loss.notified() => self.feed(|p, now, cfg| p.sweep(now, cfg)),
@@ -599,6 +624,10 @@ impl Shell {
                 }
                 self.feed(|p, now, cfg| p.reconfigured(now, cfg));
             }
+            Msg::Politeness { key, rule } => {
+                self.feed(|p, now, cfg| p.set_politeness(key, rule, now, cfg))
+            }
+            Msg::Identity(op) => self.identity_op(op),
             Msg::InjectPanic => self.feed(|_, _, _| panic!("injected by the test hook")),
             Msg::Shutdown { .. } => unreachable!("handled by the main loop"),
         }
@@ -608,10 +637,7 @@ impl Shell {
     /// straight to the holder (the connection keeps the deadline).
     fn lease_op(self: &Rc<Self>, lease: u64, op: LeaseOp, timeout: Option<Duration>) {
         let Some(page) = self.plan.borrow().lease_page(lease).cloned() else {
-            op.fail(Error::new(
-                ErrorKind::SessionCrashed,
-                "the lease's session is gone",
-            ));
+            op.fail(self.plan.borrow().lease_refusal(lease));
             return;
         };
         // A page that dies clears its `passable` before the holder hears of it
@@ -636,6 +662,17 @@ impl Shell {
                     }
                     let _ = reply.send(page.goto_with(&url, &options).await);
                 });
+            }
+            LeaseOp::Batch { calls } => {
+                // All queued in this turn: the writer sends them in one flush.
+                let timeout = timeout.unwrap_or_else(|| page.command_timeout());
+                for (method, params, reply) in calls {
+                    page.call_direct(method, &*params, timeout, reply);
+                }
+            }
+            LeaseOp::Events { method, feed } => page.register_feed(method, feed),
+            LeaseOp::TargetId { reply } => {
+                let _ = reply.send(Ok(page.target_id().to_owned()));
             }
         }
     }
@@ -692,9 +729,11 @@ impl Shell {
                             .timeout(TimeoutKind::Create);
                     }
                     // Connect failures are counted by `connection` itself; a failing hook
-                    // is not the browser's fault.
-                    let counts =
-                        !matches!(e.kind(), ErrorKind::BrowserUnavailable | ErrorKind::Hook);
+                    // and options the browser refused are no fault of the browser's.
+                    let counts = !matches!(
+                        e.kind(),
+                        ErrorKind::BrowserUnavailable | ErrorKind::Hook | ErrorKind::InvalidInput
+                    );
                     shell
                         .links
                         .open_failed(browser, counts, &cfg, Instant::now());

@@ -109,6 +109,23 @@ pub(crate) enum LeaseOp {
         options: crate::cdp::GotoOptions,
         reply: tokio::sync::oneshot::Sender<Result<crate::cdp::Navigation>>,
     },
+    /// Commands sent back to back (a lease's batch), each reply to its own channel.
+    Batch {
+        calls: Vec<(
+            MethodName,
+            Box<RawValue>,
+            tokio::sync::oneshot::Sender<Result<Reply>>,
+        )>,
+    },
+    /// Registers a stream of `method`'s events into `feed`, which the holder reads.
+    Events {
+        method: MethodName,
+        feed: crate::sync::Arc<crate::cdp::Feed>,
+    },
+    /// The page's target id.
+    TargetId {
+        reply: tokio::sync::oneshot::Sender<Result<String>>,
+    },
 }
 
 impl LeaseOp {
@@ -119,6 +136,15 @@ impl LeaseOp {
                 let _ = reply.send(Err(error));
             }
             LeaseOp::Goto { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            LeaseOp::Batch { calls } => {
+                for (_, _, reply) in calls {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+            LeaseOp::Events { feed, .. } => feed.end(Some(error)),
+            LeaseOp::TargetId { reply } => {
                 let _ = reply.send(Err(error));
             }
         }
@@ -151,6 +177,16 @@ pub enum Msg {
     Metrics(oneshot::Sender<ShardReport>),
     /// The live configuration changed.
     Reconfigured,
+    /// One affinity key's politeness rule changed (`None`: back to the default).
+    Politeness {
+        /// The key.
+        key: std::sync::Arc<str>,
+        /// Its rule.
+        rule: Option<crate::politeness::Politeness>,
+    },
+    /// About the identity of a key (`ContextPerKey`): its options, its cookies.
+    #[allow(private_interfaces)]
+    Identity(crate::shard::IdentityOp),
     /// Test-only fault: the shard panics while handling it, as a bug in it would
     /// ([`Pool::inject_shard_panic`](crate::Pool::inject_shard_panic)).
     #[doc(hidden)]
@@ -242,6 +278,7 @@ pub(crate) fn refuse(msg: Msg) {
     match msg {
         Msg::Submit(request) => request.work.fail(shutdown_error()),
         Msg::LeaseOp { op, .. } => op.fail(shutdown_error()),
+        Msg::Identity(op) => op.fail(shutdown_error()),
         Msg::Shutdown { done, .. } => {
             let _ = done.send(());
         }
@@ -252,6 +289,7 @@ pub(crate) fn refuse(msg: Msg) {
         | Msg::Release { .. }
         | Msg::Reclaim
         | Msg::Reconfigured
+        | Msg::Politeness { .. }
         | Msg::InjectPanic => {}
     }
 }
@@ -262,6 +300,7 @@ pub(crate) fn refuse_dead(msg: Msg, why: &Error) {
     match msg {
         Msg::Submit(request) => request.work.fail(why.clone()),
         Msg::LeaseOp { op, .. } => op.fail(why.clone()),
+        Msg::Identity(op) => op.fail(why.clone()),
         Msg::Shutdown { .. } => unreachable!("the dead shard's loop answers it"),
         // A dead shard has nothing to report: `metrics` skips it, and a caller whose
         // reply channel closed learns from that round trip that the shard is gone. Its
@@ -270,6 +309,7 @@ pub(crate) fn refuse_dead(msg: Msg, why: &Error) {
         | Msg::Release { .. }
         | Msg::Reclaim
         | Msg::Reconfigured
+        | Msg::Politeness { .. }
         | Msg::InjectPanic => {}
     }
 }

@@ -27,6 +27,7 @@ use crate::sync::atomic::AtomicBool;
 use crate::sync::{mpsc, oneshot, Arc};
 
 mod across_shards;
+mod politeness;
 
 /// A page that is alive until the test says otherwise.
 #[derive(Clone, Default)]
@@ -317,6 +318,7 @@ impl Harness {
     /// Checks what must hold after every event.
     fn check(&self) {
         self.plan.waiters.check();
+        self.plan.politeness.check(self.cfg.politeness);
         let s = &self.plan.sessions;
         let mut idle = s.idle.clone();
         idle.sort_unstable();
@@ -640,73 +642,116 @@ proptest! {
     /// down every request has been answered exactly once.
     #[test]
     fn random_events_keep_the_plan_sound(steps in proptest::collection::vec(step(), 1..80)) {
-        let mut h = Harness::new(Config {
-            critical_reserve: 1,
-            affinity_wait: SEC,
-            wait_timeout: 10 * SEC,
-            max_uses: 3,
-            ..config(3)
-        });
-        let mut asked = Vec::new();
-        for s in steps {
-            match s {
-                Step::Ask { priority, key, sticky, wait } => {
-                    let mut job = Job::new()
-                        .priority(Priority::ALL[priority as usize])
-                        .wait_timeout(Duration::from_millis(500) * u32::from(wait));
-                    if let Some(k) = key {
-                        let k = format!("k{k}");
-                        job = job.affinity(if sticky { Affinity::sticky(k) } else { Affinity::soft(k) });
+        random_events(steps, crate::politeness::Politeness::new())?;
+    }
+
+    /// The same with every key throttled: held requests are answered too, and no key
+    /// goes over its limit.
+    #[test]
+    fn random_events_keep_the_plan_sound_with_politeness(
+        steps in proptest::collection::vec(step(), 1..80),
+    ) {
+        let rule = crate::politeness::Politeness::new()
+            .max_in_flight(1)
+            .interval(Duration::from_millis(400));
+        random_events(steps, rule)?;
+    }
+}
+
+/// Runs `steps` against one shard whose keys get `politeness` (see the proptests).
+fn random_events(
+    steps: Vec<Step>,
+    politeness: crate::politeness::Politeness,
+) -> Result<(), TestCaseError> {
+    let mut h = Harness::new(Config {
+        critical_reserve: 1,
+        affinity_wait: SEC,
+        wait_timeout: 10 * SEC,
+        max_uses: 3,
+        politeness,
+        ..config(3)
+    });
+    let mut asked = Vec::new();
+    for s in steps {
+        match s {
+            Step::Ask {
+                priority,
+                key,
+                sticky,
+                wait,
+            } => {
+                let mut job = Job::new()
+                    .priority(Priority::ALL[priority as usize])
+                    .wait_timeout(Duration::from_millis(500) * u32::from(wait));
+                if let Some(k) = key {
+                    let k = format!("k{k}");
+                    job = job.affinity(if sticky {
+                        Affinity::sticky(k)
+                    } else {
+                        Affinity::soft(k)
+                    });
+                }
+                asked.push(h.ask(job));
+            }
+            Step::Acquire => asked.push(h.acquire(Job::new())),
+            Step::Open => h.open_all(),
+            Step::FailOpen(lost) if !h.to_open.is_empty() => {
+                let kind = if lost {
+                    ErrorKind::SessionCrashed
+                } else {
+                    ErrorKind::BrowserUnavailable
+                };
+                h.fail_open(Error::new(kind, "injected"));
+            }
+            Step::FailOpen(_) => {}
+            Step::GiveBack(how) if !h.out.is_empty() => {
+                let how = [
+                    Return::Clean,
+                    Return::Interrupted,
+                    Return::Dead,
+                    Return::Clean,
+                ][how as usize];
+                h.give_back(how);
+            }
+            Step::GiveBack(_) => {}
+            Step::Crash => {
+                if let Some(key) = h.plan.sessions.idle.first().copied() {
+                    if let Some(s) = h.plan.sessions.get(key) {
+                        s.page.crash();
                     }
-                    asked.push(h.ask(job));
-                }
-                Step::Acquire => asked.push(h.acquire(Job::new())),
-                Step::Open => h.open_all(),
-                Step::FailOpen(lost) if !h.to_open.is_empty() => {
-                    let kind = if lost { ErrorKind::SessionCrashed } else { ErrorKind::BrowserUnavailable };
-                    h.fail_open(Error::new(kind, "injected"));
-                }
-                Step::FailOpen(_) => {}
-                Step::GiveBack(how) if !h.out.is_empty() => {
-                    let how = [Return::Clean, Return::Interrupted, Return::Dead, Return::Clean][how as usize];
-                    h.give_back(how);
-                }
-                Step::GiveBack(_) => {}
-                Step::Crash => {
-                    if let Some(key) = h.plan.sessions.idle.first().copied() {
-                        if let Some(s) = h.plan.sessions.get(key) {
-                            s.page.crash();
-                        }
-                        let (now, cfg) = (h.now, h.cfg.clone());
-                        h.plan.sweep(now, &cfg);
-                        h.settle();
-                    }
-                }
-                Step::Advance(n) => h.advance(Duration::from_millis(300) * u32::from(n)),
-                Step::Health => {
                     let (now, cfg) = (h.now, h.cfg.clone());
-                    h.plan.health(now, &cfg);
+                    h.plan.sweep(now, &cfg);
                     h.settle();
                 }
             }
-            h.check();
+            Step::Advance(n) => h.advance(Duration::from_millis(300) * u32::from(n)),
+            Step::Health => {
+                let (now, cfg) = (h.now, h.cfg.clone());
+                h.plan.health(now, &cfg);
+                h.settle();
+            }
         }
-        h.plan.begin_shutdown();
-        h.settle();
-        while !h.out.is_empty() {
-            h.give_back(Return::Clean);
-        }
-        h.collect();
-        let mut answered: Vec<u64> = h.served.iter().copied()
-            .chain(h.failed.iter().map(|(id, _)| *id))
-            .collect();
-        answered.sort_unstable();
-        let before = answered.len();
-        answered.dedup();
-        prop_assert_eq!(before, answered.len(), "a request was answered twice");
-        prop_assert_eq!(answered, asked, "a request was never answered");
-        prop_assert_eq!(h.plan.busy(), 0);
+        h.check();
     }
+    h.plan.begin_shutdown();
+    h.settle();
+    while !h.out.is_empty() {
+        h.give_back(Return::Clean);
+    }
+    h.collect();
+    let mut answered: Vec<u64> = h
+        .served
+        .iter()
+        .copied()
+        .chain(h.failed.iter().map(|(id, _)| *id))
+        .collect();
+    answered.sort_unstable();
+    let before = answered.len();
+    answered.dedup();
+    prop_assert_eq!(before, answered.len(), "a request was answered twice");
+    prop_assert_eq!(answered, asked, "a request was never answered");
+    prop_assert_eq!(h.plan.busy(), 0);
+    Ok(())
 }
 
 #[test]
@@ -715,4 +760,62 @@ fn the_pools_message_limit_defaults_to_the_transports() {
         Config::default().max_message_size,
         crate::cdp::ConnectionConfig::DEFAULT_MAX_MESSAGE_SIZE
     );
+}
+
+#[test]
+fn a_lease_held_past_its_limit_is_taken_back_and_its_page_serves_the_next_caller() {
+    let mut h = Harness::new(config(1));
+    let s = Duration::from_secs(1);
+    let holder = h.acquire(Job::new().max_hold(2 * s));
+    h.open_all();
+    assert_eq!(h.served(), [holder]);
+    let Some((_, _, Holder::Lease(grant))) = h.out.first() else {
+        panic!("the holder has a lease")
+    };
+    let lease = grant.lease;
+    let next = h.acquire(Job::new());
+    assert_eq!(
+        h.plan.next_deadline(),
+        Some(h.now + 2 * s),
+        "the hold's deadline"
+    );
+    h.advance(s);
+    assert!(
+        h.served().is_empty(),
+        "within its limit the lease keeps its page"
+    );
+    assert!(h.plan.lease_page(lease).is_some());
+    h.advance(s);
+    assert_eq!(
+        h.served(),
+        [next],
+        "taken back, the page went to the next caller"
+    );
+    assert!(h.plan.lease_page(lease).is_none());
+    let err = h.plan.lease_refusal(lease);
+    assert_eq!(err.kind(), ErrorKind::Timeout(TimeoutKind::Job));
+    assert_eq!(h.plan.metrics.borrow().counters.timeouts_job, 1);
+    // The first holder lets go late: nothing changes for the page's new holder.
+    h.give_back(Return::Clean);
+    assert_eq!(h.plan.busy(), 1, "the second lease still holds the page");
+    assert_eq!(
+        h.plan.next_deadline(),
+        None,
+        "the second lease has no limit"
+    );
+    h.check();
+}
+
+#[test]
+fn a_lease_given_back_in_time_leaves_no_deadline_behind() {
+    let mut h = Harness::new(config(1));
+    let s = Duration::from_secs(1);
+    h.acquire(Job::new().timeout(5 * s));
+    h.open_all();
+    assert_eq!(h.plan.next_deadline(), Some(h.now + 5 * s));
+    h.give_back(Return::Clean);
+    assert_eq!(h.plan.next_deadline(), None);
+    h.advance(10 * s);
+    assert_eq!(h.plan.busy(), 0);
+    h.check();
 }

@@ -1,4 +1,7 @@
-//! Every place a request can wait on a shard, and the one deadline index over them.
+//! Every place a request can wait for a session on a shard, and the one deadline index
+//! over them. (A keyed request held for its key's politeness turn waits for no session
+//! yet: it is in `crate::politeness::Throttle`, with its own deadlines, until its key lets
+//! it in here.)
 //!
 //! A waiting request is in exactly one of three places:
 //! - the wait queue (priority, FIFO, aging: `queue`),
@@ -81,6 +84,9 @@ pub(crate) struct Waiters {
     /// back (the earliest deadline any of them can have).
     line_open_until: Option<Instant>,
     deadlines: BTreeSet<(Instant, Deadline)>,
+    /// Arrival numbers of requests dropped here because their callers left, for the
+    /// plan to settle their keys' politeness (`take_dropped`).
+    dropped: Vec<u64>,
 }
 
 impl Waiters {
@@ -95,6 +101,7 @@ impl Waiters {
             lined_by_class: [0; 4],
             line_open_until: None,
             deadlines: BTreeSet::new(),
+            dropped: Vec::new(),
         }
     }
 
@@ -175,6 +182,7 @@ impl Waiters {
             let left = w.request.work.is_abandoned();
             if left {
                 gone.push((w.deadline, Deadline::Queue(w.request.arrival)));
+                self.dropped.push(w.request.arrival);
             }
             !left
         });
@@ -196,11 +204,15 @@ impl Waiters {
         Some(self.unindex(w))
     }
 
-    /// Takes the newest movable request of the lowest class (to offer to another shard).
-    pub(crate) fn pop_newest_movable(&mut self) -> Option<(Priority, Waiter)> {
+    /// Takes the newest movable request of the lowest class that `may_leave` lets go (to
+    /// offer to another shard).
+    pub(crate) fn pop_newest_movable(
+        &mut self,
+        may_leave: impl Fn(&Request) -> bool,
+    ) -> Option<(Priority, Waiter)> {
         let w = self
             .queue
-            .pop_newest_where(|w| w.request.job.is_movable())?;
+            .pop_newest_where(|w| w.request.job.is_movable() && may_leave(&w.request))?;
         let priority = w.priority;
         Some((priority, self.unindex(w)))
     }
@@ -249,6 +261,7 @@ impl Waiters {
             if !p.waiter.request.work.is_abandoned() {
                 return Some(p.waiter);
             }
+            self.dropped.push(p.waiter.request.arrival);
         }
     }
 
@@ -457,6 +470,12 @@ impl Waiters {
         }
         self.parked_count -= 1;
         Some(p.waiter)
+    }
+
+    /// Arrival numbers of the requests dropped because their callers left, since the
+    /// last call.
+    pub(crate) fn take_dropped(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.dropped)
     }
 
     /// Takes every waiting request, the line's included (shutdown).

@@ -134,6 +134,9 @@ pub(crate) struct Core {
     mangle: Option<String>,
     default_context: String,
     contexts: Vec<String>,
+    /// Cookies by browser context, as `Storage.setCookies` left them (the simulated
+    /// pages neither set nor send cookies).
+    cookies: BTreeMap<String, Vec<Value>>,
     targets: BTreeMap<String, Target>,
     sessions: BTreeMap<String, Session>,
     conns: BTreeMap<ConnId, Conn>,
@@ -158,6 +161,7 @@ impl Core {
             mangle: None,
             default_context,
             contexts: Vec::new(),
+            cookies: BTreeMap::new(),
             targets: BTreeMap::new(),
             sessions: BTreeMap::new(),
             conns: BTreeMap::new(),

@@ -34,6 +34,8 @@ pub struct SiteConfig {
     /// first time, 130 KB of images per page after that; [`DemoSite::assets_of`]).
     /// Default `true`; `false` gives bare 1 KB pages.
     pub assets: bool,
+    /// The body of `/robots.txt` (`text/plain`), or `None` for a 404. Default `None`.
+    pub robots_txt: Option<String>,
 }
 
 impl Default for SiteConfig {
@@ -44,6 +46,7 @@ impl Default for SiteConfig {
             slow_delay: Duration::from_millis(300),
             heavy_every: 30,
             assets: true,
+            robots_txt: None,
         }
     }
 }
@@ -280,6 +283,13 @@ fn reply(site: &SiteConfig, path: &str) -> Reply {
     };
     if let Some((delay, body)) = page(site, path) {
         return html(delay, body);
+    }
+    if let (Some(robots), "/robots.txt") = (&site.robots_txt, path) {
+        return Reply {
+            content_type: "text/plain; charset=utf-8",
+            body: robots.clone().into_bytes(),
+            ..html(Duration::ZERO, String::new())
+        };
     }
     if let Some(ms) = path
         .strip_prefix("/img/slow/")

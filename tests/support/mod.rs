@@ -327,4 +327,5 @@ pub async fn hold_session(pool: &cdpmux::Pool, job: cdpmux::Job) -> Held {
         task,
     }
 }
+pub mod proxy;
 pub mod site;

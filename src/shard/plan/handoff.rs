@@ -306,6 +306,9 @@ impl<P: PageHandle> Plan<P> {
                 && s.page.is_alive()
                 && !s.expired(cfg, now)
                 && !self.waiters.has_parked_for(key)
+                && !s.lease.is_some_and(|l| self.holds.is_limited(l))
+                // Its key's politeness counts the job until the shard sees it end.
+                && !self.politeness.is_running(key)
                 && self.sessions.len() <= cfg.sessions_per_shard;
             s.passable.store(ok, Ordering::Release);
         }

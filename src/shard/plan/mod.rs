@@ -8,6 +8,7 @@
 //! `probed`...). What this module must never do: wait, spawn, or read the time.
 
 mod handoff;
+mod politeness;
 mod recovery;
 
 use std::cell::RefCell;
@@ -17,17 +18,19 @@ use std::sync::Arc as StdArc;
 
 use tokio::time::Instant;
 
+use super::holds::{hold_deadline, Holds};
 use super::msg::{GrantTx, JobTask, Request, Work};
 use super::sessions::{admit_at, general_room, room, PageHandle, Sessions};
 use super::waiters::{SessionKey, Waiter, Waiters};
 use crate::affinity::AffinityMap;
 use crate::config::{Config, Isolation, Reset};
 use crate::error::shutdown_error;
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
 use crate::handoff::{Handoff, Line};
 use crate::job::Priority;
 use crate::job::{later, wait_deadline, wait_timeout_error, AffinityMode, Job};
 use crate::metrics::{Gauges, ShardMetrics, ShardReport};
+use crate::politeness::Throttle;
 use crate::queue::Admit;
 use crate::steal::Overflow;
 use crate::sync::atomic::Ordering;
@@ -103,11 +106,16 @@ pub(crate) struct Plan<P> {
     shards: usize,
     pub(crate) sessions: Sessions<P>,
     pub(crate) waiters: Waiters,
+    /// Per-key politeness: the requests held for their key's turn live here, not in
+    /// `waiters` (see `politeness`).
+    pub(crate) politeness: Throttle<Waiter>,
     affinity: AffinityMap<SessionKey>,
     /// Keys whose session is being opened (`ContextPerKey`: one at a time per key).
     opening: Vec<Option<StdArc<str>>>,
     leases: HashMap<u64, SessionKey>,
     next_lease: u64,
+    /// The leases' hold deadlines.
+    holds: Holds,
     /// Sessions lost to crashes or lost sockets and not yet replaced.
     lost: usize,
     shutting_down: bool,
@@ -132,10 +140,12 @@ impl<P: PageHandle> Plan<P> {
             shards: lines.len(),
             sessions: Sessions::default(),
             waiters: Waiters::new(lines[shard].clone()),
+            politeness: Throttle::default(),
             affinity: AffinityMap::default(),
             opening: Vec::new(),
             leases: HashMap::new(),
             next_lease: 0,
+            holds: Holds::default(),
             lost: 0,
             shutting_down: false,
             line_may_open: false,
@@ -159,9 +169,17 @@ impl<P: PageHandle> Plan<P> {
         std::mem::swap(&mut self.actions, into);
     }
 
-    /// The earliest wait deadline.
+    /// The earliest deadline: a wait's, a lease's hold, or the earliest time a throttled
+    /// key may start again.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.waiters.next_deadline()
+        [
+            self.waiters.next_deadline(),
+            self.holds.next_deadline(),
+            self.politeness.next_wake(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     pub(crate) fn is_shutting_down(&self) -> bool {
@@ -172,6 +190,12 @@ impl<P: PageHandle> Plan<P> {
     pub(crate) fn lease_page(&self, lease: u64) -> Option<&P> {
         let key = self.leases.get(&lease)?;
         self.sessions.get(*key).map(|s| &s.page)
+    }
+
+    /// Why lease `lease` has no page for a call: taken back past its hold limit, or
+    /// gone.
+    pub(crate) fn lease_refusal(&self, lease: u64) -> Error {
+        self.holds.refusal(lease)
     }
 
     /// Busy sessions (jobs, leases, probes, stops, resets).
@@ -212,6 +236,9 @@ impl<P: PageHandle> Plan<P> {
             deadline,
             kind,
         };
+        let Some(waiter) = self.hold_if_throttled(waiter, now, cfg) else {
+            return;
+        };
         let Some(waiter) = self.route_by_affinity(waiter, now, cfg) else {
             return;
         };
@@ -228,7 +255,9 @@ impl<P: PageHandle> Plan<P> {
                 return;
             }
         }
-        match self.waiters.enqueue(waiter, cfg.max_queue) {
+        // Requests held for their key's turn count against the bound too.
+        let bound = cfg.max_queue.saturating_sub(self.politeness.held_len());
+        match self.waiters.enqueue(waiter, bound) {
             Ok(()) => {
                 // Someone in the line is of a lower class: the line goes back to the
                 // queue so this request is served first.
@@ -238,15 +267,10 @@ impl<P: PageHandle> Plan<P> {
                 self.pump(now, cfg);
             }
             Err(waiter) => {
-                self.metrics.borrow_mut().counters.queue_full += 1;
-                let error = Error::new(
-                    ErrorKind::QueueFull,
-                    format!(
-                        "queue full ({} waiting on shard {}); raise max_queue, add sessions, or retry later",
-                        cfg.max_queue, self.shard
-                    ),
-                );
-                self.fail(waiter.request.work, error);
+                self.refuse_full(waiter, cfg);
+                for id in self.waiters.take_dropped() {
+                    self.politeness.left(id);
+                }
             }
         }
     }
@@ -314,10 +338,25 @@ impl<P: PageHandle> Plan<P> {
         }
     }
 
+    /// Serves the queue (`serve_queue`), and again while held requests whose keys may
+    /// start now join it. Run after every change of capacity, of the queue or of a
+    /// key's turn.
+    fn pump(&mut self, now: Instant, cfg: &Config) {
+        // Keys whose turn came with this event go first: a request let in keeps its
+        // arrival number, and is served in its place among the queued ones.
+        self.release_throttled(now, cfg);
+        loop {
+            self.serve_queue(now, cfg);
+            if !self.release_throttled(now, cfg) {
+                break;
+            }
+        }
+    }
+
     /// Serves waiters with idle sessions (the line first: it holds the oldest), opens
     /// sessions for the rest up to the limit, and offers movable waiters to other shards
-    /// when saturated. Run after every change of capacity or of the queue.
-    fn pump(&mut self, now: Instant, cfg: &Config) {
+    /// when saturated.
+    fn serve_queue(&mut self, now: Instant, cfg: &Config) {
         self.serve_lines(now, cfg);
         while !self.waiters.queue_is_empty() && !self.shutting_down {
             let Some(admit) = admit_at(cfg, self.sessions.busy) else {
@@ -356,6 +395,7 @@ impl<P: PageHandle> Plan<P> {
                 break;
             };
             if w.request.work.is_abandoned() {
+                self.politeness.left(w.request.arrival);
                 self.sessions.idle.push(key);
                 continue;
             }
@@ -479,7 +519,12 @@ impl<P: PageHandle> Plan<P> {
         // Offer one request per parked shard: when every shard is saturated, moving
         // requests around only costs.
         while self.waiters.queue_len() > cfg.steal_watermark && self.overflow.has_parked() {
-            let Some((priority, w)) = self.waiters.pop_newest_movable() else {
+            // A request holding its key's ticket stays: its key's limits live here.
+            let throttle = &self.politeness;
+            let Some((priority, w)) = self
+                .waiters
+                .pop_newest_movable(|r| !throttle.has_ticket(r.arrival))
+            else {
                 break;
             };
             self.metrics.borrow_mut().counters.overflowed += 1;
@@ -511,6 +556,8 @@ impl<P: PageHandle> Plan<P> {
         s.page
             .set_command_timeout(request.job.command_timeout.unwrap_or(cfg.command_timeout));
         let page = s.page.clone();
+        self.politeness
+            .started(request.arrival, key, now, cfg.politeness);
         if let Some(affinity) = &request.job.affinity {
             let hit = self
                 .affinity
@@ -544,6 +591,9 @@ impl<P: PageHandle> Plan<P> {
                 if let Some(s) = self.sessions.get_mut(key) {
                     s.lease = Some(lease);
                 }
+                if let Some((until, limit)) = hold_deadline(&request.job, request.submitted, now) {
+                    self.holds.hold(lease, until, limit);
+                }
                 self.update_passable(key, now, cfg);
                 let handoff = handoff_allowed(cfg)
                     .then(|| self.sessions.get(key))
@@ -575,7 +625,10 @@ impl<P: PageHandle> Plan<P> {
 
     /// The shard's gauges and a copy of its metrics.
     pub(crate) fn report(&self) -> ShardReport {
-        let by_class = self.waiters.by_class();
+        let mut by_class = self.waiters.by_class();
+        for (n, held) in by_class.iter_mut().zip(self.politeness.held_by_class()) {
+            *n += held;
+        }
         ShardReport {
             metrics: self.metrics.borrow().clone(),
             gauges: Gauges {

@@ -79,6 +79,7 @@ impl<P: PageHandle> Plan<P> {
         tracing::warn!(shard = self.shard, error = %error, "could not open a session");
         if !error.is_crash() {
             if let Some(w) = self.waiters.pop(now, Duration::ZERO, Admit::All) {
+                self.politeness.left(w.request.arrival);
                 self.metrics.borrow_mut().counters.jobs_failed += 1;
                 self.fail(w.request.work, error);
             }
@@ -98,6 +99,7 @@ impl<P: PageHandle> Plan<P> {
 
     /// Lease `lease`'s session comes back `how` (`Dead`: a hook failed on it).
     pub(crate) fn released_as(&mut self, lease: u64, how: Return, now: Instant, cfg: &Config) {
+        self.holds.end(lease);
         let Some(key) = self.leases.remove(&lease) else {
             return;
         };
@@ -109,6 +111,8 @@ impl<P: PageHandle> Plan<P> {
 
     /// A session comes back from a job, a lease, a stop or a reset.
     pub(crate) fn returned(&mut self, key: SessionKey, how: Return, now: Instant, cfg: &Config) {
+        // Its job is over, whatever comes next for the page (a stop, a reset).
+        self.politeness.finished(key);
         if self.shutting_down {
             // Shutdown closes every target itself.
             self.sessions.busy = self.sessions.busy.saturating_sub(1);
@@ -262,6 +266,7 @@ impl<P: PageHandle> Plan<P> {
             }
         }
         self.affinity.expire(now.into_std(), cfg.affinity_ttl);
+        self.politeness.sweep(now);
         self.replenish(cfg);
         self.pump(now, cfg);
     }
@@ -271,10 +276,11 @@ impl<P: PageHandle> Plan<P> {
     pub(crate) fn expire(&mut self, now: Instant, cfg: &Config) {
         // Releasing leases may have served, skipped or failed callers of the line.
         self.take_outcomes(now, cfg);
-        let mut any = false;
+        let mut any = self.expire_throttled(now, cfg);
         while let Some(due) = self.waiters.expire_one(now) {
             any = true;
             if let Due::Failed(w) = due {
+                self.politeness.left(w.request.arrival);
                 if !w.request.work.is_abandoned() {
                     self.metrics.borrow_mut().counters.timeout(w.kind);
                     let error = wait_timeout_error(w.kind, &w.request.job, cfg);
@@ -282,9 +288,32 @@ impl<P: PageHandle> Plan<P> {
                 }
             }
         }
+        // Leases held past their limit: their pages come back, their holders' later
+        // calls fail.
+        while let Some(lease) = self.holds.take_due(now) {
+            self.take_back(lease, now, cfg);
+        }
         if any {
             self.pump(now, cfg);
         }
+    }
+
+    /// Lease `lease` was held past its limit: the page comes back as if from a job past
+    /// its deadline (stopped, then reused), and the lease can no longer reach it.
+    fn take_back(&mut self, lease: u64, now: Instant, cfg: &Config) {
+        let Some(key) = self.leases.remove(&lease) else {
+            return;
+        };
+        self.metrics
+            .borrow_mut()
+            .counters
+            .timeout(crate::error::TimeoutKind::Job);
+        if let Some(s) = self.sessions.get_mut(key) {
+            s.lease = None;
+            // Granted with a limit, it was never passable; and it is not the holder's now.
+            s.passable.store(false, Ordering::Release);
+        }
+        self.returned(key, Return::Interrupted, now, cfg);
     }
 
     /// The live configuration changed: fewer sessions if asked, the line back into the
@@ -298,6 +327,7 @@ impl<P: PageHandle> Plan<P> {
             self.forget(key);
         }
         self.waiters.take_back_line();
+        self.politeness.touch_all();
         let leased: Vec<_> = self.leases.values().copied().collect();
         for key in leased {
             self.update_passable(key, now, cfg);
@@ -315,6 +345,9 @@ impl<P: PageHandle> Plan<P> {
         for w in self.waiters.drain() {
             self.fail(w.request.work, shutdown_error());
         }
+        for w in self.politeness.drain() {
+            self.fail(w.request.work, shutdown_error());
+        }
         while let Some(request) = self.overflow.take() {
             self.fail(request.work, shutdown_error());
         }
@@ -323,6 +356,7 @@ impl<P: PageHandle> Plan<P> {
     /// Every session's page, taken out for closing (the end of shutdown).
     pub(crate) fn close_all(&mut self) -> Vec<P> {
         self.leases.clear();
+        self.holds.clear();
         self.sessions.drain().into_iter().map(|s| s.page).collect()
     }
 }

@@ -130,6 +130,12 @@ impl Core {
             }
             // Accepted; the simulated pages load no subresources to block.
             "Network.setBlockedURLs" | "Fetch.failRequest" => Ok(json!({})),
+            // Accepted; the simulated pages have no user agent, headers, locale or clock
+            // of their own to change.
+            "Emulation.setUserAgentOverride"
+            | "Emulation.setLocaleOverride"
+            | "Emulation.setTimezoneOverride"
+            | "Network.setExtraHTTPHeaders" => Ok(json!({})),
             "Page.setLifecycleEventsEnabled" => {
                 s.lifecycle = cmd.params["enabled"].as_bool().unwrap_or(false);
                 Ok(json!({}))

@@ -17,6 +17,35 @@ use super::{
 };
 
 impl Core {
+    /// `Storage.getCookies` / `Storage.setCookies` of one context (the default one when
+    /// none is named): a cookie replaces one of the same name, domain and path.
+    fn cookies(&mut self, method: &str, p: &Value) -> Result<Value, (i64, String)> {
+        let ctx = p["browserContextId"]
+            .as_str()
+            .unwrap_or(&self.default_context)
+            .to_owned();
+        if ctx != self.default_context && !self.contexts.contains(&ctx) {
+            return Err((INVALID_PARAMS, "Failed to find browser context".to_owned()));
+        }
+        let jar = self.cookies.entry(ctx).or_default();
+        if method == "Storage.getCookies" {
+            return Ok(json!({ "cookies": jar }));
+        }
+        let Some(new) = p["cookies"].as_array() else {
+            return Err((INVALID_PARAMS, "Invalid parameters: cookies".to_owned()));
+        };
+        let same = |a: &Value, b: &Value| ["name", "domain", "path"].iter().all(|k| a[k] == b[k]);
+        for c in new {
+            jar.retain(|old| !same(old, c));
+            let mut c = c.clone();
+            if c.get("path").is_none() {
+                c["path"] = "/".into();
+            }
+            jar.push(c);
+        }
+        Ok(json!({}))
+    }
+
     /// A browser-level command, or a `Target.*`/`Browser.*` command sent on a session
     /// (`echo` is then that session's id, echoed in the reply).
     pub(super) fn browser_command(
@@ -93,6 +122,7 @@ impl Core {
                 Ok(json!({ "browserContextId": ctx }))
             }
             "Target.getBrowserContexts" => Ok(json!({ "browserContextIds": self.contexts })),
+            "Storage.getCookies" | "Storage.setCookies" => self.cookies(&cmd.method, p),
             "Target.disposeBrowserContext" => {
                 let ctx = p["browserContextId"]
                     .as_str()
@@ -101,6 +131,7 @@ impl Core {
                 match self.contexts.iter().position(|c| *c == ctx) {
                     Some(i) => {
                         self.contexts.remove(i);
+                        self.cookies.remove(&ctx);
                         out.text(conn, &result_frame(id, json!({}), echo));
                         let doomed: Vec<String> = self
                             .target_ids()
