@@ -384,12 +384,16 @@ impl fmt::Debug for Interceptor {
     }
 }
 
-/// The `Fetch.enable` an interceptor needs: every request, paused before it is sent.
-pub(crate) fn pause_everything() -> (&'static str, Value) {
-    (
-        "Fetch.enable",
-        json!({ "patterns": [{ "urlPattern": "*", "requestStage": "Request" }] }),
-    )
+/// The `Fetch.enable` an interceptor needs: every request, paused before it is sent;
+/// on a page answering its proxy (`answers_proxy`), with challenges reported too (an
+/// enable without them would leave the proxy's `407` to the page).
+pub(crate) fn pause_everything(answers_proxy: bool) -> (&'static str, Value) {
+    let params = if answers_proxy {
+        super::proxy_auth::fetch_enable_params()
+    } else {
+        json!({ "patterns": [{ "urlPattern": "*", "requestStage": "Request" }] })
+    };
+    ("Fetch.enable", params)
 }
 
 /// Requests a page's interceptor has yet to answer: each with the task deciding it.
@@ -574,5 +578,16 @@ mod tests {
         let (m, p) = Decision::Fail(FailReason::ConnectionRefused).command("R");
         assert_eq!(m, "Fetch.failRequest");
         assert_eq!(p["errorReason"], "ConnectionRefused");
+    }
+
+    #[test]
+    fn a_page_answering_its_proxy_pauses_everything_with_challenges_reported() {
+        let (m, plain) = pause_everything(false);
+        assert_eq!(m, "Fetch.enable");
+        assert!(plain.get("handleAuthRequests").is_none());
+        let (m, proxied) = pause_everything(true);
+        assert_eq!(m, "Fetch.enable");
+        assert_eq!(proxied["handleAuthRequests"], true);
+        assert_eq!(proxied["patterns"], json!([{ "urlPattern": "*" }]));
     }
 }

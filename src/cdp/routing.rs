@@ -503,6 +503,41 @@ mod tests {
     }
 
     #[test]
+    fn a_proxy_page_fails_blocked_types_intercepts_the_rest_and_answers_only_challenges() {
+        use super::super::proxy_auth::{ProxyAuth, ProxyCredentials};
+        let (mut s, a, _) = two();
+        let image = r#"{"requestId":"R1","resourceType":"Image"}"#;
+        let document = r#"{"requestId":"R2","resourceType":"Document"}"#;
+        let challenge = r#"{"requestId":"R2","request":{},"authChallenge":{"source":"Proxy","origin":"o","scheme":"basic","realm":"r"}}"#;
+        let p = "Fetch.requestPaused";
+        let rules = &mut s.get_mut(a).unwrap().pausing;
+        rules.proxy_auth = Some(ProxyAuth::new(ProxyCredentials::new("u", "p")));
+        rules.owned = true;
+        rules.blocked_types.push("Image");
+        assert_eq!(
+            s.blocked(Some(a), p, document),
+            Some(Blocked::Continue("R2".into())),
+            "no interceptor: continued, once"
+        );
+        assert_eq!(s.proxy_answer(Some(a), p, document), None);
+        s.get_mut(a).unwrap().pausing.interceptor = Some(Rc::new(|_: &str| {}));
+        assert_eq!(
+            s.blocked(Some(a), p, image),
+            Some(Blocked::Fail("R1".into()))
+        );
+        assert_eq!(s.blocked(Some(a), p, document), Some(Blocked::Intercept));
+        assert_eq!(s.blocked(Some(a), "Fetch.authRequired", challenge), None);
+        let (method, answer) = s
+            .proxy_answer(Some(a), "Fetch.authRequired", challenge)
+            .unwrap();
+        assert_eq!(method, "Fetch.continueWithAuth");
+        assert_eq!(
+            answer["authChallengeResponse"]["response"],
+            "ProvideCredentials"
+        );
+    }
+
+    #[test]
     fn a_target_event_with_bad_params_is_malformed() {
         let (s, _, _) = two();
         assert!(matches!(

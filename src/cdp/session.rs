@@ -126,15 +126,6 @@ impl Default for PageOptions {
     }
 }
 
-/// Why a page cannot both answer proxy challenges and block resource types.
-fn proxy_auth_with_type_blocking() -> Error {
-    Error::new(
-        ErrorKind::InvalidInput,
-        "a page whose proxy needs credentials cannot block resource types (both use the \
-         page's Fetch domain): block by URL pattern instead (Blocking::url)",
-    )
-}
-
 /// One page session. `!Send`: it lives on the thread of its [`Connection`].
 ///
 /// Commands on it are multiplexed with every other session of the connection; each has
@@ -159,7 +150,8 @@ pub struct Page {
     intercept: RefCell<Option<(u64, Installed)>>,
     /// Numbers installations.
     installs: Cell<u64>,
-    /// `Fetch` pauses every request (an interceptor's patterns), not only blocked types.
+    /// `Fetch` pauses every request (an interceptor's patterns, or the page answers its
+    /// proxy), not only blocked types.
     pauses_all: Cell<bool>,
 }
 
@@ -295,7 +287,7 @@ impl Page {
         setup.extend(blocking.into_iter().map(|(m, p)| (m.into(), p)));
         if let Some(interceptor) = &options.intercept {
             page.install(interceptor, true);
-            let (method, params) = pause_everything();
+            let (method, params) = pause_everything(false);
             setup.push((method.into(), params));
         }
         let calls = setup
@@ -313,14 +305,10 @@ impl Page {
     /// Cancel-safe: dropped before it returns, or failed, the page's blocking is unknown
     /// and the next call sets all of it again.
     ///
-    /// On a page whose proxy needs credentials (a pool's
-    /// [`ContextOptions`](crate::identity::ContextOptions)), blocking resource types
-    /// fails with [`ErrorKind::InvalidInput`]: both use the page's `Fetch` domain.
+    /// On a page that intercepts or answers its proxy's challenges (a pool's
+    /// [`ContextOptions`](crate::identity::ContextOptions)), `Fetch` already pauses every
+    /// request: a blocked type's are failed as they pause, and `Fetch` is left as it is.
     pub async fn set_blocking(&self, blocking: &Blocking) -> Result<()> {
-        let proxy_auth = self.conn.shared.has_proxy_auth(self.slot);
-        if blocking.pauses() && proxy_auth {
-            return Err(proxy_auth_with_type_blocking());
-        }
         let was = self.blocking.borrow_mut().take();
         if was.as_ref() == Some(blocking) {
             *self.blocking.borrow_mut() = was;
@@ -333,8 +321,6 @@ impl Page {
         let calls = blocking
             .commands(was.as_ref(), self.pauses_all.get())
             .into_iter()
-            // The page's `Fetch` answers its proxy: it stays on.
-            .filter(|(method, _)| !(proxy_auth && *method == "Fetch.disable"))
             .map(|(method, params)| self.call(method, params));
         futures_util::future::try_join_all(calls).await?;
         *self.blocking.borrow_mut() = Some(blocking.clone());
@@ -362,7 +348,7 @@ impl Page {
         let id = self.install(&interceptor, false);
         let guard = InterceptGuard { page: self, id };
         if !self.pauses_all.replace(true) {
-            let (method, params) = pause_everything();
+            let (method, params) = pause_everything(self.answers_proxy());
             self.call(method, params).await?;
         }
         Ok(guard)
@@ -388,7 +374,8 @@ impl Page {
 
     /// Takes a job's interceptor off (installation `id`, or whichever is on with
     /// `None`): the page's own comes back, or `Fetch` pauses only what the page blocks
-    /// again. Nothing to do when the page's own interceptor (or none) is on.
+    /// again (every request still on a page answering its proxy). Nothing to do when the
+    /// page's own interceptor (or none) is on.
     pub(crate) fn end_interception(&self, id: Option<u64>) {
         let current = self
             .intercept
@@ -409,6 +396,11 @@ impl Page {
         if let Some((_, installed)) = self.intercept.take() {
             installed.end();
         }
+        if self.answers_proxy() {
+            // Its `Fetch` pauses every request with challenges reported, as it must
+            // stay: what nobody takes now is continued.
+            return;
+        }
         // Sent after the `continueRequest`s above: commands on a session run in order.
         let blocking = self.blocking.borrow().clone();
         let (method, params) = blocking
@@ -422,28 +414,33 @@ impl Page {
         self.pauses_all.set(false);
     }
 
-    /// Answers the proxy's `407` challenges with `credentials` from now on, continuing
-    /// every other request (`Fetch.enable` with `handleAuthRequests` and a pattern
-    /// matching every request: Chromium answers challenges only for paused requests).
-    /// Each request then costs one round trip to cdpmux, answered as its event arrives.
+    /// Answers the proxy's `407` challenges with `credentials` from now on
+    /// (`Fetch.enable` with `handleAuthRequests` and a pattern matching every request:
+    /// Chromium answers challenges only for paused requests). A paused request is then
+    /// failed if its type is blocked, given to the interceptor if there is one, else
+    /// continued: each costs one round trip to cdpmux, answered as its event arrives.
+    /// From now on every `Fetch.enable` the page sends keeps challenges reported, and it
+    /// never sends `Fetch.disable`.
     ///
-    /// Fails with [`ErrorKind::InvalidInput`] on a page that blocks resource types: both
-    /// use the page's `Fetch` domain. Cancel-safe: dropped before it returns, the page
-    /// answers challenges but may not pause requests yet.
+    /// Cancel-safe: dropped before it returns, the page answers challenges but may not
+    /// pause requests yet.
     pub(crate) async fn answer_proxy_auth(
         &self,
         credentials: super::proxy_auth::ProxyCredentials,
     ) -> Result<()> {
-        if self.blocking.borrow().as_ref().is_none_or(Blocking::pauses) {
-            return Err(proxy_auth_with_type_blocking());
-        }
         let auth = super::proxy_auth::ProxyAuth::new(credentials);
         self.conn.shared.set_pausing(self.slot, |p| {
             p.proxy_auth = Some(auth);
             p.owned = true;
         });
-        let params = super::proxy_auth::fetch_enable_params();
-        self.call("Fetch.enable", params).await.map(|_| ())
+        self.pauses_all.set(true);
+        let (method, params) = pause_everything(true);
+        self.call(method, params).await.map(|_| ())
+    }
+
+    /// Whether the page answers its proxy's challenges (see `answer_proxy_auth`).
+    fn answers_proxy(&self) -> bool {
+        self.conn.shared.has_proxy_auth(self.slot)
     }
 
     /// What the page blocks when no job asks for anything else (its
