@@ -5,8 +5,8 @@
 //! rules live in [`routing`](super::routing) and [`events`](super::events)), awaited
 //! calls ([`InFlight`]) and the direct-call deadlines (see
 //! [`deadlines`](super::deadlines)). The socket's tasks live in
-//! [`socket`](super::socket). Pages and batches build on this layer; it knows nothing of
-//! them, nor of pools.
+//! [`socket`](super::socket); what it does with paused requests, in `connection/paused`.
+//! Pages and batches build on this layer; it knows nothing of them, nor of pools.
 //! Never: shares that state with another thread (it is `Rc`/`RefCell`, pinned to the
 //! `LocalSet` that connected), lets a bad frame close the socket, or leaves a call
 //! pending once its socket, session or deadline is gone.
@@ -30,11 +30,13 @@ use super::protocol::{
     classify, encode_call, reply_id, Event, Frame, FrameText, MethodName, PendingCall,
     PendingTable, Reply, SessionSlot,
 };
-use super::routing::{Blocked, Ending, EventRoute, Pausing, Sessions};
+use super::routing::{Ending, EventRoute, Sessions};
 pub use super::settings::{ConnectionConfig, ConnectionStats};
 use super::socket::{self, Signals, Wire};
 use super::streams::Feed;
 use crate::error::{Error, ErrorKind, Result, TimeoutKind};
+
+mod paused;
 
 /// A connection to one browser over one WebSocket, carrying any number of flat sessions.
 ///
@@ -551,64 +553,9 @@ impl Shared {
         newly
     }
 
-    /// Fails a request the page's blocking paused or continues one nobody takes
-    /// (without waiting for the reply), hands one to the page's interceptor, or counts
-    /// one the blocking failed. `params` are the event's.
-    fn blocked(&self, session: Option<SessionSlot>, blocked: Blocked, params: &str) {
-        match blocked {
-            Blocked::Fail(request_id) => {
-                let params = serde_json::json!({
-                    "requestId": request_id,
-                    "errorReason": "BlockedByClient",
-                });
-                let _ = self.enqueue(session, "Fetch.failRequest".into(), &params, None);
-            }
-            Blocked::Continue(request_id) => {
-                let params = serde_json::json!({ "requestId": request_id });
-                let _ = self.enqueue(session, "Fetch.continueRequest".into(), &params, None);
-            }
-            Blocked::Intercept => {
-                let interceptor = session.and_then(|slot| {
-                    let mut st = self.state.borrow_mut();
-                    st.sessions.get_mut(slot)?.pausing.interceptor.clone()
-                });
-                if let Some(interceptor) = interceptor {
-                    interceptor(params);
-                }
-            }
-            Blocked::Failed => {
-                if let Some(m) = &*self.metrics.borrow() {
-                    m.blocked_request();
-                }
-            }
-        }
-    }
-
-    /// Counts a paused request whose interceptor missed its deadline.
-    pub(crate) fn note_intercept_timeout(&self) {
-        if let Some(m) = &*self.metrics.borrow() {
-            m.intercept_timed_out();
-        }
-    }
-
     /// The connection's default command deadline.
     pub(crate) fn command_timeout(&self) -> Duration {
         self.command_timeout
-    }
-
-    /// Changes what becomes of a request paused on `session` (see [`Pausing`]).
-    pub(crate) fn set_pausing(&self, session: SessionSlot, change: impl FnOnce(&mut Pausing)) {
-        if let Some(s) = self.state.borrow_mut().sessions.get_mut(session) {
-            change(&mut s.pausing);
-        }
-    }
-
-    /// Whether `session` answers proxy challenges.
-    pub(crate) fn has_proxy_auth(&self, session: SessionSlot) -> bool {
-        let mut st = self.state.borrow_mut();
-        st.sessions
-            .get_mut(session)
-            .is_some_and(|s| s.pausing.proxy_auth.is_some())
     }
 
     /// Routes one incoming frame: a reply to its call, an event to its waits (and, when
