@@ -90,7 +90,8 @@ pub struct Config {
     /// `acquire` caller, in the releasing thread, instead of through its shard's loop
     /// (two fewer cross-thread trips per hand-off) where nothing has to happen between
     /// two holders ([`Isolation::Shared`] and [`Reset::None`]). Not used with
-    /// [`Isolation::ContextPerKey`]. Default true.
+    /// [`Isolation::ContextPerKey`], nor with a `before_job` or `after_job` hook
+    /// ([`PoolBuilder::before_job`](crate::PoolBuilder::before_job)). Default true.
     pub lease_handoff: bool,
     /// Autoscaling: when set, a sampler moves `sessions_per_shard` between the bounds
     /// by the machine's CPU and memory and by whether requests wait (see

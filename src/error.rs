@@ -84,6 +84,11 @@ pub enum ErrorKind {
     Shutdown,
     /// An I/O error outside the WebSocket (spawning a process, reading a file).
     Io,
+    /// A lifecycle hook ([`PoolBuilder::on_page_open`](crate::PoolBuilder::on_page_open),
+    /// [`before_job`](crate::PoolBuilder::before_job)) kept failing, so no page could be
+    /// made ready for the job, which never ran. The message carries the hook's last error.
+    /// Each failure retired its page; fix the hook.
+    Hook,
     /// A bug inside cdpmux: a shard's thread panicked. Every request it held, and every
     /// later one routed to it, fails with this kind; the other shards go on. Not
     /// retryable as such (a retry may land on the same shard): report it, and rebuild
@@ -147,6 +152,14 @@ impl Error {
     pub(crate) fn after_attempts(mut self, attempts: u32) -> Self {
         self.inner.message = format!("{}; gave up after {attempts} attempts", self.inner.message);
         self
+    }
+
+    /// An [`ErrorKind::Hook`] error with `message`: what a lifecycle hook
+    /// ([`PoolBuilder::on_page_open`](crate::PoolBuilder::on_page_open) and the others)
+    /// returns to fail for a reason of its own, e.g. a page that did not come up as it
+    /// should. The page is then retired.
+    pub fn hook(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Hook, message)
     }
 
     /// A CDP error reply: the code and message the browser sent for `method`.
@@ -238,7 +251,7 @@ impl Error {
     ///
     /// Not retryable: command, job and event deadlines (the page itself was slow; a retry
     /// would hold a page for as long again), CDP protocol errors, navigation and script
-    /// errors, invalid input, shutdown, I/O errors and internal errors.
+    /// errors, invalid input, shutdown, I/O errors, hook failures and internal errors.
     pub fn is_retryable(&self) -> bool {
         self.is_crash()
             || matches!(
@@ -394,6 +407,7 @@ mod tests {
             ErrorKind::InvalidInput,
             ErrorKind::Shutdown,
             ErrorKind::Io,
+            ErrorKind::Hook,
             ErrorKind::Internal,
         ]);
         kinds

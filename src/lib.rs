@@ -73,6 +73,7 @@ mod config;
 mod error;
 mod fleet;
 mod handoff;
+mod hooks;
 pub mod identity;
 mod idle;
 mod job;

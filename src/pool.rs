@@ -18,6 +18,7 @@ use crate::error::{internal_error, shutdown_error};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fleet::Fleet;
 use crate::handoff::{Join, Line};
+use crate::hooks::{HookPoint, Hooks};
 use crate::identity::{merge_cookies, ContextOptions, Cookie};
 use crate::job::{wait_deadline, Job};
 use crate::lease::Lease;
@@ -43,6 +44,7 @@ pub struct PoolBuilder {
     /// Parsed as given; a bad one fails the build.
     endpoints: Vec<Result<Endpoint>>,
     page_options: PageOptions,
+    hooks: Hooks,
     context_options: Option<shard::Provider>,
 }
 
@@ -111,6 +113,71 @@ impl PoolBuilder {
     /// How pages are opened (background tabs, domains to enable).
     pub fn page_options(mut self, options: PageOptions) -> Self {
         self.page_options = options;
+        self
+    }
+
+    /// Runs `hook` once on each page the pool opens, before any job gets it: add init
+    /// scripts (`Page.addScriptToEvaluateOnNewDocument`), set the viewport, user agent or
+    /// extra headers. It runs on the shard that owns the page (its future need not be
+    /// `Send`), within [`Config::create_timeout`](crate::Config).
+    ///
+    /// A page whose hook fails (or passes that deadline) is closed and another opened;
+    /// no job is failed for it, until the hook has failed 3 times in a row for one
+    /// opening: then the job waiting for that page fails with
+    /// [`ErrorKind::Hook`]. Failures are counted in
+    /// [`Counters::hook_failures_open`](crate::metrics::Counters).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> cdpmux::Result<()> {
+    /// let pool = cdpmux::Pool::builder()
+    ///     .launch(cdpmux::browser::Launch::default())
+    ///     .on_page_open(async |page| {
+    ///         let script = "window.__crawler = true";
+    ///         page.call("Page.addScriptToEvaluateOnNewDocument",
+    ///             serde_json::json!({ "source": script })).await?;
+    ///         Ok(())
+    ///     })
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn on_page_open<F>(mut self, hook: F) -> Self
+    where
+        F: AsyncFn(&Page) -> Result<()> + Send + Sync + 'static,
+    {
+        self.hooks.set(HookPoint::PageOpen, hook);
+        self
+    }
+
+    /// Runs `hook` on the page before each [`Pool::run`] job (within the job's own
+    /// deadline too) and before each [`Lease`] is granted, on the page's shard, within
+    /// [`Config::create_timeout`](crate::Config).
+    ///
+    /// A failing hook retires the page and the job or `acquire`, which has not started,
+    /// goes back in line for another page; after 3 failures in a row on a shard, the one
+    /// whose hook failed last fails with [`ErrorKind::Hook`]. Counted in
+    /// [`Counters::hook_failures_before`](crate::metrics::Counters). With this hook or
+    /// [`after_job`](Self::after_job) set, a dropped lease always goes back through its
+    /// shard (never straight to the next `acquire` caller).
+    pub fn before_job<F>(mut self, hook: F) -> Self
+    where
+        F: AsyncFn(&Page) -> Result<()> + Send + Sync + 'static,
+    {
+        self.hooks.set(HookPoint::BeforeJob, hook);
+        self
+    }
+
+    /// Runs `hook` on the page after each [`Pool::run`] job that ran to its end
+    /// (succeeded or failed; not one cancelled or past its deadline) and after each
+    /// [`Lease`] is dropped, before the page goes back to the pool, on the page's shard,
+    /// within [`Config::create_timeout`](crate::Config). A failing hook retires the
+    /// page; the job's result stands. Counted in
+    /// [`Counters::hook_failures_after`](crate::metrics::Counters).
+    pub fn after_job<F>(mut self, hook: F) -> Self
+    where
+        F: AsyncFn(&Page) -> Result<()> + Send + Sync + 'static,
+    {
+        self.hooks.set(HookPoint::AfterJob, hook);
         self
     }
 
@@ -183,6 +250,7 @@ impl PoolBuilder {
                 inboxes: inboxes.clone(),
                 fleet: fleet.clone(),
                 page_options: self.page_options.clone(),
+                hooks: self.hooks.clone(),
                 lines: lines.clone(),
                 broken: broken.clone(),
                 context_options: self.context_options.clone(),

@@ -1,11 +1,13 @@
-//! Identity per key against real Chromium: a key's proxy (with credentials), user
-//! agent, headers, locale and time zone, and its cookies carried across a pool restart.
+//! Identity per key against real Chromium: a key's proxy (with credentials, beside
+//! type blocking and a job's interceptor), user agent, headers, locale and time zone,
+//! and its cookies carried across a pool restart.
 
 mod support;
 
 use std::time::Duration;
 
 use cdpmux::browser::Launch;
+use cdpmux::cdp::{Decision, Interceptor};
 use cdpmux::identity::{ContextOptions, Cookie, Proxy};
 use cdpmux::{Affinity, Blocking, ErrorKind, Isolation, Job, Pool, ResourceType};
 use support::proxy::{header, ForwardProxy, RecordingSite};
@@ -112,14 +114,22 @@ async fn a_key_goes_through_its_proxy_with_its_identity_and_another_key_does_not
     visit(&pool, "a", &site.url("/a2")).await.unwrap();
     assert!(proxy.passed_path("/a2"));
 
-    // Type blocking and proxy credentials both need the page's Fetch domain: refused,
-    // and the page still answers its proxy afterwards.
+    // Type blocking shares the page's Fetch with the proxy's answers: an image is
+    // failed before it leaves, the document still goes through the proxy.
     let images = Blocking::none().resource(ResourceType::Image);
-    let err = pool
-        .run(key("a").block(images), async |_| Ok(()))
-        .await
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    let url = site.url("/a-img");
+    let image = r#"new Promise(done => { const i = new Image();
+        i.onload = () => done("loaded"); i.onerror = () => done("failed");
+        i.src = "/picture"; })"#;
+    let with_images_blocked = pool.run(key("a").block(images), async move |page| {
+        let status = page.goto(&url).await?.status;
+        Ok((status, page.evaluate_value(image).await?))
+    });
+    let (status, image) = with_images_blocked.await.unwrap();
+    assert_eq!((status, image.as_str()), (Some(200), Some("failed")));
+    assert!(proxy.passed_path("/a-img"));
+    assert!(!proxy.passed_path("/picture"), "a blocked image");
+    assert!(site.heads_for("/picture").is_empty());
     let urls = Blocking::none().url("*.png");
     let url = site.url("/a3");
     let blocked_by_url = pool.run(key("a").block(urls), async move |page| {
@@ -127,6 +137,58 @@ async fn a_key_goes_through_its_proxy_with_its_identity_and_another_key_does_not
     });
     assert_eq!(blocked_by_url.await.unwrap(), Some(200));
     assert!(proxy.passed_path("/a3"));
+    pool.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interceptor_on_a_proxied_key_answers_one_request_and_the_rest_use_the_proxy() {
+    if !support::require_browser() {
+        return;
+    }
+    let proxy = ForwardProxy::start(Some(("crawler", "s3cret"))).await;
+    let site = RecordingSite::start("<p>hello</p>").await;
+    let pool = keyed_pool(|b| b).await;
+    let creds = Proxy::new(proxy.url())
+        .bypass("<-loopback>")
+        .credentials("crawler", "s3cret");
+    pool.set_context_options("a", ContextOptions::new().proxy(creds))
+        .await
+        .unwrap();
+    let (doc, other) = (site.url("/doc"), site.url("/other"));
+    let fetch = |path: &str| format!("fetch({path:?}).then(r => r.text())");
+    let (faked, passed) = (fetch("/faked"), fetch("/other"));
+    let job = pool.run(key("a"), async move |page| {
+        let interceptor = Interceptor::new(async |request| {
+            if request.url().ends_with("/faked") {
+                Decision::fulfill(200, "text/plain", "from the handler")
+            } else {
+                Decision::proceed()
+            }
+        });
+        let _guard = page.intercept(interceptor).await?;
+        // The page's first request through the proxy is challenged while intercepting.
+        let status = page.goto(&doc).await?.status;
+        let faked = page.evaluate_value(&faked).await?;
+        let passed = page.evaluate_value(&passed).await?;
+        Ok((status, faked, passed))
+    });
+    let (status, faked, passed) = tokio::time::timeout(LIMIT, job)
+        .await
+        .expect("the job ends in time")
+        .unwrap();
+    assert_eq!(status, Some(200), "the proxy's challenge was answered");
+    assert_eq!(faked, "from the handler");
+    assert_eq!(passed, "<p>hello</p>");
+    assert!(proxy.challenged() >= 1, "the proxy asked for credentials");
+    assert!(proxy.passed_path("/doc") && proxy.passed_path("/other"));
+    assert!(
+        !proxy.passed_path("/faked"),
+        "the fulfilled request stayed home"
+    );
+    assert!(site.heads_for("/faked").is_empty());
+    // The interception ended with the job; the page still answers its proxy.
+    let seen = visit(&pool, "a", &other).await.unwrap();
+    assert_eq!(seen["status"], 200, "{seen}");
     pool.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 

@@ -128,6 +128,7 @@ pub fn kind_name(kind: ErrorKind) -> String {
         ErrorKind::Shutdown => "shutdown",
         ErrorKind::Io => "io",
         ErrorKind::Internal => "internal",
+        ErrorKind::Hook => "hook",
         _ => "other",
     };
     name.to_owned()

@@ -120,7 +120,8 @@ impl std::str::FromStr for ResourceType {
 /// counted in [`Counters::blocked_requests`](crate::metrics::Counters).
 ///
 /// Blocking by type uses the page's `Fetch` domain: do not use `Fetch` yourself on a
-/// page that blocks types. Blocking by URL uses `Network.setBlockedURLs` and needs the
+/// page that blocks types; install an [`Interceptor`](super::Interceptor) instead, which
+/// sees every request blocking lets through. Blocking by URL uses `Network.setBlockedURLs` and needs the
 /// `Network` domain (on by default in [`PageOptions`](super::PageOptions)).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Blocking {
@@ -194,29 +195,40 @@ impl Blocking {
     /// The commands that make a page that blocks `was` (`None`: unknown) block exactly
     /// this: `Fetch.enable` with one pattern per blocked type (each paused request is then
     /// failed) or `Fetch.disable`, and `Network.setBlockedURLs`; each only if its part
-    /// changed.
-    pub(crate) fn commands(&self, was: Option<&Blocking>) -> Vec<(&'static str, Value)> {
+    /// changed. With `intercepting`, the page's `Fetch` patterns belong to its
+    /// interceptor (which pauses everything, see `intercept`): no `Fetch` command.
+    pub(crate) fn commands(
+        &self,
+        was: Option<&Blocking>,
+        intercepting: bool,
+    ) -> Vec<(&'static str, Value)> {
         let mut commands = Vec::with_capacity(2);
-        if was.is_none_or(|w| w.types != self.types) {
-            if self.types.is_empty() {
-                commands.push(("Fetch.disable", json!({})));
-            } else {
-                let patterns: Vec<Value> = self
-                    .types
-                    .iter()
-                    .flat_map(|t| t.cdp_names())
-                    .map(|name| {
-                        json!({ "urlPattern": "*", "resourceType": name, "requestStage": "Request" })
-                    })
-                    .collect();
-                commands.push(("Fetch.enable", json!({ "patterns": patterns })));
-            }
+        if !intercepting && was.is_none_or(|w| w.types != self.types) {
+            commands.push(self.fetch_command());
         }
         let urls = self.all_url_patterns();
         if was.is_none_or(|w| w.all_url_patterns() != urls) {
             commands.push(("Network.setBlockedURLs", json!({ "urls": urls })));
         }
         commands
+    }
+
+    /// The `Fetch` command of this blocking alone (no interceptor): `Fetch.enable` with
+    /// one pattern per blocked type, or `Fetch.disable`.
+    pub(crate) fn fetch_command(&self) -> (&'static str, Value) {
+        if self.types.is_empty() {
+            return ("Fetch.disable", json!({}));
+        }
+        let patterns: Vec<Value> = self
+            .cdp_type_names()
+            .map(|name| json!({ "urlPattern": "*", "resourceType": name, "requestStage": "Request" }))
+            .collect();
+        ("Fetch.enable", json!({ "patterns": patterns }))
+    }
+
+    /// CDP's names of the blocked types (`Image`, `Font`...).
+    pub(crate) fn cdp_type_names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.types.iter().flat_map(|t| t.cdp_names()).copied()
     }
 
     /// True when paused requests are this blocking's to fail.
@@ -236,10 +248,10 @@ mod tests {
             c.iter().map(|(m, _)| *m).collect()
         }
         assert_eq!(
-            methods(&none.commands(None)),
+            methods(&none.commands(None, false)),
             ["Fetch.disable", "Network.setBlockedURLs"]
         );
-        assert!(none.commands(Some(&none)).is_empty());
+        assert!(none.commands(Some(&none), false).is_empty());
         let b = Blocking::none()
             .resources([
                 ResourceType::Media,
@@ -251,7 +263,7 @@ mod tests {
             b.resource_types(),
             [ResourceType::Image, ResourceType::Media]
         );
-        let commands = b.commands(Some(&none));
+        let commands = b.commands(Some(&none), false);
         assert_eq!(
             methods(&commands),
             ["Fetch.enable", "Network.setBlockedURLs"]
@@ -268,10 +280,23 @@ mod tests {
         assert_eq!(commands[1].1["urls"][0], "*.woff2");
         let only_urls = Blocking::none().url("*.css");
         assert_eq!(
-            methods(&only_urls.commands(Some(&none))),
+            methods(&only_urls.commands(Some(&none), false)),
             ["Network.setBlockedURLs"]
         );
         assert!(!only_urls.pauses() && b.pauses());
+    }
+
+    #[test]
+    fn an_intercepting_page_keeps_its_fetch_patterns() {
+        let b = Blocking::none()
+            .resource(ResourceType::Image)
+            .url("*.woff2");
+        let commands = b.commands(Some(&Blocking::none()), true);
+        assert_eq!(commands.len(), 1);
+        assert_eq!(commands[0].0, "Network.setBlockedURLs");
+        assert_eq!(b.fetch_command().0, "Fetch.enable");
+        assert_eq!(Blocking::none().fetch_command().0, "Fetch.disable");
+        assert_eq!(b.cdp_type_names().collect::<Vec<_>>(), ["Image"]);
     }
 
     #[test]
@@ -279,7 +304,7 @@ mod tests {
         let css = Blocking::none()
             .url("*/ads/*")
             .resource(ResourceType::Stylesheet);
-        let commands = css.commands(Some(&Blocking::none()));
+        let commands = css.commands(Some(&Blocking::none()), false);
         assert_eq!(
             commands[1].1["urls"],
             json!(["*/ads/*", "*.css", "*.css?*"])
@@ -290,7 +315,7 @@ mod tests {
             "the caller's patterns, as given"
         );
         let other = Blocking::none().resource(ResourceType::Other);
-        let commands = other.commands(Some(&Blocking::none()));
+        let commands = other.commands(Some(&Blocking::none()), false);
         assert_eq!(commands.len(), 1, "no extension for Other: only Fetch");
     }
 

@@ -5,8 +5,8 @@
 //! rules live in [`routing`](super::routing) and [`events`](super::events)), awaited
 //! calls ([`InFlight`]) and the direct-call deadlines (see
 //! [`deadlines`](super::deadlines)). The socket's tasks live in
-//! [`socket`](super::socket). Pages and batches build on this layer; it knows nothing of
-//! them, nor of pools.
+//! [`socket`](super::socket); what it does with paused requests, in `connection/paused`.
+//! Pages and batches build on this layer; it knows nothing of them, nor of pools.
 //! Never: shares that state with another thread (it is `Rc`/`RefCell`, pinned to the
 //! `LocalSet` that connected), lets a bad frame close the socket, or leaves a call
 //! pending once its socket, session or deadline is gone.
@@ -30,13 +30,14 @@ use super::protocol::{
     classify, encode_call, reply_id, Event, Frame, FrameText, MethodName, PendingCall,
     PendingTable, Reply, SessionSlot,
 };
-use super::proxy_auth::ProxyAuth;
-use super::routing::{Blocked, Ending, EventRoute, Sessions};
+use super::routing::{Ending, EventRoute, Sessions};
 pub use super::settings::{ConnectionConfig, ConnectionStats};
 use super::socket::{self, Signals, Wire};
 use super::streams::Feed;
 use crate::error::{Error, ErrorKind, Result, TimeoutKind};
 use crate::remote::Dial;
+
+mod paused;
 
 /// A connection to one browser over one WebSocket, carrying any number of flat sessions.
 ///
@@ -559,47 +560,9 @@ impl Shared {
         newly
     }
 
-    /// Fails a request the page's blocking paused (without waiting for the reply), or
-    /// counts one it failed.
-    fn blocked(&self, session: Option<SessionSlot>, blocked: Blocked) {
-        match blocked {
-            Blocked::Fail(request_id) => {
-                let params = serde_json::json!({
-                    "requestId": request_id,
-                    "errorReason": "BlockedByClient",
-                });
-                let _ = self.enqueue(session, "Fetch.failRequest".into(), &params, None);
-            }
-            Blocked::Failed => {
-                if let Some(m) = &*self.metrics.borrow() {
-                    m.blocked_request();
-                }
-            }
-        }
-    }
-
-    /// Makes `session` fail every request paused on it (its `Fetch` patterns match only
-    /// what it blocks), or stop doing so.
-    pub(crate) fn set_fails_paused(&self, session: SessionSlot, on: bool) {
-        if let Some(s) = self.state.borrow_mut().sessions.get_mut(session) {
-            s.fails_paused = on;
-        }
-    }
-
-    /// Makes `session` answer proxy challenges with `auth` (and continue every other
-    /// paused request), or stop (`None`).
-    pub(crate) fn set_proxy_auth(&self, session: SessionSlot, auth: Option<ProxyAuth>) {
-        if let Some(s) = self.state.borrow_mut().sessions.get_mut(session) {
-            s.proxy_auth = auth;
-        }
-    }
-
-    /// Whether `session` answers proxy challenges.
-    pub(crate) fn has_proxy_auth(&self, session: SessionSlot) -> bool {
-        let mut st = self.state.borrow_mut();
-        st.sessions
-            .get_mut(session)
-            .is_some_and(|s| s.proxy_auth.is_some())
+    /// The connection's default command deadline.
+    pub(crate) fn command_timeout(&self) -> Duration {
+        self.command_timeout
     }
 
     /// Routes one incoming frame: a reply to its call, an event to its waits (and, when
@@ -669,7 +632,7 @@ impl Shared {
                 let blocked = st.sessions.blocked(slot, &method, &text[params.clone()]);
                 if let Some(blocked) = blocked {
                     drop(st);
-                    self.blocked(slot, blocked);
+                    self.blocked(slot, blocked, &text[params.clone()]);
                     st = self.state.borrow_mut();
                 }
                 let answer = st

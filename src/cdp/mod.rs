@@ -9,6 +9,7 @@
 //! WebSocket's handshake, writer and reader tasks, with `batching`, the pure rule for
 //! when the writer flushes); `connection` ([`Connection`], the
 //! thin async shell that ties them together around one socket); `batch` ([`Batch`], pipelined raw calls);
+//! `intercept` ([`Interceptor`], a handler deciding each request a page sends);
 //! `streams` ([`Events`], bounded event streams for callers, any thread);
 //! `session` ([`Page`], one flat session, and opening it); `blocking` ([`Blocking`], what
 //! a page never loads); `navigation` ([`Page::goto_with`], a navigation matched to its
@@ -29,6 +30,7 @@ mod blocking;
 mod connection;
 mod deadlines;
 mod events;
+mod intercept;
 mod navigation;
 mod observer;
 mod proxy_auth;
@@ -44,11 +46,12 @@ pub use batching::FlushPolicy;
 pub use blocking::{Blocking, ResourceType};
 pub use connection::{Connection, ConnectionConfig, ConnectionStats};
 pub use events::EventWaiter;
+pub use intercept::{Decision, FailReason, InterceptedRequest, Interceptor};
 pub use navigation::{GotoOptions, Navigation, Redirect, WaitUntil};
 pub(crate) use observer::TransportObserver;
 pub use protocol::Event;
 pub use proxy_auth::ProxyCredentials;
 pub(crate) use session::{evaluated_value, EvaluateByValue, EVALUATE};
-pub use session::{Page, PageOptions};
+pub use session::{InterceptGuard, Page, PageOptions};
 pub(crate) use streams::Feed;
 pub use streams::{EventBuffer, EventOverflow, Events, TypedEvents};

@@ -23,6 +23,10 @@ pub(crate) trait TransportObserver {
     /// `Network.loadingFailed`, so only on pages with the `Network` domain on).
     fn blocked_request(&self);
 
+    /// A request paused for an interceptor was continued because its handler did not
+    /// answer in time.
+    fn intercept_timed_out(&self);
+
     /// The writer sent `frames` frames in one flush.
     fn flush(&self, frames: u64);
 

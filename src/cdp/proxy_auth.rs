@@ -1,11 +1,12 @@
 //! Proxy credentials of a page: the proxy's `407` challenges answered through the
-//! `Fetch` domain, and every other paused request continued as it was.
+//! `Fetch` domain (its paused requests are the page's routing's: failed if blocked,
+//! given to its interceptor, else continued as they were).
 //!
 //! Owns: [`ProxyCredentials`], the `Fetch.enable` that turns the answering on, and the
-//! pure decision of what to send back for a `Fetch.requestPaused` or `Fetch.authRequired`
-//! on such a page ([`ProxyAuth::answer`]). Never: sends anything itself; the connection
-//! sends the answer as the event arrives, with no task in between, so a page never waits
-//! on cdpmux for longer than one frame.
+//! pure decision of what to send back for a `Fetch.authRequired` on such a page
+//! ([`ProxyAuth::answer`]). Never: sends anything itself; the connection sends the
+//! answer as the event arrives, with no task in between, so a page never waits on
+//! cdpmux for longer than one frame.
 //!
 //! Chromium answers auth challenges only for requests its `Fetch` patterns pause
 //! ("Can't specify empty patterns with handleAuth set"; a pattern matching nothing makes
@@ -73,16 +74,12 @@ impl ProxyAuth {
         }
     }
 
-    /// What to send for the event `method` with `params` (raw JSON) on this page, if it
-    /// is one of ours: continue a paused request; answer a proxy's challenge with the
-    /// credentials (once per request: a repeated challenge is cancelled); leave a site's
-    /// own challenge to the browser's default.
-    pub(crate) fn answer(&mut self, method: &str, params: &str) -> Option<(&'static str, Value)> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Paused {
-            request_id: String,
-        }
+    /// What to send for a `Fetch.authRequired` with `params` (raw JSON) on this page:
+    /// a proxy's challenge answered with the credentials (once per request: a repeated
+    /// challenge is cancelled); a site's own challenge left to the browser's default.
+    /// `None` for params that are not a challenge. (A paused request is decided by the
+    /// page's routing, with its blocking and interceptor: by default continued.)
+    pub(crate) fn answer(&mut self, params: &str) -> Option<(&'static str, Value)> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Challenged {
@@ -94,39 +91,27 @@ impl ProxyAuth {
             #[serde(default)]
             source: String,
         }
-        match method {
-            "Fetch.requestPaused" => {
-                let p: Paused = serde_json::from_str(params).ok()?;
-                Some((
-                    "Fetch.continueRequest",
-                    json!({ "requestId": p.request_id }),
-                ))
+        let c: Challenged = serde_json::from_str(params).ok()?;
+        let repeated = self.answered.contains(&c.request_id);
+        let response = match (c.auth_challenge.source.as_str(), repeated) {
+            ("Proxy", false) => json!({
+                "response": "ProvideCredentials",
+                "username": self.credentials.username,
+                "password": self.credentials.password,
+            }),
+            ("Proxy", true) => json!({ "response": "CancelAuth" }),
+            _ => json!({ "response": "Default" }),
+        };
+        if !repeated && c.auth_challenge.source == "Proxy" {
+            if self.answered.len() == REMEMBERED {
+                self.answered.pop_front();
             }
-            "Fetch.authRequired" => {
-                let c: Challenged = serde_json::from_str(params).ok()?;
-                let repeated = self.answered.contains(&c.request_id);
-                let response = match (c.auth_challenge.source.as_str(), repeated) {
-                    ("Proxy", false) => json!({
-                        "response": "ProvideCredentials",
-                        "username": self.credentials.username,
-                        "password": self.credentials.password,
-                    }),
-                    ("Proxy", true) => json!({ "response": "CancelAuth" }),
-                    _ => json!({ "response": "Default" }),
-                };
-                if !repeated && c.auth_challenge.source == "Proxy" {
-                    if self.answered.len() == REMEMBERED {
-                        self.answered.pop_front();
-                    }
-                    self.answered.push_back(c.request_id.clone());
-                }
-                Some((
-                    "Fetch.continueWithAuth",
-                    json!({ "requestId": c.request_id, "authChallengeResponse": response }),
-                ))
-            }
-            _ => None,
+            self.answered.push_back(c.request_id.clone());
         }
+        Some((
+            "Fetch.continueWithAuth",
+            json!({ "requestId": c.request_id, "authChallengeResponse": response }),
+        ))
     }
 }
 
@@ -141,43 +126,30 @@ mod tests {
     }
 
     #[test]
-    fn paused_requests_continue_and_a_proxy_challenge_gets_the_credentials_once() {
+    fn a_proxy_challenge_gets_the_credentials_once() {
         let mut auth = ProxyAuth::new(ProxyCredentials::new("u", "p"));
-        let (m, p) = auth
-            .answer("Fetch.requestPaused", r#"{"requestId":"r1","request":{}}"#)
-            .unwrap();
-        assert_eq!(
-            (m, p),
-            ("Fetch.continueRequest", json!({ "requestId": "r1" }))
-        );
-        let (m, p) = auth
-            .answer("Fetch.authRequired", &challenge("r1", "Proxy"))
-            .unwrap();
+        let (m, p) = auth.answer(&challenge("r1", "Proxy")).unwrap();
         assert_eq!(m, "Fetch.continueWithAuth");
         assert_eq!(
             p["authChallengeResponse"],
             json!({ "response": "ProvideCredentials", "username": "u", "password": "p" })
         );
-        let (_, again) = auth
-            .answer("Fetch.authRequired", &challenge("r1", "Proxy"))
-            .unwrap();
+        let (_, again) = auth.answer(&challenge("r1", "Proxy")).unwrap();
         assert_eq!(
             again["authChallengeResponse"]["response"], "CancelAuth",
             "refused credentials are not sent forever"
         );
-        let (_, site) = auth
-            .answer("Fetch.authRequired", &challenge("r2", "Server"))
-            .unwrap();
+        let (_, site) = auth.answer(&challenge("r2", "Server")).unwrap();
         assert_eq!(site["authChallengeResponse"]["response"], "Default");
-        assert!(auth.answer("Page.loadEventFired", "{}").is_none());
-        assert!(auth.answer("Fetch.requestPaused", "not json").is_none());
+        assert!(auth.answer(r#"{"requestId":"r3","request":{}}"#).is_none());
+        assert!(auth.answer("not json").is_none());
     }
 
     #[test]
     fn the_memory_of_answered_requests_is_bounded() {
         let mut auth = ProxyAuth::new(ProxyCredentials::new("u", "p"));
         for i in 0..(REMEMBERED + 10) {
-            auth.answer("Fetch.authRequired", &challenge(&format!("r{i}"), "Proxy"));
+            auth.answer(&challenge(&format!("r{i}"), "Proxy"));
         }
         assert_eq!(auth.answered.len(), REMEMBERED);
         assert!(format!("{:?}", ProxyCredentials::new("u", "secret")).contains("<hidden>"));

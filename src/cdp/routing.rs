@@ -3,7 +3,8 @@
 //!
 //! Owns: the sessions a connection knows (by slot and by CDP `sessionId`), whether each is
 //! alive, its event waits, the decision of which sessions an event kills and why, and
-//! which paused requests a session's resource blocking fails.
+//! what becomes of a request paused on a session: failed by its resource blocking, handed
+//! to its interceptor, or continued.
 //! Never: does I/O, touches the pending-call table or answers a call; it takes data in
 //! and returns decisions, and the connection acts on them.
 
@@ -30,11 +31,27 @@ pub(crate) struct SessionState {
     /// Cleared when the session dies, before any of its calls hears of it.
     alive: Option<Arc<AtomicBool>>,
     pub(crate) waiters: EventWaiters,
-    /// The page blocks resources with `Fetch` patterns that match only what it blocks:
-    /// every request paused on it is failed (`BlockedByClient`).
-    pub(crate) fails_paused: bool,
-    /// The page answers proxy challenges and continues every other paused request
-    /// (never together with `fails_paused`: `Page` refuses the mix).
+    /// What becomes of a request paused on this session.
+    pub(crate) pausing: Pausing,
+}
+
+/// Where a request paused for a page's interceptor goes: called with the event's params.
+pub(crate) type PausedSink = Rc<dyn Fn(&str)>;
+
+/// The rules for a request paused on one session (`Fetch.requestPaused`).
+#[derive(Default)]
+pub(crate) struct Pausing {
+    /// CDP names of the resource types the page blocks: a paused request of one is failed
+    /// (`BlockedByClient`), before any interceptor sees it.
+    pub(crate) blocked_types: SmallVec<[&'static str; 4]>,
+    /// The page's interceptor: every other paused request goes to it, with the event's
+    /// params.
+    pub(crate) interceptor: Option<PausedSink>,
+    /// cdpmux owns the page's `Fetch` domain (it blocks types, or intercepts or did, or
+    /// answers a proxy): a paused request nobody takes is continued, never left paused.
+    pub(crate) owned: bool,
+    /// The page's proxy credentials: `Fetch.authRequired` goes to them (see
+    /// [`ProxyAuth::answer`]); a paused request is decided like any other above.
     pub(crate) proxy_auth: Option<ProxyAuth>,
 }
 
@@ -80,11 +97,15 @@ pub(crate) enum EventRoute {
     Unroutable,
 }
 
-/// A request a page's resource blocking stopped.
+/// A request paused on a page, or one its resource blocking stopped.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Blocked {
-    /// Paused by a blocking `Fetch` pattern: fail it (`BlockedByClient`).
+    /// Paused, of a type the page blocks: fail it (`BlockedByClient`).
     Fail(String),
+    /// Paused, and the page's interceptor decides.
+    Intercept,
+    /// Paused on a page whose `Fetch` is cdpmux's, with nobody to decide: continue it.
+    Continue(String),
     /// Failed by the page's blocking (`Network.setBlockedURLs`, or a `Fetch` pattern
     /// through `Fetch.failRequest`): count it. Each blocked request is reported this way
     /// once.
@@ -117,8 +138,7 @@ impl Sessions {
                 dead: None,
                 alive: None,
                 waiters: EventWaiters::default(),
-                fails_paused: false,
-                proxy_auth: None,
+                pausing: Pausing::default(),
             },
         );
         slot
@@ -182,9 +202,11 @@ impl Sessions {
         params: &str,
     ) -> Option<Blocked> {
         #[derive(Deserialize)]
-        struct Paused {
+        struct Paused<'a> {
             #[serde(rename = "requestId")]
             request_id: String,
+            #[serde(rename = "resourceType", borrow, default)]
+            resource_type: &'a str,
         }
         #[derive(Deserialize)]
         struct Failed<'a> {
@@ -193,13 +215,25 @@ impl Sessions {
         }
         match method {
             "Fetch.requestPaused" => {
-                let blocks = at
+                let rules = &at
                     .and_then(|slot| self.by_slot.get(&slot))
-                    .is_some_and(|s| s.fails_paused && s.dead.is_none());
-                if !blocks {
-                    return None;
+                    .filter(|s| s.dead.is_none())?
+                    .pausing;
+                if !rules.owned && rules.blocked_types.is_empty() && rules.interceptor.is_none() {
+                    return None; // the caller's own `Fetch`
                 }
-                parse::<Paused>(params).map(|p| Blocked::Fail(p.request_id))
+                let paused: Paused = serde_json::from_str(params).ok()?;
+                Some(if rules.blocked_types.contains(&paused.resource_type) {
+                    Blocked::Fail(paused.request_id)
+                } else if rules.interceptor.is_some() {
+                    Blocked::Intercept
+                } else if rules.owned {
+                    Blocked::Continue(paused.request_id)
+                } else {
+                    // Blocking alone pauses only what it blocks: a type it does not name
+                    // is a caller's pattern.
+                    return None;
+                })
             }
             // `inspector`: blocked by the DevTools client, that is by us.
             "Network.loadingFailed" if at.is_some() && params.contains("\"inspector\"") => {
@@ -211,21 +245,22 @@ impl Sessions {
     }
 
     /// What a page with proxy credentials sends back for the event `method` with `params`
-    /// arrived on `at`: see [`ProxyAuth::answer`].
+    /// arrived on `at`: a `Fetch.authRequired` answered (see [`ProxyAuth::answer`]); its
+    /// paused requests are [`blocked`](Self::blocked)'s.
     pub(crate) fn proxy_answer(
         &mut self,
         at: Option<SessionSlot>,
         method: &str,
         params: &str,
     ) -> Option<(&'static str, serde_json::Value)> {
-        if !method.starts_with("Fetch.") {
+        if method != "Fetch.authRequired" {
             return None;
         }
         let s = self.by_slot.get_mut(&at?)?;
-        if s.dead.is_some() || s.fails_paused {
+        if s.dead.is_some() {
             return None;
         }
-        s.proxy_auth.as_mut()?.answer(method, params)
+        s.pausing.proxy_auth.as_mut()?.answer(params)
     }
 
     /// Which sessions the event `method` with `params` (raw JSON, empty when absent)
@@ -415,7 +450,7 @@ mod tests {
         let (mut s, a, b) = two();
         let paused = r#"{"requestId":"interception-job-1.0","resourceType":"Image"}"#;
         assert_eq!(s.blocked(Some(a), "Fetch.requestPaused", paused), None);
-        s.get_mut(a).unwrap().fails_paused = true;
+        s.get_mut(a).unwrap().pausing.blocked_types.push("Image");
         assert_eq!(
             s.blocked(Some(a), "Fetch.requestPaused", paused),
             Some(Blocked::Fail("interception-job-1.0".into()))
@@ -434,6 +469,72 @@ mod tests {
         );
         let other = r#"{"requestId":"7","errorText":"net::ERR_FAILED","blockedReason":"mixed-content","x":"inspector"}"#;
         assert_eq!(s.blocked(Some(b), "Network.loadingFailed", other), None);
+    }
+
+    #[test]
+    fn blocking_fails_its_types_first_the_interceptor_takes_the_rest_strays_go_on() {
+        let (mut s, a, _) = two();
+        let image = r#"{"requestId":"R1","resourceType":"Image"}"#;
+        let document = r#"{"requestId":"R2","resourceType":"Document"}"#;
+        let p = "Fetch.requestPaused";
+        s.get_mut(a).unwrap().pausing.blocked_types.push("Image");
+        assert_eq!(
+            s.blocked(Some(a), p, document),
+            None,
+            "blocking alone never pauses other types: a pattern of the caller's"
+        );
+        s.get_mut(a).unwrap().pausing.interceptor = Some(Rc::new(|_: &str| {}));
+        s.get_mut(a).unwrap().pausing.owned = true;
+        assert_eq!(
+            s.blocked(Some(a), p, image),
+            Some(Blocked::Fail("R1".into()))
+        );
+        assert_eq!(s.blocked(Some(a), p, document), Some(Blocked::Intercept));
+        s.get_mut(a).unwrap().pausing.interceptor = None;
+        assert_eq!(
+            s.blocked(Some(a), p, document),
+            Some(Blocked::Continue("R2".into())),
+            "paused while the patterns change, with nobody to decide"
+        );
+        s.get_mut(a)
+            .unwrap()
+            .die(&Error::new(ErrorKind::SessionCrashed, "gone"));
+        assert_eq!(s.blocked(Some(a), p, document), None, "a dead page");
+    }
+
+    #[test]
+    fn a_proxy_page_fails_blocked_types_intercepts_the_rest_and_answers_only_challenges() {
+        use super::super::proxy_auth::{ProxyAuth, ProxyCredentials};
+        let (mut s, a, _) = two();
+        let image = r#"{"requestId":"R1","resourceType":"Image"}"#;
+        let document = r#"{"requestId":"R2","resourceType":"Document"}"#;
+        let challenge = r#"{"requestId":"R2","request":{},"authChallenge":{"source":"Proxy","origin":"o","scheme":"basic","realm":"r"}}"#;
+        let p = "Fetch.requestPaused";
+        let rules = &mut s.get_mut(a).unwrap().pausing;
+        rules.proxy_auth = Some(ProxyAuth::new(ProxyCredentials::new("u", "p")));
+        rules.owned = true;
+        rules.blocked_types.push("Image");
+        assert_eq!(
+            s.blocked(Some(a), p, document),
+            Some(Blocked::Continue("R2".into())),
+            "no interceptor: continued, once"
+        );
+        assert_eq!(s.proxy_answer(Some(a), p, document), None);
+        s.get_mut(a).unwrap().pausing.interceptor = Some(Rc::new(|_: &str| {}));
+        assert_eq!(
+            s.blocked(Some(a), p, image),
+            Some(Blocked::Fail("R1".into()))
+        );
+        assert_eq!(s.blocked(Some(a), p, document), Some(Blocked::Intercept));
+        assert_eq!(s.blocked(Some(a), "Fetch.authRequired", challenge), None);
+        let (method, answer) = s
+            .proxy_answer(Some(a), "Fetch.authRequired", challenge)
+            .unwrap();
+        assert_eq!(method, "Fetch.continueWithAuth");
+        assert_eq!(
+            answer["authChallengeResponse"]["response"],
+            "ProvideCredentials"
+        );
     }
 
     #[test]

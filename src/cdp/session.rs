@@ -3,9 +3,11 @@
 //!
 //! Owns: opening a page (`Page::open`, public as [`Connection::new_page`]),
 //! what a page offers on top of the connection's raw calls (typed commands, navigation,
-//! evaluation, batches, event waits), and closing its target when it is closed or
-//! dropped. Never: touches the socket or the pending-call table except through
-//! [`Connection`]'s calls; the connection below it knows nothing of pages.
+//! evaluation, batches, event waits), which interceptor is on it (its own or a job's,
+//! and `Fetch`'s patterns to match: see [`intercept`](super::intercept)), and closing
+//! its target when it is closed or dropped. Never: touches the socket or the
+//! pending-call table except through [`Connection`]'s calls; the connection below it
+//! knows nothing of pages.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -21,6 +23,7 @@ use super::batch::Batch;
 use super::blocking::Blocking;
 use super::connection::{Connection, InFlight};
 use super::events::{EventStream, EventWaiter};
+use super::intercept::{pause_everything, Installed, Interceptor};
 use super::protocol::{MethodName, Reply, SessionSlot};
 use super::streams::{EventBuffer, Events, Feed, TypedEvents};
 use crate::error::{Error, ErrorKind, Result};
@@ -99,6 +102,11 @@ pub struct PageOptions {
     /// Default: nothing. A job can ask for other blocking for itself
     /// ([`Job::block`](crate::job::Job::block)).
     pub block: Blocking,
+    /// The request handler of every page, set up once when it opens: each request the
+    /// page sends (and does not [`block`](Self::block)) is paused for it. A job can
+    /// install its own for itself ([`Page::intercept`]); the page's comes back after.
+    /// Default: none (requests are not paused).
+    pub intercept: Option<Interceptor>,
     /// The URL the target is created with. Default `about:blank`. The pool gives each
     /// page it opens its own `about:blank#…` URL, so that a target whose creation reply
     /// was lost with its socket can still be found (by `Target.getTargets`) and closed.
@@ -112,18 +120,10 @@ impl Default for PageOptions {
             browser_context_id: None,
             enable: vec!["Page", "Network"],
             block: Blocking::none(),
+            intercept: None,
             initial_url: "about:blank".to_owned(),
         }
     }
-}
-
-/// Why a page cannot both answer proxy challenges and block resource types.
-fn proxy_auth_with_type_blocking() -> Error {
-    Error::new(
-        ErrorKind::InvalidInput,
-        "a page whose proxy needs credentials cannot block resource types (both use the \
-         page's Fetch domain): block by URL pattern instead (Blocking::url)",
-    )
 }
 
 /// One page session. `!Send`: it lives on the thread of its [`Connection`].
@@ -144,6 +144,39 @@ pub struct Page {
     default_blocking: Blocking,
     /// What it blocks now; `None` when unknown (a change failed half-way).
     blocking: RefCell<Option<Blocking>>,
+    /// The page's own interceptor ([`PageOptions::intercept`]).
+    default_interceptor: Option<Interceptor>,
+    /// The interceptor installed now, with its number (see [`InterceptGuard`]).
+    intercept: RefCell<Option<(u64, Installed)>>,
+    /// Numbers installations.
+    installs: Cell<u64>,
+    /// `Fetch` pauses every request (an interceptor's patterns, or the page answers its
+    /// proxy), not only blocked types.
+    pauses_all: Cell<bool>,
+}
+
+/// Keeps a job's [`Interceptor`] on its page: dropping it (or the job ending) takes the
+/// interceptor off. Requests still waiting on the handler are sent unchanged, and the
+/// page goes back to what it did before: its own interceptor, or pausing only what it
+/// blocks, or nothing.
+#[must_use = "dropping the guard ends the interception at once"]
+pub struct InterceptGuard<'a> {
+    page: &'a Page,
+    id: u64,
+}
+
+impl Drop for InterceptGuard<'_> {
+    fn drop(&mut self) {
+        self.page.end_interception(Some(self.id));
+    }
+}
+
+impl fmt::Debug for InterceptGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InterceptGuard")
+            .field("page", &self.page.target_id)
+            .finish()
+    }
 }
 
 #[derive(Deserialize)]
@@ -228,6 +261,10 @@ impl Page {
             uses: Cell::new(0),
             default_blocking: options.block.clone(),
             blocking: RefCell::new(None),
+            default_interceptor: options.intercept.clone(),
+            intercept: RefCell::new(None),
+            installs: Cell::new(0),
+            pauses_all: Cell::new(options.intercept.is_some()),
         };
         // Pipelined: all enables (and the blocking) go out before the first reply comes
         // back. Dropping `page` on failure (or cancellation) closes the target.
@@ -243,11 +280,16 @@ impl Page {
         }
         // The pool's blocking, in the same flight: the page blocks nothing yet. Commands
         // on a session run in order, so `Network.setBlockedURLs` follows `Network.enable`.
-        if options.block.pauses() {
-            conn.shared.set_fails_paused(page.slot, true);
-        }
-        let blocking = options.block.commands(Some(&Blocking::none()));
+        page.note_blocking(&options.block);
+        let blocking = options
+            .block
+            .commands(Some(&Blocking::none()), page.pauses_all.get());
         setup.extend(blocking.into_iter().map(|(m, p)| (m.into(), p)));
+        if let Some(interceptor) = &options.intercept {
+            page.install(interceptor, true);
+            let (method, params) = pause_everything(false);
+            setup.push((method.into(), params));
+        }
         let calls = setup
             .into_iter()
             .map(|(method, params)| page.call(method, params));
@@ -263,57 +305,142 @@ impl Page {
     /// Cancel-safe: dropped before it returns, or failed, the page's blocking is unknown
     /// and the next call sets all of it again.
     ///
-    /// On a page whose proxy needs credentials (a pool's
-    /// [`ContextOptions`](crate::identity::ContextOptions)), blocking resource types
-    /// fails with [`ErrorKind::InvalidInput`]: both use the page's `Fetch` domain.
+    /// On a page that intercepts or answers its proxy's challenges (a pool's
+    /// [`ContextOptions`](crate::identity::ContextOptions)), `Fetch` already pauses every
+    /// request: a blocked type's are failed as they pause, and `Fetch` is left as it is.
     pub async fn set_blocking(&self, blocking: &Blocking) -> Result<()> {
-        let proxy_auth = self.conn.shared.has_proxy_auth(self.slot);
-        if blocking.pauses() && proxy_auth {
-            return Err(proxy_auth_with_type_blocking());
-        }
         let was = self.blocking.borrow_mut().take();
         if was.as_ref() == Some(blocking) {
             *self.blocking.borrow_mut() = was;
             return Ok(());
         }
-        // Failing what is paused is harmless before the patterns apply (nothing is
-        // paused yet) and needed from the moment they do.
-        if blocking.pauses() {
-            self.conn.shared.set_fails_paused(self.slot, true);
-        }
+        // Failing what is paused is harmless before the patterns apply (nothing of the
+        // type is paused yet) and needed from the moment they do; a request of a type no
+        // longer blocked, paused meanwhile, is continued.
+        self.note_blocking(blocking);
         let calls = blocking
-            .commands(was.as_ref())
+            .commands(was.as_ref(), self.pauses_all.get())
             .into_iter()
-            // The page's `Fetch` answers its proxy: it stays on.
-            .filter(|(method, _)| !(proxy_auth && *method == "Fetch.disable"))
             .map(|(method, params)| self.call(method, params));
         futures_util::future::try_join_all(calls).await?;
-        if !blocking.pauses() {
-            self.conn.shared.set_fails_paused(self.slot, false);
-        }
         *self.blocking.borrow_mut() = Some(blocking.clone());
         Ok(())
     }
 
-    /// Answers the proxy's `407` challenges with `credentials` from now on, continuing
-    /// every other request (`Fetch.enable` with `handleAuthRequests` and a pattern
-    /// matching every request: Chromium answers challenges only for paused requests).
-    /// Each request then costs one round trip to cdpmux, answered as its event arrives.
+    /// Tells the connection which paused requests `blocking` fails.
+    fn note_blocking(&self, blocking: &Blocking) {
+        self.conn.shared.set_pausing(self.slot, |p| {
+            p.blocked_types = blocking.cdp_type_names().collect();
+            p.owned |= blocking.pauses();
+        });
+    }
+
+    /// Pauses every request this page sends for `interceptor` until the returned guard
+    /// is dropped (see [`Interceptor`]). It replaces the interceptor the page had (its
+    /// [`PageOptions::intercept`], which comes back with the guard's drop, or an earlier
+    /// one of the job's). The page's resource blocking still applies first. Within a
+    /// pool, the interception ends with the job at the latest: the next job never sees
+    /// it.
     ///
-    /// Fails with [`ErrorKind::InvalidInput`] on a page that blocks resource types: both
-    /// use the page's `Fetch` domain. Cancel-safe: dropped before it returns, the page
-    /// answers challenges but may not pause requests yet.
+    /// Cancel-safe: dropped before it returns, the page is as it was (a `Fetch.enable`
+    /// that was already sent is undone).
+    pub async fn intercept(&self, interceptor: Interceptor) -> Result<InterceptGuard<'_>> {
+        let id = self.install(&interceptor, false);
+        let guard = InterceptGuard { page: self, id };
+        if !self.pauses_all.replace(true) {
+            let (method, params) = pause_everything(self.answers_proxy());
+            self.call(method, params).await?;
+        }
+        Ok(guard)
+    }
+
+    /// Puts `interceptor` on the page in place of the one it had, whose waiting
+    /// requests are sent unchanged. Returns the installation's number.
+    fn install(&self, interceptor: &Interceptor, is_default: bool) -> u64 {
+        let (sink, installed) =
+            Installed::new(interceptor, &self.conn.shared, self.slot, is_default);
+        self.conn.shared.set_pausing(self.slot, |p| {
+            p.interceptor = Some(sink);
+            p.owned = true;
+        });
+        let id = self.installs.get() + 1;
+        self.installs.set(id);
+        let old = self.intercept.replace(Some((id, installed)));
+        if let Some((_, old)) = old {
+            old.end();
+        }
+        id
+    }
+
+    /// Takes a job's interceptor off (installation `id`, or whichever is on with
+    /// `None`): the page's own comes back, or `Fetch` pauses only what the page blocks
+    /// again (every request still on a page answering its proxy). Nothing to do when the
+    /// page's own interceptor (or none) is on.
+    pub(crate) fn end_interception(&self, id: Option<u64>) {
+        let current = self
+            .intercept
+            .borrow()
+            .as_ref()
+            .map(|(i, installed)| (*i, installed.is_default));
+        match current {
+            Some((on, false)) if id.is_none_or(|id| id == on) => {}
+            _ => return,
+        }
+        if let Some(own) = &self.default_interceptor {
+            self.install(own, true);
+            return;
+        }
+        self.conn
+            .shared
+            .set_pausing(self.slot, |p| p.interceptor = None);
+        if let Some((_, installed)) = self.intercept.take() {
+            installed.end();
+        }
+        if self.answers_proxy() {
+            // Its `Fetch` pauses every request with challenges reported, as it must
+            // stay: what nobody takes now is continued.
+            return;
+        }
+        // Sent after the `continueRequest`s above: commands on a session run in order.
+        let blocking = self.blocking.borrow().clone();
+        let (method, params) = blocking
+            .as_ref()
+            .unwrap_or(&self.default_blocking)
+            .fetch_command();
+        let _ = self
+            .conn
+            .shared
+            .enqueue(Some(self.slot), method.into(), &params, None);
+        self.pauses_all.set(false);
+    }
+
+    /// Answers the proxy's `407` challenges with `credentials` from now on
+    /// (`Fetch.enable` with `handleAuthRequests` and a pattern matching every request:
+    /// Chromium answers challenges only for paused requests). A paused request is then
+    /// failed if its type is blocked, given to the interceptor if there is one, else
+    /// continued: each costs one round trip to cdpmux, answered as its event arrives.
+    /// From now on every `Fetch.enable` the page sends keeps challenges reported, and it
+    /// never sends `Fetch.disable`.
+    ///
+    /// Cancel-safe: dropped before it returns, the page answers challenges but may not
+    /// pause requests yet.
     pub(crate) async fn answer_proxy_auth(
         &self,
         credentials: super::proxy_auth::ProxyCredentials,
     ) -> Result<()> {
-        if self.blocking.borrow().as_ref().is_none_or(Blocking::pauses) {
-            return Err(proxy_auth_with_type_blocking());
-        }
         let auth = super::proxy_auth::ProxyAuth::new(credentials);
-        self.conn.shared.set_proxy_auth(self.slot, Some(auth));
-        let params = super::proxy_auth::fetch_enable_params();
-        self.call("Fetch.enable", params).await.map(|_| ())
+        self.conn.shared.set_pausing(self.slot, |p| {
+            p.proxy_auth = Some(auth);
+            p.owned = true;
+        });
+        self.pauses_all.set(true);
+        let (method, params) = pause_everything(true);
+        self.call(method, params).await.map(|_| ())
+    }
+
+    /// Whether the page answers its proxy's challenges (see `answer_proxy_auth`).
+    fn answers_proxy(&self) -> bool {
+        self.conn.shared.has_proxy_auth(self.slot)
     }
 
     /// What the page blocks when no job asks for anything else (its
@@ -566,6 +693,9 @@ impl Page {
 
 impl Drop for Page {
     fn drop(&mut self) {
+        if let Some((_, installed)) = self.intercept.take() {
+            installed.end(); // the handlers' tasks stop with the page
+        }
         if self.closed.get() {
             return;
         }

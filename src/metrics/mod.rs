@@ -273,6 +273,10 @@ impl crate::cdp::TransportObserver for std::cell::RefCell<ShardMetrics> {
         self.borrow_mut().counters.blocked_requests += 1;
     }
 
+    fn intercept_timed_out(&self) {
+        self.borrow_mut().counters.intercept_timeouts += 1;
+    }
+
     fn flush(&self, frames: u64) {
         self.borrow_mut().flush(frames);
     }

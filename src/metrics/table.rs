@@ -194,6 +194,19 @@ metric_table! {
             /// report none).
             blocked_requests => "pages" "blocked requests",
         }
+        "intercept_timeouts_total" "Paused requests continued because their handler did not answer in time." {
+            /// Requests paused for an [`Interceptor`](crate::cdp::Interceptor) whose handler
+            /// did not answer within its deadline: each was continued unchanged.
+            intercept_timeouts => "pages" "intercept timeouts",
+        }
+        "hook_failures_total" "Lifecycle hooks that failed, retiring their page." {
+            /// `on_page_open` hooks that failed (the page was closed, another opened).
+            hook_failures_open {hook = "on_page_open"} => "hooks" "on_page_open failed",
+            /// `before_job` hooks that failed (the page was retired, the job given another).
+            hook_failures_before {hook = "before_job"} => "hooks" "before_job failed",
+            /// `after_job` hooks that failed (the page was retired; the job's result stands).
+            hook_failures_after {hook = "after_job"} => "hooks" "after_job failed",
+        }
         "events_dropped_total" "Events that full event streams dropped." {
             /// Events dropped by a page's or lease's event stream whose buffer was full
             /// (see `EventOverflow`).
@@ -345,7 +358,7 @@ mod tests {
                 seen.push(r.family);
             }
         }
-        assert_eq!(Counters::ROWS.len(), 36);
+        assert_eq!(Counters::ROWS.len(), 40);
         let c = Counters {
             timeouts_job: 7,
             ..Counters::default()

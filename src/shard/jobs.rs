@@ -1,7 +1,9 @@
 //! Running `run` jobs on the shard's thread: a task per busy session runs its job, gives
 //! the session back through the plan, and runs the next job the plan hands that session
 //! on to, with no task spawned in between (see `Shell::execute`). A guard returns the
-//! session however the task ends, so a job's session is never lost.
+//! session however the task ends, so a job's session is never lost. The pool's
+//! `before_job` and `after_job` hooks run here, around the job (see `hooks`): a failed
+//! `before_job` retires the page and puts the job, not started, back in line.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -15,6 +17,7 @@ use super::waiters::SessionKey;
 use super::Shell;
 use crate::cdp::Page;
 use crate::error::{Error, ErrorKind, TimeoutKind};
+use crate::hooks::{gave_up, HookPoint, HOOK_ATTEMPTS};
 use crate::job::Job;
 use crate::retry::{Decision, Failure};
 
@@ -62,17 +65,35 @@ impl Shell {
             how: Return::Interrupted,
             retire: false,
         };
+        let hooks = &self.shared.hooks;
+        let hook_limit = self.cfg().create_timeout;
         let attempt = tokio::time::timeout_at(deadline, async {
+            if hooks.has(HookPoint::BeforeJob) {
+                match hooks.run(HookPoint::BeforeJob, &page, hook_limit).await {
+                    Ok(()) => self.before_job_failures.set(0),
+                    Err(e) => return Attempt::HookFailed(e),
+                }
+            }
             match lifecycle::block_for_job(&page, job.block.as_deref()).await {
                 Ok(()) => task.run(&page).await,
                 Err(e) => Attempt::NotRun(e),
             }
         })
         .await;
-        // No listener of this job hears the next one's events.
+        // No listener of this job hears the next one's (or the after_job hook's) events.
         page.end_job();
-        // The page's own blocking is back before anyone else gets it, or it is retired.
-        guard.retire = !lifecycle::unblock_after_job(&page).await;
+        // After a job that ran to its end; a failing hook retires the page, and the
+        // job's result stands.
+        if matches!(attempt, Ok(Attempt::Ok | Attempt::Failed(_))) && page.is_alive() {
+            if let Err(e) = hooks.run(HookPoint::AfterJob, &page, hook_limit).await {
+                self.metrics.borrow_mut().counters.hook_failures_after += 1;
+                tracing::warn!(shard = self.id, error = %e, "after_job failed; retiring the page");
+                guard.retire = true;
+            }
+        }
+        // The page's own blocking (and interception) is back before anyone else gets
+        // it, or it is retired.
+        guard.retire |= !lifecycle::unblock_after_job(&page).await;
         drop(page);
         // A job that never ran fails like one that did, with the preparation's error.
         let mut not_run = None;
@@ -123,6 +144,28 @@ impl Shell {
                         task.finish();
                     }
                 }
+            }
+            Ok(Attempt::HookFailed(e)) => {
+                // The page is retired; the job, which never started, tries another.
+                guard.how = Return::Dead;
+                next = guard.give_back();
+                self.metrics.borrow_mut().counters.hook_failures_before += 1;
+                tracing::warn!(shard = self.id, error = %e, "before_job failed; retiring the page");
+                let failures = self.before_job_failures.get() + 1;
+                if failures < HOOK_ATTEMPTS {
+                    self.before_job_failures.set(failures);
+                    let again = Request {
+                        job,
+                        work: Work::Run(task),
+                        submitted,
+                        arrival: self.shared.lines[self.id].next_id(),
+                        attempts,
+                    };
+                    self.feed(|p, now, cfg| p.submit(again, now, cfg));
+                    return next;
+                }
+                self.before_job_failures.set(0);
+                task.fail(gave_up(&e));
             }
             Ok(Attempt::Abandoned | Attempt::NotRun(_)) => next = guard.give_back(),
             Err(_) => {

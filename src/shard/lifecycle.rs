@@ -1,7 +1,8 @@
 //! A page's life on a shard, as IO steps: open it (in the context isolation asks for),
-//! give a job the blocking it asked for and put the page's own back after, stop it
-//! after an interrupted job, reset it between jobs, probe it while idle, close it. deadpool's `create` / `recycle` shape: each step reports how it went, and the plan
-//! decides what follows.
+//! give a job the blocking it asked for and put the page's own back after (with its own
+//! interception: a job's interceptor ends with the job), stop it after an interrupted
+//! job, reset it between jobs, probe it while idle, close it. deadpool's `create` /
+//! `recycle` shape: each step reports how it went, and the plan decides what follows.
 //!
 //! Never decides who gets a page; never touches the plan.
 
@@ -257,9 +258,11 @@ pub(crate) async fn block_for_job(page: &Page, block: Option<&Blocking>) -> Resu
         .await
 }
 
-/// Puts a page's own blocking back after a job, before the page is returned: false if
-/// it could not (the page is then retired, never handed on blocking the wrong things).
+/// Puts a page's own blocking and interception back after a job, before the page is
+/// returned: false if the blocking could not be (the page is then retired, never handed on blocking the wrong things).
 pub(crate) async fn unblock_after_job(page: &Page) -> bool {
+    // A job's interceptor goes with the job (its requests still paused are sent).
+    page.end_interception(None);
     if page.blocks_default() || !page.is_alive() {
         return true; // nothing to do, or retired anyway
     }

@@ -19,6 +19,7 @@
 
 mod draining;
 mod holds;
+mod hooked;
 mod identities;
 mod jobs;
 mod lifecycle;
@@ -46,7 +47,7 @@ use tokio::time::Instant;
 use self::identities::Identities;
 pub(crate) use self::identities::{IdentityOp, Provider};
 use self::jobs::RunArgs;
-use self::lifecycle::{Contexts, Opening};
+use self::lifecycle::Contexts;
 use self::links::Links;
 use self::msg::{grant_lease, LeaseOp, Msg, Request, Work};
 pub(crate) use self::placement::share as capacity_share;
@@ -54,11 +55,12 @@ use self::plan::{Action, Plan};
 use self::sessions::PageHandle;
 use self::waiters::SessionKey;
 use crate::cdp::{Page, PageOptions};
-use crate::config::{Config, Isolation};
+use crate::config::Config;
 use crate::error::internal_error;
 use crate::error::{Error, ErrorKind, Result, TimeoutKind};
 use crate::fleet::Fleet;
 use crate::handoff::Line;
+use crate::hooks::Hooks;
 use crate::job::later;
 use crate::metrics::ShardMetrics;
 use crate::steal::Overflow;
@@ -77,6 +79,8 @@ pub(crate) struct Shared {
     pub(crate) inboxes: StdArc<[mpsc::UnboundedSender<Msg>]>,
     pub(crate) fleet: StdArc<Fleet>,
     pub(crate) page_options: PageOptions,
+    /// The pool's lifecycle hooks.
+    pub(crate) hooks: Hooks,
     /// Every shard's line, one arrival counter for all (see `handoff`).
     pub(crate) lines: StdArc<[crate::sync::Arc<Line<Work>>]>,
     /// One flag per shard, raised when it died of a panic. Raised before the shard
@@ -150,6 +154,8 @@ struct Shell {
     handed: RefCell<Option<RunArgs>>,
     /// Job tasks spawned and not yet started.
     unstarted: Cell<usize>,
+    /// `before_job` failures in a row on this shard (see `jobs`).
+    before_job_failures: Cell<u32>,
 }
 
 /// What is left of a shard that died of a panic.
@@ -307,6 +313,7 @@ async fn run(
         handing_over: Cell::new(None),
         handed: RefCell::new(None),
         unstarted: Cell::new(0),
+        before_job_failures: Cell::new(0),
     });
     shell.load_cfg();
     let cfg = shell.cfg();
@@ -461,8 +468,19 @@ impl Shell {
 
     fn execute(self: &Rc<Self>, action: Action<Rc<Page>>, cfg: &Config) {
         match action {
-            Action::Grant { tx, lease, handoff } => {
-                grant_lease(tx, self.id, lease, &self.shared.inboxes[self.id], handoff);
+            Action::Grant {
+                tx,
+                lease,
+                handoff,
+                job,
+                submitted,
+                attempts,
+            } => {
+                if self.shared.hooks.wrap_leases() {
+                    self.grant_after_hook(tx, lease, job, submitted, attempts, cfg);
+                } else {
+                    grant_lease(tx, self.id, lease, &self.shared.inboxes[self.id], handoff);
+                }
             }
             Action::Run {
                 key,
@@ -645,13 +663,7 @@ impl Shell {
         match msg {
             Msg::Submit(request) => self.feed(|p, now, cfg| p.submit(request, now, cfg)),
             Msg::LeaseOp { lease, op, timeout } => self.lease_op(lease, op, timeout),
-            Msg::Release { lease } => {
-                // The holder's listeners end with its lease.
-                if let Some(page) = self.plan.borrow().lease_page(lease) {
-                    page.end_job();
-                }
-                self.feed(|p, now, cfg| p.released(lease, now, cfg));
-            }
+            Msg::Release { lease } => self.release(lease),
             Msg::Reclaim => self.feed(|p, now, cfg| p.reclaim(now, cfg)),
             Msg::Metrics(reply) => {
                 self.feed(|_, _, _| {}); // counts the hand-offs recorded so far
@@ -775,28 +787,7 @@ impl Shell {
         tokio::task::spawn_local(async move {
             let started = Instant::now();
             let cfg = shell.cfg();
-            let mut options = shell.shared.page_options.clone();
-            let n = shell.openings.get() + 1;
-            shell.openings.set(n);
-            options.initial_url = format!("about:blank#cdpmux-{}-{}-{n}", shell.tag, shell.id);
-            let in_use = |b: usize, o: &StdArc<str>| shell.plan.borrow().context_in_use(b, o);
-            let identity = match (&owner, cfg.isolation) {
-                (Some(key), Isolation::ContextPerKey) => shell.identities.of(key).map(Some),
-                _ => Ok(None),
-            };
-            let opened = match identity {
-                Ok(identity) => {
-                    let opening = Opening {
-                        links: &shell.links,
-                        contexts: &shell.contexts,
-                        options,
-                        in_use: &in_use,
-                        identity,
-                    };
-                    lifecycle::open(opening, browser, owner.as_ref(), &cfg).await
-                }
-                Err(e) => Err(e),
-            };
+            let opened = shell.open_ready(browser, owner.as_ref(), &cfg).await;
             match opened {
                 Ok((page, own_context)) => {
                     shell.links.opened(browser);
@@ -817,11 +808,11 @@ impl Shell {
                             .counters
                             .timeout(TimeoutKind::Create);
                     }
-                    // Connect failures are counted by `connection` itself; options the
-                    // browser refused are no fault of the browser's.
+                    // Connect failures are counted by `connection` itself; a failing hook
+                    // and options the browser refused are no fault of the browser's.
                     let counts = !matches!(
                         e.kind(),
-                        ErrorKind::BrowserUnavailable | ErrorKind::InvalidInput
+                        ErrorKind::BrowserUnavailable | ErrorKind::Hook | ErrorKind::InvalidInput
                     );
                     shell
                         .links

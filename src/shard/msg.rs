@@ -31,6 +31,8 @@ pub(crate) enum Attempt {
     Failed(Failure),
     /// The page could not be prepared for the job (its blocking); the job never ran.
     NotRun(Error),
+    /// The `before_job` hook failed: the job never ran, and may run on another page.
+    HookFailed(Error),
     /// The caller stopped waiting.
     Abandoned,
 }

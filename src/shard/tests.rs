@@ -214,7 +214,9 @@ impl Harness {
             }
             for action in actions {
                 match action {
-                    Action::Grant { tx, lease, handoff } => {
+                    Action::Grant {
+                        tx, lease, handoff, ..
+                    } => {
                         grant_lease(tx, 0, lease, &self.inbox, handoff);
                     }
                     Action::Run {

@@ -66,6 +66,8 @@ impl Route {
 struct Counts {
     requested: HashMap<String, u64>,
     served: HashMap<String, u64>,
+    /// The head (request line and headers) of the last request for each path.
+    heads: HashMap<String, String>,
 }
 
 /// The running site; dropping it stops the server.
@@ -116,6 +118,12 @@ impl Site {
         c.requested.get(path).copied().unwrap_or(0)
     }
 
+    /// The request line and headers of the last request for `path`, if any came.
+    pub fn last_head(&self, path: &str) -> Option<String> {
+        let c = self.counts.lock().unwrap();
+        c.heads.get(path).cloned()
+    }
+
     /// Responses for `path` written in full.
     pub fn served(&self, path: &str) -> u64 {
         let c = self.counts.lock().unwrap();
@@ -146,12 +154,11 @@ async fn answer(
     let head = String::from_utf8_lossy(&request);
     let target = head.split_whitespace().nth(1).unwrap_or("").to_owned();
     let path = target.split(['?', '#']).next().unwrap_or("").to_owned();
-    *counts
-        .lock()
-        .unwrap()
-        .requested
-        .entry(path.clone())
-        .or_default() += 1;
+    {
+        let mut counts = counts.lock().unwrap();
+        *counts.requested.entry(path.clone()).or_default() += 1;
+        counts.heads.insert(path.clone(), head.to_string());
+    }
     let route = routes
         .get(&path)
         .cloned()

@@ -39,11 +39,16 @@ use crate::sync::Arc;
 
 /// What the shell must do.
 pub(crate) enum Action<P> {
-    /// Lend a session to an `acquire` caller as lease `lease`.
+    /// Lend a session to an `acquire` caller as lease `lease`. The request's `job`,
+    /// `submitted` and `attempts` come along in case the shell must put it back in line
+    /// (its `before_job` hook failed).
     Grant {
         tx: GrantTx,
         lease: u64,
         handoff: Option<Handoff<Work>>,
+        job: Job,
+        submitted: Instant,
+        attempts: u32,
     },
     /// Run a job on session `key`; report `returned` when it is done.
     Run {
@@ -603,7 +608,14 @@ impl<P: PageHandle> Plan<P> {
                     .then(|| self.sessions.get(key))
                     .flatten()
                     .map(|s| Handoff::new(self.lines.clone(), self.shard, s.passable.clone()));
-                self.actions.push(Action::Grant { tx, lease, handoff });
+                self.actions.push(Action::Grant {
+                    tx,
+                    lease,
+                    handoff,
+                    job: request.job,
+                    submitted: request.submitted,
+                    attempts: request.attempts,
+                });
             }
             Work::Run(task) => {
                 let limit = request.job.timeout.unwrap_or(cfg.job_timeout);

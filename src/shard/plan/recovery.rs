@@ -94,6 +94,11 @@ impl<P: PageHandle> Plan<P> {
 
     /// Lease `lease` gave its session back to the shard.
     pub(crate) fn released(&mut self, lease: u64, now: Instant, cfg: &Config) {
+        self.released_as(lease, Return::Clean, now, cfg);
+    }
+
+    /// Lease `lease`'s session comes back `how` (`Dead`: a hook failed on it).
+    pub(crate) fn released_as(&mut self, lease: u64, how: Return, now: Instant, cfg: &Config) {
         self.holds.end(lease);
         let Some(key) = self.leases.remove(&lease) else {
             return;
@@ -101,7 +106,7 @@ impl<P: PageHandle> Plan<P> {
         if let Some(s) = self.sessions.get_mut(key) {
             s.lease = None;
         }
-        self.returned(key, Return::Clean, now, cfg);
+        self.returned(key, how, now, cfg);
     }
 
     /// A session comes back from a job, a lease, a stop or a reset.
