@@ -86,8 +86,8 @@ mod pool;
 mod queue;
 mod recycle;
 mod remote;
-mod retry;
 mod resources;
+mod retry;
 mod router;
 mod scaler;
 mod shard;
@@ -110,8 +110,8 @@ pub use lease_batch::LeaseBatch;
 pub use metrics::Snapshot;
 pub use politeness::Politeness;
 pub use pool::{Pool, PoolBuilder};
-pub use retry::{RetryCause, RetryPolicy};
 pub use recycle::Recycle;
+pub use retry::{RetryCause, RetryPolicy};
 pub use router::shard_for;
 /// The shard running the caller's job, if any: for tests and tracing, not a stable API.
 #[doc(hidden)]

@@ -8,8 +8,8 @@
 //! `probed`...). What this module must never do: wait, spawn, or read the time.
 
 mod handoff;
-mod politeness;
 mod offered;
+mod politeness;
 mod recovery;
 
 use std::cell::RefCell;
