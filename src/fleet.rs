@@ -8,15 +8,16 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
 use crate::browser::{Endpoint, Launch, LaunchedBrowser};
+use crate::config::Config;
 use crate::error::Result;
-pub(crate) use crate::recycle::PoolView;
-use crate::recycle::Recycling;
+use crate::recycle::due;
 use crate::remote::Dial;
+use crate::shard::msg::Msg;
 use crate::sync::LiveCell;
 
 /// One browser as the shards see it.
@@ -298,4 +299,136 @@ fn supervise(
     // Dropped without a shutdown message: drop kills and reaps.
     launched.clear();
     drop(recycling);
+}
+
+// ---- recycling: the supervisor's side (the rule is `recycle::due`) ---------------------
+
+/// How often the supervisor looks at its browsers.
+const ROUND: Duration = Duration::from_millis(250);
+
+/// What the supervisor needs of the pool to recycle: set once the shards exist.
+pub(crate) struct PoolView {
+    pub(crate) config: crate::sync::Arc<LiveCell<Config>>,
+    pub(crate) inboxes: Arc<[crate::sync::mpsc::UnboundedSender<Msg>]>,
+    /// Browsers recycled so far (a metric).
+    pub(crate) recycled: crate::sync::atomic::AtomicU64,
+}
+
+/// A replaced browser, kept running while the shards drain it.
+struct Old {
+    browser: usize,
+    process: LaunchedBrowser,
+    /// Stopped at this point even if some shard still uses it.
+    until: Instant,
+}
+
+/// The supervisor's recycling state.
+pub(crate) struct Recycling {
+    /// When each launched browser's current process started.
+    started: Vec<Instant>,
+    draining: Vec<Old>,
+}
+
+impl Recycling {
+    pub(crate) fn new(launched: usize) -> Self {
+        Recycling {
+            started: vec![Instant::now(); launched],
+            draining: Vec::new(),
+        }
+    }
+
+    /// How long until the next round.
+    pub(crate) fn tick(&self) -> Duration {
+        ROUND
+    }
+
+    /// Browser `i` was relaunched after a crash: its age starts over.
+    pub(crate) fn restarted(&mut self, i: usize) {
+        if let Some(s) = self.started.get_mut(i) {
+            *s = Instant::now();
+        }
+    }
+
+    /// One round: reaps the old browsers every shard has let go of (or whose drain
+    /// deadline passed), then replaces the browsers that are due.
+    pub(crate) async fn round(
+        &mut self,
+        entries: &[BrowserEntry],
+        launched: &mut [(Launch, LaunchedBrowser)],
+        pool: &PoolView,
+    ) {
+        let now = Instant::now();
+        let shards = pool.inboxes.len() as u64;
+        let mut i = 0;
+        while i < self.draining.len() {
+            let old = &self.draining[i];
+            let done = entries[old.browser].drained.load(Ordering::Acquire) >= shards;
+            if done || now >= old.until {
+                let old = self.draining.swap_remove(i);
+                if !done {
+                    tracing::warn!(
+                        browser = old.browser,
+                        "a recycled browser's drain timed out; stopping it with jobs still on it"
+                    );
+                }
+                if let Err(e) = old.process.shutdown().await {
+                    tracing::warn!(error = %e, "stopping a recycled browser");
+                }
+            } else {
+                i += 1;
+            }
+        }
+        let cfg = pool.config.load();
+        let r = &cfg.recycle;
+        if !r.is_on() {
+            return;
+        }
+        for (b, (launch, running)) in launched.iter_mut().enumerate() {
+            if self.draining.iter().any(|o| o.browser == b) {
+                continue; // one drain at a time per browser
+            }
+            let entry = &entries[b];
+            let rss = (r.rss_above > 0)
+                .then(|| crate::resources::tree_rss(running.pid()))
+                .flatten();
+            let age = now.saturating_duration_since(self.started[b]);
+            let Some(reason) = due(r, entry.opened.load(Ordering::Relaxed), age, rss) else {
+                continue;
+            };
+            tracing::info!(
+                browser = b,
+                ?reason,
+                pid = running.pid(),
+                "recycling a browser: starting its replacement"
+            );
+            match launch.launch().await {
+                Ok(fresh) => {
+                    let old = std::mem::replace(running, fresh);
+                    entry.replace(running.ws_url(), running.pid());
+                    self.started[b] = Instant::now();
+                    pool.recycled.fetch_add(1, Ordering::Relaxed);
+                    self.draining.push(Old {
+                        browser: b,
+                        process: old,
+                        until: Instant::now() + r.drain_timeout,
+                    });
+                    // Each shard moves its socket to the old process into its drain and
+                    // retires the idle pages on it.
+                    for inbox in pool.inboxes.iter() {
+                        let _ = inbox.send(Msg::Reconfigured);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(browser = b, error = %e, "could not start a replacement; the browser stays in service")
+                }
+            }
+        }
+    }
+
+    /// Stops every browser still draining (shutdown).
+    pub(crate) async fn stop_all(&mut self) {
+        for old in self.draining.drain(..) {
+            let _ = old.process.shutdown().await;
+        }
+    }
 }

@@ -16,7 +16,7 @@ use crate::cdp::{EventBuffer, EventOverflow, Events, Feed, TypedEvents};
 use crate::cdp::{GotoOptions, Navigation};
 use crate::error::shutdown_error;
 use crate::error::{Error, ErrorKind, Result};
-use crate::lease_batch::LeaseBatch;
+use crate::lease_batch::{LeaseBatch, OpSink};
 use crate::shard::msg::{Grant, LeaseOp, Msg};
 use crate::sync::{Arc, SegQueue};
 use chromiumoxide_types::{Command, MethodType};
@@ -224,6 +224,12 @@ impl Lease {
 
     /// Returns the session now (the same as dropping the lease).
     pub fn release(self) {}
+}
+
+impl OpSink for Lease {
+    fn send(&self, op: LeaseOp) {
+        Lease::send(self, op);
+    }
 }
 
 impl Drop for Lease {

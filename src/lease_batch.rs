@@ -12,10 +12,15 @@ use crate::cdp::encode_params;
 use crate::cdp::protocol::{MethodName, Reply};
 use crate::cdp::{BatchResults, Slot};
 use crate::error::{shutdown_error, Result};
-use crate::lease::Lease;
 use crate::shard::msg::LeaseOp;
 
-/// Commands to send back to back on a leased page; see [`Lease::batch`].
+/// Where a batch's one message goes: the lease's shard (a `Lease`).
+pub(crate) trait OpSink {
+    /// Sends `op` to the shard that holds the page.
+    fn send(&self, op: LeaseOp);
+}
+
+/// Commands to send back to back on a leased page; see [`Lease::batch`](crate::Lease::batch).
 ///
 /// ```no_run
 /// # async fn demo(lease: &cdpmux::Lease) -> cdpmux::Result<()> {
@@ -30,12 +35,12 @@ use crate::shard::msg::LeaseOp;
 /// ```
 #[must_use = "a batch does nothing until `run` is awaited"]
 pub struct LeaseBatch<'l> {
-    lease: &'l Lease,
+    lease: &'l dyn OpSink,
     calls: Vec<(MethodName, Result<Box<serde_json::value::RawValue>>)>,
 }
 
 impl<'l> LeaseBatch<'l> {
-    pub(crate) fn new(lease: &'l Lease) -> Self {
+    pub(crate) fn new(lease: &'l dyn OpSink) -> Self {
         LeaseBatch {
             lease,
             calls: Vec::new(),

@@ -79,6 +79,7 @@ mod idle;
 mod job;
 mod lease;
 mod lease_batch;
+mod live_config;
 pub mod metrics;
 mod mutant;
 mod politeness;
@@ -135,8 +136,9 @@ pub struct ReadmeDoctests;
 #[doc(hidden)]
 pub mod loom_api {
     pub use crate::handoff::{Handoff, Join, Line, Outcome, Successor};
+    pub use crate::live_config::publish_config;
     pub use crate::mutant::{seed, seeded, Mutant, Seeded};
-    pub use crate::pool::{announce_shutdown, publish_config, send_request};
+    pub use crate::pool::{announce_shutdown, send_request};
     pub use crate::router::{LoadGauges, LoadGuard};
     pub use crate::shard::msg::{
         close_inbox, grant_lease, return_session, Grant, GrantTx, Msg, Request, Work,

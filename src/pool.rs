@@ -20,6 +20,7 @@ use crate::handoff::{Join, Line};
 use crate::identity::{merge_cookies, ContextOptions, Cookie};
 use crate::job::{wait_deadline, Job};
 use crate::lease::Lease;
+use crate::live_config::publish_config;
 use crate::metrics::Snapshot;
 use crate::retry::Failure;
 use crate::router::{shard_for, LoadGauges};
@@ -562,28 +563,6 @@ pub fn announce_shutdown(
         }
     }
     done
-}
-
-/// Installs a new live configuration, then tells every shard: a shard handling
-/// `Reconfigured` sees `next` (or a later one), never the old value. Checked by
-/// `loom-tests` (`live_config`).
-pub fn publish_config(
-    cell: &LiveCell<Config>,
-    inboxes: &[mpsc::UnboundedSender<Msg>],
-    next: Config,
-) {
-    let tell = || {
-        for inbox in inboxes {
-            let _ = inbox.send(Msg::Reconfigured);
-        }
-    };
-    if crate::mutant::config_told_before_stored() {
-        tell();
-        cell.store(next);
-        return;
-    }
-    cell.store(next);
-    tell();
 }
 
 impl Drop for Inner {

@@ -291,7 +291,7 @@ fn publish(parts: &SamplerParts, target: usize) {
         return;
     }
     tracing::debug!(target, "autoscale: new sessions per shard");
-    crate::pool::publish_config(&parts.config, &parts.inboxes, next);
+    crate::live_config::publish_config(&parts.config, &parts.inboxes, next);
 }
 
 /// With a fixed size, the pool-wide page cap: `sessions_per_shard` × `shards` must fit.

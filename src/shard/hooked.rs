@@ -63,7 +63,7 @@ impl Shell {
             self.metrics.borrow_mut().counters.hook_failures_open += 1;
             tracing::warn!(shard = self.id, error = %e, "a page's on_page_open hook failed; closing it");
             if let (Some(ctx), Some(conn)) = (own_context, self.links.live(browser)) {
-                lifecycle::dispose_context(&conn, &ctx);
+                super::identities::dispose_context(&conn, &ctx);
             }
             drop(page); // closes its target
             failures += 1;

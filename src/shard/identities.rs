@@ -234,7 +234,7 @@ pub(crate) async fn create_context(
         })?;
     if let Some(seeds) = identity.and_then(|i| i.seeds.as_ref()) {
         if let Err(e) = set_cookies(conn, &id, seeds).await {
-            super::lifecycle::dispose_context(conn, &id);
+            dispose_context(conn, &id);
             return Err(refused(identity, e));
         }
     }
@@ -300,4 +300,12 @@ pub(crate) async fn set_cookies(
     conn.call("Storage.setCookies", Cookie::set_params(cookies, context))
         .await
         .map(|_| ())
+}
+
+/// Disposes a browser context, not waiting for the reply.
+pub(crate) fn dispose_context(conn: &Connection, id: &str) {
+    conn.send_and_forget(
+        "Target.disposeBrowserContext",
+        serde_json::json!({ "browserContextId": id }),
+    );
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::identities::{self, Identity};
+use super::identities::{self, dispose_context, Identity};
 use super::links::Links;
 use super::plan::Return;
 use crate::cdp::{Blocking, Connection, Page, PageOptions};
@@ -217,14 +217,6 @@ impl Drop for LostOpening<'_> {
             self.links.lost_opening(self.browser, url, Instant::now());
         }
     }
-}
-
-/// Disposes a browser context, not waiting for the reply.
-pub(crate) fn dispose_context(conn: &Connection, id: &str) {
-    conn.send_and_forget(
-        "Target.disposeBrowserContext",
-        serde_json::json!({ "browserContextId": id }),
-    );
 }
 
 /// Stops a page interrupted mid-work (a script, a load): `Clean` if it stopped in time,

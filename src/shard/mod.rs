@@ -29,6 +29,7 @@ mod placement;
 mod plan;
 mod sessions;
 mod thread;
+mod throttle;
 mod waiters;
 
 #[cfg(all(test, not(cdpmux_loom)))]
@@ -335,7 +336,7 @@ impl Shell {
             } => {
                 self.links.page_gone(browser, page.target_id());
                 if let (Some(ctx), Some(conn)) = (own_context, self.links.live(browser)) {
-                    lifecycle::dispose_context(&conn, &ctx);
+                    identities::dispose_context(&conn, &ctx);
                 }
                 // Dropping the page closes its target.
             }

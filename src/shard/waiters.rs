@@ -1,6 +1,6 @@
 //! Every place a request can wait for a session on a shard, and the one deadline index
 //! over them. (A keyed request held for its key's politeness turn waits for no session
-//! yet: it is in `crate::politeness::Throttle`, with its own deadlines, until its key lets
+//! yet: it is in `shard::throttle::Throttle`, with its own deadlines, until its key lets
 //! it in here.)
 //!
 //! A waiting request is in exactly one of three places:
