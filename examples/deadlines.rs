@@ -56,7 +56,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The pages come back: a request runs at once.
     drop(held);
-    let title = pool.run(Job::new(), async |page| page.title().await).await?;
+    let title = pool
+        .run(Job::new(), async |page| page.title().await)
+        .await?;
     println!("after the pages came back: ran, title {title:?}");
     pool.shutdown(Duration::from_secs(5)).await?;
     Ok(())
