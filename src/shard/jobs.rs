@@ -111,7 +111,7 @@ impl Shell {
             Ok(Attempt::Ok) => {
                 guard.how = Return::Clean;
                 next = guard.give_back();
-                task.finish();
+                self.outbox.post(task);
             }
             Ok(Attempt::Failed(failure)) => {
                 let time_left = deadline.saturating_duration_since(Instant::now());

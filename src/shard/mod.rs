@@ -25,6 +25,7 @@ mod jobs;
 mod lifecycle;
 mod links;
 pub(crate) mod msg;
+mod outbox;
 mod placement;
 mod plan;
 mod sessions;
@@ -160,6 +161,8 @@ struct Shell {
     unstarted: Cell<usize>,
     /// `before_job` failures in a row on this shard (see `jobs`).
     before_job_failures: Cell<u32>,
+    /// Replies of finished jobs, sent together (see `outbox`).
+    outbox: Rc<outbox::Outbox>,
 }
 
 impl Shell {
@@ -660,6 +663,8 @@ impl Shell {
             }
         }
         msg::close_inbox(inbox).await;
+        // Every finished job is answered before the shard reports it has stopped.
+        self.outbox.flush();
         // A caller who joined the line as it closed and whose `Reclaim` reached the inbox
         // before it closed is still there: it hears now. (One whose send failed answers
         // itself.)

@@ -179,7 +179,9 @@ async fn run(
         handed: RefCell::new(None),
         unstarted: Cell::new(0),
         before_job_failures: Cell::new(0),
+        outbox: Rc::default(),
     });
+    tokio::task::spawn_local(shell.outbox.clone().deliver());
     shell.load_cfg();
     let cfg = shell.cfg();
     // Every browser at once; one that answers is enough. The others are retried with
