@@ -6,6 +6,11 @@
 //! Pure like the rest of `autoscale`: values in, values out, no clock or IO. The rule
 //! that decides when to consult it is `decide` in `mod.rs`.
 //!
+//! "Clearly lower" means two things: the average after the step is `drop` or more below
+//! the one before, and the gap is more than twice its standard error (from the spread
+//! of the samples on each side), so one unlucky second of a noisy measure does not undo
+//! a step that paid.
+//!
 //! Why this and not a CPU threshold: on a machine the browsers saturate by themselves,
 //! more pages may still add throughput (pages wait on the network and on each other), or
 //! may only slow every page down. Only measuring tells which, and in a closed loop the
@@ -18,15 +23,24 @@ use super::Autoscale;
 pub(super) struct Climb {
     /// Sum of the throughput samples at the current size, taken while climbing.
     sum: f64,
+    /// Sum of their squares (for the spread).
+    squares: f64,
     /// How many samples `sum` holds.
     n: u32,
     /// The next sample spans a change of size (pages still opening): it is not counted.
     fresh: bool,
-    /// The last growth step taken while climbing: the size it left and the average
-    /// throughput measured there.
-    probe: Option<(usize, f64)>,
+    /// The last growth step taken while climbing: the size it left and the throughput
+    /// measured there.
+    probe: Option<(usize, Rate)>,
     /// Samples left to hold after a step back before probing upward again.
     cooldown: u32,
+}
+
+/// Throughput averaged over a window: the mean and the square of its standard error.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Rate {
+    mean: f64,
+    error2: f64,
 }
 
 /// What the window says, once it holds enough samples.
@@ -36,14 +50,15 @@ pub(super) enum Verdict {
     Wait,
     /// The last growth lowered throughput: go back to this size.
     Back(usize),
-    /// Growth has not lowered throughput (or nothing to compare): this is the average.
-    Grow(f64),
+    /// Growth has not lowered throughput (or nothing to compare): this is the rate here.
+    Grow(Rate),
 }
 
 impl Default for Climb {
     fn default() -> Self {
         Climb {
             sum: 0.0,
+            squares: 0.0,
             n: 0,
             fresh: true,
             probe: None,
@@ -61,9 +76,11 @@ impl Climb {
         next.cooldown = next.cooldown.saturating_sub(1);
         if !climbing {
             next.sum = 0.0;
+            next.squares = 0.0;
             next.n = 0;
         } else if !next.fresh {
             next.sum += served;
+            next.squares += served * served;
             next.n += 1;
         }
         next.fresh = false;
@@ -75,20 +92,29 @@ impl Climb {
         if self.n < cfg.settle {
             return Verdict::Wait;
         }
-        let mean = self.sum / f64::from(self.n);
+        let n = f64::from(self.n);
+        let mean = self.sum / n;
+        // The sample variance (0 for a single sample), over n: the mean's error squared.
+        let error2 = if self.n > 1 {
+            ((self.squares - n * mean * mean) / (n - 1.0)).max(0.0) / n
+        } else {
+            0.0
+        };
         if let Some((from, before)) = self.probe {
-            if mean < before * (1.0 - cfg.drop) {
+            let gap = before.mean - mean;
+            let noise = 2.0 * (before.error2 + error2).sqrt();
+            if mean < before.mean * (1.0 - cfg.drop) && gap > noise {
                 return Verdict::Back(from);
             }
         }
         if self.cooldown > 0 {
             return Verdict::Wait;
         }
-        Verdict::Grow(mean)
+        Verdict::Grow(Rate { mean, error2 })
     }
 
-    /// After growing from `from`, where throughput averaged `rate`.
-    pub(super) fn grew(&self, from: usize, rate: f64) -> Climb {
+    /// After growing from `from`, where throughput was `rate`.
+    pub(super) fn grew(&self, from: usize, rate: Rate) -> Climb {
         Climb {
             probe: Some((from, rate)),
             ..Climb::default()

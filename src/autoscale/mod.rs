@@ -295,9 +295,9 @@ impl ScaleState {
 /// - Requests waiting, machine below `cpu_low`: push up (`Waiting`).
 /// - Requests waiting otherwise (the machine busy with our own work): climb. After a
 ///   growth step, once `settle` samples at the new size are in, their average
-///   throughput is compared with the average before the step: `drop` or more below, step
-///   back to the previous size (`Plateau`) and hold `cooldown` samples; otherwise grow
-///   again (`Waiting`) until `max`.
+///   throughput is compared with the average before the step: clearly below (`drop` or
+///   more, and beyond the samples' noise), step back to the previous size (`Plateau`)
+///   and hold `cooldown` samples; otherwise grow again (`Waiting`) until `max`.
 /// - Nothing waiting and under half of the pages busy: push down (`Idle`).
 /// - Otherwise hold, and the streak starts over.
 ///

@@ -153,6 +153,31 @@ fn a_small_dip_within_drop_does_not_step_back() {
 }
 
 #[test]
+fn a_drop_within_the_noise_of_the_samples_does_not_step_back() {
+    // Before the step: 10, 16, 4 (mean 10); after: 6, 12, 6 (mean 8, 20% less, but
+    // the samples spread so widely that the gap is within twice its standard error).
+    let noisy = |i: usize, target: usize| Sample {
+        served: if target <= 8 {
+            [10.0, 16.0, 4.0][i % 3]
+        } else {
+            [6.0, 12.0, 6.0][i % 3]
+        },
+        ..sample(0.97, 2, target)
+    };
+    let cfg = Autoscale { settle: 3, ..cfg() };
+    let mut state = ScaleState::start(8, bounds());
+    let mut targets = Vec::new();
+    for i in 0..12 {
+        // The first sample spans the start: shift so the windows see whole cycles.
+        state = decide(&noisy(i + 2, state.target), &state, &cfg, bounds());
+        targets.push(state.target);
+    }
+    assert!(targets.windows(2).all(|w| w[0] <= w[1]), "{targets:?}");
+    assert!(targets.contains(&10), "{targets:?}");
+    assert_ne!(state.reason, ScaleReason::Plateau);
+}
+
+#[test]
 fn memory_pressure_wins_over_waiting_requests() {
     let mut s = sample(0.2, 50, 8);
     s.memory = Some(0.9);
