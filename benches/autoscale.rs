@@ -5,7 +5,11 @@
 //! Every arm has its own Chromium and two shards; 32 callers keep requests waiting in
 //! every arm (the autoscaler grows only when requests wait). The arms run in blocks
 //! interleaved over several rounds, so drift hits them alike; the autoscale arm keeps its
-//! target from block to block, as a long crawl would. Per arm: pages/s, page p50/p99, the
+//! target from block to block, as a long crawl would: between its blocks its size is
+//! pinned (`autoscale = None` at the size reached) and autoscaling is set again before
+//! the next one, so the idle gaps (and the other arms' browsers saturating the CPU,
+//! which it would rightly see as outside work) that exist only because the arms take
+//! turns do not shrink it. Per arm: pages/s, page p50/p99, the
 //! browser's largest RSS (VmRSS summed over its process group after each block; shared
 //! pages count once per process, so compare arms, not absolutes), errors, and for the
 //! autoscale arm the target it ended on. Issue 17's bar: autoscaling reaches at least
@@ -31,6 +35,10 @@ const READ: &str = "[document.title, document.querySelectorAll('a[href]').length
 struct Arm {
     name: String,
     pool: Pool,
+    /// The autoscale arm's settings, set again before each of its blocks.
+    scaler: Option<Autoscale>,
+    /// The autoscale arm's target per shard after each block, and why it last moved.
+    targets: Vec<(usize, &'static str)>,
     browser: u32,
     latency: Histogram<u64>,
     elapsed: Duration,
@@ -42,6 +50,11 @@ struct Arm {
 
 impl Arm {
     async fn new(name: String, configure: impl FnOnce(&mut cdpmux::Config)) -> Arm {
+        let mut scaler = None;
+        let configure = |c: &mut cdpmux::Config| {
+            configure(c);
+            scaler = c.autoscale.clone();
+        };
         let pool = Pool::builder()
             .launch(Launch::new())
             .shards(SHARDS)
@@ -53,6 +66,8 @@ impl Arm {
         Arm {
             name,
             pool,
+            scaler,
+            targets: Vec::new(),
             browser,
             latency: Histogram::new_with_bounds(1, 600_000_000, 3).expect("static bounds"),
             elapsed: Duration::ZERO,
@@ -69,6 +84,10 @@ impl Arm {
         let errors = RefCell::new((0u64, None::<String>));
         let issued = Cell::new(0);
         let pool = &self.pool;
+        if let Some(scaler) = &self.scaler {
+            pool.reconfigure(|c| c.autoscale = Some(scaler.clone()))
+                .expect("autoscaling on");
+        }
         let started = Instant::now();
         let lanes = (0..CALLERS).map(|_| async {
             while issued.get() < pages {
@@ -95,6 +114,30 @@ impl Arm {
         });
         futures_util::future::join_all(lanes).await;
         let elapsed = started.elapsed();
+        if self.scaler.is_some() {
+            // Hold the size reached while the other arms take their turn.
+            let snap = pool.metrics().await;
+            let target = snap.gauges.sessions_target as usize;
+            let g = &snap.gauges;
+            let why = [
+                (g.reason_start, "start"),
+                (g.reason_waiting, "waiting"),
+                (g.reason_cpu, "cpu"),
+                (g.reason_memory, "memory"),
+                (g.reason_idle, "idle"),
+                (g.reason_limit, "limit"),
+                (g.reason_plateau, "plateau"),
+            ]
+            .into_iter()
+            .find(|(on, _)| *on == 1)
+            .map_or("?", |(_, r)| r);
+            self.targets.push((target, why));
+            pool.reconfigure(|c| {
+                c.autoscale = None;
+                c.sessions_per_shard = target;
+            })
+            .expect("pin the size reached");
+        }
         if measured {
             self.latency.add(&*latency.borrow()).expect("same bounds");
             self.elapsed += elapsed;
@@ -196,8 +239,8 @@ async fn run() {
     let auto = arms.last().expect("the autoscale arm");
     let snap = auto.pool.metrics().await;
     println!(
-        "  autoscale ended at {} sessions per shard ({} ups, {} downs)",
-        snap.gauges.sessions_target, snap.counters.scale_ups, snap.counters.scale_downs
+        "  autoscale ended at {} sessions per shard ({} ups, {} downs); after each block (warm-up first): {:?}",
+        snap.gauges.sessions_target, snap.counters.scale_ups, snap.counters.scale_downs, auto.targets
     );
     let best = arms[..arms.len() - 1]
         .iter()

@@ -1,12 +1,15 @@
 //! How do I let the pool size itself, and retire its browser now and then?
 //!
 //! A crawl of the demo site on a pool that starts at 2 pages per shard and may grow to
-//! 12 while requests wait and the CPU has room (shrinking when the CPU or memory is
-//! short), with its browser replaced after 20 pages opened (pages are replaced every 5
-//! jobs, so that happens during the crawl). After each batch it prints the autoscaler's
-//! target, why it last changed, and the browsers recycled so far. On a machine whose CPU
-//! is busy with other work the pool stays small and the crawl is slow: requests wait
-//! (for up to `wait_timeout` and `job_timeout`, set long here) instead of piling pages on a saturated CPU.
+//! 12 while requests wait and more pages add throughput (on a CPU the browser saturates
+//! by itself, it keeps growing while measured throughput holds and steps back when a
+//! step lowers it; it shrinks when other work crowds the CPU or memory is short), with
+//! its browser replaced after 20 pages opened (pages are replaced every 5 jobs, so that
+//! happens during the crawl). After each batch it prints the autoscaler's target, why it
+//! last changed, and the browsers recycled so far. On a machine whose CPU is busy with
+//! other work the pool stays small and the crawl is slow: requests wait (for up to
+//! `wait_timeout` and `job_timeout`, set long here) instead of piling pages on a
+//! saturated CPU.
 //!
 //! Run with `cargo run --release --example autoscale` (needs Chromium:
 //! `apt-get install -y chromium`, or set `CDPMUX_CHROME`).
@@ -66,10 +69,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let reason = [
             (g.reason_start, "start"),
             (g.reason_waiting, "requests waiting"),
-            (g.reason_cpu, "cpu busy"),
+            (g.reason_cpu, "cpu crowded by other work"),
             (g.reason_memory, "memory short"),
             (g.reason_idle, "pages idle"),
             (g.reason_limit, "a limit"),
+            (g.reason_plateau, "growth lowered throughput"),
         ]
         .into_iter()
         .find(|(on, _)| *on == 1)

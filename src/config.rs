@@ -94,8 +94,8 @@ pub struct Config {
     /// ([`PoolBuilder::before_job`](crate::PoolBuilder::before_job)). Default true.
     pub lease_handoff: bool,
     /// Autoscaling: when set, a sampler moves `sessions_per_shard` between the bounds
-    /// by the machine's CPU and memory and by whether requests wait (see
-    /// `docs/autoscaling.md`); `sessions_per_shard` is then its starting size. `None`
+    /// by whether requests wait, memory, CPU crowded by work outside the pool, and
+    /// measured throughput (see `docs/autoscaling.md`); `sessions_per_shard` is then its starting size. `None`
     /// (the default) keeps the size fixed: set it back to `None` to pin a size again.
     pub autoscale: Option<Autoscale>,
     /// Most pages over the whole pool, all browsers together (0: no cap). With a fixed

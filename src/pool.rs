@@ -516,6 +516,14 @@ impl Pool {
         self.inner.scale.force_cpu(share);
     }
 
+    /// Test hook: the autoscaler reads the CPU used by work outside the pool (the
+    /// machine's use less the launched browsers' and this process's) as `share` of the
+    /// allowed cores from now on; `None` measures it again. Not part of the API.
+    #[doc(hidden)]
+    pub fn inject_outside_cpu_sample(&self, share: Option<f64>) {
+        self.inner.scale.force_outside(share);
+    }
+
     /// Requests routed to each shard and not yet answered.
     #[doc(hidden)]
     pub fn load(&self) -> Vec<usize> {

@@ -1,6 +1,12 @@
 //! Reading the machine: CPU time and memory, from the cgroup when there is one and from
 //! `/proc` otherwise, and a process tree's CPU time and RSS.
 //!
+//! Two CPU figures: [`CpuMeter`] measures the whole machine (or container), and
+//! [`OwnCpuMeter`] measures our own work (the launched browsers' process trees and this
+//! process, not its other children), both as shares of the cores the cgroup allows. The
+//! autoscaler takes "outside" use as the difference. CPU ticks are converted with
+//! `sysconf(_SC_CLK_TCK)` (the `libc` crate, already a dependency for process control).
+//!
 //! Owns the parsing of those files (pure functions, unit-tested on literal text) and the
 //! thin reads around them. Called only by the sampler thread, on its timer: never on a
 //! request's path, never from a shard. Linux only; elsewhere every read returns `None`
@@ -49,7 +55,18 @@ fn cpu_seconds_total() -> Option<f64> {
             return Some(us as f64 / 1e6);
         }
     }
-    parse_proc_stat(&read("/proc/stat")?)
+    parse_proc_stat(&read("/proc/stat")?, clock_ticks())
+}
+
+/// Kernel clock ticks a second, the unit of `/proc/stat` and `/proc/<pid>/stat` times.
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf reads a constant of the running system; it has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
 }
 
 /// Measures the share of the allowed cores in use between two calls.
@@ -89,11 +106,76 @@ impl CpuMeter {
     }
 }
 
+/// Measures the share of the allowed cores used by our own work between two calls: the
+/// process trees of the given roots (the launched browsers) plus this process's own
+/// threads. This process's other children (a test's CPU hog, say) are not counted.
+pub(crate) struct OwnCpuMeter {
+    last: Option<(Instant, HashMap<u32, u64>)>,
+    cores: f64,
+    ticks: f64,
+}
+
+impl OwnCpuMeter {
+    pub(crate) fn new() -> Self {
+        OwnCpuMeter {
+            last: None,
+            cores: allowed_cores(),
+            ticks: clock_ticks(),
+        }
+    }
+
+    /// Share of the allowed cores our own work used since the previous call (0 on the
+    /// first call or when `/proc` cannot be read). Reads every `/proc/<pid>/stat` once.
+    pub(crate) fn sample(&mut self, roots: &[u32]) -> f64 {
+        let Some(table) = proc_table() else {
+            return 0.0;
+        };
+        let me = std::process::id();
+        let mut now: HashMap<u32, u64> = HashMap::new();
+        if let Some(t) = table.get(&me) {
+            now.insert(me, t.1);
+        }
+        for root in roots {
+            for pid in descendants(&table, *root) {
+                if let Some(t) = table.get(&pid) {
+                    now.insert(pid, t.1);
+                }
+            }
+        }
+        let at = Instant::now();
+        let share = match self.last.take() {
+            Some((before, prev)) => {
+                let wall = at.duration_since(before).as_secs_f64();
+                if wall > 0.0 {
+                    ticks_since(&prev, &now) as f64 / self.ticks / wall / self.cores
+                } else {
+                    0.0
+                }
+            }
+            None => 0.0,
+        };
+        self.last = Some((at, now));
+        share
+    }
+}
+
+/// CPU ticks spent between two readings of the same set of processes (pid to
+/// utime + stime): a process seen in both counts its growth, a new one (or a reused pid
+/// whose count went down) counts all of its ticks, one gone since counts nothing.
+fn ticks_since(prev: &HashMap<u32, u64>, now: &HashMap<u32, u64>) -> u64 {
+    now.iter()
+        .map(|(pid, t)| match prev.get(pid) {
+            Some(p) if p <= t => t - p,
+            _ => *t,
+        })
+        .sum()
+}
+
 /// The resident memory of `root` and every process descended from it, in bytes.
 pub(crate) fn tree_rss(root: u32) -> Option<u64> {
     let page = 4096u64;
     let mut total = 0;
-    for pid in tree(root)? {
+    for pid in descendants(&proc_table()?, root) {
         if let Some(statm) = read(&format!("/proc/{pid}/statm")) {
             let rss: u64 = statm
                 .split_whitespace()
@@ -106,16 +188,25 @@ pub(crate) fn tree_rss(root: u32) -> Option<u64> {
     Some(total)
 }
 
-/// `root` and its descendants, from each process's parent in `/proc/<pid>/stat`.
-fn tree(root: u32) -> Option<Vec<u32>> {
-    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+/// Every process: pid to (parent pid, utime + stime ticks), from `/proc/<pid>/stat`.
+fn proc_table() -> Option<HashMap<u32, (u32, u64)>> {
+    let mut table = HashMap::new();
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
             continue;
         };
-        if let Some(ppid) = read(&format!("/proc/{pid}/stat")).and_then(|s| parse_ppid(&s)) {
-            children.entry(ppid).or_default().push(pid);
+        if let Some(line) = read(&format!("/proc/{pid}/stat")).and_then(|s| parse_stat(&s)) {
+            table.insert(pid, line);
         }
+    }
+    Some(table)
+}
+
+/// `root` and its descendants in `table` (pid to parent, ticks).
+fn descendants(table: &HashMap<u32, (u32, u64)>, root: u32) -> Vec<u32> {
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    for (pid, (ppid, _)) in table {
+        children.entry(*ppid).or_default().push(*pid);
     }
     let mut out = vec![root];
     let mut i = 0;
@@ -125,7 +216,7 @@ fn tree(root: u32) -> Option<Vec<u32>> {
         }
         i += 1;
     }
-    Some(out)
+    out
 }
 
 fn read(path: &str) -> Option<String> {
@@ -175,9 +266,8 @@ fn parse_meminfo(text: &str) -> Option<f64> {
 }
 
 /// CPU seconds spent busy on every core, from the `cpu` line of `/proc/stat` (user, nice,
-/// system, irq, softirq, steal; not idle or iowait). Assumes 100 ticks a second, the
-/// value on every Linux build we run on.
-fn parse_proc_stat(text: &str) -> Option<f64> {
+/// system, irq, softirq, steal; not idle or iowait), at `ticks` a second.
+fn parse_proc_stat(text: &str, ticks: f64) -> Option<f64> {
     let line = text.lines().find(|l| l.starts_with("cpu "))?;
     let v: Vec<u64> = line
         .split_whitespace()
@@ -188,14 +278,20 @@ fn parse_proc_stat(text: &str) -> Option<f64> {
         return None;
     }
     let busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
-    Some(busy as f64 / 100.0)
+    Some(busy as f64 / ticks)
 }
 
-/// The parent pid in `/proc/<pid>/stat` (the field after the `(comm)`, which may hold
-/// spaces and parentheses itself).
-fn parse_ppid(stat: &str) -> Option<u32> {
+/// The parent pid and the CPU ticks (utime + stime, fields 14 and 15) in
+/// `/proc/<pid>/stat`. The fields are counted after the `(comm)`, which may hold spaces
+/// and parentheses itself.
+fn parse_stat(stat: &str) -> Option<(u32, u64)> {
     let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(1)?.parse().ok()
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // After the name: state (3), ppid (4), ... utime (14), stime (15).
+    let ppid = fields.get(1)?.parse().ok()?;
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((ppid, utime + stime))
 }
 
 #[cfg(test)]
@@ -218,13 +314,112 @@ mod tests {
     #[test]
     fn proc_stat_counts_busy_ticks_only() {
         let text = "cpu  100 10 50 9000 40 5 5 0 0 0\ncpu0 1 2 3 4 5 6 7 8\n";
-        assert_eq!(parse_proc_stat(text), Some(1.7));
+        assert_eq!(parse_proc_stat(text, 100.0), Some(1.7));
+        assert_eq!(parse_proc_stat(text, 50.0), Some(3.4));
     }
 
     #[test]
-    fn ppid_survives_odd_process_names() {
-        assert_eq!(parse_ppid("42 (a) b (c)) S 7 42 42 0"), Some(7));
-        assert_eq!(parse_ppid("garbage"), None);
+    fn stat_gives_parent_and_cpu_ticks_despite_odd_process_names() {
+        let line = "42 (a) b (c)) S 7 42 42 0 -1 4194560 100 0 0 0 250 30 5 6 20 0 1 0 9 0 0";
+        assert_eq!(parse_stat(line), Some((7, 280)));
+        assert_eq!(parse_stat("garbage"), None);
+        // Cut short before stime.
+        assert_eq!(
+            parse_stat("42 (a) S 7 42 42 0 -1 4194560 100 0 0 0 250"),
+            None
+        );
+    }
+
+    #[test]
+    fn ticks_count_growth_new_processes_and_reused_pids() {
+        let prev = HashMap::from([(1, 100), (2, 50), (3, 70)]);
+        // 1 grew by 20, 2 is gone, 3's pid was reused (count went down), 4 is new.
+        let now = HashMap::from([(1, 120), (3, 10), (4, 5)]);
+        assert_eq!(ticks_since(&prev, &now), 20 + 10 + 5);
+        assert_eq!(ticks_since(&now, &now), 0);
+    }
+
+    #[test]
+    fn descendants_follow_parents_only_from_the_root() {
+        let table = HashMap::from([(1, (0, 0)), (10, (1, 0)), (11, (10, 0)), (20, (2, 0))]);
+        let mut tree = descendants(&table, 1);
+        tree.sort();
+        assert_eq!(tree, [1, 10, 11]);
+    }
+
+    /// A spinning child process, killed and reaped on drop.
+    struct Spinner(std::process::Child);
+
+    impl Drop for Spinner {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[test]
+    fn a_root_s_tree_counts_its_children_s_cpu_and_this_process_does_not() {
+        let child = std::process::Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .spawn()
+            .map(Spinner)
+            .expect("spawn sh");
+        let pid = child.0.id();
+        let me = std::process::id();
+        // Poll (bounded) until the kernel has charged the spinning child a tick.
+        let mut ticks = 0;
+        for _ in 0..500 {
+            let table = proc_table().expect("/proc");
+            assert_eq!(table.get(&pid).map(|t| t.0), Some(me));
+            assert!(descendants(&table, me).contains(&pid));
+            ticks = table[&pid].1;
+            if ticks > 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(ticks > 0, "the spinning child was never charged CPU");
+        // Measured as a root, the child is our own work; without it, only this process
+        // counts, which mostly sleeps here: less than the child's full core. (The two
+        // meters' spans differ by a little, so a single span may disagree; a bounded
+        // number of them cannot all.)
+        let mut with = OwnCpuMeter::new();
+        let mut without = OwnCpuMeter::new();
+        with.sample(&[pid]);
+        without.sample(&[]);
+        let mut got = (0.0, 0.0);
+        for _ in 0..500 {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            got = (with.sample(&[pid]), without.sample(&[]));
+            if got.0 > got.1 {
+                break;
+            }
+        }
+        assert!(got.0 > got.1, "{got:?}");
+        drop(child);
+    }
+
+    #[test]
+    fn this_process_counts_as_own_work() {
+        let mut meter = OwnCpuMeter::new();
+        assert_eq!(
+            meter.sample(&[]),
+            0.0,
+            "the first call has nothing to compare"
+        );
+        // Spin until this process's own tick count moves (bounded by the ticks seen).
+        let mut x = 0u64;
+        let mut share = 0.0;
+        for _ in 0..200 {
+            for _ in 0..1_000_000 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+            share = meter.sample(&[]);
+            if share > 0.0 {
+                break;
+            }
+        }
+        assert!(share > 0.0, "{x}");
     }
 
     #[test]

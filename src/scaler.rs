@@ -1,6 +1,13 @@
-//! The sampler: one thread per pool that, on a timer, reads the machine's CPU and memory
-//! and the shards' queues, asks `autoscale::decide` for a target, and publishes it as the
-//! live `sessions_per_shard`; it also raises the low-memory refusal flag.
+//! The sampler: one thread per pool that, on a timer, reads the machine's CPU (all of it,
+//! and our own part: the launched browsers' process trees and this process), memory, and
+//! the shards' queues and pages served, asks `autoscale::decide` for a target, and
+//! publishes it as the live `sessions_per_shard`; it also raises the low-memory refusal
+//! flag.
+//!
+//! A pool with no launched browser (remote endpoints only) cannot tell its browsers'
+//! CPU from anyone else's: there the outside share is taken as 0, so all the machine's
+//! use counts as our own and a saturated machine is climbed on throughput, never shrunk
+//! for contention.
 //!
 //! Owns that thread and the pool-level scaling status (atomics the pool reads for
 //! metrics and for the refusal check). Never on a request's path: a request reads one
@@ -17,8 +24,9 @@ use std::time::Duration;
 use crate::autoscale::{decide, Bounds, Sample, ScaleReason, ScaleState};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind};
+use crate::fleet::Fleet;
 use crate::metrics::Snapshot;
-use crate::resources::{memory_in_use, CpuMeter};
+use crate::resources::{memory_in_use, CpuMeter, OwnCpuMeter};
 use crate::shard::msg::Msg;
 use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::sync::{mpsc, oneshot, Arc, LiveCell};
@@ -38,6 +46,8 @@ pub(crate) struct ScaleStatus {
     memory_override: AtomicU64,
     /// A test's CPU reading per thousand, plus one (0: read the machine).
     cpu_override: AtomicU64,
+    /// A test's outside-CPU reading per thousand, plus one (0: measure it).
+    outside_override: AtomicU64,
     /// New requests are refused (memory critically low).
     refusing: AtomicBool,
     refused: AtomicU64,
@@ -53,6 +63,7 @@ impl Default for ScaleStatus {
             memory_permille: AtomicU64::new(0),
             memory_override: AtomicU64::new(0),
             cpu_override: AtomicU64::new(0),
+            outside_override: AtomicU64::new(0),
             refusing: AtomicBool::new(false),
             refused: AtomicU64::new(0),
         }
@@ -109,12 +120,21 @@ impl ScaleStatus {
         self.cpu_override.store(v, Ordering::Relaxed);
     }
 
+    /// Test hook: from now on the CPU used by work outside the pool reads as `share`
+    /// (`None`: measure it again).
+    pub(crate) fn force_outside(&self, share: Option<f64>) {
+        let v = share.map_or(0, |s| (s.max(0.0) * 1000.0).round() as u64 + 1);
+        self.outside_override.store(v, Ordering::Relaxed);
+    }
+
     /// `measured`, unless a test forced the CPU reading.
     fn cpu_share(&self, measured: f64) -> f64 {
-        match self.cpu_override.load(Ordering::Relaxed) {
-            0 => measured,
-            v => (v - 1) as f64 / 1000.0,
-        }
+        forced(&self.cpu_override).unwrap_or(measured)
+    }
+
+    /// `measured`, unless a test forced the outside reading.
+    fn outside_share(&self, measured: f64) -> f64 {
+        forced(&self.outside_override).unwrap_or(measured)
     }
 
     /// The memory share the sampler would use now (the forced one, if any).
@@ -155,11 +175,20 @@ impl ScaleStatus {
         g.reason_memory = one(ScaleReason::Memory);
         g.reason_idle = one(ScaleReason::Idle);
         g.reason_limit = one(ScaleReason::Limit);
+        g.reason_plateau = one(ScaleReason::Plateau);
         g.memory_permille = self.memory_permille.load(Ordering::Relaxed);
         let c = &mut snap.counters;
         c.scale_ups = self.ups.load(Ordering::Relaxed);
         c.scale_downs = self.downs.load(Ordering::Relaxed);
         c.overloaded = self.refused.load(Ordering::Relaxed);
+    }
+}
+
+/// A forced reading (per thousand, plus one; 0 for none).
+fn forced(cell: &AtomicU64) -> Option<f64> {
+    match cell.load(Ordering::Relaxed) {
+        0 => None,
+        v => Some((v - 1) as f64 / 1000.0),
     }
 }
 
@@ -171,6 +200,8 @@ pub(crate) struct SamplerParts {
     /// so neither loses the other's change. Never taken on a request's path.
     pub(crate) writer: StdArc<Mutex<()>>,
     pub(crate) browsers: usize,
+    /// For the launched browsers' pids (their process trees are our own CPU use).
+    pub(crate) fleet: StdArc<Fleet>,
     pub(crate) status: StdArc<ScaleStatus>,
 }
 
@@ -213,8 +244,10 @@ fn sample_loop(parts: SamplerParts, stopped: std::sync::mpsc::Receiver<()>) {
         }
     };
     let mut cpu = CpuMeter::new();
+    let mut own = OwnCpuMeter::new();
     let mut state: Option<ScaleState> = None;
-    cpu.sample();
+    // Pages served so far, and when: throughput is the difference between samples.
+    let mut served: Option<(std::time::Instant, u64)> = None;
     loop {
         let cfg = parts.config.load();
         let interval = cfg
@@ -228,21 +261,40 @@ fn sample_loop(parts: SamplerParts, stopped: std::sync::mpsc::Receiver<()>) {
         let cfg = parts.config.load();
         let memory = parts.status.memory_share();
         parts.status.memory(memory, &cfg);
-        let cpu_share = parts.status.cpu_share(cpu.sample());
         let Some(auto) = cfg.autoscale.clone() else {
             state = None;
+            served = None;
             parts.status.set(cfg.sessions_per_shard, ScaleReason::Start);
             continue;
         };
-        let Some((waiting, busy)) = rt.block_on(queue(&parts.inboxes)) else {
+        // Read the two CPU figures back to back, so they cover the same interval.
+        let machine = cpu.sample();
+        let pids = parts.fleet.pids();
+        let own_share = own.sample(&pids);
+        let outside = if pids.is_empty() {
+            0.0 // remote browsers only: all of the machine counts as ours (module header)
+        } else {
+            (machine - own_share).max(0.0)
+        };
+        let Some(queue) = rt.block_on(queue(&parts.inboxes)) else {
             return; // the shards are gone
         };
+        let now = std::time::Instant::now();
+        let Some((at, before)) = served.replace((now, queue.served)) else {
+            // The first sample since autoscaling came on only sets the meters' baselines:
+            // rates over an unknown span would mislead the rule.
+            continue;
+        };
+        let wall = now.duration_since(at).as_secs_f64().max(1e-6);
+        let rate = queue.served.saturating_sub(before) as f64 / wall;
         let bounds = Bounds::of(&auto, parts.inboxes.len(), parts.browsers, cfg.max_pages);
         let sample = Sample {
-            cpu: cpu_share,
+            cpu: parts.status.cpu_share(machine),
+            outside: parts.status.outside_share(outside),
+            served: rate,
             memory,
-            waiting,
-            busy,
+            waiting: queue.waiting,
+            busy: queue.busy,
         };
         let before = state.unwrap_or_else(|| ScaleState::start(cfg.sessions_per_shard, bounds));
         let next = decide(&sample, &before, &auto, bounds);
@@ -257,8 +309,20 @@ fn sample_loop(parts: SamplerParts, stopped: std::sync::mpsc::Receiver<()>) {
     }
 }
 
-/// Requests waiting and sessions busy over the whole pool; `None` once no shard answers.
-async fn queue(inboxes: &[mpsc::UnboundedSender<Msg>]) -> Option<(usize, usize)> {
+/// What the shards report to the sampler, summed over the pool.
+struct Queue {
+    /// Requests waiting for a session.
+    waiting: usize,
+    /// Sessions in use.
+    busy: usize,
+    /// Pages handed out so far, to `run` jobs and leases (opened or reused), a running
+    /// total: the sampler's throughput is its growth.
+    served: u64,
+}
+
+/// The shards' counts over the whole pool; `None` once no shard answers. The same
+/// message `Pool::metrics` sends, once per interval, so it costs no job anything.
+async fn queue(inboxes: &[mpsc::UnboundedSender<Msg>]) -> Option<Queue> {
     let mut replies = Vec::new();
     for inbox in inboxes {
         let (tx, rx) = oneshot::channel();
@@ -266,15 +330,22 @@ async fn queue(inboxes: &[mpsc::UnboundedSender<Msg>]) -> Option<(usize, usize)>
             replies.push(rx);
         }
     }
-    let (mut waiting, mut busy, mut answered) = (0, 0, false);
+    let mut sum = Queue {
+        waiting: 0,
+        busy: 0,
+        served: 0,
+    };
+    let mut answered = false;
     for rx in replies {
         if let Ok(r) = rx.await {
-            waiting += r.gauges.waiting as usize;
-            busy += r.gauges.busy as usize;
+            sum.waiting += r.gauges.waiting as usize;
+            sum.busy += r.gauges.busy as usize;
+            let c = &r.metrics.counters;
+            sum.served += c.sessions_reused + c.sessions_created;
             answered = true;
         }
     }
-    answered.then_some((waiting, busy))
+    answered.then_some(sum)
 }
 
 /// Makes `target` the live `sessions_per_shard`, unless autoscaling was turned off

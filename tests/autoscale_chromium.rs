@@ -6,9 +6,10 @@
 //! Each test calls `support::require_browser()` first: with `CDPMUX_REQUIRE_BROWSER=1` a
 //! missing browser fails the test, otherwise the test says SKIPPED and passes.
 //!
-//! The CPU test reads the machine's CPU (the cgroup's, else `/proc/stat`), as the
-//! autoscaler does in production: its second half needs the machine to have CPU to spare
-//! once the hog stops, and waits for that (bounded).
+//! The CPU test reads the machine's CPU (the cgroup's, else `/proc/stat`) and the
+//! browser's process tree, as the autoscaler does in production: the hog's processes are
+//! outside use, which shrinks the pool. Its second half needs the machine to have CPU to
+//! spare once the hog stops, and waits for that (bounded).
 
 mod support;
 
@@ -22,36 +23,36 @@ use cdpmux::{Autoscale, Job, Pool, Recycle};
 /// The bound on each phase.
 const PHASE: Duration = Duration::from_secs(120);
 
-/// Busy threads on every core until dropped.
+/// Busy child processes, two per core, until dropped (killed and reaped then, also when
+/// the test panics). Processes, not threads: the autoscaler counts this process's own
+/// threads as the pool's work, and the hog must register as work outside the pool.
 struct Hog {
-    stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
+    children: Vec<std::process::Child>,
 }
 
 impl Hog {
     fn start() -> Hog {
-        let stop = Arc::new(AtomicBool::new(false));
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let threads = (0..2 * cores)
-            .map(|_| {
-                let stop = stop.clone();
-                std::thread::spawn(move || {
-                    let mut x = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
-                        x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
-                    }
-                })
-            })
-            .collect();
-        Hog { stop, threads }
+        let mut hog = Hog {
+            children: Vec::new(),
+        };
+        for _ in 0..2 * cores {
+            let child = std::process::Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .stdin(std::process::Stdio::null())
+                .spawn()
+                .expect("start a CPU hog (sh)");
+            hog.children.push(child);
+        }
+        hog
     }
 }
 
 impl Drop for Hog {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }

@@ -315,9 +315,11 @@ metric_table! {
         "autoscale_reason" "Why the autoscaler last changed its target (1 for the reason in force)." {
             /// 1 when the target is the starting (or fixed) size.
             reason_start {reason = "start"} => "autoscale" "by start",
-            /// 1 when the target last grew because requests waited.
+            /// 1 when the target last grew because requests waited (and the CPU had room,
+            /// or the last growth did not lower throughput).
             reason_waiting {reason = "waiting"} => "autoscale" "by waiting",
-            /// 1 when the target last shrank because the CPU was busy.
+            /// 1 when the target last shrank because work outside the pool crowded a
+            /// saturated CPU.
             reason_cpu {reason = "cpu"} => "autoscale" "by cpu",
             /// 1 when the target last shrank because memory was short.
             reason_memory {reason = "memory"} => "autoscale" "by memory",
@@ -325,6 +327,8 @@ metric_table! {
             reason_idle {reason = "idle"} => "autoscale" "by idle",
             /// 1 when the target was last clamped by a limit.
             reason_limit {reason = "limit"} => "autoscale" "by limit",
+            /// 1 when the target last stepped back because growth lowered throughput.
+            reason_plateau {reason = "plateau"} => "autoscale" "by plateau",
         }
         "memory_used_permille" "Memory in use, per thousand (the cgroup's, else the machine's), as last sampled." {
             /// Memory in use per thousand, as last sampled (0 before the first sample).
@@ -395,6 +399,7 @@ mod tests {
             reason_memory: 1,
             reason_idle: 1,
             reason_limit: 1,
+            reason_plateau: 1,
             memory_permille: 8,
             waiting_by_class: [1, 2, 3, 4],
         };

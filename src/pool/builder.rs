@@ -258,6 +258,7 @@ impl PoolBuilder {
             inboxes: inboxes.clone(),
             writer: writer.clone(),
             browsers: fleet.len(),
+            fleet: fleet.clone(),
             status: scale.clone(),
         })
         .map_err(|e| Error::new(ErrorKind::Io, "starting the sampler thread").with_source(e))?;

@@ -6,10 +6,24 @@
 //! It never reads a clock, a file or a socket: the sampler (`scaler.rs`) measures and
 //! publishes; this file only decides, so its rules are unit-tested with scripted samples.
 //!
-//! Hysteresis comes from two things: a gap between the CPU level under which the pool
-//! may grow (`cpu_low`) and the level over which it shrinks (`cpu_high`), and a streak:
-//! a change needs `settle` samples in a row that agree on its direction, and the streak
-//! starts over after every change.
+//! The CPU comes as two figures: the machine's use, and the part of it that is not our
+//! own work (the "outside" use: a neighbour, a hog). A machine saturated by outside work
+//! shrinks the pool; a machine saturated by our own work does not say whether more pages
+//! would help, so there the pool hill-climbs on measured throughput (`climb.rs`): it
+//! keeps growing while growth does not lower throughput, and steps back and holds when
+//! it does.
+//!
+//! Hysteresis comes from a streak (a change needs `settle` samples in a row that agree on
+//! its direction, and the streak starts over after every change), from the gap between
+//! `cpu_low` and `cpu_high`, and, while climbing, from comparing averages of at least
+//! `settle` samples on each side of a step and holding `cooldown` samples after a step
+//! back.
+
+mod climb;
+#[cfg(test)]
+mod tests;
+
+use climb::{Climb, Verdict};
 
 use std::time::Duration;
 
@@ -24,11 +38,23 @@ pub struct Autoscale {
     pub max: usize,
     /// How often the machine and the queue are sampled. Default 1 s.
     pub interval: Duration,
-    /// Share of the allowed cores in use (0..1) above which the pool shrinks. Default 0.9.
+    /// Share of the allowed cores in use (0..1) from which the machine counts as
+    /// saturated: then the pool shrinks if outside work takes `outside_high` or more,
+    /// and otherwise grows only while growth does not lower throughput. Default 0.9.
     pub cpu_high: f64,
-    /// Share of the allowed cores in use below which the pool may grow when requests
-    /// wait. Default 0.75.
+    /// Share of the allowed cores in use below which the pool grows when requests wait,
+    /// without measuring throughput. Default 0.75.
     pub cpu_low: f64,
+    /// Share of the allowed cores used by work other than the pool's (the machine's use
+    /// less the launched browsers' process trees and this process) from which a
+    /// saturated machine shrinks the pool: the browsers are being starved. Default 0.25.
+    pub outside_high: f64,
+    /// While climbing on a saturated machine: the fall in throughput (a share, 0..1)
+    /// after a growth step that makes the pool step back to its previous size. Default
+    /// 0.1 (10%).
+    pub drop: f64,
+    /// Samples to hold after such a step back before probing upward again. Default 30.
+    pub cooldown: u32,
     /// Share of memory in use above which the pool shrinks and does not grow.
     /// Default 0.85.
     pub memory_high: f64,
@@ -47,6 +73,9 @@ impl Default for Autoscale {
             interval: Duration::from_secs(1),
             cpu_high: 0.9,
             cpu_low: 0.75,
+            outside_high: 0.25,
+            drop: 0.1,
+            cooldown: 30,
             memory_high: 0.85,
             settle: 3,
             browser_page_ceiling: 200,
@@ -85,6 +114,18 @@ impl Autoscale {
                 self.cpu_high, self.cpu_low, self.memory_high
             ));
         }
+        if !share(self.outside_high) {
+            return Err(format!(
+                "autoscale.outside_high ({}) must be a share in (0, 1]",
+                self.outside_high
+            ));
+        }
+        if !(self.drop > 0.0 && self.drop < 1.0) {
+            return Err(format!(
+                "autoscale.drop ({}) must be a share in (0, 1): the fall in throughput that undoes a growth step",
+                self.drop
+            ));
+        }
         if self.cpu_low >= self.cpu_high {
             return Err(format!(
                 "autoscale.cpu_low ({}) must be below cpu_high ({}): the gap is what stops flapping",
@@ -107,9 +148,11 @@ impl Autoscale {
 pub enum ScaleReason {
     /// The starting size (or the fixed size, with autoscaling off).
     Start,
-    /// Requests were waiting and the CPU had room: grown.
+    /// Requests were waiting, and the CPU had room or the last growth did not lower
+    /// throughput: grown.
     Waiting,
-    /// The CPU was busy past `cpu_high`: shrunk.
+    /// The machine was saturated and work outside the pool took `outside_high` or more
+    /// of it: shrunk.
     Cpu,
     /// Memory was in use past `memory_high`: shrunk.
     Memory,
@@ -117,17 +160,22 @@ pub enum ScaleReason {
     Idle,
     /// A limit moved (`min`, `max`, the browser page ceiling or `max_pages`): clamped.
     Limit,
+    /// The machine was saturated by the pool's own work and the last growth lowered
+    /// throughput by `drop` or more: stepped back to the previous size, held for
+    /// `cooldown` samples.
+    Plateau,
 }
 
 impl ScaleReason {
     /// Every reason, in label order.
-    pub const ALL: [ScaleReason; 6] = [
+    pub const ALL: [ScaleReason; 7] = [
         ScaleReason::Start,
         ScaleReason::Waiting,
         ScaleReason::Cpu,
         ScaleReason::Memory,
         ScaleReason::Idle,
         ScaleReason::Limit,
+        ScaleReason::Plateau,
     ];
 
     /// A lowercase label.
@@ -139,6 +187,7 @@ impl ScaleReason {
             ScaleReason::Memory => "memory",
             ScaleReason::Idle => "idle",
             ScaleReason::Limit => "limit",
+            ScaleReason::Plateau => "plateau",
         }
     }
 }
@@ -146,8 +195,13 @@ impl ScaleReason {
 /// One sample of the machine and the queue.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Sample {
-    /// Share of the allowed cores in use since the last sample (0..1, may pass 1 briefly).
+    /// Share of the allowed cores in use on the machine since the last sample (0..1, may
+    /// pass 1 briefly).
     pub(crate) cpu: f64,
+    /// Of that, the share used by work other than the pool's (0 when unknown).
+    pub(crate) outside: f64,
+    /// Pages handed out (to `run` jobs and leases) per second since the last sample.
+    pub(crate) served: f64,
     /// Share of memory in use, if it could be read.
     pub(crate) memory: Option<f64>,
     /// Requests waiting for a session, over the whole pool.
@@ -193,11 +247,13 @@ impl Bounds {
 enum Push {
     Up(ScaleReason),
     Down(ScaleReason),
+    /// Requests wait on a machine saturated by our own work: grow while it pays.
+    Climb,
     Hold,
 }
 
 /// What the autoscaler remembers between samples.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct ScaleState {
     /// Sessions per shard to aim for.
     pub(crate) target: usize,
@@ -205,6 +261,8 @@ pub(crate) struct ScaleState {
     pub(crate) reason: ScaleReason,
     /// Samples in a row pushing the same way (positive up, negative down).
     streak: i32,
+    /// The throughput measurements of the hill climb.
+    climb: Climb,
 }
 
 impl ScaleState {
@@ -214,6 +272,16 @@ impl ScaleState {
             target: size.clamp(bounds.min, bounds.max),
             reason: ScaleReason::Start,
             streak: 0,
+            climb: Climb::default(),
+        }
+    }
+
+    fn moved(&self, target: usize, reason: ScaleReason, climb: Climb) -> ScaleState {
+        ScaleState {
+            target,
+            reason,
+            streak: 0,
+            climb,
         }
     }
 }
@@ -221,14 +289,22 @@ impl ScaleState {
 /// The next state after `sample`: the pure rule of the autoscaler.
 ///
 /// - Out of bounds (a limit changed): clamp at once, reason `Limit`.
-/// - Memory past `memory_high`, or CPU past `cpu_high`: push down.
-/// - Requests waiting, CPU below `cpu_low`, memory below `memory_high`: push up.
+/// - Memory past `memory_high`: push down (`Memory`).
+/// - The machine at `cpu_high` or more, with outside work at `outside_high` or more:
+///   push down (`Cpu`).
+/// - Requests waiting, machine below `cpu_low`: push up (`Waiting`).
+/// - Requests waiting otherwise (the machine busy with our own work): climb. After a
+///   growth step, once `settle` samples at the new size are in, their average
+///   throughput is compared with the average before the step: clearly below (`drop` or
+///   more, and beyond the samples' noise), step back to the previous size (`Plateau`)
+///   and hold `cooldown` samples; otherwise grow again (`Waiting`) until `max`.
 /// - Nothing waiting and under half of the pages busy: push down (`Idle`).
 /// - Otherwise hold, and the streak starts over.
 ///
-/// A push moves the target only after `settle` pushes in a row: up by a quarter (at
-/// least one), down by a quarter under pressure and by one when idle; never past the
-/// bounds.
+/// A push moves the target only after `settle` pushes in a row. Growth steps by a
+/// quarter, or by half the requests waiting per shard when that is more (a short ramp
+/// under a burst); shrinking steps by a quarter under pressure and by one when idle.
+/// Never past the bounds.
 pub(crate) fn decide(
     sample: &Sample,
     state: &ScaleState,
@@ -236,35 +312,59 @@ pub(crate) fn decide(
     bounds: Bounds,
 ) -> ScaleState {
     if state.target < bounds.min || state.target > bounds.max {
-        return ScaleState {
-            target: state.target.clamp(bounds.min, bounds.max),
-            reason: ScaleReason::Limit,
-            streak: 0,
-        };
+        let target = state.target.clamp(bounds.min, bounds.max);
+        return state.moved(target, ScaleReason::Limit, state.climb.restart());
     }
     let target = state.target;
     let capacity = target * bounds.shards;
     let memory_high = sample.memory.is_some_and(|m| m >= cfg.memory_high);
+    let saturated = sample.cpu >= cfg.cpu_high;
     let push = if memory_high {
         Push::Down(ScaleReason::Memory)
-    } else if sample.cpu >= cfg.cpu_high {
+    } else if saturated && sample.outside >= cfg.outside_high {
         Push::Down(ScaleReason::Cpu)
     } else if sample.waiting > 0 && sample.cpu < cfg.cpu_low {
         Push::Up(ScaleReason::Waiting)
+    } else if sample.waiting > 0 {
+        Push::Climb
     } else if sample.waiting == 0 && sample.busy * 2 < capacity {
         Push::Down(ScaleReason::Idle)
     } else {
         Push::Hold
     };
     let streak = match push {
-        Push::Up(_) => state.streak.max(0) + 1,
+        Push::Up(_) | Push::Climb => state.streak.max(0) + 1,
         Push::Down(_) => state.streak.min(0) - 1,
         Push::Hold => 0,
     };
     let settled = streak.unsigned_abs() >= cfg.settle;
+    let grow = |from: usize| {
+        let per_shard = sample.waiting / bounds.shards / 2;
+        (from + (from / 4).max(per_shard).max(1)).min(bounds.max)
+    };
+    let climb = state.climb.observe(push == Push::Climb, sample.served);
     let next = match push {
+        Push::Climb => match climb.verdict(cfg) {
+            Verdict::Back(to) if to.clamp(bounds.min, bounds.max) < target => Some((
+                to.clamp(bounds.min, bounds.max),
+                ScaleReason::Plateau,
+                climb.back(cfg),
+            )),
+            Verdict::Grow(rate) if settled && target < bounds.max => {
+                Some((grow(target), ScaleReason::Waiting, climb.grew(target, rate)))
+            }
+            // At the top and the last step paid, or a step back the bounds forbid.
+            Verdict::Grow(_) | Verdict::Back(_) => {
+                return ScaleState {
+                    streak,
+                    climb: climb.judged(),
+                    ..*state
+                };
+            }
+            Verdict::Wait => None,
+        },
         Push::Up(reason) if settled && target < bounds.max => {
-            Some(((target + (target / 4).max(1)).min(bounds.max), reason))
+            Some((grow(target), reason, climb.restart()))
         }
         Push::Down(reason) if settled && target > bounds.min => {
             let step = if reason == ScaleReason::Idle {
@@ -272,177 +372,20 @@ pub(crate) fn decide(
             } else {
                 (target / 4).max(1)
             };
-            Some((target.saturating_sub(step).max(bounds.min), reason))
+            Some((
+                target.saturating_sub(step).max(bounds.min),
+                reason,
+                climb.restart(),
+            ))
         }
         _ => None,
     };
     match next {
-        Some((target, reason)) => ScaleState {
-            target,
-            reason,
-            streak: 0,
+        Some((target, reason, climb)) => state.moved(target, reason, climb),
+        None => ScaleState {
+            streak,
+            climb,
+            ..*state
         },
-        None => ScaleState { streak, ..*state },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cfg() -> Autoscale {
-        Autoscale {
-            min: 2,
-            max: 16,
-            settle: 2,
-            ..Autoscale::default()
-        }
-    }
-
-    fn bounds() -> Bounds {
-        Bounds {
-            min: 2,
-            max: 16,
-            shards: 1,
-        }
-    }
-
-    fn sample(cpu: f64, waiting: usize, busy: usize) -> Sample {
-        Sample {
-            cpu,
-            memory: Some(0.3),
-            waiting,
-            busy,
-        }
-    }
-
-    /// Runs `samples` from `state` and returns every target along the way.
-    fn run(mut state: ScaleState, samples: &[Sample]) -> (ScaleState, Vec<usize>) {
-        let mut targets = Vec::new();
-        for s in samples {
-            state = decide(s, &state, &cfg(), bounds());
-            targets.push(state.target);
-        }
-        (state, targets)
-    }
-
-    #[test]
-    fn waiting_requests_with_cpu_to_spare_grow_the_pool_after_settling() {
-        let start = ScaleState::start(4, bounds());
-        let (end, targets) = run(start, &[sample(0.3, 10, 4); 6]);
-        assert_eq!(targets, [4, 5, 5, 6, 6, 7]);
-        assert_eq!(end.reason, ScaleReason::Waiting);
-    }
-
-    #[test]
-    fn a_busy_cpu_shrinks_the_pool_even_with_requests_waiting() {
-        let start = ScaleState::start(16, bounds());
-        let (end, targets) = run(start, &[sample(0.97, 50, 16); 8]);
-        assert_eq!(targets, [16, 12, 12, 9, 9, 7, 7, 6]);
-        assert_eq!(end.reason, ScaleReason::Cpu);
-    }
-
-    #[test]
-    fn memory_pressure_wins_over_waiting_requests() {
-        let mut s = sample(0.2, 50, 8);
-        s.memory = Some(0.9);
-        let (end, targets) = run(ScaleState::start(8, bounds()), &[s; 2]);
-        assert_eq!(targets, [8, 6]);
-        assert_eq!(end.reason, ScaleReason::Memory);
-    }
-
-    #[test]
-    fn cpu_between_the_watermarks_holds_the_size() {
-        let (end, targets) = run(ScaleState::start(8, bounds()), &[sample(0.8, 10, 8); 10]);
-        assert!(targets.iter().all(|t| *t == 8), "{targets:?}");
-        assert_eq!(end.reason, ScaleReason::Start);
-    }
-
-    #[test]
-    fn alternating_samples_never_move_the_target() {
-        // Over and under the watermarks in turn: each push breaks the other's streak.
-        let flap: Vec<Sample> = (0..20)
-            .map(|i| {
-                if i % 2 == 0 {
-                    sample(0.95, 10, 8)
-                } else {
-                    sample(0.3, 10, 8)
-                }
-            })
-            .collect();
-        let (_, targets) = run(ScaleState::start(8, bounds()), &flap);
-        assert!(targets.iter().all(|t| *t == 8), "{targets:?}");
-    }
-
-    #[test]
-    fn an_idle_pool_shrinks_one_page_at_a_time_down_to_min() {
-        let (end, targets) = run(ScaleState::start(4, bounds()), &[sample(0.1, 0, 0); 8]);
-        assert_eq!(targets, [4, 3, 3, 2, 2, 2, 2, 2]);
-        assert_eq!(end.reason, ScaleReason::Idle);
-    }
-
-    #[test]
-    fn never_past_the_bounds() {
-        let (_, up) = run(ScaleState::start(15, bounds()), &[sample(0.1, 99, 15); 10]);
-        assert_eq!(*up.iter().max().unwrap(), 16);
-        let (_, down) = run(ScaleState::start(3, bounds()), &[sample(1.0, 0, 3); 10]);
-        assert_eq!(*down.iter().min().unwrap(), 2);
-    }
-
-    #[test]
-    fn a_lowered_limit_clamps_at_once() {
-        let state = ScaleState::start(16, bounds());
-        let tight = Bounds {
-            max: 10,
-            ..bounds()
-        };
-        let next = decide(&sample(0.1, 99, 16), &state, &cfg(), tight);
-        assert_eq!((next.target, next.reason), (10, ScaleReason::Limit));
-    }
-
-    #[test]
-    fn bounds_apply_the_browser_ceiling_and_the_page_cap() {
-        let cfg = Autoscale {
-            max: 500,
-            browser_page_ceiling: 200,
-            ..Autoscale::default()
-        };
-        // 2 shards, 1 browser: each shard may put 100 pages on it.
-        assert_eq!(Bounds::of(&cfg, 2, 1, 0).max, 100);
-        // Two browsers double the room.
-        assert_eq!(Bounds::of(&cfg, 2, 2, 0).max, 200);
-        // A pool-wide cap of 50 pages over 2 shards: 25 each.
-        assert_eq!(Bounds::of(&cfg, 2, 2, 50).max, 25);
-        // `min` never exceeds `max`.
-        let cfg = Autoscale::between(40, 60);
-        assert_eq!(Bounds::of(&cfg, 2, 1, 20).min, 10);
-    }
-
-    #[test]
-    fn an_unknown_memory_reading_does_not_block_growth() {
-        let mut s = sample(0.2, 5, 4);
-        s.memory = None;
-        let (_, targets) = run(ScaleState::start(4, bounds()), &[s; 2]);
-        assert_eq!(targets, [4, 5]);
-    }
-
-    #[test]
-    fn bad_settings_are_named() {
-        assert!(Autoscale::default().check().is_ok());
-        let bad = [
-            Autoscale::between(0, 4),
-            Autoscale::between(5, 4),
-            Autoscale {
-                cpu_low: 0.95,
-                ..Autoscale::default()
-            },
-            Autoscale {
-                settle: 0,
-                ..Autoscale::default()
-            },
-        ];
-        for (a, field) in bad.iter().zip(["min", "max", "cpu_low", "settle"]) {
-            assert!(a.check().unwrap_err().contains(field), "{a:?}");
-        }
     }
 }
