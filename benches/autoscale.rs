@@ -15,7 +15,8 @@
 //! autoscale arm the target it ended on. Issue 17's bar: autoscaling reaches at least
 //! 0.95x the best fixed size's pages/s, with a p99 no worse than that size's.
 //!
-//! `cargo bench --bench autoscale`; `CDPMUX_BENCH_QUICK=1` runs a few pages per arm.
+//! `cargo bench --bench autoscale`; `CDPMUX_BENCH_QUICK=1` runs a few pages per arm;
+//! `CDPMUX_BENCH_ROUNDS=N` runs N interleaved rounds instead of 3.
 //! Needs Chromium.
 
 use std::cell::{Cell, RefCell};
@@ -185,6 +186,12 @@ fn rss_kb(pgrp: u32) -> u64 {
 async fn run() {
     let quick = std::env::var("CDPMUX_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
     let (rounds, block, warm) = if quick { (1, 16, 8) } else { (3, 300, 100) };
+    // More rounds shrink the noise between arms (each round is ~2 minutes).
+    let rounds = std::env::var("CDPMUX_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse::<usize>().ok())
+        .filter(|r| *r > 0)
+        .unwrap_or(rounds);
     let site = DemoSite::start(SiteConfig::default()).expect("start the demo site");
 
     let mut arms = Vec::new();

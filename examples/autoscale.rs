@@ -2,8 +2,8 @@
 //!
 //! A crawl of the demo site on a pool that starts at 2 pages per shard and may grow to
 //! 12 while requests wait and more pages add throughput (on a CPU the browser saturates
-//! by itself, it keeps growing while measured throughput holds and steps back when a
-//! step lowers it; it shrinks when other work crowds the CPU or memory is short), with
+//! by itself, it probes a size up or down and keeps it only if throughput paid for the
+//! change in pages; it shrinks when other work crowds the CPU or memory is short), with
 //! its browser replaced after 20 pages opened (pages are replaced every 5 jobs, so that
 //! happens during the crawl). After each batch it prints the autoscaler's target, why it
 //! last changed, and the browsers recycled so far. On a machine whose CPU is busy with
@@ -73,7 +73,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             (g.reason_memory, "memory short"),
             (g.reason_idle, "pages idle"),
             (g.reason_limit, "a limit"),
-            (g.reason_plateau, "growth lowered throughput"),
+            (g.reason_plateau, "more pages did not pay"),
         ]
         .into_iter()
         .find(|(on, _)| *on == 1)

@@ -1,20 +1,25 @@
-//! The hill climb on throughput: what the autoscaler measures while requests wait on a
-//! machine saturated by the pool's own work, and the verdict after a growth step.
+//! The climb on throughput: what the autoscaler measures while requests wait on a
+//! machine saturated by the pool's own work, and the verdict after each probe.
 //!
-//! Owns the window of throughput samples at the current size, the last growth step (the
-//! size it left and the average throughput there) and the cooldown after a step back.
-//! Pure like the rest of `autoscale`: values in, values out, no clock or IO. The rule
-//! that decides when to consult it is `decide` in `mod.rs`.
-//!
-//! "Clearly lower" means two things: the average after the step is `drop` or more below
-//! the one before, and the gap is more than twice its standard error (from the spread
-//! of the samples on each side), so one unlucky second of a noisy measure does not undo
-//! a step that paid.
+//! Owns the window of throughput samples at the current size, the last probe (the size
+//! it left and the average throughput there), the direction of the next probe and the
+//! cooldown after a probe that failed. Pure like the rest of `autoscale`: values in,
+//! values out, no clock or IO. The rule that decides when to consult it is `decide` in
+//! `mod.rs`.
 //!
 //! Why this and not a CPU threshold: on a machine the browsers saturate by themselves,
 //! more pages may still add throughput (pages wait on the network and on each other), or
-//! may only slow every page down. Only measuring tells which, and in a closed loop the
-//! size with the best throughput also has the best latency.
+//! may only slow every page down. Only measuring tells which.
+//!
+//! Why a step must *pay*, and not merely not hurt: on a saturated machine, pages beyond
+//! what the CPU can serve add nothing but waiting inside the browser: throughput stays
+//! flat while every page takes longer and its tail grows. So the climb prefers the
+//! smaller of two sizes that serve alike. A step up stays only if throughput rose by at
+//! least `payoff` times the step's relative growth in pages (with `payoff` 0.25, a
+//! quarter more pages must bring 6.25% more pages per second); a step down stays unless
+//! throughput fell by more than `payoff` times the relative cut. A probe that fails goes
+//! back and holds `cooldown` samples; the next probe goes the other way. Under noise
+//! the smaller size tends to win, and a later probe corrects a wrong call.
 
 use super::Autoscale;
 
@@ -23,45 +28,39 @@ use super::Autoscale;
 pub(super) struct Climb {
     /// Sum of the throughput samples at the current size, taken while climbing.
     sum: f64,
-    /// Sum of their squares (for the spread).
-    squares: f64,
     /// How many samples `sum` holds.
     n: u32,
     /// The next sample spans a change of size (pages still opening): it is not counted.
     fresh: bool,
-    /// The last growth step taken while climbing: the size it left and the throughput
-    /// measured there.
-    probe: Option<(usize, Rate)>,
-    /// Samples left to hold after a step back before probing upward again.
+    /// The last probe: the size it left and the average throughput measured there.
+    probe: Option<(usize, f64)>,
+    /// The next probe goes down (toward fewer pages).
+    down_next: bool,
+    /// Samples left to hold after a failed probe before probing again.
     cooldown: u32,
-}
-
-/// Throughput averaged over a window: the mean and the square of its standard error.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(super) struct Rate {
-    mean: f64,
-    error2: f64,
 }
 
 /// What the window says, once it holds enough samples.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) enum Verdict {
-    /// Too few samples yet, or cooling down after a step back.
+    /// Too few samples yet, or cooling down after a failed probe.
     Wait,
-    /// The last growth lowered throughput: go back to this size.
+    /// The last probe did not pay: go back to this size.
     Back(usize),
-    /// Growth has not lowered throughput (or nothing to compare): this is the rate here.
-    Grow(Rate),
+    /// Probe upward from here, where throughput averaged this much.
+    Grow(f64),
+    /// Probe downward from here, where throughput averaged this much.
+    Shrink(f64),
 }
 
 impl Default for Climb {
     fn default() -> Self {
         Climb {
             sum: 0.0,
-            squares: 0.0,
             n: 0,
             fresh: true,
             probe: None,
+            down_next: false,
             cooldown: 0,
         }
     }
@@ -76,56 +75,72 @@ impl Climb {
         next.cooldown = next.cooldown.saturating_sub(1);
         if !climbing {
             next.sum = 0.0;
-            next.squares = 0.0;
             next.n = 0;
         } else if !next.fresh {
             next.sum += served;
-            next.squares += served * served;
             next.n += 1;
         }
         next.fresh = false;
         next
     }
 
-    /// The verdict on the current size: needs `settle` samples in the window.
-    pub(super) fn verdict(&self, cfg: &Autoscale) -> Verdict {
-        if self.n < cfg.settle {
+    /// The verdict on `target`, the current size: needs `window` samples.
+    pub(super) fn verdict(&self, target: usize, cfg: &Autoscale) -> Verdict {
+        if self.n < cfg.window {
             return Verdict::Wait;
         }
-        let n = f64::from(self.n);
-        let mean = self.sum / n;
-        // The sample variance (0 for a single sample), over n: the mean's error squared.
-        let error2 = if self.n > 1 {
-            ((self.squares - n * mean * mean) / (n - 1.0)).max(0.0) / n
-        } else {
-            0.0
-        };
+        let mean = self.sum / f64::from(self.n);
         if let Some((from, before)) = self.probe {
-            let gap = before.mean - mean;
-            let noise = 2.0 * (before.error2 + error2).sqrt();
-            if mean < before.mean * (1.0 - cfg.drop) && gap > noise {
+            // Relative change in pages, positive for a step up.
+            let step = target as f64 / from.max(1) as f64 - 1.0;
+            let required = before * (1.0 + cfg.payoff * step);
+            if mean < required {
                 return Verdict::Back(from);
             }
+            // It paid: go on the same way.
+            return if target > from {
+                Verdict::Grow(mean)
+            } else {
+                Verdict::Shrink(mean)
+            };
         }
         if self.cooldown > 0 {
             return Verdict::Wait;
         }
-        Verdict::Grow(Rate { mean, error2 })
+        if self.down_next {
+            Verdict::Shrink(mean)
+        } else {
+            Verdict::Grow(mean)
+        }
     }
 
-    /// After growing from `from`, where throughput was `rate`.
-    pub(super) fn grew(&self, from: usize, rate: Rate) -> Climb {
+    /// After probing away from `from`, where throughput averaged `rate`.
+    pub(super) fn probed(&self, from: usize, rate: f64) -> Climb {
         Climb {
             probe: Some((from, rate)),
             ..Climb::default()
         }
     }
 
-    /// After stepping back: hold `cooldown` samples.
-    pub(super) fn back(&self, cfg: &Autoscale) -> Climb {
+    /// After going back from a failed probe: hold `cooldown` samples, then probe the
+    /// other way (`went_up`: the failed probe was a step up).
+    pub(super) fn back(&self, went_up: bool, cfg: &Autoscale) -> Climb {
         Climb {
             cooldown: cfg.cooldown,
+            down_next: went_up,
             ..Climb::default()
+        }
+    }
+
+    /// At a bound, with nowhere to go the way the climb was going: keep measuring, hold
+    /// `cooldown` samples, then probe the other way.
+    /// (`down_next`: the way the next probe goes.)
+    pub(super) fn turn(&self, down_next: bool, cfg: &Autoscale) -> Climb {
+        Climb {
+            probe: None,
+            down_next,
+            cooldown: cfg.cooldown,
+            ..*self
         }
     }
 
@@ -133,15 +148,8 @@ impl Climb {
     pub(super) fn restart(&self) -> Climb {
         Climb {
             cooldown: self.cooldown,
+            down_next: self.down_next,
             ..Climb::default()
-        }
-    }
-
-    /// The last step is judged and stays: keep measuring, with nothing to compare.
-    pub(super) fn judged(&self) -> Climb {
-        Climb {
-            probe: None,
-            ..*self
         }
     }
 }

@@ -9,15 +9,14 @@
 //! The CPU comes as two figures: the machine's use, and the part of it that is not our
 //! own work (the "outside" use: a neighbour, a hog). A machine saturated by outside work
 //! shrinks the pool; a machine saturated by our own work does not say whether more pages
-//! would help, so there the pool hill-climbs on measured throughput (`climb.rs`): it
-//! keeps growing while growth does not lower throughput, and steps back and holds when
-//! it does.
+//! would help, so there the pool climbs on measured throughput (`climb.rs`): it probes
+//! a size up or down and keeps it only if the change in throughput paid for the change
+//! in pages, preferring the smaller of two sizes that serve alike.
 //!
 //! Hysteresis comes from a streak (a change needs `settle` samples in a row that agree on
 //! its direction, and the streak starts over after every change), from the gap between
-//! `cpu_low` and `cpu_high`, and, while climbing, from comparing averages of at least
-//! `settle` samples on each side of a step and holding `cooldown` samples after a step
-//! back.
+//! `cpu_low` and `cpu_high`, and, while climbing, from comparing averages of `window`
+//! samples on each side of a probe and holding `cooldown` samples after a failed one.
 
 mod climb;
 #[cfg(test)]
@@ -49,11 +48,17 @@ pub struct Autoscale {
     /// less the launched browsers' process trees and this process) from which a
     /// saturated machine shrinks the pool: the browsers are being starved. Default 0.25.
     pub outside_high: f64,
-    /// While climbing on a saturated machine: the fall in throughput (a share, 0..1)
-    /// after a growth step that makes the pool step back to its previous size. Default
-    /// 0.1 (10%).
-    pub drop: f64,
-    /// Samples to hold after such a step back before probing upward again. Default 30.
+    /// While climbing on a saturated machine: the share of a probe's relative change in
+    /// pages that throughput must follow for the probe to stay. A step up by a quarter
+    /// must bring `payoff / 4` more pages per second; a step down by a quarter may cost
+    /// at most `payoff / 4`. Higher values favour fewer pages (shorter page times),
+    /// lower values more throughput at any cost. Default 0.25.
+    pub payoff: f64,
+    /// Samples averaged at each size while climbing, before a probe is judged.
+    /// Default 5.
+    pub window: u32,
+    /// Samples to hold after a probe that did not pay before probing again, the other
+    /// way. Default 15.
     pub cooldown: u32,
     /// Share of memory in use above which the pool shrinks and does not grow.
     /// Default 0.85.
@@ -74,8 +79,9 @@ impl Default for Autoscale {
             cpu_high: 0.9,
             cpu_low: 0.75,
             outside_high: 0.25,
-            drop: 0.1,
-            cooldown: 30,
+            payoff: 0.25,
+            window: 5,
+            cooldown: 15,
             memory_high: 0.85,
             settle: 3,
             browser_page_ceiling: 200,
@@ -120,11 +126,14 @@ impl Autoscale {
                 self.outside_high
             ));
         }
-        if !(self.drop > 0.0 && self.drop < 1.0) {
+        if !(self.payoff > 0.0 && self.payoff <= 1.0) {
             return Err(format!(
-                "autoscale.drop ({}) must be a share in (0, 1): the fall in throughput that undoes a growth step",
-                self.drop
+                "autoscale.payoff ({}) must be a share in (0, 1]: the part of a probe's change in pages that throughput must follow",
+                self.payoff
             ));
+        }
+        if self.window == 0 {
+            return Err("autoscale.window must be at least 1".into());
         }
         if self.cpu_low >= self.cpu_high {
             return Err(format!(
@@ -160,9 +169,9 @@ pub enum ScaleReason {
     Idle,
     /// A limit moved (`min`, `max`, the browser page ceiling or `max_pages`): clamped.
     Limit,
-    /// The machine was saturated by the pool's own work and the last growth lowered
-    /// throughput by `drop` or more: stepped back to the previous size, held for
-    /// `cooldown` samples.
+    /// The machine was saturated by the pool's own work and more pages did not pay:
+    /// a step up that did not raise throughput enough was undone, or a step down that
+    /// cost little throughput was taken (see `payoff`).
     Plateau,
 }
 
@@ -293,11 +302,12 @@ impl ScaleState {
 /// - The machine at `cpu_high` or more, with outside work at `outside_high` or more:
 ///   push down (`Cpu`).
 /// - Requests waiting, machine below `cpu_low`: push up (`Waiting`).
-/// - Requests waiting otherwise (the machine busy with our own work): climb. After a
-///   growth step, once `settle` samples at the new size are in, their average
-///   throughput is compared with the average before the step: clearly below (`drop` or
-///   more, and beyond the samples' noise), step back to the previous size (`Plateau`)
-///   and hold `cooldown` samples; otherwise grow again (`Waiting`) until `max`.
+/// - Requests waiting otherwise (the machine busy with our own work): climb. Once
+///   `window` samples at a size are in, probe a quarter up (`Waiting`) or down
+///   (`Plateau`); after a probe, `window` samples at the new size decide: it stays and
+///   the climb goes on that way if throughput followed by at least `payoff` of the
+///   relative change in pages (see `climb.rs`), else it goes back (`Plateau`), holds
+///   `cooldown` samples and then probes the other way.
 /// - Nothing waiting and under half of the pages busy: push down (`Idle`).
 /// - Otherwise hold, and the streak starts over.
 ///
@@ -343,21 +353,45 @@ pub(crate) fn decide(
         (from + (from / 4).max(per_shard).max(1)).min(bounds.max)
     };
     let climb = state.climb.observe(push == Push::Climb, sample.served);
+    // While climbing, a probe moves by a quarter (at least one page per shard).
+    let probe_step = (target / 4).max(1);
     let next = match push {
-        Push::Climb => match climb.verdict(cfg) {
-            Verdict::Back(to) if to.clamp(bounds.min, bounds.max) < target => Some((
-                to.clamp(bounds.min, bounds.max),
-                ScaleReason::Plateau,
-                climb.back(cfg),
-            )),
-            Verdict::Grow(rate) if settled && target < bounds.max => {
-                Some((grow(target), ScaleReason::Waiting, climb.grew(target, rate)))
+        Push::Climb => match climb.verdict(target, cfg) {
+            Verdict::Back(to) => {
+                let to = to.clamp(bounds.min, bounds.max);
+                if to == target {
+                    return ScaleState {
+                        streak,
+                        climb: climb.turn(true, cfg),
+                        ..*state
+                    };
+                }
+                Some((to, ScaleReason::Plateau, climb.back(to < target, cfg)))
             }
-            // At the top and the last step paid, or a step back the bounds forbid.
-            Verdict::Grow(_) | Verdict::Back(_) => {
+            Verdict::Grow(rate) if target < bounds.max => {
+                if !settled {
+                    None
+                } else {
+                    let to = (target + probe_step).min(bounds.max);
+                    Some((to, ScaleReason::Waiting, climb.probed(target, rate)))
+                }
+            }
+            Verdict::Shrink(rate) if target > bounds.min => {
+                let to = target.saturating_sub(probe_step).max(bounds.min);
+                Some((to, ScaleReason::Plateau, climb.probed(target, rate)))
+            }
+            // At a bound the way the climb was going: turn round.
+            Verdict::Grow(_) => {
                 return ScaleState {
                     streak,
-                    climb: climb.judged(),
+                    climb: climb.turn(true, cfg),
+                    ..*state
+                };
+            }
+            Verdict::Shrink(_) => {
+                return ScaleState {
+                    streak,
+                    climb: climb.turn(false, cfg),
                     ..*state
                 };
             }
