@@ -23,6 +23,11 @@ use cdpmux::{Autoscale, Job, Pool, Recycle};
 /// The bound on each phase.
 const PHASE: Duration = Duration::from_secs(120);
 
+/// Taken by each test for its whole run: the tests of this file never overlap. The
+/// other test's browser would count as CPU used outside the hog test's pool, and keep
+/// it shrunk after the hog stops.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Busy child processes, two per core, until dropped (killed and reaped then, also when
 /// the test panics). Processes, not threads: the autoscaler counts this process's own
 /// threads as the pool's work, and the hog must register as work outside the pool.
@@ -62,6 +67,7 @@ async fn a_cpu_hog_shrinks_the_pool_and_its_end_lets_it_grow_again() {
     if !support::require_browser() {
         return;
     }
+    let _alone = ONE_AT_A_TIME.lock().await;
     let mut scaler = Autoscale::between(1, 8);
     scaler.interval = Duration::from_millis(250);
     scaler.settle = 2;
@@ -143,6 +149,7 @@ async fn recycling_during_a_300_page_crawl_fails_no_job_and_leaves_no_process() 
     if !support::require_browser() {
         return;
     }
+    let _alone = ONE_AT_A_TIME.lock().await;
     let (base, server) =
         support::serve_html(vec![("/p", "<title>t</title><p>tiny</p>".to_owned())]).await;
     let pool = Pool::builder()

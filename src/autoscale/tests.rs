@@ -154,7 +154,10 @@ fn a_step_up_that_does_not_pay_is_undone_and_the_next_probe_goes_down() {
     // After the cooldown it probes down to 6 (a quarter fewer pages costs a quarter of
     // the throughput: too much), and goes back to 8: it never settles above 8 or below.
     assert!(targets[12..].contains(&6), "{targets:?}");
-    assert!(targets[12..].iter().all(|t| (6..=10).contains(t)), "{targets:?}");
+    assert!(
+        targets[12..].iter().all(|t| (6..=10).contains(t)),
+        "{targets:?}"
+    );
     assert!(targets.iter().filter(|t| **t == 8).count() * 2 > targets.len());
 }
 
@@ -308,18 +311,15 @@ fn bad_settings_are_named() {
             ..Autoscale::default()
         },
     ];
-    for (a, field) in bad
-        .iter()
-        .zip([
-            "min",
-            "max",
-            "cpu_low",
-            "settle",
-            "outside_high",
-            "payoff",
-            "window",
-        ])
-    {
+    for (a, field) in bad.iter().zip([
+        "min",
+        "max",
+        "cpu_low",
+        "settle",
+        "outside_high",
+        "payoff",
+        "window",
+    ]) {
         assert!(a.check().unwrap_err().contains(field), "{a:?}");
     }
 }
