@@ -120,18 +120,7 @@ impl Arm {
             let snap = pool.metrics().await;
             let target = snap.gauges.sessions_target as usize;
             let g = &snap.gauges;
-            let why = [
-                (g.reason_start, "start"),
-                (g.reason_waiting, "waiting"),
-                (g.reason_cpu, "cpu"),
-                (g.reason_memory, "memory"),
-                (g.reason_idle, "idle"),
-                (g.reason_limit, "limit"),
-                (g.reason_plateau, "plateau"),
-            ]
-            .into_iter()
-            .find(|(on, _)| *on == 1)
-            .map_or("?", |(_, r)| r);
+            let why = g.scale_reason().map_or("?", |r| r.as_str());
             self.targets.push((target, why));
             pool.reconfigure(|c| {
                 c.autoscale = None;

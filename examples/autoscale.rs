@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use cdpmux::browser::Launch;
 use cdpmux::sim::{DemoSite, SiteConfig};
-use cdpmux::{Autoscale, Job, Pool, Recycle};
+use cdpmux::{Autoscale, Job, Pool, Recycle, ScaleReason};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -66,18 +66,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let m = pool.metrics().await;
         let g = &m.gauges;
-        let reason = [
-            (g.reason_start, "start"),
-            (g.reason_waiting, "requests waiting"),
-            (g.reason_cpu, "cpu crowded by other work"),
-            (g.reason_memory, "memory short"),
-            (g.reason_idle, "pages idle"),
-            (g.reason_limit, "a limit"),
-            (g.reason_plateau, "more pages did not pay"),
-        ]
-        .into_iter()
-        .find(|(on, _)| *on == 1)
-        .map_or("?", |(_, r)| r);
+        let reason = match g.scale_reason() {
+            Some(ScaleReason::Waiting) => "requests waiting",
+            Some(ScaleReason::Cpu) => "cpu crowded by other work",
+            Some(ScaleReason::Memory) => "memory short",
+            Some(ScaleReason::Idle) => "pages idle",
+            Some(ScaleReason::Limit) => "a limit",
+            Some(ScaleReason::Plateau) => "more pages did not pay",
+            _ => "start",
+        };
         println!(
             "batch {batch}: 40 pages, {failed} failed; target {} per shard ({reason}), {} pages open, {} browsers recycled, memory {:.1}%",
             g.sessions_target,

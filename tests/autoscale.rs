@@ -32,19 +32,7 @@ fn fast_scaler(min: usize, max: usize) -> Autoscale {
 }
 
 fn reason(snap: &cdpmux::Snapshot) -> Option<ScaleReason> {
-    let g = &snap.gauges;
-    [
-        (g.reason_start, ScaleReason::Start),
-        (g.reason_waiting, ScaleReason::Waiting),
-        (g.reason_cpu, ScaleReason::Cpu),
-        (g.reason_memory, ScaleReason::Memory),
-        (g.reason_idle, ScaleReason::Idle),
-        (g.reason_limit, ScaleReason::Limit),
-        (g.reason_plateau, ScaleReason::Plateau),
-    ]
-    .into_iter()
-    .find(|(on, _)| *on == 1)
-    .map(|(_, r)| r)
+    snap.gauges.scale_reason()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,21 +114,28 @@ fn contended_load(
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cpu_saturated_by_own_work_climbs_and_steps_back_when_growth_lowers_throughput() {
-    let (_sim, pool) = support::sim_pool(SimConfig::default(), 1, |c| {
+/// A one-shard pool from 1 to 6 pages on the simulated browser, its machine saturated
+/// by its own work (forced readings: CPU 1.0, none of it outside, memory 0.3), so only
+/// measured throughput may change its size; `cooldown` samples after a failed probe.
+async fn saturated_by_own_work(cooldown: u32) -> (cdpmux::sim::SimBrowser, Pool) {
+    let (sim, pool) = support::sim_pool(SimConfig::default(), 1, |c| {
         c.sessions_per_shard = 1;
         let mut a = fast_scaler(1, 6);
         a.interval = Duration::from_millis(50);
-        // Once stepped back, stay there for the rest of the test.
-        a.cooldown = 100_000;
+        a.cooldown = cooldown;
         c.autoscale = Some(a);
     })
     .await;
-    // Saturated, all of it our own work: only measured throughput may grow the pool.
     pool.inject_cpu_sample(Some(1.0));
     pool.inject_outside_cpu_sample(Some(0.0));
     pool.inject_memory_sample(Some(0.3));
+    (sim, pool)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cpu_saturated_by_own_work_climbs_and_steps_back_when_growth_lowers_throughput() {
+    // Once stepped back, it stays there for the rest of the test.
+    let (_sim, pool) = saturated_by_own_work(100_000).await;
     let stop = Arc::new(AtomicBool::new(false));
     let load = contended_load(&pool, 8, &stop);
 
@@ -180,16 +175,7 @@ async fn a_cpu_saturated_by_own_work_climbs_and_steps_back_when_growth_lowers_th
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cpu_saturated_by_own_work_grows_while_throughput_grows() {
-    let (_sim, pool) = support::sim_pool(SimConfig::default(), 1, |c| {
-        c.sessions_per_shard = 1;
-        let mut a = fast_scaler(1, 6);
-        a.interval = Duration::from_millis(50);
-        c.autoscale = Some(a);
-    })
-    .await;
-    pool.inject_cpu_sample(Some(1.0));
-    pool.inject_outside_cpu_sample(Some(0.0));
-    pool.inject_memory_sample(Some(0.3));
+    let (_sim, pool) = saturated_by_own_work(Autoscale::default().cooldown).await;
     // Each job holds its page 20 ms whatever the pool's size: more pages, more throughput.
     let stop = Arc::new(AtomicBool::new(false));
     let mut load = Vec::new();

@@ -346,6 +346,24 @@ impl Gauges {
     pub fn live(&self) -> u64 {
         self.idle + self.busy
     }
+
+    /// Why the autoscaler last set its target (the `reason_*` gauge that reads 1), if
+    /// any does.
+    pub fn scale_reason(&self) -> Option<crate::ScaleReason> {
+        use crate::ScaleReason as R;
+        [
+            (self.reason_start, R::Start),
+            (self.reason_waiting, R::Waiting),
+            (self.reason_cpu, R::Cpu),
+            (self.reason_memory, R::Memory),
+            (self.reason_idle, R::Idle),
+            (self.reason_limit, R::Limit),
+            (self.reason_plateau, R::Plateau),
+        ]
+        .into_iter()
+        .find(|(on, _)| *on == 1)
+        .map(|(_, reason)| reason)
+    }
 }
 
 #[cfg(test)]
