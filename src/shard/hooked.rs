@@ -19,7 +19,7 @@ use super::plan::Return;
 use super::Shell;
 use crate::cdp::Page;
 use crate::config::{Config, Isolation};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::hooks::{gave_up, HookPoint, HOOK_ATTEMPTS};
 use crate::job::Job;
 
@@ -110,25 +110,41 @@ impl Shell {
                 }
                 Err(e) => e,
             };
-            shell.metrics.borrow_mut().counters.hook_failures_before += 1;
             tracing::warn!(shard = shell.id, error = %e, "before_job failed on a lease's page; retiring it");
             shell.feed(|p, now, cfg| p.released_as(lease, Return::Dead, now, cfg));
-            let failures = shell.before_job_failures.get() + 1;
-            if failures >= HOOK_ATTEMPTS {
-                shell.before_job_failures.set(0);
-                let _ = tx.send(Err(gave_up(&e)));
-                return;
-            }
-            shell.before_job_failures.set(failures);
-            let again = Request {
-                job,
-                work: Work::Acquire(tx),
-                submitted,
-                arrival: shell.shared.lines[shell.id].next_id(),
-                attempts,
-            };
-            shell.feed(|p, now, cfg| p.submit(again, now, cfg));
+            shell.before_job_failed(&e, job, Work::Acquire(tx), submitted, attempts);
         });
+    }
+
+    /// After `before_job` failed on the page `work` was about to get (the page is
+    /// retired by the caller): counts it, and puts the request back in line with a new
+    /// arrival number (true), or after [`HOOK_ATTEMPTS`] failures in a row fails it with
+    /// `Hook` (false).
+    pub(super) fn before_job_failed(
+        self: &Rc<Self>,
+        e: &Error,
+        job: Job,
+        work: Work,
+        submitted: Instant,
+        attempts: u32,
+    ) -> bool {
+        self.metrics.borrow_mut().counters.hook_failures_before += 1;
+        let failures = self.before_job_failures.get() + 1;
+        if failures >= HOOK_ATTEMPTS {
+            self.before_job_failures.set(0);
+            work.fail(gave_up(e));
+            return false;
+        }
+        self.before_job_failures.set(failures);
+        let again = Request {
+            job,
+            work,
+            submitted,
+            arrival: self.shared.lines[self.id].next_id(),
+            attempts,
+        };
+        self.feed(|p, now, cfg| p.submit(again, now, cfg));
+        true
     }
 
     /// A lease gave its session back: `after_job` runs on it first, if set (a failure

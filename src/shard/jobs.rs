@@ -17,7 +17,7 @@ use super::waiters::SessionKey;
 use super::Shell;
 use crate::cdp::Page;
 use crate::error::{Error, ErrorKind, TimeoutKind};
-use crate::hooks::{gave_up, HookPoint, HOOK_ATTEMPTS};
+use crate::hooks::HookPoint;
 use crate::job::Job;
 use crate::retry::{Decision, Failure};
 
@@ -149,23 +149,11 @@ impl Shell {
                 // The page is retired; the job, which never started, tries another.
                 guard.how = Return::Dead;
                 next = guard.give_back();
-                self.metrics.borrow_mut().counters.hook_failures_before += 1;
                 tracing::warn!(shard = self.id, error = %e, "before_job failed; retiring the page");
-                let failures = self.before_job_failures.get() + 1;
-                if failures < HOOK_ATTEMPTS {
-                    self.before_job_failures.set(failures);
-                    let again = Request {
-                        job,
-                        work: Work::Run(task),
-                        submitted,
-                        arrival: self.shared.lines[self.id].next_id(),
-                        attempts,
-                    };
-                    self.feed(|p, now, cfg| p.submit(again, now, cfg));
+                // Back in line: the job is neither done nor failed yet.
+                if self.before_job_failed(&e, job, Work::Run(task), submitted, attempts) {
                     return next;
                 }
-                self.before_job_failures.set(0);
-                task.fail(gave_up(&e));
             }
             Ok(Attempt::Abandoned | Attempt::NotRun(_)) => next = guard.give_back(),
             Err(_) => {
