@@ -5,13 +5,15 @@
 //! and the test fails. Tests that need Chromium print a loud SKIPPED line without it, and
 //! fail instead when `CDPMUX_REQUIRE_BROWSER=1` (CI).
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use cdpmux::browser::Launch;
 use cdpmux::sim::{DemoSite, SiteConfig};
 use serde_json::Value;
+use support::require_browser;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
@@ -20,20 +22,6 @@ const RUN_LIMIT: Duration = Duration::from_secs(240);
 /// Longest a run that must end promptly (closed output, interrupt) may take: far above
 /// what it needs, far below what the bugs these runs catch take (forever, or minutes).
 const PROMPT_LIMIT: Duration = Duration::from_secs(60);
-
-/// True when Chromium is available; see the module docs for what happens without it.
-fn require_browser() -> bool {
-    match Launch::new().find_executable() {
-        Ok(_) => true,
-        Err(e) if std::env::var("CDPMUX_REQUIRE_BROWSER").as_deref() == Ok("1") => {
-            panic!("CDPMUX_REQUIRE_BROWSER=1 but no browser is available: {e}")
-        }
-        Err(e) => {
-            eprintln!("SKIPPED: no chromium ({e})");
-            false
-        }
-    }
-}
 
 fn cdpmux(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cdpmux"));

@@ -7,6 +7,8 @@
 //! The pages come from several demo sites (the demo site is one `host:port`, and a shared
 //! crawl partitions by site), listed in one URL file that every node reads.
 
+mod support;
+
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -14,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use cdpmux::browser::Launch;
 use cdpmux::sim::{DemoSite, SiteConfig};
+use support::{browsers_of, live_members, skip_unless_required, GroupsGuard};
 use tokio::process::{Child, Command};
 
 /// Longest a whole crawl may take; past it the nodes are killed and the test fails.
@@ -34,13 +37,7 @@ fn require_browser_and_redis() -> bool {
         .map_err(|e| format!("redis-server: {e} (run scripts/ensure-redis.sh)"));
     match browser.map_err(|e| e.to_string()).and(redis) {
         Ok(()) => true,
-        Err(e) if std::env::var("CDPMUX_REQUIRE_BROWSER").as_deref() == Ok("1") => {
-            panic!("CDPMUX_REQUIRE_BROWSER=1 but {e}")
-        }
-        Err(e) => {
-            eprintln!("SKIPPED: {e}");
-            false
-        }
+        Err(e) => skip_unless_required(&e),
     }
 }
 
@@ -92,56 +89,6 @@ impl Drop for RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Kills the process groups on drop, so a failing test leaves no browser behind.
-struct GroupsGuard(Vec<u32>);
-
-impl Drop for GroupsGuard {
-    fn drop(&mut self) {
-        for pgid in &self.0 {
-            // SAFETY: kill(2) has no memory-safety preconditions.
-            unsafe {
-                libc::kill(-(*pgid as libc::pid_t), libc::SIGKILL);
-            }
-        }
-    }
-}
-
-/// `(pid, ppid, pgrp, state)` of every process.
-fn processes() -> Vec<(u32, u32, u32, char)> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| {
-            let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let mut rest = stat.rsplit_once(')')?.1.split_whitespace();
-            let state = rest.next()?.chars().next()?;
-            let ppid: u32 = rest.next()?.parse().ok()?;
-            let pgrp: u32 = rest.next()?.parse().ok()?;
-            Some((pid, ppid, pgrp, state))
-        })
-        .collect()
-}
-
-/// The browsers `pid` launched: its children leading their own process group.
-fn browsers_of(pid: u32) -> Vec<u32> {
-    processes()
-        .into_iter()
-        .filter(|&(p, ppid, pgrp, _)| ppid == pid && pgrp == p)
-        .map(|(p, ..)| p)
-        .collect()
-}
-
-/// Live (not zombie) members of process group `pgid`.
-fn live_members(pgid: u32) -> Vec<u32> {
-    processes()
-        .into_iter()
-        .filter(|&(_, _, pgrp, state)| pgrp == pgid && state != 'Z')
-        .map(|(pid, ..)| pid)
-        .collect()
 }
 
 /// Demo sites with `pages` pages in all, bare (no assets, no slow or heavy pages), and

@@ -2,10 +2,12 @@
 //! browser gets the parent-death signal and its process group empties within 2 s.
 //! (Catching SIGINT and SIGTERM is tested with the crawl; SIGKILL cannot be caught.)
 
+mod support;
+
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use cdpmux::browser::Launch;
+use support::{live_members, processes, require_browser, GroupsGuard};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
@@ -13,61 +15,6 @@ use tokio::process::Command;
 const DIE_WITHIN: Duration = Duration::from_secs(2);
 /// Bound on the wait for the crawl's first page.
 const START_LIMIT: Duration = Duration::from_secs(120);
-
-/// True when Chromium is available; fails instead with `CDPMUX_REQUIRE_BROWSER=1`.
-fn require_browser() -> bool {
-    match Launch::new().find_executable() {
-        Ok(_) => true,
-        Err(e) if std::env::var("CDPMUX_REQUIRE_BROWSER").as_deref() == Ok("1") => {
-            panic!("CDPMUX_REQUIRE_BROWSER=1 but no browser is available: {e}")
-        }
-        Err(e) => {
-            eprintln!("SKIPPED: no chromium ({e})");
-            false
-        }
-    }
-}
-
-/// `(pid, ppid, pgrp, state)` of every process.
-fn processes() -> Vec<(u32, u32, u32, char)> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| {
-            let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let mut rest = stat.rsplit_once(')')?.1.split_whitespace();
-            let state = rest.next()?.chars().next()?;
-            let ppid: u32 = rest.next()?.parse().ok()?;
-            let pgrp: u32 = rest.next()?.parse().ok()?;
-            Some((pid, ppid, pgrp, state))
-        })
-        .collect()
-}
-
-/// Live (not zombie) members of process group `pgid`.
-fn live_members(pgid: u32) -> Vec<u32> {
-    processes()
-        .into_iter()
-        .filter(|&(_, _, pgrp, state)| pgrp == pgid && state != 'Z')
-        .map(|(pid, ..)| pid)
-        .collect()
-}
-
-/// Kills the groups on drop, so a failing test leaves no browser behind.
-struct GroupsGuard(Vec<u32>);
-
-impl Drop for GroupsGuard {
-    fn drop(&mut self) {
-        for pgid in &self.0 {
-            // SAFETY: kill(2) has no memory-safety preconditions.
-            unsafe {
-                libc::kill(-(*pgid as libc::pid_t), libc::SIGKILL);
-            }
-        }
-    }
-}
 
 #[tokio::test]
 async fn sigkill_mid_crawl_leaves_no_browser() {

@@ -6,30 +6,19 @@
 //! fails. The robots.txt test needs Chromium (the simulated browser fetches nothing):
 //! without it, it prints SKIPPED, or fails when `CDPMUX_REQUIRE_BROWSER=1` (CI).
 
+mod support;
+
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use cdpmux::browser::Launch;
 use cdpmux::sim::{DemoSite, SiteConfig};
 use serde_json::Value;
+use support::require_browser;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 /// Longest one run of the binary may take.
 const RUN_LIMIT: Duration = Duration::from_secs(240);
-
-fn require_browser() -> bool {
-    match Launch::new().find_executable() {
-        Ok(_) => true,
-        Err(e) if std::env::var("CDPMUX_REQUIRE_BROWSER").as_deref() == Ok("1") => {
-            panic!("CDPMUX_REQUIRE_BROWSER=1 but no browser is available: {e}")
-        }
-        Err(e) => {
-            eprintln!("SKIPPED: no chromium ({e})");
-            false
-        }
-    }
-}
 
 /// Runs `cdpmux args` with `stdin`, within [`RUN_LIMIT`].
 async fn run(args: &[&str], stdin: &str) -> Output {
